@@ -1,0 +1,52 @@
+"""The Converter protocol: two methods, one per framework module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import onnx
+
+from lockgate.progress import Progress
+
+__all__ = ["Converted", "Converter", "ReferenceRunner"]
+
+ReferenceRunner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+"""Runs the source model on inputs keyed by ONNX input name; returns outputs in ONNX output order."""
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What a converter hands back.
+
+    ``sample`` is the caller's sample input keyed by the ONNX model's input names, as numpy arrays.
+    ``reference`` runs the source framework for parity; it is None for models that arrived as
+    ONNX already (nothing to compare against).
+    """
+
+    model: onnx.ModelProto
+    framework: str
+    framework_version: str
+    converter: str
+    sample: Mapping[str, np.ndarray]
+    reference: ReferenceRunner | None
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+class Converter(Protocol):
+    """Turns one framework's models into ONNX."""
+
+    framework: str
+
+    def accepts(self, model: object) -> bool:
+        """True when this converter handles ``model``; must not import heavy frameworks unless
+        ``model`` already comes from them."""
+        ...
+
+    def convert(
+        self, model: object, sample: object, *, opset: int | None, progress: Progress
+    ) -> Converted:
+        """Export ``model`` to ONNX, traced or checked with ``sample``."""
+        ...

@@ -1,0 +1,139 @@
+"""The one error tree of lockgate.
+
+Every failure the library reports is an :class:`Error`. Library errors (onnxruntime, SQLAlchemy,
+torch, skl2onnx) are caught where they enter and re-raised as one of these, with a diagnostic that
+says what to do. Only the CLI turns them into exit codes; the server turns them into JSON.
+
+    Error
+    ├── ConfigError                bad lockgate.toml, environment variable or flag
+    ├── NotFoundError              unknown model, version, alias or stage
+    ├── InvalidInputError          a request or argument that cannot be used as given
+    ├── StorageError               metadata or artifact store failure
+    │   └── IntegrityError         a stored artifact does not match its digest
+    ├── ConversionError            a model could not be turned into ONNX
+    │   ├── UnsupportedModelError  no converter accepts the object
+    │   └── UnsafePathError        a path escapes the folder it must stay in
+    ├── ParityError                ONNX Runtime disagrees with the source framework
+    ├── PromotionError             a promotion was refused
+    │   └── GateFailedError        a gate failed, errored, or the gate list is empty
+    ├── AuditChainError            the audit log's hash chain is broken
+    └── ServeError                 a model could not be served
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+__all__ = [
+    "AuditChainError",
+    "ConfigError",
+    "ConversionError",
+    "Error",
+    "GateFailedError",
+    "IntegrityError",
+    "InvalidInputError",
+    "NotFoundError",
+    "ParityError",
+    "PromotionError",
+    "ServeError",
+    "StorageError",
+    "UnsafePathError",
+    "UnsupportedModelError",
+]
+
+
+class Error(Exception):
+    """Root of every lockgate error.
+
+    ``exit_code`` is the CLI's exit status for this kind of failure (documented in README.md);
+    ``http_status`` is the status the server answers with.
+    """
+
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def diagnostics(self) -> str:
+        """One readable paragraph: what went wrong and, when known, what to do about it."""
+        if self.hint:
+            return f"{self.message} (hint: {self.hint})"
+        return self.message
+
+
+class ConfigError(Error):
+    exit_code = 2
+    http_status = 500
+
+
+class InvalidInputError(Error):
+    exit_code = 2
+    http_status = 400
+
+
+class NotFoundError(Error):
+    exit_code = 3
+    http_status = 404
+
+
+class StorageError(Error):
+    exit_code = 4
+
+
+class IntegrityError(StorageError):
+    exit_code = 4
+
+
+class ConversionError(Error):
+    exit_code = 5
+    http_status = 400
+
+
+class UnsupportedModelError(ConversionError):
+    pass
+
+
+class UnsafePathError(ConversionError):
+    pass
+
+
+class ParityError(Error):
+    """ONNX Runtime's outputs are outside tolerance of the source framework's.
+
+    ``report`` is the :class:`lockgate.types.ParityReport` that failed.
+    """
+
+    exit_code = 6
+    http_status = 422
+
+    def __init__(self, message: str, *, report: Any = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+
+
+class PromotionError(Error):
+    exit_code = 7
+    http_status = 409
+
+
+class GateFailedError(PromotionError):
+    """A promotion's gates did not all pass. ``results`` holds every gate's result."""
+
+    def __init__(
+        self, message: str, *, results: Sequence[Any] = (), hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.results = tuple(results)
+
+
+class AuditChainError(Error):
+    exit_code = 8
+
+
+class ServeError(Error):
+    exit_code = 9
+    http_status = 503

@@ -1,0 +1,112 @@
+"""ONNX Runtime behind one small class. Telemetry is off before onnxruntime is imported."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from collections.abc import Mapping, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+from lockgate.errors import InvalidInputError, ServeError  # noqa: E402
+from lockgate.onnxmeta import signature_of  # noqa: E402
+from lockgate.types import Signature  # noqa: E402
+
+__all__ = ["Predictor", "available_providers"]
+
+ort.disable_telemetry_events()
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+class Predictor:
+    """An ORT session over one ONNX model, with its signature.
+
+    ``run`` takes a mapping of input name to array and returns a dict of output name to array.
+    Wrong names, dtypes or ranks raise :class:`InvalidInputError`; runtime failures
+    raise :class:`ServeError`.
+    """
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        *,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 0,
+    ) -> None:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if intra_op_threads:
+            opts.intra_op_num_threads = intra_op_threads
+        try:
+            self._session = ort.InferenceSession(
+                model_bytes,
+                sess_options=opts,
+                providers=list(providers) if providers else ["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ServeError(f"ONNX Runtime could not load the model: {exc}") from exc
+        self.signature: Signature = signature_of(onnx.load_model_from_string(model_bytes))
+        self._input_names = [i.name for i in self._session.get_inputs()]
+        self._output_names = [o.name for o in self._session.get_outputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually uses."""
+        return list(self._session.get_providers())
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._input_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._output_names)
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        missing = [n for n in self._input_names if n not in inputs]
+        extra = [n for n in inputs if n not in self._input_names]
+        if missing or extra:
+            raise InvalidInputError(
+                f"inputs do not match the model: missing {missing}, unexpected {extra}",
+                hint=f"the model takes {self._input_names}",
+            )
+        wanted = list(outputs) if outputs else self._output_names
+        unknown = [n for n in wanted if n not in self._output_names]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown outputs {unknown}", hint=f"the model returns {self._output_names}"
+            )
+        for spec in self.signature.inputs:
+            arr = inputs[spec.name]
+            if str(arr.dtype) != spec.dtype:
+                raise InvalidInputError(
+                    f"input {spec.name!r} has dtype {arr.dtype}, the model wants {spec.dtype}"
+                )
+            if arr.ndim != len(spec.shape):
+                raise InvalidInputError(
+                    f"input {spec.name!r} has shape {list(arr.shape)}, the model wants "
+                    f"{list(spec.shape)}"
+                )
+            for got, want in zip(arr.shape, spec.shape, strict=True):
+                if isinstance(want, int) and got != want:
+                    raise InvalidInputError(
+                        f"input {spec.name!r} has shape {list(arr.shape)}, the model wants "
+                        f"{list(spec.shape)}"
+                    )
+        try:
+            result = self._session.run(wanted, dict(inputs))
+        except Exception as exc:
+            raise ServeError(f"ONNX Runtime failed to run the model: {exc}") from exc
+        return {n: np.asarray(v) for n, v in zip(wanted, result, strict=True)}
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run(inputs)

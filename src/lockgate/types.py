@@ -1,0 +1,344 @@
+"""Frozen values passed between lockgate's parts.
+
+Everything here is immutable and round-trips through plain JSON (``to_dict``/``from_dict``), which
+is how the metadata store keeps it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from lockgate.errors import InvalidInputError
+
+__all__ = [
+    "Digest",
+    "Dim",
+    "GateResult",
+    "GateStatus",
+    "ModelRef",
+    "OutputParity",
+    "ParityReport",
+    "Signature",
+    "TensorSpec",
+    "Version",
+]
+
+_CHUNK = 1 << 20
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+Dim = int | str
+"""One dimension of a tensor shape: a fixed size, or a symbolic name such as ``"batch"``."""
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    """A content digest, written ``sha256:<64 hex>``."""
+
+    value: str
+
+    def __post_init__(self) -> None:
+        algo, _, hexpart = self.value.partition(":")
+        if algo != "sha256" or not _HEX64.match(hexpart):
+            raise InvalidInputError(f"not a sha256 digest: {self.value!r}")
+
+    @property
+    def hex(self) -> str:
+        return self.value.split(":", 1)[1]
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        return cls(text if text.startswith("sha256:") else f"sha256:{text}")
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> Digest:
+        return cls("sha256:" + hashlib.sha256(data).hexdigest())
+
+    @classmethod
+    def of_stream(cls, stream: BinaryIO) -> Digest:
+        h = hashlib.sha256()
+        while chunk := stream.read(_CHUNK):
+            h.update(chunk)
+        return cls("sha256:" + h.hexdigest())
+
+    @classmethod
+    def of_file(cls, path: Path) -> Digest:
+        with path.open("rb") as f:
+            return cls.of_stream(f)
+
+
+def validate_name(name: str) -> str:
+    """Model and alias names: letters, digits, ``.``, ``_``, ``-``; 1–128 characters."""
+    if not _NAME.match(name):
+        raise InvalidInputError(
+            f"invalid name {name!r}",
+            hint="use letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """``name``, ``name@3``, ``name@production`` (a stage) or ``name@champion`` (an alias).
+
+    ``selector`` is None (latest version), an ``int`` version, or a stage/alias name.
+    """
+
+    name: str
+    selector: int | str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        name, sep, sel = text.partition("@")
+        validate_name(name)
+        if not sep:
+            return cls(name)
+        if sel.isdigit():
+            return cls(name, int(sel))
+        if not sel:
+            raise InvalidInputError(f"empty selector in model reference {text!r}")
+        return cls(name, validate_name(sel))
+
+    def __str__(self) -> str:
+        return self.name if self.selector is None else f"{self.name}@{self.selector}"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor: numpy dtype name (``float32``, ``int64``, …) and shape with symbolic dims."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
+        return cls(str(d["name"]), str(d["dtype"]), tuple(d["shape"]))
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Signature:
+        return cls(
+            tuple(TensorSpec.from_dict(t) for t in d["inputs"]),
+            tuple(TensorSpec.from_dict(t) for t in d["outputs"]),
+        )
+
+
+@dataclass(frozen=True)
+class OutputParity:
+    """Agreement of one output between the source framework and ONNX Runtime."""
+
+    name: str
+    max_abs_error: float
+    max_rel_error: float
+    atol: float
+    rtol: float
+    mismatches: int
+    elements: int
+    worst_index: tuple[int, ...] = ()
+    worst_expected: float = 0.0
+    worst_actual: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.mismatches == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "max_abs_error": self.max_abs_error,
+            "max_rel_error": self.max_rel_error,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "mismatches": self.mismatches,
+            "elements": self.elements,
+            "worst_index": list(self.worst_index),
+            "worst_expected": self.worst_expected,
+            "worst_actual": self.worst_actual,
+            "passed": self.passed,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OutputParity:
+        return cls(
+            name=str(d["name"]),
+            max_abs_error=float(d["max_abs_error"]),
+            max_rel_error=float(d["max_rel_error"]),
+            atol=float(d["atol"]),
+            rtol=float(d["rtol"]),
+            mismatches=int(d["mismatches"]),
+            elements=int(d["elements"]),
+            worst_index=tuple(int(i) for i in d.get("worst_index", ())),
+            worst_expected=float(d.get("worst_expected", 0.0)),
+            worst_actual=float(d.get("worst_actual", 0.0)),
+        )
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Parity over the sample input plus ``len(batch_sizes) - 1`` random inputs."""
+
+    outputs: tuple[OutputParity, ...]
+    batch_sizes: tuple[int, ...]
+    seed: int
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.outputs) and all(o.passed for o in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "batch_sizes": list(self.batch_sizes),
+            "seed": self.seed,
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ParityReport:
+        return cls(
+            outputs=tuple(OutputParity.from_dict(o) for o in d["outputs"]),
+            batch_sizes=tuple(int(b) for b in d["batch_sizes"]),
+            seed=int(d["seed"]),
+        )
+
+
+class GateStatus(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"
+    WAIVED = "waived"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    status: GateStatus
+    message: str
+    measured: Mapping[str, Any] = field(default_factory=dict)
+    thresholds: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (GateStatus.PASS, GateStatus.WAIVED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate,
+            "status": self.status.value,
+            "message": self.message,
+            "measured": dict(self.measured),
+            "thresholds": dict(self.thresholds),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GateResult:
+        return cls(
+            gate=str(d["gate"]),
+            status=GateStatus(d["status"]),
+            message=str(d["message"]),
+            measured=dict(d.get("measured", {})),
+            thresholds=dict(d.get("thresholds", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Version:
+    """One immutable model version. ``stage`` is the only part that changes after registration,
+    and it changes only through promotion."""
+
+    name: str
+    number: int
+    digest: Digest
+    framework: str
+    framework_version: str
+    opset: int
+    ir_version: int
+    signature: Signature
+    parity: ParityReport | None
+    environment: Mapping[str, Any]
+    creator: str
+    created_at: str
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    seeds: Mapping[str, int] = field(default_factory=dict)
+    stage: str = "prototype"
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(self.name, self.number)
+
+    def record(self) -> dict[str, Any]:
+        """The immutable part, as stored (everything but ``name``, ``number`` and ``stage``)."""
+        return {
+            "digest": str(self.digest),
+            "framework": self.framework,
+            "framework_version": self.framework_version,
+            "opset": self.opset,
+            "ir_version": self.ir_version,
+            "signature": self.signature.to_dict(),
+            "parity": self.parity.to_dict() if self.parity else None,
+            "environment": dict(self.environment),
+            "creator": self.creator,
+            "created_at": self.created_at,
+            "description": self.description,
+            "tags": dict(self.tags),
+            "metrics": dict(self.metrics),
+            "seeds": dict(self.seeds),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.number, "stage": self.stage, **self.record()}
+
+    @classmethod
+    def from_record(
+        cls, name: str, number: int, stage: str, rec: Mapping[str, Any]
+    ) -> Version:
+        parity = rec.get("parity")
+        return cls(
+            name=name,
+            number=number,
+            stage=stage,
+            digest=Digest(rec["digest"]),
+            framework=str(rec["framework"]),
+            framework_version=str(rec["framework_version"]),
+            opset=int(rec["opset"]),
+            ir_version=int(rec["ir_version"]),
+            signature=Signature.from_dict(rec["signature"]),
+            parity=ParityReport.from_dict(parity) if parity else None,
+            environment=dict(rec.get("environment", {})),
+            creator=str(rec["creator"]),
+            created_at=str(rec["created_at"]),
+            description=str(rec.get("description", "")),
+            tags={str(k): str(v) for k, v in rec.get("tags", {}).items()},
+            metrics={str(k): float(v) for k, v in rec.get("metrics", {}).items()},
+            seeds={str(k): int(v) for k, v in rec.get("seeds", {}).items()},
+        )
+
+
+def shape_of(dims: Iterable[Dim]) -> tuple[Dim, ...]:
+    return tuple(dims)
