@@ -1,1 +1,126 @@
-"""lockgate."""
+"""lockgate: train in any framework, ship one way, promote only through gates you can prove.
+
+The short path, on the home in ``$LOCKGATE_HOME`` (default ``./.lockgate``)::
+
+    import lockgate
+    v = lockgate.register(model, sample_input, name="churn", metrics={"auc": 0.91}, seed=0)
+    lockgate.promote(f"churn@{v.number}", to="production")
+    predictor = lockgate.load("churn@production")
+    predictor.run({"input": batch})
+
+For more than one call, hold a :class:`Lockgate` instead of reopening the home each time.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from collections.abc import Mapping  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from lockgate.api import Lockgate, ModelSummary, init_home  # noqa: E402
+from lockgate.audit import AuditRecord, ChainReport, EventType  # noqa: E402
+from lockgate.config import Settings, load_settings  # noqa: E402
+from lockgate.errors import (  # noqa: E402
+    AuditChainError,
+    ConfigError,
+    ConversionError,
+    Error,
+    GateFailedError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    ParityError,
+    PromotionError,
+    ServeError,
+    StorageError,
+    UnsafePathError,
+    UnsupportedModelError,
+)
+from lockgate.promotion import PromotionResult  # noqa: E402
+from lockgate.runtime import Predictor  # noqa: E402
+from lockgate.types import (  # noqa: E402
+    Digest,
+    GateResult,
+    GateStatus,
+    ModelRef,
+    OutputParity,
+    ParityReport,
+    Signature,
+    TensorSpec,
+    Version,
+)
+
+__all__ = [
+    "AuditChainError",
+    "AuditRecord",
+    "ChainReport",
+    "ConfigError",
+    "ConversionError",
+    "Digest",
+    "Error",
+    "EventType",
+    "GateFailedError",
+    "GateResult",
+    "GateStatus",
+    "IntegrityError",
+    "InvalidInputError",
+    "Lockgate",
+    "ModelRef",
+    "ModelSummary",
+    "NotFoundError",
+    "OutputParity",
+    "ParityError",
+    "ParityReport",
+    "Predictor",
+    "PromotionError",
+    "PromotionResult",
+    "ServeError",
+    "Settings",
+    "Signature",
+    "StorageError",
+    "TensorSpec",
+    "UnsafePathError",
+    "UnsupportedModelError",
+    "Version",
+    "init_home",
+    "load",
+    "load_settings",
+    "promote",
+    "register",
+]
+
+
+def register(
+    model: object,
+    sample_input: object = None,
+    *,
+    name: str,
+    description: str = "",
+    tags: Mapping[str, str] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    seed: int | None = None,
+    home: Path | str | None = None,
+) -> Version:
+    """Register ``model`` as a new parity-checked ONNX version of ``name``. See
+    :meth:`Lockgate.register` for every option."""
+    with Lockgate.open(home) as lg:
+        return lg.register(
+            model, sample_input, name=name, description=description, tags=tags,
+            metrics=metrics, seed=seed,
+        )
+
+
+def promote(ref: str, to: str, *, home: Path | str | None = None) -> PromotionResult:
+    """Promote ``ref`` (``name@3``) to stage ``to`` through the configured gates."""
+    with Lockgate.open(home) as lg:
+        return lg.promote(ref, to)
+
+
+def load(ref: str, *, home: Path | str | None = None) -> Predictor:
+    """An ONNX Runtime predictor for ``ref`` (``name@production``, ``name@3``, ``name@champion``),
+    loaded only after its digest is verified."""
+    with Lockgate.open(home) as lg:
+        return lg.load(ref)

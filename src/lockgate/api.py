@@ -1,0 +1,363 @@
+"""The facade that the CLI, the server and the Python API call; nothing else reaches into storage.
+
+    lg = Lockgate.open()                       # LOCKGATE_HOME or ./.lockgate
+    v = lg.register(model, sample, name="clf")  # convert, check parity, store
+    lg.promote(f"clf@{v.number}", "production")
+    predictor = lg.load("clf@production")
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lockgate import promotion
+from lockgate.audit import AuditEvent, AuditRecord, ChainReport, EventType, now, verify_chain
+from lockgate.config import Settings, load_settings, write_default_config
+from lockgate.errors import (
+    ConversionError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+)
+from lockgate.progress import NullProgress, Progress
+from lockgate.onnxmeta import default_opset
+from lockgate.runtime import Predictor
+from lockgate.store.artifacts import ArtifactStore, LocalArtifactStore
+from lockgate.store.metadata import Change, GateRun, MetadataStore, SqlMetadataStore, VersionRow
+from lockgate.types import ModelRef, Version, validate_name
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = ["Lockgate", "ModelSummary", "init_home"]
+
+_MAX_ONNX_BYTES = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    versions: int
+    latest: int
+    stages: Mapping[str, list[int]]
+    aliases: Mapping[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "versions": self.versions, "latest": self.latest,
+                "stages": dict(self.stages), "aliases": dict(self.aliases)}
+
+
+class Lockgate:
+    """One lockgate home: settings, a metadata store and an artifact store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metadata: MetadataStore | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.meta: MetadataStore = metadata or SqlMetadataStore(settings.database_url)
+        self.artifacts: ArtifactStore = artifacts or LocalArtifactStore(settings.artifact_root)
+
+    @classmethod
+    def open(cls, home: Path | str | None = None, **flags: Any) -> Lockgate:
+        """Open (and create if needed) the home at ``home``, ``$LOCKGATE_HOME`` or ./.lockgate."""
+        settings = load_settings(home, **flags)
+        write_default_config(settings.home)
+        return cls(settings)
+
+    def close(self) -> None:
+        self.meta.close()
+
+    def __enter__(self) -> Lockgate:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- registration ------------------------------------------------------------------------
+    def register(
+        self,
+        model: object,
+        sample_input: object = None,
+        *,
+        name: str,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        seed: int | None = None,
+        seeds: Mapping[str, int] | None = None,
+        opset: int | None = None,
+        atol: float | None = None,
+        rtol: float | None = None,
+        creator: str | None = None,
+        progress: Progress | None = None,
+    ) -> Version:
+        """Convert ``model`` to ONNX, prove parity with its framework on ``sample_input`` plus
+        random inputs, capture the environment and store a new immutable version.
+
+        Nothing is stored unless every step succeeds. Raises ParityError when ONNX Runtime
+        disagrees with the source framework.
+        """
+        from lockgate.convert import converter_for
+        from lockgate.environment import capture_environment
+        from lockgate.parity import assert_parity, check_parity
+
+        validate_name(name)
+        clean_metrics = _check_metrics(metrics or {})
+        clean_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        all_seeds = {str(k): int(v) for k, v in (seeds or {}).items()}
+        if seed is not None:
+            all_seeds.setdefault("seed", int(seed))
+        progress = progress or NullProgress()
+
+        converter = converter_for(model)
+        converted = converter.convert(model, sample_input, opset=opset, progress=progress)
+        onnx_bytes = converted.model.SerializeToString()
+        if len(onnx_bytes) > _MAX_ONNX_BYTES:
+            raise ConversionError("the ONNX model is over 2 GB; lockgate stores one-file models")
+        predictor = Predictor(onnx_bytes)
+        report = None
+        if converted.reference is not None:
+            report = check_parity(
+                converted,
+                predictor,
+                n_random=self.settings.parity_samples,
+                atol=self.settings.parity_atol if atol is None else atol,
+                rtol=self.settings.parity_rtol if rtol is None else rtol,
+                seed=all_seeds.get("seed", 0),
+                progress=progress,
+            )
+            assert_parity(report)
+        environment = capture_environment(
+            seeds=all_seeds, providers=predictor.providers, cwd=Path.cwd()
+        )
+        environment["converter"] = converted.converter
+        digest = self.artifacts.put(onnx_bytes)
+        actor = creator or self.settings.user
+        draft = Version(
+            name=name,
+            number=0,
+            digest=digest,
+            framework=converted.framework,
+            framework_version=converted.framework_version,
+            opset=default_opset(converted.model),
+            ir_version=int(converted.model.ir_version),
+            signature=predictor.signature,
+            parity=report,
+            environment=environment,
+            creator=actor,
+            created_at=now(),
+            description=description,
+            tags=clean_tags,
+            metrics=clean_metrics,
+            seeds=all_seeds,
+            stage=self.settings.stages[0],
+        )
+        number = self.meta.create_version(
+            name,
+            draft.record(),
+            draft.stage,
+            AuditEvent(EventType.MODEL_REGISTERED, actor, name, None,
+                       {"digest": str(digest), "framework": converted.framework,
+                        "parity_passed": report.passed if report else None}),
+        )
+        return Version.from_record(name, number, draft.stage, draft.record())
+
+    # -- lookup ------------------------------------------------------------------------------
+    def get(self, ref: str | ModelRef) -> Version:
+        """Resolve ``name``, ``name@3``, ``name@<stage>`` or ``name@<alias>`` to a version."""
+        r = ModelRef.parse(ref) if isinstance(ref, str) else ref
+        row = self._resolve(r)
+        return Version.from_record(row.name, row.number, row.stage, row.record)
+
+    def _resolve(self, r: ModelRef) -> VersionRow:
+        if isinstance(r.selector, int):
+            row = self.meta.get_version(r.name, r.selector)
+            if row is None:
+                raise NotFoundError(f"model {r.name} has no version {r.selector}")
+            return row
+        rows = self.meta.list_versions(r.name)
+        if not rows:
+            raise NotFoundError(f"no model named {r.name!r}",
+                                hint="`lockgate models` lists registered models")
+        if r.selector is None:
+            return rows[-1]
+        if r.selector in self.settings.stages:
+            in_stage = [v for v in rows if v.stage == r.selector]
+            if not in_stage:
+                raise NotFoundError(f"model {r.name} has no version in stage {r.selector!r}")
+            return in_stage[-1]
+        number = self.meta.aliases(r.name).get(r.selector)
+        if number is None:
+            raise NotFoundError(
+                f"{r.selector!r} is neither a stage nor an alias of model {r.name}",
+                hint=f"stages: {list(self.settings.stages)}",
+            )
+        row = self.meta.get_version(r.name, number)
+        if row is None:
+            raise NotFoundError(f"alias {r.name}@{r.selector} points at a missing version")
+        return row
+
+    def versions(self, name: str) -> list[Version]:
+        rows = self.meta.list_versions(validate_name(name))
+        if not rows:
+            raise NotFoundError(f"no model named {name!r}")
+        return [Version.from_record(r.name, r.number, r.stage, r.record) for r in rows]
+
+    def models(self) -> list[ModelSummary]:
+        out = []
+        for name in self.meta.list_models():
+            rows = self.meta.list_versions(name)
+            stages: dict[str, list[int]] = {}
+            for r in rows:
+                stages.setdefault(r.stage, []).append(r.number)
+            out.append(ModelSummary(name, len(rows), rows[-1].number, stages,
+                                    self.meta.aliases(name)))
+        return out
+
+    def aliases(self, name: str) -> dict[str, int]:
+        return self.meta.aliases(validate_name(name))
+
+    def gate_runs(self, ref: str | ModelRef) -> list[GateRun]:
+        v = self.get(ref)
+        return self.meta.gate_runs(v.name, v.number)
+
+    # -- state changes -----------------------------------------------------------------------
+    def promote(
+        self, ref: str | ModelRef, to: str, *, actor: str | None = None
+    ) -> promotion.PromotionResult:
+        """Run the gates configured for the transition and move the version, or raise
+        GateFailedError and move nothing (the refusal is stored and audited)."""
+        v = self.get(ref)
+        holders = [x for x in self.versions(v.name) if x.stage == to]
+        champion = None
+        alias = self.settings.stage_aliases.get(to)
+        if alias and alias in self.meta.aliases(v.name):
+            champion = self.get(ModelRef(v.name, alias))
+        return promotion.promote(
+            self.meta, self.settings, v, to, actor=actor or self.settings.user,
+            holders=holders, champion=champion,
+        )
+
+    def set_alias(
+        self, name: str, alias: str, number: int | None, *, actor: str | None = None
+    ) -> None:
+        """Point ``alias`` at version ``number`` of ``name``, or remove it when None."""
+        validate_name(alias)
+        if alias in self.settings.stages:
+            raise InvalidInputError(f"{alias!r} is a stage name; aliases must differ from stages")
+        if alias.isdigit():
+            raise InvalidInputError("an alias cannot be a number")
+        who = actor or self.settings.user
+        if number is None:
+            if alias not in self.meta.aliases(name):
+                raise NotFoundError(f"model {name} has no alias {alias!r}")
+            event = AuditEvent(EventType.ALIAS_REMOVED, who, name, None, {"alias": alias})
+        else:
+            self.get(ModelRef(name, number))
+            event = AuditEvent(EventType.ALIAS_SET, who, name, number, {"alias": alias})
+        self.meta.apply(Change(aliases={(name, alias): number}, events=[event]))
+
+    # -- loading and serving -----------------------------------------------------------------
+    def model_bytes(self, version: Version) -> bytes:
+        """The version's ONNX bytes, verified against its digest; refusals are audited."""
+        try:
+            return self.artifacts.get(version.digest)
+        except (IntegrityError, NotFoundError) as exc:
+            self.meta.append_event(AuditEvent(
+                EventType.ARTIFACT_REFUSED, self.settings.user, version.name, version.number,
+                {"digest": str(version.digest), "reason": exc.message},
+            ))
+            raise
+
+    def load(self, ref: str | ModelRef) -> Predictor:
+        """An ONNX Runtime predictor for the version, after verifying its artifact digest."""
+        return Predictor(self.model_bytes(self.get(ref)))
+
+    def serve_refs(self, refs: Sequence[str] = ()) -> list[Version]:
+        """The versions ``serve`` would load: ``refs``, or every model's serving-stage version."""
+        if refs:
+            return [self.get(r) for r in refs]
+        stage = self.serving_stage
+        out = []
+        for name in self.meta.list_models():
+            in_stage = [r for r in self.meta.list_versions(name) if r.stage == stage]
+            if in_stage:
+                r = in_stage[-1]
+                out.append(Version.from_record(r.name, r.number, r.stage, r.record))
+        return out
+
+    @property
+    def serving_stage(self) -> str:
+        st = self.settings.stages
+        return "production" if "production" in st else st[-2]
+
+    def create_app(self, refs: Sequence[str] = ()) -> Starlette:
+        """The OIP v2 ASGI app for ``refs`` (default: every model's production version)."""
+        from lockgate.serve import ServedModel, create_app
+
+        versions = self.serve_refs(refs)
+        if not versions:
+            raise NotFoundError(
+                f"nothing to serve: no model has a version in stage {self.serving_stage!r}",
+                hint="promote a version, or name versions explicitly: lockgate serve NAME@V",
+            )
+        served = [
+            ServedModel(v.name, v.number, _loader(self, v)) for v in versions
+        ]
+        return create_app(served, on_event=self._serve_event)
+
+    def _serve_event(self, kind: str, payload: dict[str, Any]) -> None:
+        types = {"serve.start": EventType.SERVE_STARTED, "serve.stop": EventType.SERVE_STOPPED,
+                 "model.load_failed": EventType.MODEL_LOAD_FAILED}
+        et = types.get(kind)
+        if et is None:
+            return
+        self.meta.append_event(AuditEvent(
+            et, self.settings.user, payload.get("model"), payload.get("version"), payload
+        ))
+
+    # -- audit -------------------------------------------------------------------------------
+    def audit_log(self, *, model: str | None = None) -> list[AuditRecord]:
+        recs = self.meta.audit_records()
+        return [r for r in recs if model is None or r.model == model]
+
+    def audit_verify(self) -> ChainReport:
+        return verify_chain(self.meta.audit_records())
+
+
+def _loader(lg: Lockgate, v: Version) -> Any:
+    def load() -> Predictor:
+        return Predictor(lg.model_bytes(v))
+
+    return load
+
+
+def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"metric {k!r} is not a number: {v!r}") from None
+        if not math.isfinite(f):
+            raise InvalidInputError(f"metric {k!r} is not finite: {v!r}")
+        out[str(k)] = f
+    return out
+
+
+def init_home(home: Path | str | None = None) -> Settings:
+    """Create the home folder with a commented lockgate.toml and an upgraded database."""
+    settings = load_settings(home)
+    write_default_config(settings.home)
+    store = SqlMetadataStore(settings.database_url)
+    store.close()
+    return settings
+

@@ -1,0 +1,457 @@
+"""The command line: parse → api → render. The only place that prints, exits or draws progress.
+
+Exit codes (also in README.md): 0 ok, 1 internal error, 2 usage/configuration/invalid input,
+3 not found, 4 storage or integrity failure, 5 conversion failed, 6 parity failed,
+7 promotion refused, 8 audit chain broken, 9 serving failed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+import importlib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable, Iterator, Sequence  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
+from rich.progress import Progress as RichBar  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from lockgate.api import Lockgate, init_home  # noqa: E402
+from lockgate.errors import AuditChainError, Error, InvalidInputError  # noqa: E402
+from lockgate.types import Version  # noqa: E402
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_INTERNAL = 1
+
+
+class BarProgress:
+    """Draws lockgate's progress reports as rich bars on stderr."""
+
+    def __init__(self, bar: RichBar) -> None:
+        self._bar = bar
+        self._tasks: dict[str, Any] = {}
+
+    def start(self, task: str, total: int | None = None) -> None:
+        self._tasks[task] = self._bar.add_task(task, total=total)
+
+    def advance(self, task: str, steps: int = 1) -> None:
+        if task in self._tasks:
+            self._bar.advance(self._tasks[task], steps)
+
+    def finish(self, task: str) -> None:
+        if task in self._tasks:
+            t = self._tasks[task]
+            total = self._bar.tasks[t].total if t < len(self._bar.tasks) else None
+            self._bar.update(t, completed=total if total is not None else 1, total=total or 1)
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[BarProgress | None]:
+    if not enabled:
+        yield None
+        return
+    with RichBar(SpinnerColumn(), TextColumn("{task.description:<8}"), BarColumn(),
+                 TimeElapsedColumn(), console=err, transient=True) as bar:
+        yield BarProgress(bar)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _open(ctx: click.Context) -> Lockgate:
+    lg: Lockgate | None = ctx.obj.get("lg")
+    if lg is None:
+        lg = Lockgate.open(ctx.obj["home"])
+        ctx.obj["lg"] = lg
+        ctx.call_on_close(lg.close)
+    return lg
+
+
+@click.group()
+@click.option("--home", type=click.Path(path_type=Path), default=None,
+              help="lockgate home (default: $LOCKGATE_HOME or ./.lockgate).")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.version_option(package_name="lockgate")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
+    """lockgate: register models as parity-checked ONNX, promote them through gates, serve them."""
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home
+    ctx.obj["debug"] = debug
+
+
+@cli.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the home folder with a commented lockgate.toml and an empty registry."""
+    settings = init_home(ctx.obj["home"])
+    out.print(f"initialised {settings.home} (config: {settings.home / 'lockgate.toml'})")
+
+
+def _parse_pairs(items: Sequence[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise InvalidInputError(f"{what} must look like key=value, got {item!r}")
+        pairs[k] = v
+    return pairs
+
+
+def _load_factory(spec: str) -> tuple[object, object]:
+    mod_name, sep, fn_name = spec.partition(":")
+    if not sep or not mod_name or not fn_name:
+        raise InvalidInputError(f"--from wants package.module:function, got {spec!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise InvalidInputError(f"cannot import {mod_name!r}: {exc}") from exc
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise InvalidInputError(f"{mod_name} has no function {fn_name!r}")
+    result = fn()
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise InvalidInputError(f"{spec} must return (model, sample_input)")
+    return result[0], result[1]
+
+
+@cli.command()
+@click.argument("onnx_file", required=False, type=click.Path(path_type=Path))
+@click.option("--from", "factory", metavar="MODULE:FUNCTION",
+              help="Function returning (model, sample_input) to register.")
+@click.option("--name", required=True, help="Model name.")
+@click.option("--description", default="", help="Free text stored with the version.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag (repeatable).")
+@click.option("--metric", "metrics", multiple=True, metavar="NAME=NUMBER",
+              help="User metric (repeatable).")
+@click.option("--seed", type=int, default=None, help="Seed used for training, recorded.")
+@click.option("--opset", type=int, default=None, help="ONNX opset to export with.")
+@click.option("--atol", type=float, default=None, help="Parity absolute tolerance.")
+@click.option("--rtol", type=float, default=None, help="Parity relative tolerance.")
+@click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
+@click.pass_context
+def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, name: str,
+             description: str, tags: tuple[str, ...], metrics: tuple[str, ...],
+             seed: int | None, opset: int | None, atol: float | None, rtol: float | None,
+             as_json: bool) -> None:
+    """Register an ONNX file, or the model returned by --from MODULE:FUNCTION."""
+    if (onnx_file is None) == (factory is None):
+        raise InvalidInputError("give either an .onnx file or --from MODULE:FUNCTION")
+    metric_values = _parse_pairs(metrics, "--metric")
+    lg = _open(ctx)
+    model, sample = (str(onnx_file), None) if onnx_file is not None else _load_factory(
+        factory or "")
+    with progress_bars(not as_json and err.is_terminal) as bar:
+        v = lg.register(
+            model, sample, name=name, description=description, tags=_parse_pairs(tags, "--tag"),
+            metrics={k: _float(k, x) for k, x in metric_values.items()}, seed=seed,
+            opset=opset, atol=atol, rtol=rtol, progress=bar,
+        )
+    if as_json:
+        _emit_json(v.to_dict())
+        return
+    out.print(f"registered [bold]{v.name}@{v.number}[/] ({v.framework} {v.framework_version}, "
+              f"opset {v.opset}, {v.digest})")
+    _print_parity(v)
+
+
+def _float(key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInputError(f"metric {key} is not a number: {text!r}") from None
+
+
+def _print_parity(v: Version) -> None:
+    if v.parity is None:
+        out.print("parity: not checked (no source model to compare against)")
+        return
+    t = Table(title=f"parity over batch sizes {list(v.parity.batch_sizes)}")
+    for col in ("output", "max abs err", "max rel err", "atol", "rtol", "result"):
+        t.add_column(col)
+    for o in v.parity.outputs:
+        t.add_row(o.name, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}", f"{o.atol:g}",
+                  f"{o.rtol:g}", "pass" if o.passed else f"FAIL ({o.mismatches})")
+    out.print(t)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """List registered models."""
+    summaries = _open(ctx).models()
+    if as_json:
+        _emit_json([s.to_dict() for s in summaries])
+        return
+    t = Table()
+    for col in ("model", "versions", "latest", "stages", "aliases"):
+        t.add_column(col)
+    for s in summaries:
+        t.add_row(s.name, str(s.versions), str(s.latest),
+                  ", ".join(f"{k}: {v}" for k, v in s.stages.items()),
+                  ", ".join(f"{k}→{v}" for k, v in s.aliases.items()))
+    out.print(t)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def versions(ctx: click.Context, name: str, as_json: bool) -> None:
+    """List the versions of a model."""
+    vs = _open(ctx).versions(name)
+    if as_json:
+        _emit_json([v.to_dict() for v in vs])
+        return
+    t = Table()
+    for col in ("version", "stage", "framework", "opset", "parity", "created", "creator"):
+        t.add_column(col)
+    for v in vs:
+        parity = "n/a" if v.parity is None else ("pass" if v.parity.passed else "FAIL")
+        t.add_row(str(v.number), v.stage, f"{v.framework} {v.framework_version}", str(v.opset),
+                  parity, v.created_at[:19], v.creator)
+    out.print(t)
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Show one version: NAME, NAME@V, NAME@STAGE or NAME@ALIAS."""
+    lg = _open(ctx)
+    v = lg.get(ref)
+    runs = lg.meta.gate_runs(v.name, v.number)
+    if as_json:
+        data = v.to_dict()
+        data["gate_runs"] = [dict(r.__dict__) for r in runs]
+        _emit_json(data)
+        return
+    out.print(f"[bold]{v.name}@{v.number}[/]  stage: {v.stage}  digest: {v.digest}")
+    out.print(f"framework: {v.framework} {v.framework_version}   opset {v.opset}, "
+              f"IR {v.ir_version}   created {v.created_at} by {v.creator}")
+    if v.description:
+        out.print(f"description: {v.description}")
+    for spec in v.signature.inputs:
+        out.print(f"  input  {spec.name}: {spec.dtype}{list(spec.shape)}")
+    for spec in v.signature.outputs:
+        out.print(f"  output {spec.name}: {spec.dtype}{list(spec.shape)}")
+    if v.metrics:
+        out.print("metrics: " + ", ".join(f"{k}={x:g}" for k, x in v.metrics.items()))
+    if v.tags:
+        out.print("tags: " + ", ".join(f"{k}={x}" for k, x in v.tags.items()))
+    if v.seeds:
+        out.print("seeds: " + ", ".join(f"{k}={x}" for k, x in v.seeds.items()))
+    env = v.environment
+    git = env.get("git", {})
+    out.print(f"environment: python {env.get('python', {}).get('version', '?')}, "
+              f"onnxruntime {env.get('onnxruntime', {}).get('version', '?')}, "
+              f"git {git.get('commit', '?') if isinstance(git, dict) else git}")
+    _print_parity(v)
+    for r in runs:
+        status = "passed" if r.passed else "refused"
+        out.print(f"gates {r.from_stage}→{r.to_stage} {status} ({r.created_at[:19]}, {r.actor}):")
+        for res in r.results:
+            out.print(f"  {res['gate']}: {res['status']} — {res['message']}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--to", "to_stage", required=True, help="Target stage.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def promote(ctx: click.Context, ref: str, to_stage: str, as_json: bool) -> None:
+    """Promote a version to a stage through the gates configured for the transition."""
+    result = _open(ctx).promote(ref, to_stage)
+    if as_json:
+        _emit_json({
+            "model": result.version.name, "version": result.version.number,
+            "from": result.from_stage, "to": result.to_stage, "retired": list(result.retired),
+            "alias": result.alias, "gates": [r.to_dict() for r in result.results],
+        })
+        return
+    for r in result.results:
+        out.print(f"  {r.gate}: {r.status.value} — {r.message}")
+    out.print(f"{result.version.name}@{result.version.number}: "
+              f"{result.from_stage} → [bold]{result.to_stage}[/]")
+    for n in result.retired:
+        out.print(f"{result.version.name}@{n} retired")
+    if result.alias:
+        out.print(f"alias {result.alias} → {result.version.name}@{result.version.number}")
+
+
+@cli.group()
+def alias() -> None:
+    """Set, remove or list aliases (mutable pointers to versions)."""
+
+
+@alias.command("set")
+@click.argument("name")
+@click.argument("alias_name")
+@click.argument("version", type=int)
+@click.pass_context
+def alias_set(ctx: click.Context, name: str, alias_name: str, version: int) -> None:
+    """Point ALIAS_NAME of model NAME at VERSION."""
+    _open(ctx).set_alias(name, alias_name, version)
+    out.print(f"{name}@{alias_name} → {name}@{version}")
+
+
+@alias.command("rm")
+@click.argument("name")
+@click.argument("alias_name")
+@click.pass_context
+def alias_rm(ctx: click.Context, name: str, alias_name: str) -> None:
+    """Remove ALIAS_NAME from model NAME."""
+    _open(ctx).set_alias(name, alias_name, None)
+    out.print(f"removed {name}@{alias_name}")
+
+
+@alias.command("ls")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def alias_ls(ctx: click.Context, name: str, as_json: bool) -> None:
+    """List the aliases of model NAME."""
+    found = _open(ctx).aliases(name)
+    if as_json:
+        _emit_json(found)
+        return
+    for a, n in sorted(found.items()):
+        out.print(f"{a} → {name}@{n}")
+
+
+@cli.command()
+@click.argument("refs", nargs=-1)
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8080; 0 picks a free one).")
+@click.pass_context
+def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None) -> None:
+    """Serve models over the Open Inference Protocol v2 (default: every production version)."""
+    from lockgate.serve import run_server
+
+    lg = _open(ctx)
+    app = lg.create_app(refs)
+    h = host or lg.settings.serve_host
+    p = lg.settings.serve_port if port is None else port
+    names = ", ".join(f"{v.name}@{v.number}" for v in lg.serve_refs(refs))
+    err.print(f"serving {names} on http://{h}:{p}/v2 (Ctrl-C stops)")
+    run_server(app, host=h, port=p)
+
+
+@cli.group()
+def audit() -> None:
+    """Read and verify the hash-chained audit log."""
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit_verify(ctx: click.Context, as_json: bool) -> None:
+    """Recompute the hash chain; exit 8 naming the first broken row if it does not hold."""
+    report = _open(ctx).audit_verify()
+    if as_json:
+        _emit_json(report.to_dict())
+    elif report.ok:
+        out.print(f"audit chain intact: {report.count} events")
+    if not report.ok:
+        raise AuditChainError(f"audit chain broken at row {report.first_broken}: {report.reason}")
+
+
+@audit.command("log")
+@click.option("--model", default=None, help="Only events of this model.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit_log(ctx: click.Context, model: str | None, as_json: bool) -> None:
+    """List audit events, oldest first."""
+    records = _open(ctx).audit_log(model=model)
+    if as_json:
+        _emit_json([r.to_dict() for r in records])
+        return
+    t = Table()
+    for col in ("#", "time", "event", "actor", "model", "details"):
+        t.add_column(col)
+    for r in records:
+        target = f"{r.model}@{r.version}" if r.version is not None else (r.model or "")
+        details = ", ".join(f"{k}={v}" for k, v in r.payload.items() if k not in (
+            "results", "model", "version"))
+        t.add_row(str(r.seq), r.ts[:19], r.type, r.actor, target, details[:80])
+    out.print(t)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the demo's temporary home and print its path.")
+def demo(keep: bool) -> None:
+    """Train, register, promote and serve a PyTorch and a scikit-learn model, end to end."""
+    from lockgate.demo import run_demo
+
+    run_demo(_DemoPrinter(), keep=keep)
+
+
+class _DemoPrinter:
+    """Renders the demo's steps."""
+
+    def step(self, title: str) -> None:
+        out.rule(f"[bold]{title}")
+
+    def say(self, text: str) -> None:
+        out.print(text)
+
+    def version(self, v: Version) -> None:
+        out.print(f"registered [bold]{v.name}@{v.number}[/] from {v.framework} "
+                  f"{v.framework_version} → ONNX opset {v.opset} ({v.digest.value[:19]}…)")
+        _print_parity(v)
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        t = Table(title=title)
+        for c in columns:
+            t.add_column(c)
+        for r in rows:
+            t.add_row(*r)
+        out.print(t)
+
+    def progress(self) -> Any:
+        return progress_bars(err.is_terminal)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: run the CLI, turn lockgate errors into one line and an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="lockgate",
+                 standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except Error as exc:
+        if debug:
+            traceback.print_exc()
+        err.print(f"error: {exc.diagnostics()}", markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        err.print(f"error: internal error: {type(exc).__name__}: {exc} "
+                  "(run with --debug for a traceback)", markup=False)
+        sys.exit(EXIT_INTERNAL)
+
+

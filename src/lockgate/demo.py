@@ -1,0 +1,237 @@
+"""`lockgate demo`: the whole journey on the embedded default, in a fresh temporary home.
+
+Trains a small PyTorch classifier and a scikit-learn pipeline on synthetic data with fixed
+seeds, registers both (parity-checked), promotes them to production, serves them on a free
+127.0.0.1 port, sends Open Inference Protocol requests, compares the answers with the source
+frameworks, verifies the audit chain, and shuts down. Output goes through a ``DemoView``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from lockgate.api import Lockgate
+from lockgate.errors import AuditChainError, Error, ServeError
+from lockgate.progress import Progress
+from lockgate.types import Version
+
+__all__ = ["DemoView", "run_demo"]
+
+SEED = 7
+N_FEATURES = 12
+N_CLASSES = 3
+
+
+class DemoView(Protocol):
+    def step(self, title: str) -> None: ...
+
+    def say(self, text: str) -> None: ...
+
+    def version(self, v: Version) -> None: ...
+
+    def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None: ...
+
+    def progress(self) -> AbstractContextManager[Progress | None]: ...
+
+
+def synthetic_data(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    """Three Gaussian classes in 12 dimensions, float32, from a fixed seed."""
+    rng = np.random.default_rng(SEED)
+    centers = rng.normal(0.0, 2.0, size=(N_CLASSES, N_FEATURES))
+    y = rng.integers(0, N_CLASSES, size=n)
+    x = centers[y] + rng.normal(0.0, 1.0, size=(n, N_FEATURES))
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def train_torch(x: np.ndarray, y: np.ndarray) -> Any:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(SEED)
+    model = nn.Sequential(nn.Linear(N_FEATURES, 32), nn.ReLU(), nn.Linear(32, N_CLASSES))
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(xt), yt)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def train_sklearn(x: np.ndarray, y: np.ndarray) -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+
+
+class _Server:
+    """uvicorn on a free 127.0.0.1 port, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise ServeError("the demo server did not start")
+            time.sleep(0.02)
+        self.port = int(self.server.servers[0].sockets[0].getsockname()[1])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                self.request("GET", "/v2/health/ready")
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise ServeError("the demo server never became ready")
+
+
+def _infer(server: _Server, v: Version, batch: np.ndarray) -> dict[str, np.ndarray]:
+    spec = v.signature.inputs[0]
+    body = {
+        "id": f"demo-{v.name}",
+        "inputs": [{"name": spec.name, "shape": list(batch.shape), "datatype": "FP32",
+                    "data": batch.ravel().tolist()}],
+    }
+    resp = server.request("POST", f"/v2/models/{v.name}/infer", body)
+    return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in resp["outputs"]}
+
+
+def run_demo(view: DemoView, *, keep: bool = False) -> Path:
+    """Run the demo; returns the temporary home (deleted unless ``keep``)."""
+    try:
+        import sklearn  # noqa: F401
+        import torch
+    except ImportError as exc:
+        raise Error("the demo needs PyTorch and scikit-learn",
+                    hint="pip install 'lockgate[all]'") from exc
+    torch.set_num_threads(2)
+    home = Path(tempfile.mkdtemp(prefix="lockgate-demo-"))
+    try:
+        _journey(view, home)
+    finally:
+        if keep:
+            view.say(f"demo home kept at {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+    return home
+
+
+def _journey(view: DemoView, home: Path) -> None:
+    import torch
+
+    view.step(f"1. a fresh home: {home}")
+    lg = Lockgate.open(home)
+    try:
+        x, y = synthetic_data()
+        view.step("2. train a PyTorch MLP and a scikit-learn pipeline (seed 7)")
+        net = train_torch(x, y)
+        pipe = train_sklearn(x, y)
+        with torch.no_grad():
+            torch_acc = float((net(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+        sk_acc = float(pipe.score(x, y))
+        view.say(f"torch train accuracy {torch_acc:.3f}, sklearn train accuracy {sk_acc:.3f}")
+
+        view.step("3. register: convert to ONNX, prove parity, capture the environment")
+        sample = x[:4]
+        with view.progress() as bar:
+            v_torch = lg.register(net, sample, name="demo-torch-mlp", seed=SEED,
+                                  metrics={"accuracy": torch_acc},
+                                  description="3-class MLP on synthetic data", progress=bar)
+        view.version(v_torch)
+        with view.progress() as bar:
+            v_sk = lg.register(pipe, sample, name="demo-sklearn-logreg", seed=SEED,
+                               metrics={"accuracy": sk_acc},
+                               description="scaler + logistic regression", progress=bar)
+        view.version(v_sk)
+
+        view.step("4. promote through the gates: prototype → stabilized → production")
+        for v in (v_torch, v_sk):
+            for stage in ("stabilized", "production"):
+                res = lg.promote(f"{v.name}@{v.number}", stage)
+                gates = ", ".join(f"{r.gate}={r.status.value}" for r in res.results)
+                view.say(f"{v.name}@{v.number}: {res.from_stage} → {res.to_stage} ({gates})")
+
+        view.step("5. serve production versions over the Open Inference Protocol v2")
+        app = lg.create_app()
+        batch = x[100:105]
+        with _Server(app) as server:
+            server.wait_ready()
+            meta = server.request("GET", "/v2")
+            view.say(f"server {meta.get('name')} {meta.get('version')} on "
+                     f"http://127.0.0.1:{server.port}/v2")
+            got_t = _infer(server, v_torch, batch)
+            got_s = _infer(server, v_sk, batch)
+        with torch.no_grad():
+            ref_t = net(torch.from_numpy(batch)).numpy()
+        ref_s = pipe.predict_proba(batch)
+        out_t = got_t[v_torch.signature.outputs[0].name]
+        prob_name = next((o.name for o in v_sk.signature.outputs
+                          if o.name.startswith("prob")), v_sk.signature.outputs[-1].name)
+        out_s = got_s[prob_name]
+        rows = []
+        for i in range(len(batch)):
+            rows.append([
+                str(i), str(int(y[100 + i])),
+                f"{int(ref_t[i].argmax())} / {int(out_t[i].argmax())}",
+                f"{np.abs(ref_t[i] - out_t[i]).max():.1e}",
+                f"{int(ref_s[i].argmax())} / {int(out_s[i].argmax())}",
+                f"{np.abs(ref_s[i] - out_s[i]).max():.1e}",
+            ])
+        view.table("predictions: source framework / lockgate server",
+                   ["row", "truth", "torch / server", "max |Δ| logits", "sklearn / server",
+                    "max |Δ| proba"], rows)
+        agree = bool(np.array_equal(ref_t.argmax(1), out_t.argmax(1))
+                     and np.array_equal(ref_s.argmax(1), out_s.argmax(1)))
+        if not agree or not np.allclose(ref_t, out_t, atol=1e-4, rtol=1e-3):
+            raise Error("served predictions differ from the source frameworks")
+        view.say("served predictions match both source frameworks")
+
+        view.step("6. verify the audit chain")
+        report = lg.audit_verify()
+        if not report.ok:
+            raise AuditChainError(f"audit chain broken at row {report.first_broken}")
+        view.table("audit log", ["#", "event", "target"], [
+            [str(r.seq), r.type, f"{r.model}@{r.version}" if r.version else str(r.model)]
+            for r in lg.audit_log()
+        ])
+        view.say(f"audit chain intact: {report.count} events, each hashed over the previous")
+    finally:
+        lg.close()

@@ -1,0 +1,24 @@
+"""Promotion gates as policy code: each a small class behind the Gate protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from lockgate.errors import ConfigError
+from lockgate.gates.base import AllOf, Gate, GateContext
+from lockgate.gates.parity import ParityGate, UnsafeAllowGate
+
+__all__ = ["GATES", "AllOf", "Gate", "GateContext", "ParityGate", "UnsafeAllowGate", "build"]
+
+GATES: dict[str, Callable[[], Gate]] = {
+    "parity": ParityGate,
+    "unsafe_allow": UnsafeAllowGate,
+}
+
+
+def build(names: Sequence[str]) -> AllOf:
+    """The AllOf for the named gates; unknown names and an empty list are configuration errors."""
+    unknown = [n for n in names if n not in GATES]
+    if unknown:
+        raise ConfigError(f"unknown gate(s) {unknown}", hint=f"known gates: {sorted(GATES)}")
+    return AllOf([GATES[n]() for n in names])

@@ -1,0 +1,104 @@
+"""Promotion: run the transition's gates, then move the version in one transaction with its audit
+events — or record the refusal and move nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lockgate import gates
+from lockgate.audit import AuditEvent, EventType, now
+from lockgate.config import Settings
+from lockgate.errors import GateFailedError, InvalidInputError
+from lockgate.store.metadata import Change, GateRun, MetadataStore
+from lockgate.types import GateResult, Version
+
+__all__ = ["PromotionResult", "check_transition", "promote"]
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    version: Version
+    from_stage: str
+    to_stage: str
+    results: tuple[GateResult, ...]
+    retired: tuple[int, ...]
+    alias: str | None
+
+
+def check_transition(settings: Settings, from_stage: str, to_stage: str) -> None:
+    """Versions move forward through the stages; the last stage (retirement) takes any version."""
+    if to_stage not in settings.stages:
+        raise InvalidInputError(f"unknown stage {to_stage!r}", hint=f"stages: {list(settings.stages)}")
+    if from_stage == to_stage:
+        raise InvalidInputError(f"the version is already in stage {to_stage!r}")
+    order = settings.stages
+    retire = order[-1]
+    if from_stage == retire:
+        raise InvalidInputError(f"a version in {retire!r} is retired and cannot be promoted")
+    if to_stage != retire and order.index(to_stage) < order.index(from_stage):
+        raise InvalidInputError(
+            f"cannot move back from {from_stage!r} to {to_stage!r}",
+            hint="promote a newer version instead, or move an alias",
+        )
+
+
+def promote(
+    meta: MetadataStore,
+    settings: Settings,
+    version: Version,
+    to_stage: str,
+    *,
+    actor: str,
+    holders: Sequence[Version] = (),
+    champion: Version | None = None,
+) -> PromotionResult:
+    """Promote ``version`` to ``to_stage``. ``holders`` are the versions now in ``to_stage``
+    (retired to the last stage when it is exclusive). Raises GateFailedError when a gate fails."""
+    from_stage = version.stage
+    check_transition(settings, from_stage, to_stage)
+    transition = f"{from_stage}->{to_stage}"
+    combinator = gates.build(settings.gates_for(from_stage, to_stage))
+    ctx = gates.GateContext(version, from_stage, to_stage, actor, settings, champion)
+    results = combinator.evaluate(ctx)
+    passed = combinator.passed(results)
+    run = GateRun(
+        name=version.name, number=version.number, from_stage=from_stage, to_stage=to_stage,
+        passed=passed, results=[r.to_dict() for r in results], actor=actor, created_at=now(),
+    )
+    key = (version.name, version.number)
+    if not passed:
+        failed = [r for r in results if not r.ok]
+        meta.apply(Change(
+            gate_runs=[run],
+            events=[AuditEvent(EventType.PROMOTION_REFUSED, actor, version.name, version.number,
+                               {"transition": transition, "results": run.results})],
+        ))
+        raise GateFailedError(
+            f"promotion of {version.ref} to {to_stage} refused: "
+            + "; ".join(f"{r.gate} {r.status.value}: {r.message}" for r in failed),
+            results=results,
+        )
+    retire = settings.stages[-1]
+    retired = tuple(
+        h.number for h in holders
+        if to_stage in settings.exclusive_stages and h.number != version.number
+    )
+    alias = settings.stage_aliases.get(to_stage)
+    events = [AuditEvent(EventType.STAGE_CHANGED, actor, version.name, version.number,
+                         {"from": from_stage, "to": to_stage,
+                          "gates": [r.gate for r in results]})]
+    events += [AuditEvent(EventType.STAGE_CHANGED, actor, version.name, n,
+                          {"from": to_stage, "to": retire, "reason": f"replaced by {version.ref}"})
+               for n in retired]
+    if alias:
+        events.append(AuditEvent(EventType.ALIAS_SET, actor, version.name, version.number,
+                                 {"alias": alias, "reason": f"entered {to_stage}"}))
+    meta.apply(Change(
+        expect={key: from_stage, **{(version.name, n): to_stage for n in retired}},
+        stages={key: to_stage, **{(version.name, n): retire for n in retired}},
+        aliases={(version.name, alias): version.number} if alias else {},
+        gate_runs=[run],
+        events=events,
+    ))
+    return PromotionResult(version, from_stage, to_stage, tuple(results), retired, alias)

@@ -1,0 +1,1 @@
+"""Storage: content-addressed artifacts and metadata."""

@@ -1,0 +1,14 @@
+"""Metadata stores: SQL (SQLite, PostgreSQL) and in-memory."""
+
+from lockgate.store.metadata.interface import Change, GateRun, MetadataStore, VersionRow
+from lockgate.store.metadata.memory import MemoryMetadataStore
+from lockgate.store.metadata.sql import SqlMetadataStore
+
+__all__ = [
+    "Change",
+    "GateRun",
+    "MemoryMetadataStore",
+    "MetadataStore",
+    "SqlMetadataStore",
+    "VersionRow",
+]

@@ -1,0 +1,91 @@
+"""Metadata in memory, for fast tests: same semantics as the SQL store, one lock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from lockgate.audit import AuditEvent, AuditRecord, seal
+from lockgate.errors import NotFoundError, PromotionError
+from lockgate.store.metadata.interface import Change, GateRun, VersionRow
+
+__all__ = ["MemoryMetadataStore"]
+
+
+class MemoryMetadataStore:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._versions: dict[tuple[str, int], VersionRow] = {}
+        self._aliases: dict[tuple[str, str], int] = {}
+        self._gate_runs: list[GateRun] = []
+        self.records: list[AuditRecord] = []
+
+    def _append(self, event: AuditEvent) -> AuditRecord:
+        rec = seal(self.records[-1] if self.records else None, event)
+        self.records.append(rec)
+        return rec
+
+    def create_version(
+        self, name: str, record: Mapping[str, Any], stage: str, event: AuditEvent
+    ) -> int:
+        with self._lock:
+            number = 1 + max((n for (m, n) in self._versions if m == name), default=0)
+            self._versions[(name, number)] = VersionRow(name, number, stage, dict(record))
+            self._append(replace(event, model=name, version=number))
+            return number
+
+    def apply(self, change: Change) -> None:
+        with self._lock:
+            for key, stage in change.expect.items():
+                row = self._versions.get(key)
+                if row is None:
+                    raise NotFoundError(f"version {key[0]}@{key[1]} does not exist")
+                if row.stage != stage:
+                    raise PromotionError(
+                        f"{key[0]}@{key[1]} is now in stage {row.stage!r}, not {stage!r}",
+                        hint="another change landed first; look again and retry",
+                    )
+            for key, stage in change.stages.items():
+                self._versions[key] = replace(self._versions[key], stage=stage)
+            for akey, number in change.aliases.items():
+                if number is None:
+                    self._aliases.pop(akey, None)
+                else:
+                    self._aliases[akey] = number
+            self._gate_runs.extend(change.gate_runs)
+            for event in change.events:
+                self._append(event)
+
+    def append_event(self, event: AuditEvent) -> AuditRecord:
+        with self._lock:
+            return self._append(event)
+
+    def get_version(self, name: str, number: int) -> VersionRow | None:
+        return self._versions.get((name, number))
+
+    def list_versions(self, name: str) -> list[VersionRow]:
+        with self._lock:
+            return sorted(
+                (r for (m, _), r in self._versions.items() if m == name), key=lambda r: r.number
+            )
+
+    def list_models(self) -> list[str]:
+        with self._lock:
+            return sorted({m for (m, _) in self._versions})
+
+    def aliases(self, name: str) -> dict[str, int]:
+        with self._lock:
+            return {a: n for (m, a), n in self._aliases.items() if m == name}
+
+    def gate_runs(self, name: str, number: int) -> list[GateRun]:
+        with self._lock:
+            return [g for g in self._gate_runs if (g.name, g.number) == (name, number)]
+
+    def audit_records(self) -> list[AuditRecord]:
+        with self._lock:
+            return list(self.records)
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,66 @@
+"""Table definitions shared by the SQL store and its migrations' checks."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = ["aliases", "audit_log", "gate_runs", "metadata", "versions"]
+
+metadata = MetaData()
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("name", String(128), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("stage", String(64), nullable=False),
+    Column("record", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    PrimaryKeyConstraint("name", "number", name="pk_versions"),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("name", String(128), nullable=False),
+    Column("alias", String(128), nullable=False),
+    Column("number", Integer, nullable=False),
+    PrimaryKeyConstraint("name", "alias", name="pk_aliases"),
+)
+
+gate_runs = Table(
+    "gate_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("from_stage", String(64), nullable=False),
+    Column("to_stage", String(64), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("results", Text, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", String(40), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("model", String(128), nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)

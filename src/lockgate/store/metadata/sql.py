@@ -1,0 +1,287 @@
+"""Metadata in a SQL database through SQLAlchemy; schema managed by Alembic, upgraded on open.
+
+SQLite (the embedded default) runs every transaction as ``BEGIN IMMEDIATE`` with a busy timeout,
+so writers from several processes queue instead of failing: one writer path. Version numbers and
+audit sequence numbers are primary keys, so a database that lets two writers race (PostgreSQL)
+turns the loser into an IntegrityError, and the transaction is retried.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from lockgate.audit import AuditEvent, AuditRecord, canonical_json, now, seal
+from lockgate.errors import NotFoundError, PromotionError, StorageError
+from lockgate.store.metadata.interface import Change, GateRun, VersionRow
+from lockgate.store.metadata.schema import aliases, audit_log, gate_runs, versions
+
+__all__ = ["SqlMetadataStore"]
+
+T = TypeVar("T")
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_RETRIES = 20
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = sa.create_engine(url, connect_args={"timeout": 60})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's begin hook issue BEGIN
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class SqlMetadataStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            if url.startswith("sqlite"):
+                path = sa.make_url(url).database
+                if path and path != ":memory:":
+                    Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.engine = _sqlite_engine(url)
+            else:
+                self.engine = sa.create_engine(url, pool_pre_ping=True)
+            self._migrate()
+        except DBAPIError as exc:
+            raise StorageError(
+                f"cannot open the metadata store {_safe(url)}: {exc.orig}"
+            ) from exc
+        except ImportError as exc:
+            raise StorageError(f"no database driver for {_safe(url)}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(_MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SAIntegrityError:
+            raise
+        except DBAPIError as exc:
+            raise StorageError(f"metadata store error: {exc.orig}") from exc
+
+    def _retry(self, fn: Callable[[Connection], T]) -> T:
+        for attempt in range(_RETRIES):
+            try:
+                with self._tx() as conn:
+                    return fn(conn)
+            except SAIntegrityError:
+                if attempt == _RETRIES - 1:
+                    raise StorageError("metadata store: too many conflicting writers") from None
+                time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # -- audit -------------------------------------------------------------------------------
+    def _last_record(self, conn: Connection) -> AuditRecord | None:
+        row = conn.execute(
+            sa.select(audit_log).order_by(audit_log.c.seq.desc()).limit(1)
+        ).mappings().first()
+        return _record(row) if row else None
+
+    def _append(self, conn: Connection, ev: AuditEvent) -> AuditRecord:
+        rec = seal(self._last_record(conn), ev)
+        conn.execute(
+            audit_log.insert().values(
+                seq=rec.seq, ts=rec.ts, type=rec.type, actor=rec.actor, model=rec.model,
+                version=rec.version, payload=canonical_json(dict(rec.payload)),
+                prev_hash=rec.prev_hash, hash=rec.hash,
+            )
+        )
+        return rec
+
+    def append_event(self, event: AuditEvent) -> AuditRecord:
+        return self._retry(lambda conn: self._append(conn, event))
+
+    # -- writes ------------------------------------------------------------------------------
+    def create_version(
+        self, name: str, record: Mapping[str, Any], stage: str, event: AuditEvent
+    ) -> int:
+        body = canonical_json(dict(record))
+
+        def write(conn: Connection) -> int:
+            top = conn.execute(
+                sa.select(sa.func.max(versions.c.number)).where(versions.c.name == name)
+            ).scalar()
+            number = int(top or 0) + 1
+            conn.execute(
+                versions.insert().values(
+                    name=name, number=number, stage=stage, record=body, created_at=now()
+                )
+            )
+            self._append(conn, replace(event, model=name, version=number))
+            return number
+
+        return self._retry(write)
+
+    def apply(self, change: Change) -> None:
+        def write(conn: Connection) -> None:
+            for (name, number), stage in change.expect.items():
+                current = conn.execute(
+                    sa.select(versions.c.stage).where(
+                        versions.c.name == name, versions.c.number == number
+                    )
+                ).scalar()
+                if current is None:
+                    raise NotFoundError(f"version {name}@{number} does not exist")
+                if current != stage:
+                    raise PromotionError(
+                        f"{name}@{number} is now in stage {current!r}, not {stage!r}",
+                        hint="another change landed first; look again and retry",
+                    )
+            for (name, number), stage in change.stages.items():
+                conn.execute(
+                    versions.update()
+                    .where(versions.c.name == name, versions.c.number == number)
+                    .values(stage=stage)
+                )
+            for (name, alias), number in change.aliases.items():
+                conn.execute(
+                    aliases.delete().where(aliases.c.name == name, aliases.c.alias == alias)
+                )
+                if number is not None:
+                    conn.execute(aliases.insert().values(name=name, alias=alias, number=number))
+            for run in change.gate_runs:
+                conn.execute(
+                    gate_runs.insert().values(
+                        name=run.name, number=run.number, from_stage=run.from_stage,
+                        to_stage=run.to_stage, passed=run.passed,
+                        results=canonical_json([dict(r) for r in run.results]),
+                        actor=run.actor, created_at=run.created_at,
+                    )
+                )
+            for ev in change.events:
+                self._append(conn, ev)
+
+        self._retry(write)
+
+    # -- reads -------------------------------------------------------------------------------
+    def _read(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            with self.engine.connect() as conn:
+                return fn(conn)
+        except DBAPIError as exc:
+            raise StorageError(f"metadata store error: {exc.orig}") from exc
+
+    def get_version(self, name: str, number: int) -> VersionRow | None:
+        def read(conn: Connection) -> VersionRow | None:
+            row = conn.execute(
+                sa.select(versions).where(versions.c.name == name, versions.c.number == number)
+            ).mappings().first()
+            return _version(row) if row else None
+
+        return self._read(read)
+
+    def list_versions(self, name: str) -> list[VersionRow]:
+        return self._read(
+            lambda conn: [
+                _version(r)
+                for r in conn.execute(
+                    sa.select(versions).where(versions.c.name == name)
+                    .order_by(versions.c.number)
+                ).mappings()
+            ]
+        )
+
+    def list_models(self) -> list[str]:
+        return self._read(
+            lambda conn: [
+                str(r[0])
+                for r in conn.execute(
+                    sa.select(versions.c.name).distinct().order_by(versions.c.name)
+                )
+            ]
+        )
+
+    def aliases(self, name: str) -> dict[str, int]:
+        return self._read(
+            lambda conn: {
+                str(r.alias): int(r.number)
+                for r in conn.execute(sa.select(aliases).where(aliases.c.name == name))
+            }
+        )
+
+    def gate_runs(self, name: str, number: int) -> list[GateRun]:
+        def read(conn: Connection) -> list[GateRun]:
+            rows = conn.execute(
+                sa.select(gate_runs)
+                .where(gate_runs.c.name == name, gate_runs.c.number == number)
+                .order_by(gate_runs.c.id)
+            ).mappings()
+            return [
+                GateRun(
+                    name=r["name"], number=r["number"], from_stage=r["from_stage"],
+                    to_stage=r["to_stage"], passed=bool(r["passed"]),
+                    results=json.loads(r["results"]), actor=r["actor"],
+                    created_at=r["created_at"],
+                )
+                for r in rows
+            ]
+
+        return self._read(read)
+
+    def audit_records(self) -> list[AuditRecord]:
+        return self._read(
+            lambda conn: [
+                _record(r)
+                for r in conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).mappings()
+            ]
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _version(row: Mapping[str, Any]) -> VersionRow:
+    return VersionRow(
+        name=row["name"], number=int(row["number"]), stage=row["stage"],
+        record=json.loads(row["record"]),
+    )
+
+
+def _record(row: Mapping[str, Any]) -> AuditRecord:
+    return AuditRecord(
+        seq=int(row["seq"]), ts=row["ts"], type=row["type"], actor=row["actor"],
+        model=row["model"], version=row["version"], payload=json.loads(row["payload"]),
+        prev_hash=row["prev_hash"], hash=row["hash"],
+    )
+
+
+def _safe(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable database URL>"
