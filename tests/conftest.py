@@ -6,18 +6,18 @@ import os
 
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Iterator
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import pytest  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-from lockgate.api import Lockgate  # noqa: E402
-from lockgate.config import Settings  # noqa: E402
-from lockgate.store.artifacts import MemoryArtifactStore  # noqa: E402
-from lockgate.store.metadata import MemoryMetadataStore  # noqa: E402
+from lockgate.api import Lockgate
+from lockgate.config import Settings
+from lockgate.store.artifacts import MemoryArtifactStore
+from lockgate.store.metadata import MemoryMetadataStore
 
 
 @pytest.fixture

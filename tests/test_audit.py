@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ def _chain(n: int) -> list:
 def test_chain_links_each_row_to_the_previous() -> None:
     recs = _chain(4)
     assert recs[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(recs, recs[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(recs))
     assert verify_chain(recs).ok
 
 

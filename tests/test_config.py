@@ -19,7 +19,9 @@ def test_defaults(tmp_path: Path) -> None:
 
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
-    (tmp_path / "lockgate.toml").write_text('[parity]\natol = 0.5\nrtol = 0.25\n[serve]\nport = 1\n')
+    (tmp_path / "lockgate.toml").write_text(
+        "[parity]\natol = 0.5\nrtol = 0.25\n[serve]\nport = 1\n"
+    )
     s = load_settings(tmp_path, env={"LOCKGATE_PARITY_ATOL": "0.75"}, serve_port=9)
     assert (s.parity_atol, s.parity_rtol, s.serve_port) == (0.75, 0.25, 9)
 

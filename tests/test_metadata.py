@@ -32,7 +32,8 @@ def test_numbers_grow_per_name(meta: MetadataStore) -> None:
     assert meta.list_models() == ["a", "b"]
     assert [r.number for r in meta.list_versions("a")] == [1, 2, 3]
     row = meta.get_version("a", 2)
-    assert row is not None and row.record == {"k": 1}
+    assert row is not None
+    assert row.record == {"k": 1}
     recs = meta.audit_records()
     assert [(r.model, r.version) for r in recs] == [("a", 1), ("a", 2), ("a", 3), ("b", 1)]
     assert verify_chain(recs).ok
@@ -53,7 +54,8 @@ def test_apply_is_all_or_nothing(meta: MetadataStore) -> None:
                           stages={("a", 2): "production"}, aliases={("a", "champion"): 2},
                           events=[AuditEvent(EventType.STAGE_CHANGED, "t", "a", 2)]))
     v2 = meta.get_version("a", 2)
-    assert v2 is not None and v2.stage == "prototype"
+    assert v2 is not None
+    assert v2.stage == "prototype"
     assert meta.aliases("a") == {"champion": 1}
     assert len(meta.audit_records()) == before
 

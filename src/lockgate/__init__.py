@@ -17,13 +17,13 @@ import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from collections.abc import Mapping  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Mapping
+from pathlib import Path
 
-from lockgate.api import Lockgate, ModelSummary, init_home  # noqa: E402
-from lockgate.audit import AuditRecord, ChainReport, EventType  # noqa: E402
-from lockgate.config import Settings, load_settings  # noqa: E402
-from lockgate.errors import (  # noqa: E402
+from lockgate.api import Lockgate, ModelSummary, init_home
+from lockgate.audit import AuditRecord, ChainReport, EventType
+from lockgate.config import Settings, load_settings
+from lockgate.errors import (
     AuditChainError,
     ConfigError,
     ConversionError,
@@ -39,9 +39,9 @@ from lockgate.errors import (  # noqa: E402
     UnsafePathError,
     UnsupportedModelError,
 )
-from lockgate.promotion import PromotionResult  # noqa: E402
-from lockgate.runtime import Predictor  # noqa: E402
-from lockgate.types import (  # noqa: E402
+from lockgate.promotion import PromotionResult
+from lockgate.runtime import Predictor
+from lockgate.types import (
     Digest,
     GateResult,
     GateStatus,

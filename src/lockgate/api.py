@@ -23,8 +23,8 @@ from lockgate.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from lockgate.progress import NullProgress, Progress
 from lockgate.onnxmeta import default_opset
+from lockgate.progress import NullProgress, Progress
 from lockgate.runtime import Predictor
 from lockgate.store.artifacts import ArtifactStore, LocalArtifactStore
 from lockgate.store.metadata import Change, GateRun, MetadataStore, SqlMetadataStore, VersionRow

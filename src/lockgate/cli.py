@@ -11,24 +11,24 @@ import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-import importlib  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import traceback  # noqa: E402
-from collections.abc import Callable, Iterator, Sequence  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import importlib
+import json
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-import click  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
-from rich.progress import Progress as RichBar  # noqa: E402
-from rich.table import Table  # noqa: E402
+import click
+from rich.console import Console
+from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichBar
+from rich.table import Table
 
-from lockgate.api import Lockgate, init_home  # noqa: E402
-from lockgate.errors import AuditChainError, Error, InvalidInputError  # noqa: E402
-from lockgate.types import Version  # noqa: E402
+from lockgate.api import Lockgate, init_home
+from lockgate.errors import AuditChainError, Error, InvalidInputError
+from lockgate.types import Version
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

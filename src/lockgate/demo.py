@@ -65,7 +65,7 @@ def train_torch(x: np.ndarray, y: np.ndarray) -> Any:
     for _ in range(60):
         opt.zero_grad()
         loss = nn.functional.cross_entropy(model(xt), yt)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
     return model.eval()
 

@@ -29,7 +29,9 @@ class PromotionResult:
 def check_transition(settings: Settings, from_stage: str, to_stage: str) -> None:
     """Versions move forward through the stages; the last stage (retirement) takes any version."""
     if to_stage not in settings.stages:
-        raise InvalidInputError(f"unknown stage {to_stage!r}", hint=f"stages: {list(settings.stages)}")
+        raise InvalidInputError(
+            f"unknown stage {to_stage!r}", hint=f"stages: {list(settings.stages)}"
+        )
     if from_stage == to_stage:
         raise InvalidInputError(f"the version is already in stage {to_stage!r}")
     order = settings.stages

@@ -6,15 +6,15 @@ import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from collections.abc import Mapping, Sequence  # noqa: E402
+from collections.abc import Mapping, Sequence
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
+import numpy as np
+import onnx
+import onnxruntime as ort
 
-from lockgate.errors import InvalidInputError, ServeError  # noqa: E402
-from lockgate.onnxmeta import signature_of  # noqa: E402
-from lockgate.types import Signature  # noqa: E402
+from lockgate.errors import InvalidInputError, ServeError
+from lockgate.onnxmeta import signature_of
+from lockgate.types import Signature
 
 __all__ = ["Predictor", "available_providers"]
 

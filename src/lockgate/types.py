@@ -77,7 +77,7 @@ class Digest:
 
 
 def validate_name(name: str) -> str:
-    """Model and alias names: letters, digits, ``.``, ``_``, ``-``; 1–128 characters."""
+    """Model and alias names: letters, digits, ``.``, ``_``, ``-``; 1 to 128 characters."""
     if not _NAME.match(name):
         raise InvalidInputError(
             f"invalid name {name!r}",

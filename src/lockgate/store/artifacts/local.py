@@ -36,10 +36,8 @@ class LocalArtifactStore:
                     os.fsync(f.fileno())
                 os.chmod(tmp, 0o444)
                 # link() fails if the name exists, so a finished blob is never overwritten.
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.link(tmp, final)
-                except FileExistsError:
-                    pass
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)

@@ -167,12 +167,12 @@ class SqlMetadataStore:
                     .where(versions.c.name == name, versions.c.number == number)
                     .values(stage=stage)
                 )
-            for (name, alias), number in change.aliases.items():
+            for (name, alias), target in change.aliases.items():
                 conn.execute(
                     aliases.delete().where(aliases.c.name == name, aliases.c.alias == alias)
                 )
-                if number is not None:
-                    conn.execute(aliases.insert().values(name=name, alias=alias, number=number))
+                if target is not None:
+                    conn.execute(aliases.insert().values(name=name, alias=alias, number=target))
             for run in change.gate_runs:
                 conn.execute(
                     gate_runs.insert().values(
@@ -264,14 +264,14 @@ class SqlMetadataStore:
         self.engine.dispose()
 
 
-def _version(row: Mapping[str, Any]) -> VersionRow:
+def _version(row: Any) -> VersionRow:
     return VersionRow(
         name=row["name"], number=int(row["number"]), stage=row["stage"],
         record=json.loads(row["record"]),
     )
 
 
-def _record(row: Mapping[str, Any]) -> AuditRecord:
+def _record(row: Any) -> AuditRecord:
     return AuditRecord(
         seq=int(row["seq"]), ts=row["ts"], type=row["type"], actor=row["actor"],
         model=row["model"], version=row["version"], payload=json.loads(row["payload"]),
