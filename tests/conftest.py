@@ -9,15 +9,14 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from lockgate.api import Lockgate
 from lockgate.config import Settings
 from lockgate.store.artifacts import MemoryArtifactStore
 from lockgate.store.metadata import MemoryMetadataStore
+from onnx_models import linear_onnx
 
 
 @pytest.fixture
@@ -44,25 +43,6 @@ def mem_lg(tmp_path: Path) -> Lockgate:
     """Lockgate on the in-memory stores, for fast tests."""
     settings = Settings.for_home(tmp_path / "mem", user="tester")
     return Lockgate(settings, metadata=MemoryMetadataStore(), artifacts=MemoryArtifactStore())
-
-
-def linear_onnx(n_in: int = 4, n_out: int = 3, seed: int = 0) -> onnx.ModelProto:
-    """y = x @ W + b with a dynamic batch dim, built directly with onnx.helper."""
-    rng = np.random.default_rng(seed)
-    w = numpy_helper.from_array(rng.normal(size=(n_in, n_out)).astype(np.float32), "W")
-    b = numpy_helper.from_array(rng.normal(size=(n_out,)).astype(np.float32), "B")
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "W"], ["xw"]),
-         helper.make_node("Add", ["xw", "B"], ["output"])],
-        "linear",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_in])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", n_out])],
-        [w, b],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import linear_onnx
 
 from lockgate.api import Lockgate
 from lockgate.audit import EventType
 from lockgate.errors import IntegrityError, InvalidInputError, NotFoundError, ParityError
 from lockgate.store.artifacts import LocalArtifactStore
+from onnx_models import linear_onnx
 
 
 def _pipeline() -> tuple[object, np.ndarray]:

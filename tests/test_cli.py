@@ -12,9 +12,9 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import linear_onnx
 
 from lockgate.cli import main
+from onnx_models import linear_onnx
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -71,7 +71,7 @@ def test_register_list_show_alias_and_audit(home: Path, tmp_path: Path,
 )
 def test_errors_are_one_line_with_documented_exit_code(home: Path, args: list[str], code: int,
                                                        fragment: str) -> None:
-    rc, out, err = run(*args)
+    rc, _, err = run(*args)
     assert rc == code, err
     assert fragment in err
     assert "Traceback" not in err

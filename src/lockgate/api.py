@@ -180,9 +180,12 @@ class Lockgate:
     def _resolve(self, r: ModelRef) -> VersionRow:
         if isinstance(r.selector, int):
             row = self.meta.get_version(r.name, r.selector)
-            if row is None:
-                raise NotFoundError(f"model {r.name} has no version {r.selector}")
-            return row
+            if row is not None:
+                return row
+            if not self.meta.list_versions(r.name):
+                raise NotFoundError(f"no model named {r.name!r}",
+                                    hint="`lockgate models` lists registered models")
+            raise NotFoundError(f"model {r.name} has no version {r.selector}")
         rows = self.meta.list_versions(r.name)
         if not rows:
             raise NotFoundError(f"no model named {r.name!r}",

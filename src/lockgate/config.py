@@ -159,7 +159,7 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
     if "aliases" in stages:
         s = replace(s, stage_aliases={str(k): str(v) for k, v in stages["aliases"].items()})
     if "gates" in data:
-        gates: dict[str, tuple[str, ...]] = {}
+        gates: dict[str, tuple[str, ...]] = dict(s.gates)  # file keys override defaults
         for key, names in data["gates"].items():
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ConfigError(f"{path}: gates.{key!r} must be a list of gate names")

@@ -14,7 +14,7 @@ from lockgate.progress import Progress
 __all__ = ["Converted", "Converter", "ReferenceRunner"]
 
 ReferenceRunner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
-"""Runs the source model on inputs keyed by ONNX input name; returns outputs in ONNX output order."""
+"""Runs the source model on inputs keyed by ONNX input name; outputs come in ONNX output order."""
 
 
 @dataclass(frozen=True)

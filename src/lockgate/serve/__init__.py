@@ -1,0 +1,66 @@
+"""Serving: an Open Inference Protocol v2 app over ONNX Runtime, and a uvicorn runner.
+
+::
+
+    from lockgate.serve import ServedModel, create_app, run_server
+
+    app = create_app([ServedModel("iris", 3, lambda: Predictor(model_bytes))])
+    run_server(app, "127.0.0.1", 0, on_started=lambda host, port: print(port))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from lockgate.serve.app import create_app
+from lockgate.serve.slots import EventHook, ServedModel, SlotState
+
+__all__ = ["EventHook", "ServedModel", "SlotState", "create_app", "run_server"]
+
+
+class _Server(uvicorn.Server):
+    def __init__(
+        self, config: uvicorn.Config, on_started: Callable[[str, int], None] | None
+    ) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            address = self.servers[0].sockets[0].getsockname()
+            self._on_started(str(address[0]), int(address[1]))
+
+
+def run_server(
+    app: ASGIApp,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    log_level: str = "warning",
+    access_log: bool = False,
+    on_started: Callable[[str, int], None] | None = None,
+    **uvicorn_options: Any,
+) -> None:
+    """Serve ``app`` with uvicorn until SIGINT/SIGTERM; blocks.
+
+    ``port=0`` binds a free port: ``on_started(host, port)`` is called with the bound address
+    once the socket listens (models may still be loading — poll ``/v2/health/ready``). The
+    lifespan is always on. On a signal the server shuts down gracefully (lifespan shutdown runs,
+    ``serve.stop`` is emitted) and then, as under the uvicorn CLI, the signal is re-raised:
+    SIGINT surfaces as KeyboardInterrupt, SIGTERM ends the process.
+    """
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+        **uvicorn_options,
+    )
+    _Server(config, on_started).run()

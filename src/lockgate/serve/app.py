@@ -1,0 +1,267 @@
+"""The Open Inference Protocol v2 REST app (KServe v2 / Triton), on Starlette.
+
+Routes::
+
+    GET  /v2                                        server metadata
+    GET  /v2/health/live                            200 while the process serves HTTP
+    GET  /v2/health/ready                           200 when every model is ready, else 503
+    GET  /v2/models/{model}[/versions/{version}]        model metadata
+    GET  /v2/models/{model}[/versions/{version}]/ready  200 ready, 503 loading or failed
+    POST /v2/models/{model}[/versions/{version}]/infer  inference
+
+Without ``/versions/{version}`` a request goes to the highest version served for that model,
+whatever its state: while that version loads or after it failed, unversioned requests get 503
+rather than silently reaching an older version. Models load on background threads when the app
+starts (the ASGI lifespan must be on); until a model is ready it gets no traffic (503).
+
+Every error is JSON ``{"error": "..."}``. Lockgate errors answer with their ``http_status``: 400
+for a bad request (invalid JSON, shape, datatype, unknown input or output, missing input), 404
+for an unknown model or version, 413 for a body over ``max_request_bytes``, 503 for a model that
+is not ready, failed to load, or that ONNX Runtime failed to run. Anything unexpected is logged
+and answers 500 ``{"error": "internal error"}``; no traceback reaches the client.
+
+Infer requests are decoded, run and encoded on a :class:`~lockgate.serve.workers.WorkerPool`
+thread, one hop per request, so the event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from lockgate.errors import Error, InvalidInputError
+from lockgate.runtime import Predictor
+from lockgate.serve.oip import encode_response, parse_infer_request
+from lockgate.serve.slots import PLATFORM, EventHook, ModelTable, ServedModel, Slot, SlotState
+from lockgate.serve.workers import WorkerPool
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "create_app"]
+
+log = logging.getLogger("lockgate.serve")
+
+DEFAULT_MAX_REQUEST_BYTES = 64 << 20
+_JSON = "application/json"
+_INTERNAL = b'{"error":"internal error"}'
+
+
+class _PayloadTooLargeError(InvalidInputError):
+    http_status = 413
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("lockgate")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _error(exc: Error) -> JSONResponse:
+    if exc.http_status >= 500:
+        log.warning("%s", exc.diagnostics())
+    return JSONResponse({"error": exc.diagnostics()}, status_code=exc.http_status)
+
+
+def _internal() -> Response:
+    return Response(_INTERNAL, status_code=500, media_type=_JSON)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _guard(endpoint: Endpoint) -> Endpoint:
+    """Turn lockgate errors into their JSON answer and anything else into a logged 500."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except Error as exc:
+            return _error(exc)
+        except Exception:
+            log.exception("unexpected error serving %s %s", request.method, request.url.path)
+            return _internal()
+
+    guarded.__name__ = endpoint.__name__
+    return guarded
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit():
+        if int(length) > limit:
+            raise _PayloadTooLargeError(f"request body exceeds {limit} bytes")
+        return await request.body()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _PayloadTooLargeError(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _infer(slot: Slot, predictor: Predictor, body: bytes) -> bytes:
+    """Decode, run, encode: the whole CPU-bound part of a request, in one worker-thread hop."""
+    request = parse_infer_request(body)
+    outputs = predictor.run(request.inputs, request.outputs)
+    return encode_response(slot.spec.name, slot.version_text, outputs, request_id=request.id)
+
+
+def _slot_status(slot: Slot) -> dict[str, Any]:
+    return {"name": slot.spec.name, "version": slot.version_text, "state": str(slot.state)}
+
+
+def create_app(
+    models: Sequence[ServedModel],
+    *,
+    on_event: EventHook | None = None,
+    server_name: str = "lockgate",
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    workers: int | None = None,
+) -> Starlette:
+    """An OIP v2 app serving ``models``.
+
+    ``on_event(name, payload)`` receives ``serve.start`` (lifespan startup, before loading
+    begins), ``model.ready`` and ``model.load_failed`` (on the loader thread) and ``serve.stop``
+    (lifespan shutdown). An exception from the hook at start or stop propagates (the server will
+    not start without its audit trail); one from a model event is logged.
+    ``workers`` threads (default: CPUs + 4, at most 32) decode, run and encode infer requests;
+    they bound how many model runs happen at once.
+    Raises InvalidInputError for an empty model list or a repeated ``(name, version)``.
+    """
+    table = ModelTable(models)
+    pool = WorkerPool(workers or min(32, (os.cpu_count() or 1) + 4), name="lockgate-infer")
+    server_version = _version()
+    hook = on_event
+
+    def emit_logged(name: str, payload: dict[str, Any]) -> None:
+        if hook is None:
+            return
+        try:
+            hook(name, payload)
+        except Exception:
+            log.exception("event hook failed on %s", name)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if hook is not None:
+            hook(
+                "serve.start",
+                {
+                    "server": server_name,
+                    "models": [
+                        {"model": s.spec.name, "version": s.spec.version} for s in table.slots
+                    ],
+                },
+            )
+        table.start_loading(emit_logged)
+        try:
+            yield
+        finally:
+            pool.stop(wait=False)  # never block the loop; the threads are daemons
+            if hook is not None:
+                hook(
+                    "serve.stop",
+                    {
+                        "server": server_name,
+                        "models": [
+                            {"model": s.spec.name, "version": s.spec.version, "state": str(s.state)}
+                            for s in table.slots
+                        ],
+                    },
+                )
+
+    async def server_metadata(request: Request) -> Response:
+        return JSONResponse({"name": server_name, "version": server_version, "extensions": []})
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request) -> Response:
+        waiting = table.not_ready()
+        if not waiting:
+            return JSONResponse({"ready": True})
+        detail = ", ".join(f"{s.label} ({s.state})" for s in waiting)
+        return JSONResponse(
+            {
+                "ready": False,
+                "error": f"not ready: {detail}",
+                "models": [_slot_status(s) for s in waiting],
+            },
+            status_code=503,
+        )
+
+    def resolve(request: Request) -> Slot:
+        params = request.path_params
+        return table.resolve(params["model"], params.get("version"))
+
+    async def model_metadata(request: Request) -> Response:
+        slot = resolve(request)
+        slot.predictor()  # 503 unless ready: the signature is known only once loaded
+        return JSONResponse(
+            {
+                "name": slot.spec.name,
+                "versions": [str(v) for v in table.versions(slot.spec.name)],
+                "platform": PLATFORM,
+                "inputs": slot.inputs,
+                "outputs": slot.outputs,
+            }
+        )
+
+    async def model_ready(request: Request) -> Response:
+        slot = resolve(request)
+        status = _slot_status(slot)
+        if slot.state is SlotState.READY:
+            return JSONResponse({**status, "ready": True})
+        try:
+            slot.predictor()
+        except Error as exc:
+            status["error"] = exc.diagnostics()
+        return JSONResponse({**status, "ready": False}, status_code=503)
+
+    async def infer(request: Request) -> Response:
+        slot = resolve(request)
+        predictor = slot.predictor()
+        body = await _read_body(request, max_request_bytes)
+        content = await pool.run(_infer, slot, predictor, body)
+        return Response(content, media_type=_JSON)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return _internal()
+
+    model = "/v2/models/{model}"
+    versioned = "/v2/models/{model}/versions/{version}"
+    routes = [
+        Route("/v2", _guard(server_metadata), methods=["GET"]),
+        Route("/v2/health/live", _guard(live), methods=["GET"]),
+        Route("/v2/health/ready", _guard(ready), methods=["GET"]),
+        Route(model, _guard(model_metadata), methods=["GET"]),
+        Route(versioned, _guard(model_metadata), methods=["GET"]),
+        Route(model + "/ready", _guard(model_ready), methods=["GET"]),
+        Route(versioned + "/ready", _guard(model_ready), methods=["GET"]),
+        Route(model + "/infer", _guard(infer), methods=["POST"]),
+        Route(versioned + "/infer", _guard(infer), methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: unexpected},
+    )
+    app.state.models = table
+    return app

@@ -1,0 +1,333 @@
+"""The Open Inference Protocol v2 (KServe v2 / Triton REST) JSON codec — pure, no I/O.
+
+Turns an infer request body into numpy arrays and numpy results into a response body. Every
+problem with a request raises :class:`~lockgate.errors.InvalidInputError` with a message that
+names the tensor and says what was expected.
+
+Datatypes (OIP name ↔ numpy dtype)::
+
+    BOOL  bool       UINT8  uint8    INT8  int8     FP16  float16
+    BYTES object     UINT16 uint16   INT16 int16    FP32  float32
+                     UINT32 uint32   INT32 int32    FP64  float64
+                     UINT64 uint64   INT64 int64
+
+``BYTES`` elements travel as JSON strings and arrive as numpy ``object`` arrays of ``str`` (what
+ONNX Runtime takes for string tensors). ``data`` may be flat (row-major) or nested; either way it
+must hold exactly ``prod(shape)`` elements. Booleans must be JSON ``true``/``false``; integer
+tensors take only JSON integers within the type's range; float tensors take numbers. The binary
+tensor extension is not supported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lockgate.errors import InvalidInputError, ServeError
+from lockgate.types import Dim
+
+__all__ = [
+    "DATATYPES",
+    "InferRequest",
+    "decode_tensor",
+    "encode_response",
+    "numpy_dtype",
+    "oip_datatype",
+    "oip_shape",
+    "parse_infer_request",
+]
+
+DATATYPES: Mapping[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+"""Every OIP datatype this server carries, with its numpy dtype."""
+
+_BY_DTYPE: dict[np.dtype[Any], str] = {dt: name for name, dt in DATATYPES.items()}
+_BY_NUMPY: dict[str, str] = {str(dt): name for name, dt in DATATYPES.items()}
+_BY_NUMPY["bfloat16"] = "BF16"  # shown in metadata; ONNX Runtime's numpy API cannot carry it
+_BY_NUMPY["str"] = "BYTES"
+
+# numpy kinds of the array json/numpy infer from the data, accepted per target kind
+_ACCEPTED_KINDS: dict[str, str] = {"b": "b", "i": "iu", "u": "iu", "f": "iuf", "O": ""}
+
+
+def numpy_dtype(datatype: str) -> np.dtype[Any]:
+    """The numpy dtype of an OIP datatype name; unknown names raise InvalidInputError."""
+    try:
+        return DATATYPES[datatype]
+    except (KeyError, TypeError):
+        raise InvalidInputError(
+            f"unknown datatype {datatype!r}", hint=f"use one of {', '.join(DATATYPES)}"
+        ) from None
+
+
+def oip_datatype(dtype: np.dtype[Any] | str) -> str:
+    """The OIP datatype name of a numpy dtype (or dtype name, as in a TensorSpec)."""
+    if not isinstance(dtype, str) and dtype in _BY_DTYPE:  # the fast path: str(dtype) is slow
+        return _BY_DTYPE[dtype]
+    key = dtype if isinstance(dtype, str) else str(dtype)
+    try:
+        return _BY_NUMPY[key]
+    except KeyError:
+        if not isinstance(dtype, str) and dtype.kind in "SU":
+            return "BYTES"
+        raise ServeError(f"dtype {key} has no Open Inference Protocol datatype") from None
+
+
+def oip_shape(shape: Sequence[Dim]) -> list[int]:
+    """A signature shape for metadata: fixed sizes as they are, symbolic dims as ``-1``."""
+    return [d if isinstance(d, int) else -1 for d in shape]
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A decoded infer request. ``outputs`` is None when the request selects no outputs."""
+
+    inputs: dict[str, np.ndarray[Any, Any]]
+    id: str | None = None
+    outputs: tuple[str, ...] | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _shape(name: str, raw: object) -> tuple[int, ...]:
+    # type(d) is int: JSON true/false are not sizes
+    if not isinstance(raw, list) or not all(type(d) is int and d >= 0 for d in raw):
+        raise InvalidInputError(
+            f"input {name!r}: shape must be a list of non-negative integers, got {raw!r}"
+        )
+    return tuple(raw)
+
+
+def _out_of_range(name: str, datatype: str, value: int, info: np.iinfo[Any]) -> InvalidInputError:
+    return InvalidInputError(
+        f"input {name!r}: value {value} is out of range for {datatype} [{info.min}, {info.max}]"
+    )
+
+
+def _check_ints(name: str, datatype: str, arr: np.ndarray[Any, Any], dt: np.dtype[Any]) -> None:
+    info = np.iinfo(dt)
+    lo, hi = arr.min(), arr.max()
+    if lo < info.min:
+        raise _out_of_range(name, datatype, int(lo), info)
+    if hi > info.max:
+        raise _out_of_range(name, datatype, int(hi), info)
+
+
+def _numeric(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError):
+        raise InvalidInputError(
+            f"input {name!r}: data is ragged; nested lists must be regular"
+        ) from None
+    if arr.size == 0:
+        return arr.astype(dt)
+    if dt.kind in "iu" and arr.dtype.kind in "fO":
+        # numpy turns a mix of ints beyond int64 and other ints into float64 (or object):
+        # check such data element by element rather than lose precision.
+        return _exact_ints(name, datatype, data, dt)
+    if arr.dtype.kind not in _ACCEPTED_KINDS[dt.kind]:
+        want = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}[dt.kind]
+        raise InvalidInputError(
+            f"input {name!r}: {datatype} data must be JSON {want}, got elements of type "
+            f"{_describe(arr)}"
+        )
+    if arr.dtype == dt:
+        return arr
+    if dt.kind in "iu":
+        _check_ints(name, datatype, arr, dt)
+    with np.errstate(over="ignore"):  # FP16/FP32 overflow becomes inf, as in any float cast
+        return arr.astype(dt)
+
+
+def _exact_ints(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    arr = np.asarray(data, dtype=object)
+    for x in arr.flat:
+        if type(x) is not int:
+            if isinstance(x, list):
+                raise InvalidInputError(
+                    f"input {name!r}: data is ragged; nested lists must be regular"
+                )
+            raise InvalidInputError(
+                f"input {name!r}: {datatype} data must be JSON integers, got elements of type "
+                f"{_json_type(x)}"
+            )
+    info = np.iinfo(dt)
+    for x in arr.flat:
+        if not info.min <= x <= info.max:
+            raise _out_of_range(name, datatype, x, info)
+    return arr.astype(dt)
+
+
+def _json_type(x: object) -> str:
+    if x is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "float", str: "string"}.get(
+        type(x), type(x).__name__
+    )
+
+
+def _describe(arr: np.ndarray[Any, Any]) -> str:
+    kinds = {"b": "boolean", "i": "integer", "u": "integer", "f": "float", "U": "string"}
+    if arr.dtype.kind in kinds:
+        return kinds[arr.dtype.kind]
+    return "/".join(sorted({_json_type(x) for x in arr.flat}))
+
+
+def _strings(name: str, data: Any) -> np.ndarray[Any, Any]:
+    if isinstance(data, str):
+        data = [data]
+    try:
+        arr = np.asarray(data, dtype=object)
+    except (ValueError, TypeError):
+        raise InvalidInputError(
+            f"input {name!r}: data is ragged; nested lists must be regular"
+        ) from None
+    for x in arr.flat:
+        if not isinstance(x, str):
+            if isinstance(x, list):
+                raise InvalidInputError(
+                    f"input {name!r}: data is ragged; nested lists must be regular"
+                )
+            raise InvalidInputError(
+                f"input {name!r}: BYTES data must be JSON strings, got {_json_type(x)}"
+            )
+    return arr
+
+
+def decode_tensor(tensor: object) -> tuple[str, np.ndarray[Any, Any]]:
+    """One request tensor ``{name, shape, datatype, data}`` as ``(name, array)``."""
+    if not isinstance(tensor, dict):
+        raise InvalidInputError(f"each input must be a JSON object, got {tensor!r:.80}")
+    name = tensor.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError("each input needs a non-empty string 'name'")
+    for key in ("shape", "datatype", "data"):
+        if key not in tensor:
+            raise InvalidInputError(f"input {name!r} has no {key!r}")
+    params = tensor.get("parameters")
+    if isinstance(params, dict) and "binary_data_size" in params:
+        raise InvalidInputError(
+            f"input {name!r}: binary tensor data is not supported; send JSON 'data'"
+        )
+    shape = _shape(name, tensor["shape"])
+    datatype = tensor["datatype"]
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise InvalidInputError(
+            f"input {name!r}: unknown datatype {datatype!r}",
+            hint=f"use one of {', '.join(DATATYPES)}",
+        )
+    dt = DATATYPES[datatype]
+    data = tensor["data"]
+    arr = _strings(name, data) if dt.kind == "O" else _numeric(name, datatype, data, dt)
+    want = math.prod(shape)
+    if arr.size != want:
+        raise InvalidInputError(
+            f"input {name!r}: shape {list(shape)} needs {want} elements, data has {arr.size}"
+        )
+    if arr.shape != shape:
+        arr = arr.reshape(shape)
+    return name, arr
+
+
+def _output_names(raw: object) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidInputError("'outputs' must be a list of {\"name\": ...} objects")
+    names: list[str] = []
+    for item in raw:
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name:
+            raise InvalidInputError(
+                f"each requested output needs a non-empty string 'name', got {item!r:.80}"
+            )
+        params = item.get("parameters")
+        if isinstance(params, dict) and params.get("binary_data"):
+            raise InvalidInputError(f"output {name!r}: binary tensor data is not supported")
+        if name in names:
+            raise InvalidInputError(f"output {name!r} is requested twice")
+        names.append(name)
+    return tuple(names) or None
+
+
+def parse_infer_request(body: bytes | str) -> InferRequest:
+    """Decode and check an infer request body (JSON text)."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidInputError("request body must be a JSON object")
+    rid = doc.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise InvalidInputError(f"'id' must be a string, got {rid!r:.80}")
+    params = doc.get("parameters")
+    if params is None:
+        params = {}
+    elif not isinstance(params, dict):
+        raise InvalidInputError("'parameters' must be a JSON object")
+    if params.get("binary_data_output"):
+        raise InvalidInputError("binary tensor data is not supported")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInputError("request needs 'inputs': a non-empty list of tensors")
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    for tensor in raw_inputs:
+        name, arr = decode_tensor(tensor)
+        if name in inputs:
+            raise InvalidInputError(f"input {name!r} is given twice")
+        inputs[name] = arr
+    return InferRequest(
+        inputs=inputs, id=rid, outputs=_output_names(doc.get("outputs")), parameters=params
+    )
+
+
+def _data(arr: np.ndarray[Any, Any]) -> list[Any]:
+    flat: list[Any] = arr.ravel().tolist()
+    if arr.dtype.kind in "OS":
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in flat]
+    return flat
+
+
+def encode_response(
+    model_name: str,
+    model_version: str,
+    outputs: Mapping[str, np.ndarray[Any, Any]],
+    *,
+    request_id: str | None = None,
+) -> bytes:
+    """The response body: ``{model_name, model_version, [id], outputs}``; ``data`` is flat.
+
+    Non-finite floats are written as ``NaN``/``Infinity``, as Python's and Triton's JSON do.
+    """
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        doc["id"] = request_id
+    doc["outputs"] = [
+        {
+            "name": name,
+            "datatype": oip_datatype(arr.dtype),
+            "shape": list(arr.shape),
+            "data": _data(arr),
+        }
+        for name, arr in outputs.items()
+    ]
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()

@@ -1,0 +1,214 @@
+"""Runtime slots: one per served model version, loaded in the background.
+
+A :class:`ServedModel` says what to serve; the :class:`ModelTable` owns one :class:`Slot` per
+``(name, version)`` and moves it ``loading → ready`` or ``loading → failed``. Only a ready slot
+hands out its :class:`~lockgate.runtime.Predictor`; asking any other slot raises
+:class:`~lockgate.errors.ServeError` (HTTP 503). Unversioned lookups resolve to the highest served
+version of the model, whatever its state — traffic never falls back to an older version silently.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lockgate.errors import Error, InvalidInputError, NotFoundError, ServeError
+from lockgate.runtime import Predictor
+from lockgate.serve.oip import oip_datatype, oip_shape
+from lockgate.types import TensorSpec, validate_name
+
+__all__ = ["EventHook", "ModelTable", "ServedModel", "Slot", "SlotState"]
+
+log = logging.getLogger("lockgate.serve")
+
+EventHook = Callable[[str, dict[str, Any]], None]
+"""``on_event(name, payload)``: receives ``serve.start``, ``serve.stop``, ``model.ready`` and
+``model.load_failed``. Model events arrive on the loader thread."""
+
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What to serve: a model name, its version number, and how to build its Predictor.
+
+    ``load`` runs once, on a background thread, when the server starts.
+    """
+
+    name: str
+    version: int
+    load: Callable[[], Predictor]
+
+    def __post_init__(self) -> None:
+        validate_name(self.name)
+        if type(self.version) is not int or self.version < 1:
+            raise InvalidInputError(
+                f"model {self.name!r}: version must be a positive integer, got {self.version!r}"
+            )
+
+
+class SlotState(enum.StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+def _tensor_meta(spec: TensorSpec) -> dict[str, Any]:
+    try:
+        datatype = oip_datatype(spec.dtype)
+    except ServeError:
+        datatype = spec.dtype  # e.g. "onnx:23": shown as is, cannot be sent over JSON
+    return {"name": spec.name, "datatype": datatype, "shape": oip_shape(spec.shape)}
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, Error):
+        return exc.diagnostics()
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Slot:
+    """One served model version and its load state.
+
+    State changes happen on the loader thread; readers see either the old state or the new one
+    (the predictor is published before the state flips to ready).
+    """
+
+    def __init__(self, spec: ServedModel) -> None:
+        self.spec = spec
+        self.state = SlotState.LOADING
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+        self.inputs: list[dict[str, Any]] = []
+        self.outputs: list[dict[str, Any]] = []
+        self._predictor: Predictor | None = None
+        self.version_text = str(spec.version)
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.name}@{self.spec.version}"
+
+    def load(self, emit: EventHook) -> None:
+        """Build the predictor; never raises (a failure is kept and reported)."""
+        started = time.perf_counter()
+        try:
+            predictor = self.spec.load()
+            signature = predictor.signature
+            self.inputs = [_tensor_meta(t) for t in signature.inputs]
+            self.outputs = [_tensor_meta(t) for t in signature.outputs]
+        except BaseException as exc:  # a failed load must not take the server down
+            self.error = _describe_error(exc)
+            self.state = SlotState.FAILED
+            log.error("model %s failed to load: %s", self.label, self.error)
+            emit(
+                "model.load_failed",
+                {
+                    "model": self.spec.name,
+                    "version": self.spec.version,
+                    "error": self.error,
+                    "error_type": type(exc).__name__,
+                },
+            )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.load_seconds = time.perf_counter() - started
+        self._predictor = predictor
+        self.state = SlotState.READY
+        emit(
+            "model.ready",
+            {
+                "model": self.spec.name,
+                "version": self.spec.version,
+                "seconds": round(self.load_seconds, 6),
+            },
+        )
+
+    def predictor(self) -> Predictor:
+        """The predictor of a ready slot; ServeError (503) otherwise."""
+        predictor = self._predictor
+        if predictor is not None:
+            return predictor
+        if self.state is SlotState.FAILED:
+            raise ServeError(
+                f"model {self.spec.name!r} version {self.spec.version} failed to load",
+                hint="see the server log; fix the model and restart the server",
+            )
+        raise ServeError(
+            f"model {self.spec.name!r} version {self.spec.version} is not ready ({self.state})",
+            hint="retry once GET /v2/health/ready answers 200",
+        )
+
+
+class ModelTable:
+    """Every slot, by name then version. Rejects an empty list and duplicate versions."""
+
+    def __init__(self, models: Sequence[ServedModel]) -> None:
+        if not models:
+            raise InvalidInputError("nothing to serve: the model list is empty")
+        self._slots: list[Slot] = []
+        self._by_name: dict[str, dict[int, Slot]] = {}
+        for spec in models:
+            versions = self._by_name.setdefault(spec.name, {})
+            if spec.version in versions:
+                raise InvalidInputError(
+                    f"model {spec.name!r} version {spec.version} is listed twice"
+                )
+            slot = Slot(spec)
+            versions[spec.version] = slot
+            self._slots.append(slot)
+        self._latest = {name: versions[max(versions)] for name, versions in self._by_name.items()}
+        self._started = False
+        self._lock = threading.Lock()
+
+    @property
+    def slots(self) -> list[Slot]:
+        return list(self._slots)
+
+    def versions(self, name: str) -> list[int]:
+        return sorted(self._by_name.get(name, {}))
+
+    def resolve(self, name: str, version: str | None = None) -> Slot:
+        """The slot for ``name`` at ``version`` (highest served when None); NotFoundError (404)."""
+        if version is None:
+            slot = self._latest.get(name)
+            if slot is None:
+                raise NotFoundError(
+                    f"unknown model {name!r}", hint=f"served models: {sorted(self._by_name)}"
+                )
+            return slot
+        versions = self._by_name.get(name)
+        if versions is None:
+            raise NotFoundError(
+                f"unknown model {name!r}", hint=f"served models: {sorted(self._by_name)}"
+            )
+        number = int(version) if version.isdigit() and version.isascii() else None
+        slot = versions.get(number) if number is not None else None
+        if slot is None:
+            raise NotFoundError(
+                f"model {name!r} has no version {version!r}",
+                hint=f"served versions: {sorted(versions)}",
+            )
+        return slot
+
+    def not_ready(self) -> list[Slot]:
+        return [s for s in self._slots if s.state is not SlotState.READY]
+
+    def start_loading(self, emit: EventHook) -> None:
+        """Start one daemon loader thread per slot; later calls do nothing."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        for slot in self._slots:
+            threading.Thread(
+                target=slot.load,
+                args=(emit,),
+                name=f"lockgate-load-{slot.label}",
+                daemon=True,
+            ).start()
