@@ -134,6 +134,12 @@ def _infer(server: _Server, v: Version, batch: np.ndarray) -> dict[str, np.ndarr
     return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in resp["outputs"]}
 
 
+def _models(payload: Any) -> str:
+    models = payload.get("models", []) if isinstance(payload, dict) else []
+    return ", ".join(f"{m.get('model')}@{m.get('version')}" for m in models
+                     if isinstance(m, dict))
+
+
 def run_demo(view: DemoView, *, keep: bool = False) -> Path:
     """Run the demo; returns the temporary home (deleted unless ``keep``)."""
     try:
@@ -229,7 +235,8 @@ def _journey(view: DemoView, home: Path) -> None:
         if not report.ok:
             raise AuditChainError(f"audit chain broken at row {report.first_broken}")
         view.table("audit log", ["#", "event", "target"], [
-            [str(r.seq), r.type, f"{r.model}@{r.version}" if r.version else str(r.model)]
+            [str(r.seq), r.type,
+             f"{r.model}@{r.version}" if r.version else r.model or _models(r.payload)]
             for r in lg.audit_log()
         ])
         view.say(f"audit chain intact: {report.count} events, each hashed over the previous")

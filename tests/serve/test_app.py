@@ -474,6 +474,8 @@ def test_create_app_rejects_bad_model_lists(models: dict[str, bytes]) -> None:
         create_app([])
     with pytest.raises(InvalidInputError, match="'lin' version 1 is listed twice"):
         create_app([ServedModel("lin", 1, load), ServedModel("lin", 1, load)])
+    with pytest.raises(InvalidInputError, match="at least one thread"):
+        create_app([ServedModel("lin", 1, load)], workers=0)
     with pytest.raises(InvalidInputError, match="invalid name"):
         ServedModel("bad/name", 1, load)
     for version in (0, -1, True, "1"):

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from lockgate.errors import InvalidInputError
 from lockgate.serve.workers import WorkerPool
 
 
@@ -78,5 +79,5 @@ def test_stop_then_restart() -> None:
 
 
 def test_needs_a_thread() -> None:
-    with pytest.raises(ValueError, match="at least one thread"):
+    with pytest.raises(InvalidInputError, match="at least one thread"):
         WorkerPool(0)

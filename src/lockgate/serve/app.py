@@ -137,10 +137,13 @@ def create_app(
     not start without its audit trail); one from a model event is logged.
     ``workers`` threads (default: CPUs + 4, at most 32) decode, run and encode infer requests;
     they bound how many model runs happen at once.
-    Raises InvalidInputError for an empty model list or a repeated ``(name, version)``.
+    Raises InvalidInputError for an empty model list, a repeated ``(name, version)`` or
+    ``workers < 1``.
     """
     table = ModelTable(models)
-    pool = WorkerPool(workers or min(32, (os.cpu_count() or 1) + 4), name="lockgate-infer")
+    if workers is None:
+        workers = min(32, (os.cpu_count() or 1) + 4)
+    pool = WorkerPool(workers, name="lockgate-infer")
     server_version = _version()
     hook = on_event
 

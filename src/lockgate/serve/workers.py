@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from lockgate.errors import InvalidInputError
+
 __all__ = ["WorkerPool"]
 
 T = TypeVar("T")
@@ -41,7 +43,7 @@ class WorkerPool:
 
     def __init__(self, threads: int, *, name: str = "lockgate-worker") -> None:
         if threads < 1:
-            raise ValueError(f"a worker pool needs at least one thread, got {threads}")
+            raise InvalidInputError(f"a worker pool needs at least one thread, got {threads}")
         self.threads = threads
         self._name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
