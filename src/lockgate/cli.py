@@ -349,8 +349,14 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
     h = host or lg.settings.serve_host
     p = lg.settings.serve_port if port is None else port
     names = ", ".join(f"{v.name}@{v.number}" for v in lg.serve_refs(refs))
-    err.print(f"serving {names} on http://{h}:{p}/v2 (Ctrl-C stops)")
-    run_server(app, host=h, port=p)
+
+    def started(bound_host: str, bound_port: int) -> None:
+        err.print(f"serving {names} on http://{bound_host}:{bound_port}/v2 (Ctrl-C stops)")
+
+    try:
+        run_server(app, host=h, port=p, on_started=started)
+    except KeyboardInterrupt:
+        err.print("stopped")
 
 
 @cli.group()

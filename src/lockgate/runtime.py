@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -23,6 +24,14 @@ ort.disable_telemetry_events()
 
 def available_providers() -> list[str]:
     return list(ort.get_available_providers())
+
+
+def _np_dtype(name: str) -> np.dtype[Any] | None:
+    """The numpy dtype for a signature dtype name; None where numpy has no such type."""
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return None
 
 
 class Predictor:
@@ -55,6 +64,10 @@ class Predictor:
         self.signature: Signature = signature_of(onnx.load_model_from_string(model_bytes))
         self._input_names = [i.name for i in self._session.get_inputs()]
         self._output_names = [o.name for o in self._session.get_outputs()]
+        # (name, dtype, fixed dims) per input, precomputed for the per-request checks.
+        self._checks = [
+            (spec.name, _np_dtype(spec.dtype), spec.shape) for spec in self.signature.inputs
+        ]
 
     @property
     def providers(self) -> list[str]:
@@ -85,23 +98,19 @@ class Predictor:
             raise InvalidInputError(
                 f"unknown outputs {unknown}", hint=f"the model returns {self._output_names}"
             )
-        for spec in self.signature.inputs:
-            arr = inputs[spec.name]
-            if str(arr.dtype) != spec.dtype:
+        for name, dtype, shape in self._checks:
+            arr = inputs[name]
+            if dtype is not None and arr.dtype != dtype:
                 raise InvalidInputError(
-                    f"input {spec.name!r} has dtype {arr.dtype}, the model wants {spec.dtype}"
+                    f"input {name!r} has dtype {arr.dtype}, the model wants {dtype}"
                 )
-            if arr.ndim != len(spec.shape):
+            if arr.ndim != len(shape) or any(
+                isinstance(want, int) and got != want
+                for got, want in zip(arr.shape, shape, strict=True)
+            ):
                 raise InvalidInputError(
-                    f"input {spec.name!r} has shape {list(arr.shape)}, the model wants "
-                    f"{list(spec.shape)}"
+                    f"input {name!r} has shape {list(arr.shape)}, the model wants {list(shape)}"
                 )
-            for got, want in zip(arr.shape, spec.shape, strict=True):
-                if isinstance(want, int) and got != want:
-                    raise InvalidInputError(
-                        f"input {spec.name!r} has shape {list(arr.shape)}, the model wants "
-                        f"{list(spec.shape)}"
-                    )
         try:
             result = self._session.run(wanted, dict(inputs))
         except Exception as exc:
