@@ -12,6 +12,7 @@ from lockgate.store.metadata import (
     MemoryMetadataStore,
     MetadataStore,
     SqlMetadataStore,
+    VulnSnapshot,
 )
 
 
@@ -27,8 +28,10 @@ def _ev() -> AuditEvent:
 
 
 def test_numbers_grow_per_name(meta: MetadataStore) -> None:
-    assert [meta.create_version("a", {"k": i}, "prototype", _ev()) for i in range(3)] == [1, 2, 3]
-    assert meta.create_version("b", {}, "prototype", _ev()) == 1
+    numbers = [meta.create_version("a", lambda _n, i=i: {"k": i}, "prototype", _ev())  # type: ignore[misc]
+               for i in range(3)]
+    assert numbers == [1, 2, 3]
+    assert meta.create_version("b", lambda _n: {}, "prototype", _ev()) == 1
     assert meta.list_models() == ["a", "b"]
     assert [r.number for r in meta.list_versions("a")] == [1, 2, 3]
     row = meta.get_version("a", 2)
@@ -40,8 +43,8 @@ def test_numbers_grow_per_name(meta: MetadataStore) -> None:
 
 
 def test_apply_is_all_or_nothing(meta: MetadataStore) -> None:
-    meta.create_version("a", {}, "prototype", _ev())
-    meta.create_version("a", {}, "prototype", _ev())
+    meta.create_version("a", lambda _n: {}, "prototype", _ev())
+    meta.create_version("a", lambda _n: {}, "prototype", _ev())
     run = GateRun("a", 1, "prototype", "production", True, [{"gate": "parity"}], "t", "now")
     meta.apply(Change(expect={("a", 1): "prototype"}, stages={("a", 1): "production"},
                       aliases={("a", "champion"): 1}, gate_runs=[run],
@@ -66,7 +69,7 @@ def test_expect_on_missing_version(meta: MetadataStore) -> None:
 
 
 def test_alias_removal(meta: MetadataStore) -> None:
-    meta.create_version("a", {}, "prototype", _ev())
+    meta.create_version("a", lambda _n: {}, "prototype", _ev())
     meta.apply(Change(aliases={("a", "x"): 1}))
     meta.apply(Change(aliases={("a", "x"): None}))
     assert meta.aliases("a") == {}
@@ -75,8 +78,24 @@ def test_alias_removal(meta: MetadataStore) -> None:
 def test_sqlite_reopen_keeps_data_and_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'meta.db'}"
     s1 = SqlMetadataStore(url)
-    s1.create_version("a", {"x": 1}, "prototype", _ev())
+    s1.create_version("a", lambda _n: {"x": 1}, "prototype", _ev())
     s1.close()
     s2 = SqlMetadataStore(url)
-    assert s2.create_version("a", {}, "prototype", _ev()) == 2
+    assert s2.create_version("a", lambda _n: {}, "prototype", _ev()) == 2
     s2.close()
+
+
+def test_vuln_snapshots_replace_each_other(meta: MetadataStore) -> None:
+    assert meta.vuln_snapshot() is None
+    assert meta.vuln_records(["numpy"]) == []
+    ev = AuditEvent(EventType.VULNDB_IMPORTED, "tester")
+    first = meta.import_vulns(VulnSnapshot(0, "a" * 64, "2026-01-01", "now", "f1", 2),
+                              [("X-1", "numpy", '{"id":"X-1"}'), ("X-2", "torch", "{}")], ev)
+    assert meta.vuln_records(["numpy", "scipy"]) == ['{"id":"X-1"}']
+    second = meta.import_vulns(VulnSnapshot(0, "b" * 64, "2026-02-01", "now", "f2", 1),
+                               [("X-3", "scipy", '{"id":"X-3"}')], ev)
+    assert second.id != first.id
+    current = meta.vuln_snapshot()
+    assert current is not None
+    assert current.sha256 == "b" * 64
+    assert meta.vuln_records(["numpy", "scipy"]) == ['{"id":"X-3"}']

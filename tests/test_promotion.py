@@ -35,7 +35,7 @@ def _add(lg: Lockgate, name: str = "m", *, parity: bool | None = True) -> Versio
                             (TensorSpec("y", "float32", ("batch", 1)),)),
         parity=report, environment={}, creator="tester", created_at="now",
     )
-    n = lg.meta.create_version(name, draft.record(), lg.settings.stages[0],
+    n = lg.meta.create_version(name, lambda _n: draft.record(), lg.settings.stages[0],
                                AuditEvent(EventType.MODEL_REGISTERED, "tester"))
     return lg.get(f"{name}@{n}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["Lockgate", "ModelSummary", "init_home"]
 
 _MAX_ONNX_BYTES = 2**31 - 1
+MODEL_FILE = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -160,15 +161,25 @@ class Lockgate:
             seeds=all_seeds,
             stage=self.settings.stages[0],
         )
-        number = self.meta.create_version(
+        sealed: list[Version] = []
+
+        def build(number: int) -> dict[str, Any]:
+            sealed[:] = [self._seal(replace(draft, number=number), onnx_bytes)]
+            return sealed[0].record()
+
+        self.meta.create_version(
             name,
-            draft.record(),
+            build,
             draft.stage,
             AuditEvent(EventType.MODEL_REGISTERED, actor, name, None,
                        {"digest": str(digest), "framework": converted.framework,
                         "parity_passed": report.passed if report else None}),
         )
-        return Version.from_record(name, number, draft.stage, draft.record())
+        return sealed[0]
+
+    def _seal(self, v: Version, onnx_bytes: bytes) -> Version:
+        """The version's files (model, and later BOM, card, manifest) and signature."""
+        return replace(v, files={MODEL_FILE: v.digest})
 
     # -- lookup ------------------------------------------------------------------------------
     def get(self, ref: str | ModelRef) -> Version:

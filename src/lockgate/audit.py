@@ -39,6 +39,10 @@ class EventType(enum.StrEnum):
     SERVE_STOPPED = "serve.stopped"
     ARTIFACT_REFUSED = "artifact.refused"
     MODEL_LOAD_FAILED = "model.load_failed"
+    SIGNATURE_REFUSED = "signature.refused"
+    VULNDB_IMPORTED = "vulndb.imported"
+    ENVIRONMENT_DRIFT = "environment.drift"
+    EVIDENCE_EXPORTED = "evidence.exported"
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,24 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from lockgate.errors import ConfigError
 
-__all__ = ["SETTINGS", "Setting", "Settings", "load_settings", "write_default_config"]
+__all__ = [
+    "SETTINGS",
+    "Setting",
+    "Settings",
+    "VulnAllow",
+    "load_settings",
+    "write_default_config",
+]
 
 CONFIG_FILE = "lockgate.toml"
 DEFAULT_STAGES = ("prototype", "stabilized", "production", "archived")
+SEVERITIES = ("NONE", "LOW", "MODERATE", "HIGH", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,39 @@ SETTINGS: tuple[Setting, ...] = (
             "parity."),
     Setting("parity_samples", "LOCKGATE_PARITY_SAMPLES", "8",
             "Random inputs checked for parity besides the sample input."),
+    Setting("signing_key", "LOCKGATE_SIGNING_KEY", "<home>/keys/signing.key",
+            "Private EC P-256 key (PEM) that signs every new version; created by `lockgate init` "
+            "when missing."),
+    Setting("public_keys", "LOCKGATE_PUBLIC_KEYS", "<home>/keys/signing.pub",
+            "Public keys (PEM) trusted to verify versions at load and serve time; "
+            "comma-separated in the environment."),
+    Setting("require_signature", "LOCKGATE_REQUIRE_SIGNATURE", "true",
+            "Refuse to load or serve a version without a valid signature."),
+    Setting("vuln_max_severity", "LOCKGATE_VULN_MAX_SEVERITY", "MODERATE",
+            "Highest vulnerability severity the vulnerabilities gate lets through."),
+    Setting("vuln_max_age_days", "LOCKGATE_VULN_MAX_AGE_DAYS", "30",
+            "Oldest vulnerability snapshot (days since its newest record) the gate accepts."),
+    Setting("vuln_allow", "-", "[]",
+            "Allow-listed vulnerability ids, each with an expiry date and a reason."),
+    Setting("license_allow", "-", "(permissive SPDX ids)",
+            "SPDX license ids the licenses gate allows."),
+    Setting("license_deny", "-", "(network copyleft ids)",
+            "SPDX license ids the licenses gate refuses."),
+    Setting("environment_drift", "LOCKGATE_ENVIRONMENT_DRIFT", "warn",
+            "What serving does when ONNX Runtime, providers or CUDA/cuDNN differ from the "
+            "registered environment: warn or refuse."),
     Setting("serve_host", "LOCKGATE_SERVE_HOST", "127.0.0.1", "Address the server binds."),
     Setting("serve_port", "LOCKGATE_SERVE_PORT", "8080", "Port the server binds (0: any free)."),
 )
+
+
+@dataclass(frozen=True)
+class VulnAllow:
+    """An accepted vulnerability: its id, until when, and why."""
+
+    id: str
+    expires: date
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -74,6 +113,15 @@ class Settings:
     parity_samples: int = 8
     serve_host: str = "127.0.0.1"
     serve_port: int = 8080
+    signing_key: Path | None = None
+    public_keys: tuple[Path, ...] = ()
+    require_signature: bool = True
+    vuln_max_severity: str = "MODERATE"
+    vuln_max_age_days: int = 30
+    vuln_allow: tuple[VulnAllow, ...] = ()
+    license_allow: frozenset[str] | None = None
+    license_deny: frozenset[str] | None = None
+    environment_drift: str = "warn"
 
     @classmethod
     def for_home(cls, home: Path, **overrides: Any) -> Settings:
@@ -83,6 +131,8 @@ class Settings:
             database_url=f"sqlite:///{home / 'lockgate.db'}",
             artifact_root=home / "artifacts",
             user=_default_user(),
+            signing_key=home / "keys" / "signing.key",
+            public_keys=(home / "keys" / "signing.pub",),
         )
         return replace(base, **overrides)
 
@@ -133,7 +183,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Settings:
-    known_sections = {"lockgate", "stages", "gates", "parity", "serve"}
+    known_sections = {"lockgate", "stages", "gates", "parity", "serve", "signing",
+                      "vulnerabilities", "licenses"}
     for section in data:
         if section not in known_sections:
             raise ConfigError(
@@ -177,6 +228,78 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
         s = replace(s, serve_host=str(serve["host"]))
     if "port" in serve:
         s = replace(s, serve_port=_number(serve["port"], "serve.port", int))
+    if "environment_drift" in serve:
+        s = replace(s, environment_drift=str(serve["environment_drift"]))
+    return _supply_chain_from_toml(s, data, path)
+
+
+def _path(value: Any, key: str, home: Path) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a path")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else home / p
+
+
+def _ids(value: Any, key: str) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ConfigError(f"{key}: expected a list of SPDX license ids")
+    return frozenset(value)
+
+
+def _allow_entry(item: Any, index: int) -> VulnAllow:
+    key = f"vulnerabilities.allow[{index}]"
+    if not isinstance(item, dict) or set(item) != {"id", "expires", "reason"}:
+        raise ConfigError(f"{key}: expected {{ id = ..., expires = YYYY-MM-DD, reason = ... }}")
+    expires = item["expires"]
+    if isinstance(expires, str):
+        try:
+            expires = date.fromisoformat(expires)
+        except ValueError:
+            raise ConfigError(f"{key}.expires: not a date: {expires!r}") from None
+    if not isinstance(expires, date):
+        raise ConfigError(f"{key}.expires: not a date: {expires!r}")
+    if not str(item["reason"]).strip():
+        raise ConfigError(f"{key}.reason: say why the vulnerability is accepted")
+    return VulnAllow(str(item["id"]), expires, str(item["reason"]))
+
+
+def _supply_chain_from_toml(s: Settings, data: Mapping[str, Any], path: Path) -> Settings:
+    known = {"signing": {"private_key", "public_keys", "require_signature"},
+             "vulnerabilities": {"max_severity", "max_age_days", "allow"},
+             "licenses": {"allow", "deny"}}
+    for section, keys in known.items():
+        for key in data.get(section, {}):
+            if key not in keys:
+                raise ConfigError(f"{path}: unknown key {section}.{key}",
+                                  hint=f"known: {sorted(keys)}")
+    signing = data.get("signing", {})
+    if "private_key" in signing:
+        s = replace(s, signing_key=_path(signing["private_key"], "signing.private_key", s.home))
+    if "public_keys" in signing:
+        keys_value = signing["public_keys"]
+        if not isinstance(keys_value, list):
+            raise ConfigError("signing.public_keys: expected a list of paths")
+        s = replace(s, public_keys=tuple(
+            _path(k, "signing.public_keys", s.home) for k in keys_value))
+    if "require_signature" in signing:
+        if not isinstance(signing["require_signature"], bool):
+            raise ConfigError("signing.require_signature: expected true or false")
+        s = replace(s, require_signature=signing["require_signature"])
+    vulns = data.get("vulnerabilities", {})
+    if "max_severity" in vulns:
+        s = replace(s, vuln_max_severity=str(vulns["max_severity"]).upper())
+    if "max_age_days" in vulns:
+        s = replace(s, vuln_max_age_days=_number(vulns["max_age_days"],
+                                                  "vulnerabilities.max_age_days", int))
+    if "allow" in vulns:
+        if not isinstance(vulns["allow"], list):
+            raise ConfigError("vulnerabilities.allow: expected a list of tables")
+        s = replace(s, vuln_allow=tuple(_allow_entry(x, i) for i, x in enumerate(vulns["allow"])))
+    lic = data.get("licenses", {})
+    if "allow" in lic:
+        s = replace(s, license_allow=_ids(lic["allow"], "licenses.allow"))
+    if "deny" in lic:
+        s = replace(s, license_deny=_ids(lic["deny"], "licenses.deny"))
     return s
 
 
@@ -203,6 +326,20 @@ def _from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         s = replace(s, serve_host=v)
     if v := env.get("LOCKGATE_SERVE_PORT"):
         s = replace(s, serve_port=_number(v, "LOCKGATE_SERVE_PORT", int))
+    if v := env.get("LOCKGATE_SIGNING_KEY"):
+        s = replace(s, signing_key=Path(v).expanduser())
+    if v := env.get("LOCKGATE_PUBLIC_KEYS"):
+        s = replace(s, public_keys=tuple(Path(p).expanduser() for p in _split(v)))
+    if v := env.get("LOCKGATE_REQUIRE_SIGNATURE"):
+        if v.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"LOCKGATE_REQUIRE_SIGNATURE: expected true or false, got {v!r}")
+        s = replace(s, require_signature=v.lower() in ("true", "1"))
+    if v := env.get("LOCKGATE_VULN_MAX_SEVERITY"):
+        s = replace(s, vuln_max_severity=v.upper())
+    if v := env.get("LOCKGATE_VULN_MAX_AGE_DAYS"):
+        s = replace(s, vuln_max_age_days=_number(v, "LOCKGATE_VULN_MAX_AGE_DAYS", int))
+    if v := env.get("LOCKGATE_ENVIRONMENT_DRIFT"):
+        s = replace(s, environment_drift=v)
     return s
 
 
@@ -225,6 +362,14 @@ def _validate(s: Settings) -> Settings:
         raise ConfigError(f"serve port {s.serve_port} is out of range")
     if s.parity_atol < 0 or s.parity_rtol < 0 or s.parity_samples < 0:
         raise ConfigError("parity tolerances and sample count must not be negative")
+    if s.vuln_max_severity not in SEVERITIES:
+        raise ConfigError(f"vulnerabilities.max_severity: {s.vuln_max_severity!r} is not one of "
+                          f"{list(SEVERITIES)}")
+    if s.environment_drift not in ("warn", "refuse"):
+        raise ConfigError(f"serve.environment_drift: expected 'warn' or 'refuse', got "
+                          f"{s.environment_drift!r}")
+    if s.vuln_max_age_days < 0:
+        raise ConfigError("vulnerabilities.max_age_days must not be negative")
     return s
 
 
@@ -275,6 +420,21 @@ DEFAULT_CONFIG = """\
 [serve]
 # host = "127.0.0.1"
 # port = 8080
+# environment_drift = "warn"   # or "refuse": ONNX Runtime/provider/CUDA differs from registration
+
+[signing]
+# private_key = "keys/signing.key"         # EC P-256 PEM; `lockgate init` creates one if missing
+# public_keys = ["keys/signing.pub"]       # keys trusted at load and serve time
+# require_signature = true                 # unsigned or unverifiable versions are not served
+
+[vulnerabilities]
+# max_severity = "MODERATE"     # NONE, LOW, MODERATE, HIGH, CRITICAL; unknown counts as CRITICAL
+# max_age_days = 30             # refuse a vulnerability snapshot older than this
+# allow = [ { id = "GHSA-xxxx-xxxx-xxxx", expires = 2027-01-31, reason = "not reachable" } ]
+
+[licenses]
+# allow = ["MIT", "BSD-3-Clause", "Apache-2.0"]   # default: common permissive licenses
+# deny = ["AGPL-3.0-only", "SSPL-1.0"]            # default: network copyleft
 """
 
 

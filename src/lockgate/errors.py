@@ -10,6 +10,7 @@ says what to do. Only the CLI turns them into exit codes; the server turns them 
     ├── InvalidInputError          a request or argument that cannot be used as given
     ├── StorageError               metadata or artifact store failure
     │   └── IntegrityError         a stored artifact does not match its digest
+    │       └── SignatureError     a signature is missing, unknown or does not verify
     ├── ConversionError            a model could not be turned into ONNX
     │   ├── UnsupportedModelError  no converter accepts the object
     │   └── UnsafePathError        a path escapes the folder it must stay in
@@ -17,6 +18,7 @@ says what to do. Only the CLI turns them into exit codes; the server turns them 
     ├── PromotionError             a promotion was refused
     │   └── GateFailedError        a gate failed, errored, or the gate list is empty
     ├── AuditChainError            the audit log's hash chain is broken
+    ├── SupplyChainError           a BOM, vulnerability or license check could not be made
     └── ServeError                 a model could not be served
 """
 
@@ -37,7 +39,9 @@ __all__ = [
     "ParityError",
     "PromotionError",
     "ServeError",
+    "SignatureError",
     "StorageError",
+    "SupplyChainError",
     "UnsafePathError",
     "UnsupportedModelError",
 ]
@@ -86,6 +90,11 @@ class StorageError(Error):
 
 class IntegrityError(StorageError):
     exit_code = 4
+
+
+class SignatureError(IntegrityError):
+    """A version's signature is missing where policy requires one, made by a key that is not
+    trusted, or does not match the files."""
 
 
 class ConversionError(Error):
@@ -137,3 +146,8 @@ class AuditChainError(Error):
 class ServeError(Error):
     exit_code = 9
     http_status = 503
+
+
+class SupplyChainError(Error):
+    exit_code = 10
+    http_status = 422

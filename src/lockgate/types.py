@@ -286,6 +286,9 @@ class Version:
     tags: Mapping[str, str] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
     seeds: Mapping[str, int] = field(default_factory=dict)
+    files: Mapping[str, Digest] = field(default_factory=dict)
+    signature_bundle: Digest | None = None
+    signed_by: str = ""
     stage: str = "prototype"
 
     @property
@@ -309,7 +312,18 @@ class Version:
             "tags": dict(self.tags),
             "metrics": dict(self.metrics),
             "seeds": dict(self.seeds),
+            "files": {k: str(v) for k, v in self.files.items()},
+            "signature_bundle": str(self.signature_bundle) if self.signature_bundle else None,
+            "signed_by": self.signed_by,
         }
+
+    def manifest(self) -> dict[str, Any]:
+        """What the signed ``manifest.json`` holds: the record less the file list and the
+        signature itself, plus the name and number."""
+        rec = self.record()
+        for key in ("files", "signature_bundle", "signed_by"):
+            rec.pop(key)
+        return {"name": self.name, "version": self.number, **rec}
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.number, "stage": self.stage, **self.record()}
@@ -337,6 +351,11 @@ class Version:
             tags={str(k): str(v) for k, v in rec.get("tags", {}).items()},
             metrics={str(k): float(v) for k, v in rec.get("metrics", {}).items()},
             seeds={str(k): int(v) for k, v in rec.get("seeds", {}).items()},
+            files={str(k): Digest(v) for k, v in rec.get("files", {}).items()},
+            signature_bundle=(
+                Digest(rec["signature_bundle"]) if rec.get("signature_bundle") else None
+            ),
+            signed_by=str(rec.get("signed_by", "")),
         )
 
 

@@ -1,6 +1,13 @@
 """Metadata stores: SQL (SQLite, PostgreSQL) and in-memory."""
 
-from lockgate.store.metadata.interface import Change, GateRun, MetadataStore, VersionRow
+from lockgate.store.metadata.interface import (
+    Change,
+    GateRun,
+    MetadataStore,
+    RecordBuilder,
+    VersionRow,
+    VulnSnapshot,
+)
 from lockgate.store.metadata.memory import MemoryMetadataStore
 from lockgate.store.metadata.sql import SqlMetadataStore
 
@@ -9,6 +16,8 @@ __all__ = [
     "GateRun",
     "MemoryMetadataStore",
     "MetadataStore",
+    "RecordBuilder",
     "SqlMetadataStore",
     "VersionRow",
+    "VulnSnapshot",
 ]

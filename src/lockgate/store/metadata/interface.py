@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lockgate.audit import AuditEvent, AuditRecord
 
-__all__ = ["Change", "GateRun", "MetadataStore", "VersionRow"]
+__all__ = ["Change", "GateRun", "MetadataStore", "RecordBuilder", "VersionRow", "VulnSnapshot"]
+
+RecordBuilder = Callable[[int], Mapping[str, Any]]
+"""Builds a version's record once its number is known."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,31 @@ class Change:
     events: Sequence[AuditEvent] = ()
 
 
+@dataclass(frozen=True)
+class VulnSnapshot:
+    """An imported OSV snapshot: its digest, its date (newest record) and when it came in."""
+
+    id: int
+    sha256: str
+    snapshot_date: str
+    imported_at: str
+    source: str
+    records: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "snapshot_date": self.snapshot_date,
+                "imported_at": self.imported_at, "source": self.source, "records": self.records}
+
+
 class MetadataStore(Protocol):
     def create_version(
-        self, name: str, record: Mapping[str, Any], stage: str, event: AuditEvent
+        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent
     ) -> int:
-        """Allocate the next number for ``name``, store the version and its audit event in one
-        transaction, and return the number."""
+        """Allocate the next number for ``name``, call ``build(number)`` for the record, store
+        the version and its audit event in one transaction, and return the number.
+
+        ``build`` may run more than once (a retried transaction) and must not change shared
+        state beyond content-addressed writes."""
         ...
 
     def apply(self, change: Change) -> None:
@@ -71,5 +93,21 @@ class MetadataStore(Protocol):
     def gate_runs(self, name: str, number: int) -> list[GateRun]: ...
 
     def audit_records(self) -> list[AuditRecord]: ...
+
+    def import_vulns(
+        self, snapshot: VulnSnapshot, records: Sequence[tuple[str, str, str]],
+        event: AuditEvent,
+    ) -> VulnSnapshot:
+        """Store a snapshot and its ``(vuln id, normalised package, record JSON)`` rows in one
+        transaction; it becomes the current snapshot. Returns it with its id."""
+        ...
+
+    def vuln_snapshot(self) -> VulnSnapshot | None:
+        """The current (latest imported) snapshot."""
+        ...
+
+    def vuln_records(self, packages: Sequence[str]) -> list[str]:
+        """Record JSON of the current snapshot affecting any of ``packages`` (normalised)."""
+        ...
 
     def close(self) -> None: ...

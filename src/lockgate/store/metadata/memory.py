@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from lockgate.audit import AuditEvent, AuditRecord, seal
 from lockgate.errors import NotFoundError, PromotionError
-from lockgate.store.metadata.interface import Change, GateRun, VersionRow
+from lockgate.store.metadata.interface import (
+    Change,
+    GateRun,
+    RecordBuilder,
+    VersionRow,
+    VulnSnapshot,
+)
 
 __all__ = ["MemoryMetadataStore"]
 
@@ -21,6 +26,8 @@ class MemoryMetadataStore:
         self._aliases: dict[tuple[str, str], int] = {}
         self._gate_runs: list[GateRun] = []
         self.records: list[AuditRecord] = []
+        self._snapshots: list[VulnSnapshot] = []
+        self._vulns: dict[int, list[tuple[str, str, str]]] = {}
 
     def _append(self, event: AuditEvent) -> AuditRecord:
         rec = seal(self.records[-1] if self.records else None, event)
@@ -28,11 +35,12 @@ class MemoryMetadataStore:
         return rec
 
     def create_version(
-        self, name: str, record: Mapping[str, Any], stage: str, event: AuditEvent
+        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent
     ) -> int:
         with self._lock:
             number = 1 + max((n for (m, n) in self._versions if m == name), default=0)
-            self._versions[(name, number)] = VersionRow(name, number, stage, dict(record))
+            record = dict(build(number))
+            self._versions[(name, number)] = VersionRow(name, number, stage, record)
             self._append(replace(event, model=name, version=number))
             return number
 
@@ -86,6 +94,29 @@ class MemoryMetadataStore:
     def audit_records(self) -> list[AuditRecord]:
         with self._lock:
             return list(self.records)
+
+    def import_vulns(
+        self, snapshot: VulnSnapshot, records: Sequence[tuple[str, str, str]],
+        event: AuditEvent,
+    ) -> VulnSnapshot:
+        with self._lock:
+            stored = replace(snapshot, id=len(self._snapshots) + 1)
+            self._snapshots.append(stored)
+            self._vulns[stored.id] = list(records)
+            self._append(event)
+            return stored
+
+    def vuln_snapshot(self) -> VulnSnapshot | None:
+        with self._lock:
+            return self._snapshots[-1] if self._snapshots else None
+
+    def vuln_records(self, packages: Sequence[str]) -> list[str]:
+        with self._lock:
+            if not self._snapshots:
+                return []
+            wanted = set(packages)
+            rows = self._vulns[self._snapshots[-1].id]
+            return [rec for (_, pkg, rec) in rows if pkg in wanted]
 
     def close(self) -> None:
         return None

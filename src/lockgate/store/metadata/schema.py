@@ -13,7 +13,15 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["aliases", "audit_log", "gate_runs", "metadata", "versions"]
+__all__ = [
+    "aliases",
+    "audit_log",
+    "gate_runs",
+    "metadata",
+    "versions",
+    "vuln_records",
+    "vuln_snapshots",
+]
 
 metadata = MetaData()
 
@@ -63,4 +71,25 @@ audit_log = Table(
     Column("payload", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+vuln_snapshots = Table(
+    "vuln_snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sha256", String(64), nullable=False),
+    Column("snapshot_date", String(40), nullable=False),
+    Column("imported_at", String(40), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("records", Integer, nullable=False),
+)
+
+vuln_records = Table(
+    "vuln_records",
+    metadata,
+    Column("snapshot_id", Integer, nullable=False),
+    Column("vuln_id", String(128), nullable=False),
+    Column("package", String(256), nullable=False),
+    Column("record", Text, nullable=False),
+    PrimaryKeyConstraint("snapshot_id", "vuln_id", "package", name="pk_vuln_records"),
 )

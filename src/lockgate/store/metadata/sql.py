@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -25,8 +25,21 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
 from lockgate.audit import AuditEvent, AuditRecord, canonical_json, now, seal
 from lockgate.errors import NotFoundError, PromotionError, StorageError
-from lockgate.store.metadata.interface import Change, GateRun, VersionRow
-from lockgate.store.metadata.schema import aliases, audit_log, gate_runs, versions
+from lockgate.store.metadata.interface import (
+    Change,
+    GateRun,
+    RecordBuilder,
+    VersionRow,
+    VulnSnapshot,
+)
+from lockgate.store.metadata.schema import (
+    aliases,
+    audit_log,
+    gate_runs,
+    versions,
+    vuln_records,
+    vuln_snapshots,
+)
 
 __all__ = ["SqlMetadataStore"]
 
@@ -127,15 +140,14 @@ class SqlMetadataStore:
 
     # -- writes ------------------------------------------------------------------------------
     def create_version(
-        self, name: str, record: Mapping[str, Any], stage: str, event: AuditEvent
+        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent
     ) -> int:
-        body = canonical_json(dict(record))
-
         def write(conn: Connection) -> int:
             top = conn.execute(
                 sa.select(sa.func.max(versions.c.number)).where(versions.c.name == name)
             ).scalar()
             number = int(top or 0) + 1
+            body = canonical_json(dict(build(number)))
             conn.execute(
                 versions.insert().values(
                     name=name, number=number, stage=stage, record=body, created_at=now()
@@ -259,6 +271,60 @@ class SqlMetadataStore:
                 for r in conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).mappings()
             ]
         )
+
+    # -- vulnerability data ------------------------------------------------------------------
+    def import_vulns(
+        self, snapshot: VulnSnapshot, records: Sequence[tuple[str, str, str]],
+        event: AuditEvent,
+    ) -> VulnSnapshot:
+        def write(conn: Connection) -> VulnSnapshot:
+            result = conn.execute(vuln_snapshots.insert().values(
+                sha256=snapshot.sha256, snapshot_date=snapshot.snapshot_date,
+                imported_at=snapshot.imported_at, source=snapshot.source,
+                records=snapshot.records,
+            ))
+            key = result.inserted_primary_key
+            assert key is not None
+            sid = int(key[0])
+            rows = [{"snapshot_id": sid, "vuln_id": v, "package": p, "record": r}
+                    for (v, p, r) in records]
+            for i in range(0, len(rows), 1000):
+                conn.execute(vuln_records.insert(), rows[i:i + 1000])
+            self._append(conn, event)
+            return replace(snapshot, id=sid)
+
+        return self._retry(write)
+
+    def vuln_snapshot(self) -> VulnSnapshot | None:
+        def read(conn: Connection) -> VulnSnapshot | None:
+            row = conn.execute(
+                sa.select(vuln_snapshots).order_by(vuln_snapshots.c.id.desc()).limit(1)
+            ).mappings().first()
+            if row is None:
+                return None
+            return VulnSnapshot(int(row["id"]), row["sha256"], row["snapshot_date"],
+                                row["imported_at"], row["source"], int(row["records"]))
+
+        return self._read(read)
+
+    def vuln_records(self, packages: Sequence[str]) -> list[str]:
+        current = self.vuln_snapshot()
+        if current is None or not packages:
+            return []
+        wanted = sorted(set(packages))
+
+        def read(conn: Connection) -> list[str]:
+            out: list[str] = []
+            for i in range(0, len(wanted), 500):
+                out.extend(str(r[0]) for r in conn.execute(
+                    sa.select(vuln_records.c.record).where(
+                        vuln_records.c.snapshot_id == current.id,
+                        vuln_records.c.package.in_(wanted[i:i + 500]),
+                    )
+                ))
+            return out
+
+        return self._read(read)
 
     def close(self) -> None:
         self.engine.dispose()
