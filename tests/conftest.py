@@ -14,6 +14,7 @@ import pytest
 
 from lockgate.api import Lockgate
 from lockgate.config import Settings
+from lockgate.sealing import ensure_default_keys
 from lockgate.store.artifacts import MemoryArtifactStore
 from lockgate.store.metadata import MemoryMetadataStore
 from onnx_models import linear_onnx
@@ -42,6 +43,7 @@ def lg(home: Path) -> Iterator[Lockgate]:
 def mem_lg(tmp_path: Path) -> Lockgate:
     """Lockgate on the in-memory stores, for fast tests."""
     settings = Settings.for_home(tmp_path / "mem", user="tester")
+    ensure_default_keys(settings)
     return Lockgate(settings, metadata=MemoryMetadataStore(), artifacts=MemoryArtifactStore())
 
 

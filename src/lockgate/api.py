@@ -8,35 +8,59 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lockgate import promotion
-from lockgate.audit import AuditEvent, AuditRecord, ChainReport, EventType, now, verify_chain
+from lockgate import promotion, sealing
+from lockgate.audit import (
+    AuditEvent,
+    AuditRecord,
+    ChainReport,
+    EventType,
+    canonical_json,
+    now,
+    verify_chain,
+)
 from lockgate.config import Settings, load_settings, write_default_config
 from lockgate.errors import (
     ConversionError,
+    Error,
     IntegrityError,
     InvalidInputError,
     NotFoundError,
+    SignatureError,
+    SupplyChainError,
 )
 from lockgate.onnxmeta import default_opset
 from lockgate.progress import NullProgress, Progress
 from lockgate.runtime import Predictor
 from lockgate.store.artifacts import ArtifactStore, LocalArtifactStore
-from lockgate.store.metadata import Change, GateRun, MetadataStore, SqlMetadataStore, VersionRow
+from lockgate.store.metadata import (
+    Change,
+    GateRun,
+    MetadataStore,
+    SqlMetadataStore,
+    VersionRow,
+    VulnSnapshot,
+)
 from lockgate.types import ModelRef, Version, validate_name
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from lockgate.supplychain.vulnpolicy import VulnReport
+
 __all__ = ["Lockgate", "ModelSummary", "init_home"]
 
+log = logging.getLogger("lockgate")
+
 _MAX_ONNX_BYTES = 2**31 - 1
-MODEL_FILE = "model.onnx"
+MODEL_FILE = sealing.MODEL_FILE
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,7 @@ class Lockgate:
         """Open (and create if needed) the home at ``home``, ``$LOCKGATE_HOME`` or ./.lockgate."""
         settings = load_settings(home, **flags)
         write_default_config(settings.home)
+        sealing.ensure_default_keys(settings)
         return cls(settings)
 
     def close(self) -> None:
@@ -98,17 +123,27 @@ class Lockgate:
         atol: float | None = None,
         rtol: float | None = None,
         creator: str | None = None,
+        considerations: str = "",
+        datasets: Sequence[Mapping[str, str]] = (),
+        lock_file: Path | str | None = None,
         progress: Progress | None = None,
     ) -> Version:
         """Convert ``model`` to ONNX, prove parity with its framework on ``sample_input`` plus
-        random inputs, capture the environment and store a new immutable version.
+        random inputs, capture the environment, write the ML-BOM, model card and manifest, sign
+        them and store a new immutable version.
+
+        ``considerations`` (free text, one limitation per paragraph) and ``datasets`` (mappings
+        with ``name`` and optionally ``fingerprint``, ``url``, ``description``) go into the
+        model card; ``lock_file`` (``pylock.toml`` or a ``requirements.txt`` with ``--hash``)
+        puts its hashes on the BOM's library components.
 
         Nothing is stored unless every step succeeds. Raises ParityError when ONNX Runtime
-        disagrees with the source framework.
+        disagrees with the source framework and SupplyChainError when the BOM does not validate.
         """
         from lockgate.convert import converter_for
         from lockgate.environment import capture_environment
         from lockgate.parity import assert_parity, check_parity
+        from lockgate.supplychain.sbom import parse_lock_hashes
 
         validate_name(name)
         clean_metrics = _check_metrics(metrics or {})
@@ -117,6 +152,8 @@ class Lockgate:
         if seed is not None:
             all_seeds.setdefault("seed", int(seed))
         progress = progress or NullProgress()
+        lock_hashes = parse_lock_hashes(Path(lock_file)) if lock_file is not None else None
+        dataset_specs = [{str(k): str(x) for k, x in d.items()} for d in datasets]
 
         converter = converter_for(model)
         converted = converter.convert(model, sample_input, opset=opset, progress=progress)
@@ -162,24 +199,28 @@ class Lockgate:
             stage=self.settings.stages[0],
         )
         sealed: list[Version] = []
+        proto = converted.model
+        producer = f"{proto.producer_name} {proto.producer_version}".strip() or "unknown"
 
         def build(number: int) -> dict[str, Any]:
-            sealed[:] = [self._seal(replace(draft, number=number), onnx_bytes)]
+            sealed[:] = [sealing.seal(
+                replace(draft, number=number), onnx_bytes, self.artifacts, self.settings,
+                producer=producer, lock_hashes=lock_hashes, considerations=considerations,
+                datasets=dataset_specs,
+            )]
             return sealed[0].record()
 
-        self.meta.create_version(
-            name,
-            build,
-            draft.stage,
-            AuditEvent(EventType.MODEL_REGISTERED, actor, name, None,
-                       {"digest": str(digest), "framework": converted.framework,
-                        "parity_passed": report.passed if report else None}),
-        )
-        return sealed[0]
+        def event(record: Mapping[str, Any]) -> AuditEvent:
+            return AuditEvent(EventType.MODEL_REGISTERED, actor, name, None, {
+                "digest": str(digest), "framework": converted.framework,
+                "parity_passed": report.passed if report else None,
+                "files": record.get("files", {}), "signed_by": record.get("signed_by", ""),
+                "signature_bundle": record.get("signature_bundle"),
+            })
 
-    def _seal(self, v: Version, onnx_bytes: bytes) -> Version:
-        """The version's files (model, and later BOM, card, manifest) and signature."""
-        return replace(v, files={MODEL_FILE: v.digest})
+        self.meta.create_version(name, build, draft.stage, event)
+        v = sealed[0]
+        return v
 
     # -- lookup ------------------------------------------------------------------------------
     def get(self, ref: str | ModelRef) -> Version:
@@ -257,7 +298,7 @@ class Lockgate:
             champion = self.get(ModelRef(v.name, alias))
         return promotion.promote(
             self.meta, self.settings, v, to, actor=actor or self.settings.user,
-            holders=holders, champion=champion,
+            holders=holders, champion=champion, evidence=_VersionEvidence(self, v),
         )
 
     def set_alias(
@@ -280,16 +321,42 @@ class Lockgate:
         self.meta.apply(Change(aliases={(name, alias): number}, events=[event]))
 
     # -- loading and serving -----------------------------------------------------------------
+    def verify(self, version: Version) -> str | None:
+        """Check the version's signature (every file, no extra file, a trusted key) and that
+        the signed manifest is its record; return the key id, or None for an unsigned version
+        that policy allows. Refusals raise SignatureError or IntegrityError and are audited."""
+        try:
+            return sealing.verify(version, self.artifacts, self.settings)
+        except SignatureError as exc:
+            self._refused(EventType.SIGNATURE_REFUSED, version, exc)
+            raise
+        except (IntegrityError, NotFoundError) as exc:
+            self._refused(EventType.ARTIFACT_REFUSED, version, exc)
+            raise
+
+    def _refused(self, kind: EventType, version: Version, exc: Error) -> None:
+        self.meta.append_event(AuditEvent(
+            kind, self.settings.user, version.name, version.number,
+            {"digest": str(version.digest), "reason": exc.message},
+        ))
+
     def model_bytes(self, version: Version) -> bytes:
-        """The version's ONNX bytes, verified against its digest; refusals are audited."""
+        """The version's ONNX bytes after :meth:`verify`, checked against their digest."""
+        self.verify(version)
         try:
             return self.artifacts.get(version.digest)
         except (IntegrityError, NotFoundError) as exc:
-            self.meta.append_event(AuditEvent(
-                EventType.ARTIFACT_REFUSED, self.settings.user, version.name, version.number,
-                {"digest": str(version.digest), "reason": exc.message},
-            ))
+            self._refused(EventType.ARTIFACT_REFUSED, version, exc)
             raise
+
+    def file_bytes(self, version: Version, name: str) -> bytes:
+        """One file of the version's folder (``bom.cdx.json``, ...), checked against its
+        digest. NotFoundError when the version has no such file."""
+        digest = version.files.get(name)
+        if digest is None:
+            raise NotFoundError(f"{version.ref} has no file {name!r}",
+                                hint=f"files: {sorted(version.files)}")
+        return self.artifacts.get(digest)
 
     def load(self, ref: str | ModelRef) -> Predictor:
         """An ONNX Runtime predictor for the version, after verifying its artifact digest."""
@@ -324,7 +391,7 @@ class Lockgate:
                 hint="promote a version, or name versions explicitly: lockgate serve NAME@V",
             )
         served = [
-            ServedModel(v.name, v.number, _loader(self, v)) for v in versions
+            ServedModel(v.name, v.number, _loader(self, v), _describe(v)) for v in versions
         ]
         return create_app(served, on_event=self._serve_event)
 
@@ -338,6 +405,48 @@ class Lockgate:
             et, self.settings.user, payload.get("model"), payload.get("version"), payload
         ))
 
+    # -- supply chain ------------------------------------------------------------------------
+    def import_vulns(self, path: Path | str, *, actor: str | None = None) -> VulnSnapshot:
+        """Load an OSV snapshot (PyPI ``all.zip`` or a folder of OSV JSON) into the metadata
+        store; it becomes the data the vulnerabilities gate and ``scan`` use."""
+        from lockgate.supplychain.osv import load_snapshot
+
+        snap = load_snapshot(Path(path))
+        rows = [(r.id, pkg, canonical_json(dict(r.raw))) for r in snap.records
+                for pkg in r.packages]
+        who = actor or self.settings.user
+        stored = VulnSnapshot(0, snap.sha256, snap.date, now(), snap.source, len(snap.records))
+        return self.meta.import_vulns(stored, rows, AuditEvent(
+            EventType.VULNDB_IMPORTED, who, None, None,
+            {"sha256": snap.sha256, "snapshot_date": snap.date, "records": len(snap.records),
+             "source": Path(snap.source).name, "skipped": snap.skipped,
+             "withdrawn": snap.withdrawn},
+        ))
+
+    def vulnerability_report(self, ref: str | ModelRef) -> VulnReport:
+        """The version's packages matched against the current OSV snapshot under the policy."""
+        from lockgate.supplychain.vulnpolicy import assess_vulnerabilities
+
+        v = self.get(ref)
+        raw = v.environment.get("packages")
+        packages = {str(k): str(x) for k, x in raw.items()} if isinstance(raw, dict) else {}
+        snapshot, records = _VersionEvidence(self, v).vulnerability_data(sorted(packages))
+        return assess_vulnerabilities(packages, snapshot, records, self.settings,
+                                      today=datetime.now(UTC).date())
+
+    def export_evidence(self, ref: str | ModelRef, out: Path | str) -> Path:
+        """Write the version's evidence pack into the new or empty folder ``out``."""
+        from lockgate.evidence import write_evidence
+
+        v = self.get(ref)
+        self.verify(v)
+        folder = write_evidence(self, v, Path(out))
+        self.meta.append_event(AuditEvent(
+            EventType.EVIDENCE_EXPORTED, self.settings.user, v.name, v.number,
+            {"folder": folder.name},
+        ))
+        return folder
+
     # -- audit -------------------------------------------------------------------------------
     def audit_log(self, *, model: str | None = None) -> list[AuditRecord]:
         recs = self.meta.audit_records()
@@ -347,11 +456,69 @@ class Lockgate:
         return verify_chain(self.meta.audit_records())
 
 
-def _loader(lg: Lockgate, v: Version) -> Any:
+class _VersionEvidence:
+    """What gates read beyond the record (see :class:`lockgate.gates.Evidence`)."""
+
+    def __init__(self, lg: Lockgate, version: Version) -> None:
+        self._lg = lg
+        self._version = version
+
+    def file(self, name: str) -> bytes:
+        return self._lg.file_bytes(self._version, name)
+
+    def verify_signature(self) -> str | None:
+        return self._lg.verify(self._version)
+
+    def vulnerability_data(self, packages: Sequence[str]) -> tuple[VulnSnapshot | None,
+                                                                   list[str]]:
+        from packaging.utils import canonicalize_name
+
+        snapshot = self._lg.meta.vuln_snapshot()
+        if snapshot is None:
+            return None, []
+        wanted = sorted({canonicalize_name(p) for p in packages})
+        return snapshot, list(dict.fromkeys(self._lg.meta.vuln_records(wanted)))
+
+
+def _loader(lg: Lockgate, v: Version) -> Callable[[], Predictor]:
+    """Verify, load, then compare environments: drift is audited, and refused when policy
+    says ``environment_drift = "refuse"``."""
+    from lockgate.envdrift import compare, serving_environment
+
     def load() -> Predictor:
-        return Predictor(lg.model_bytes(v))
+        predictor = Predictor(lg.model_bytes(v))
+        diffs = compare(v.environment, serving_environment(predictor.providers))
+        if diffs:
+            refuse = lg.settings.environment_drift == "refuse"
+            lg.meta.append_event(AuditEvent(
+                EventType.ENVIRONMENT_DRIFT, lg.settings.user, v.name, v.number,
+                {"differences": [d.to_dict() for d in diffs],
+                 "action": "refused" if refuse else "warned"},
+            ))
+            text = "; ".join(str(d) for d in diffs)
+            if refuse:
+                raise SupplyChainError(
+                    f"{v.ref}: serving environment differs from the registered one: {text}",
+                    hint="serve it where it was registered, register it again here, or set "
+                         "serve.environment_drift = \"warn\"",
+                )
+            log.warning("%s: serving environment differs from the registered one: %s",
+                        v.ref, text)
+        return predictor
 
     return load
+
+
+def _describe(v: Version) -> Callable[[Predictor], Mapping[str, Any]]:
+    from lockgate.envdrift import compare, serving_environment
+
+    def describe(predictor: Predictor) -> Mapping[str, Any]:
+        diffs = compare(v.environment, serving_environment(predictor.providers))
+        return {"lockgate_version_digest": str(v.digest),
+                "lockgate_signed_by": v.signed_by or None,
+                "lockgate_environment_drift": [d.to_dict() for d in diffs]}
+
+    return describe
 
 
 def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -371,6 +538,7 @@ def init_home(home: Path | str | None = None) -> Settings:
     """Create the home folder with a commented lockgate.toml and an upgraded database."""
     settings = load_settings(home)
     write_default_config(settings.home)
+    sealing.ensure_default_keys(settings)
     store = SqlMetadataStore(settings.database_url)
     store.close()
     return settings

@@ -2,7 +2,7 @@
 
 Exit codes (also in README.md): 0 ok, 1 internal error, 2 usage/configuration/invalid input,
 3 not found, 4 storage or integrity failure, 5 conversion failed, 6 parity failed,
-7 promotion refused, 8 audit chain broken, 9 serving failed.
+7 promotion refused, 8 audit chain broken, 9 serving failed, 10 supply-chain check failed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,13 @@ from rich.progress import Progress as RichBar
 from rich.table import Table
 
 from lockgate.api import Lockgate, init_home
-from lockgate.errors import AuditChainError, Error, InvalidInputError
+from lockgate.errors import (
+    AuditChainError,
+    Error,
+    InvalidInputError,
+    NotFoundError,
+    SupplyChainError,
+)
 from lockgate.types import Version
 
 out = Console(highlight=False, soft_wrap=True)
@@ -142,11 +148,18 @@ def _load_factory(spec: str) -> tuple[object, object]:
 @click.option("--opset", type=int, default=None, help="ONNX opset to export with.")
 @click.option("--atol", type=float, default=None, help="Parity absolute tolerance.")
 @click.option("--rtol", type=float, default=None, help="Parity relative tolerance.")
+@click.option("--lock-file", type=click.Path(path_type=Path), default=None,
+              help="pylock.toml or requirements.txt with --hash: hashes for the BOM.")
+@click.option("--dataset", "datasets", multiple=True, metavar="NAME[=sha256:HEX]",
+              help="Training dataset and its fingerprint, for the model card (repeatable).")
+@click.option("--considerations", default="",
+              help="Known limitations for the model card (paragraphs separated by blank lines).")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 @click.pass_context
 def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, name: str,
              description: str, tags: tuple[str, ...], metrics: tuple[str, ...],
              seed: int | None, opset: int | None, atol: float | None, rtol: float | None,
+             lock_file: Path | None, datasets: tuple[str, ...], considerations: str,
              as_json: bool) -> None:
     """Register an ONNX file, or the model returned by --from MODULE:FUNCTION."""
     if (onnx_file is None) == (factory is None):
@@ -159,7 +172,9 @@ def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, na
         v = lg.register(
             model, sample, name=name, description=description, tags=_parse_pairs(tags, "--tag"),
             metrics={k: _float(k, x) for k, x in metric_values.items()}, seed=seed,
-            opset=opset, atol=atol, rtol=rtol, progress=bar,
+            opset=opset, atol=atol, rtol=rtol, lock_file=lock_file,
+            datasets=[_dataset(d) for d in datasets], considerations=considerations,
+            progress=bar,
         )
     if as_json:
         _emit_json(v.to_dict())
@@ -167,6 +182,17 @@ def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, na
     out.print(f"registered [bold]{v.name}@{v.number}[/] ({v.framework} {v.framework_version}, "
               f"opset {v.opset}, {v.digest})")
     _print_parity(v)
+    if v.signed_by:
+        out.print(f"signed with key {v.signed_by[:16]}; files: {', '.join(sorted(v.files))}")
+    else:
+        out.print("[yellow]unsigned[/] (signing.require_signature = false)")
+
+
+def _dataset(text: str) -> dict[str, str]:
+    name, sep, fingerprint = text.partition("=")
+    if not name.strip():
+        raise InvalidInputError(f"--dataset {text!r}: expected NAME or NAME=sha256:HEX")
+    return {"name": name.strip(), **({"fingerprint": fingerprint.strip()} if sep else {})}
 
 
 def _float(key: str, text: str) -> float:
@@ -263,6 +289,8 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
               f"onnxruntime {env.get('onnxruntime', {}).get('version', '?')}, "
               f"git {git.get('commit', '?') if isinstance(git, dict) else git}")
     _print_parity(v)
+    out.print(f"files: {', '.join(sorted(v.files)) or '-'}; "
+              + (f"signed with key {v.signed_by[:16]}" if v.signed_by else "unsigned"))
     for r in runs:
         status = "passed" if r.passed else "refused"
         out.print(f"gates {r.from_stage}→{r.to_stage} {status} ({r.created_at[:19]}, {r.actor}):")
@@ -357,6 +385,112 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
         run_server(app, host=h, port=p, on_started=started)
     except KeyboardInterrupt:
         err.print("stopped")
+
+
+@cli.group()
+def keys() -> None:
+    """Signing keys."""
+
+
+@keys.command("generate")
+@click.argument("private_key", type=click.Path(path_type=Path))
+@click.option("--public-key", type=click.Path(path_type=Path), default=None,
+              help="Where to write the public key (default: PRIVATE_KEY with .pub).")
+def keys_generate(private_key: Path, public_key: Path | None) -> None:
+    """Write a new EC P-256 key pair (PEM; the private key readable by you only)."""
+    from lockgate.supplychain.signing import generate_keypair, key_id
+
+    public = public_key or private_key.with_suffix(".pub")
+    generate_keypair(private_key, public)
+    out.print(f"private key {private_key}\npublic key  {public}\nkey id      {key_id(public)}")
+    out.print("point lockgate.toml at them: [signing] private_key = ..., public_keys = [...]")
+
+
+@cli.group()
+def vulndb() -> None:
+    """Offline vulnerability data (OSV)."""
+
+
+@vulndb.command("import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def vulndb_import(ctx: click.Context, source: Path, as_json: bool) -> None:
+    """Import an OSV snapshot: osv.dev's PyPI all.zip, or a folder of OSV JSON files."""
+    snap = _open(ctx).import_vulns(source)
+    if as_json:
+        _emit_json(snap.to_dict())
+        return
+    out.print(f"imported {snap.records} PyPI records, snapshot of {snap.snapshot_date[:10]} "
+              f"(sha256 {snap.sha256[:16]})")
+
+
+@vulndb.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def vulndb_status(ctx: click.Context, as_json: bool) -> None:
+    """Show the current snapshot and its age."""
+    from datetime import UTC, datetime
+
+    from lockgate.supplychain.vulnpolicy import snapshot_age_days
+
+    lg = _open(ctx)
+    snap = lg.meta.vuln_snapshot()
+    if snap is None:
+        raise NotFoundError("no vulnerability data imported",
+                            hint="lockgate vulndb import all.zip")
+    age = snapshot_age_days(snap, datetime.now(UTC).date())
+    if as_json:
+        _emit_json({**snap.to_dict(), "age_days": age,
+                    "max_age_days": lg.settings.vuln_max_age_days})
+        return
+    out.print(f"snapshot {snap.snapshot_date[:10]} ({age} days old, limit "
+              f"{lg.settings.vuln_max_age_days}), {snap.records} records, sha256 "
+              f"{snap.sha256[:16]}, imported {snap.imported_at[:19]}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def scan(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """Match a version's packages against the imported OSV data; exit 10 when the policy
+    would block it."""
+    lg = _open(ctx)
+    v = lg.get(ref)
+    report = lg.vulnerability_report(v.ref)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        snap = report.snapshot
+        if snap is not None:
+            out.print(f"OSV snapshot {snap.snapshot_date[:10]}: {report.age_days} days old "
+                      f"(limit {report.max_age_days}), sha256 {snap.sha256[:16]}")
+        if report.decisions:
+            t = Table(title=f"{v.name}@{v.number}: {len(report.decisions)} finding(s)")
+            for col in ("package", "version", "id", "severity", "fixed in", "decision"):
+                t.add_column(col)
+            for d in report.decisions:
+                f = d.finding
+                t.add_row(f.package, f.version, f.vuln_id, f.severity.value,
+                          ", ".join(f.fixed_versions) or "-",
+                          d.outcome + (f" ({d.note})" if d.note else ""))
+            out.print(t)
+        elif snap is not None:
+            out.print(f"{v.name}@{v.number}: no known vulnerabilities")
+    if not report.passed:
+        raise SupplyChainError(f"{v.name}@{v.number}: " + "; ".join(report.problems()))
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.pass_context
+def evidence(ctx: click.Context, ref: str, out_dir: Path) -> None:
+    """Write a version's evidence pack (model, BOM, card, signature, gate results, audit
+    events, SHA256SUMS, VERIFY.md) into a new folder."""
+    folder = _open(ctx).export_evidence(ref, out_dir)
+    out.print(f"evidence written to {folder}; see {folder / 'VERIFY.md'}")
 
 
 @cli.group()

@@ -54,6 +54,7 @@ def promote(
     actor: str,
     holders: Sequence[Version] = (),
     champion: Version | None = None,
+    evidence: gates.Evidence | None = None,
 ) -> PromotionResult:
     """Promote ``version`` to ``to_stage``. ``holders`` are the versions now in ``to_stage``
     (retired to the last stage when it is exclusive). Raises GateFailedError when a gate fails."""
@@ -61,7 +62,7 @@ def promote(
     check_transition(settings, from_stage, to_stage)
     transition = f"{from_stage}->{to_stage}"
     combinator = gates.build(settings.gates_for(from_stage, to_stage))
-    ctx = gates.GateContext(version, from_stage, to_stage, actor, settings, champion)
+    ctx = gates.GateContext(version, from_stage, to_stage, actor, settings, champion, evidence)
     results = combinator.evaluate(ctx)
     passed = combinator.passed(results)
     run = GateRun(

@@ -5,13 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from lockgate.errors import ConfigError
-from lockgate.gates.base import AllOf, Gate, GateContext
+from lockgate.gates.base import AllOf, Evidence, Gate, GateContext
 from lockgate.gates.parity import ParityGate, UnsafeAllowGate
+from lockgate.gates.supplychain import (
+    LicensesGate,
+    SbomValidGate,
+    SignatureGate,
+    VulnerabilitiesGate,
+)
 
-__all__ = ["GATES", "AllOf", "Gate", "GateContext", "ParityGate", "UnsafeAllowGate", "build"]
+__all__ = ["GATES", "AllOf", "Evidence", "Gate", "GateContext", "ParityGate", "UnsafeAllowGate",
+           "build"]
 
 GATES: dict[str, Callable[[], Gate]] = {
     "parity": ParityGate,
+    "sbom_valid": SbomValidGate,
+    "signature": SignatureGate,
+    "vulnerabilities": VulnerabilitiesGate,
+    "licenses": LicensesGate,
     "unsafe_allow": UnsafeAllowGate,
 }
 

@@ -8,9 +8,28 @@ from typing import Protocol
 
 from lockgate.config import Settings
 from lockgate.errors import ConfigError
+from lockgate.store.metadata import VulnSnapshot
 from lockgate.types import GateResult, GateStatus, Version
 
-__all__ = ["AllOf", "Gate", "GateContext"]
+__all__ = ["AllOf", "Evidence", "Gate", "GateContext"]
+
+
+class Evidence(Protocol):
+    """What gates may read beyond the version record, all verified on the way in."""
+
+    def file(self, name: str) -> bytes:
+        """One file of the version folder (``bom.cdx.json``, ...); NotFoundError if absent."""
+        ...
+
+    def verify_signature(self) -> str | None:
+        """The key id the version verifies with, None when unsigned and allowed; raises when
+        verification fails."""
+        ...
+
+    def vulnerability_data(self, packages: Sequence[str]) -> tuple[VulnSnapshot | None,
+                                                                   list[str]]:
+        """The current OSV snapshot and the record JSON affecting ``packages``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -23,6 +42,7 @@ class GateContext:
     actor: str
     settings: Settings
     champion: Version | None = None
+    evidence: Evidence | None = None
 
 
 class Gate(Protocol):

@@ -218,6 +218,7 @@ def create_app(
                 "platform": PLATFORM,
                 "inputs": slot.inputs,
                 "outputs": slot.outputs,
+                **({"parameters": slot.parameters} if slot.parameters else {}),
             }
         )
 

@@ -13,7 +13,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,8 @@ class ServedModel:
     name: str
     version: int
     load: Callable[[], Predictor]
+    describe: Callable[[Predictor], Mapping[str, Any]] | None = None
+    """Extra ``parameters`` for the model's metadata, computed once after loading."""
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -86,6 +88,7 @@ class Slot:
         self.load_seconds: float | None = None
         self.inputs: list[dict[str, Any]] = []
         self.outputs: list[dict[str, Any]] = []
+        self.parameters: dict[str, Any] = {}
         self._predictor: Predictor | None = None
         self.version_text = str(spec.version)
 
@@ -101,6 +104,8 @@ class Slot:
             signature = predictor.signature
             self.inputs = [_tensor_meta(t) for t in signature.inputs]
             self.outputs = [_tensor_meta(t) for t in signature.outputs]
+            if self.spec.describe is not None:
+                self.parameters = dict(self.spec.describe(predictor))
         except BaseException as exc:  # a failed load must not take the server down
             self.error = _describe_error(exc)
             self.state = SlotState.FAILED

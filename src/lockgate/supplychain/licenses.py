@@ -36,7 +36,7 @@ import enum
 import functools
 import importlib.metadata
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,7 @@ __all__ = [
     "LicenseSource",
     "assess",
     "evaluate",
+    "info_from_bom",
     "license_of",
     "normalize_expression",
     "scan_licenses",
@@ -365,6 +366,40 @@ def license_of(dist: importlib.metadata.Distribution) -> LicenseInfo:
                            problem)
     return LicenseInfo(name, version, None, LicenseSource.NONE, "",
                        "no License-Expression, license classifier or License field")
+
+
+def info_from_bom(component: Mapping[str, Any]) -> LicenseInfo:
+    """The :class:`LicenseInfo` a lockgate BOM library component records (see
+    :mod:`lockgate.supplychain.sbom`), so a signed BOM can be judged under today's policy."""
+    name = str(component.get("name", "")) or "<unnamed>"
+    version = str(component.get("version", ""))
+    props = {str(p.get("name")): str(p.get("value", ""))
+             for p in component.get("properties", []) if isinstance(p, Mapping)}
+    try:
+        source = LicenseSource(props.get("lockgate:license:source", "none"))
+    except ValueError:
+        source = LicenseSource.NONE
+    problem = props.get("lockgate:license:problem") or None
+    for entry in component.get("licenses", []):
+        if not isinstance(entry, Mapping):
+            continue
+        if "expression" in entry:
+            text = str(entry["expression"])
+            try:
+                return LicenseInfo(name, version, normalize_expression(text), source,
+                                   _short(text))
+            except InvalidInputError as exc:
+                return LicenseInfo(name, version, None, source, _short(text), exc.message)
+        lic = entry.get("license")
+        if isinstance(lic, Mapping):
+            if "id" in lic:
+                text = str(lic["id"])
+                return LicenseInfo(name, version, normalize_expression(text), source, text)
+            declared = str(lic.get("name", ""))
+            return LicenseInfo(name, version, None, source, _short(declared),
+                               problem or f"{declared!r} is not an SPDX expression")
+    return LicenseInfo(name, version, None, LicenseSource.NONE, "",
+                       problem or "the BOM records no license")
 
 
 def _from_classifiers(classifiers: Sequence[str], field_text: str) -> tuple[str | None, str | None]:

@@ -28,13 +28,17 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import json
+import os
 import re
+import sys
 import tomllib
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import onnx
@@ -58,6 +62,7 @@ from packaging.version import InvalidVersion
 from packaging.version import Version as PyVersion
 
 from lockgate.errors import IntegrityError, InvalidInputError, SupplyChainError
+from lockgate.supplychain.licenses import LicenseInfo, license_of
 from lockgate.types import Digest, Version
 
 if TYPE_CHECKING:
@@ -123,7 +128,7 @@ def build_bom(
     hashes = _canonical_lock_hashes(lock_hashes or {})
     installed = _installed_dists()
     libs: dict[str, Component] = {}
-    matched: dict[str, importlib.metadata.Distribution] = {}
+    matched: dict[str, _Installed] = {}
     for cname, (name, dist_version) in _packages(env).items():
         dist = installed.get(cname)
         if dist is not None and _same_version(dist.version, dist_version):
@@ -152,7 +157,7 @@ def build_bom(
     model_deps = _model_dependencies(version, libs, runtime)
     bom.register_dependency(model, model_deps)
     for cname, dist in matched.items():
-        deps = [libs[r] for r in _requirements(dist) if r in libs and r != cname]
+        deps = [libs[r] for r in dist.requires if r in libs and r != cname]
         bom.register_dependency(libs[cname], deps)
     _native_dependencies(bom, env, libs, runtime, natives)
 
@@ -231,17 +236,44 @@ def _packages(env: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
     return {canonicalize_name(str(n)): (str(n), str(v)) for n, v in packages.items()}
 
 
-def _installed_dists() -> dict[str, importlib.metadata.Distribution]:
-    found: dict[str, importlib.metadata.Distribution] = {}
+@dataclass(frozen=True)
+class _Installed:
+    """What the BOM needs of an installed distribution, read once per site-packages state."""
+
+    version: str
+    license: LicenseInfo
+    requires: tuple[str, ...]
+
+
+def _installed_dists() -> Mapping[str, _Installed]:
+    return _installed_for(_site_state())
+
+
+def _site_state() -> tuple[tuple[str, int], ...]:
+    """sys.path entries and their modification times: installing or removing a distribution
+    changes the folder's mtime, which invalidates the cache."""
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(state)
+
+
+@functools.lru_cache(maxsize=4)
+def _installed_for(state: tuple[tuple[str, int], ...]) -> Mapping[str, _Installed]:
+    found: dict[str, _Installed] = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata["Name"] if dist.metadata else None
-        if name:
-            found.setdefault(canonicalize_name(str(name)), dist)
-    return found
+        if name and canonicalize_name(str(name)) not in found:
+            found[canonicalize_name(str(name))] = _Installed(
+                str(dist.version), license_of(dist), tuple(_requirements(dist)))
+    return MappingProxyType(found)
 
 
 def _library(
-    name: str, dist_version: str, dist: importlib.metadata.Distribution | None,
+    name: str, dist_version: str, dist: _Installed | None,
     hashes: Sequence[HashType] | None,
 ) -> Component:
     purl = PackageURL(type="pypi", name=name, version=dist_version)
@@ -251,35 +283,32 @@ def _library(
         version=dist_version,
         bom_ref=purl.to_string(),
         purl=purl,
-        licenses=_declared_licenses(dist) if dist is not None else None,
+        licenses=_license_objects(dist.license if dist is not None else None),
+        properties=_license_properties(dist.license if dist is not None else None),
         hashes=hashes,
     )
 
 
-def _declared_licenses(dist: importlib.metadata.Distribution) -> list[License]:
-    """License-Expression (PEP 639), else a short License field, else License classifiers."""
-    from cyclonedx.spdx import fixup_id, is_expression  # loads the SPDX list
+def _license_objects(info: LicenseInfo | None) -> list[License]:
+    """The license as :func:`lockgate.supplychain.licenses.license_of` reads it: a normalised
+    SPDX expression, else what the metadata declared as a name, else nothing."""
+    if info is None:
+        return []
+    ack = LicenseAcknowledgement.DECLARED
+    if info.expression is not None:
+        return [LicenseExpression(info.expression, acknowledgement=ack)]
+    if info.declared:
+        return [DisjunctiveLicense(name=info.declared, acknowledgement=ack)]
+    return []
 
-    declared = LicenseAcknowledgement.DECLARED
-    meta = dist.metadata
-    expression = _field(meta, "License-Expression")
-    if expression and is_expression(expression):
-        return [LicenseExpression(expression, acknowledgement=declared)]
-    text = _field(meta, "License")
-    if text and "\n" not in text and len(text) <= 80 and text.upper() != "UNKNOWN":
-        if is_expression(text):
-            return [LicenseExpression(text, acknowledgement=declared)]
-        if spdx_id := fixup_id(text):
-            return [DisjunctiveLicense(id=spdx_id, acknowledgement=declared)]
-        return [DisjunctiveLicense(name=text, acknowledgement=declared)]
-    names = []
-    for classifier in meta.get_all("Classifier") or []:
-        parts = [p.strip() for p in classifier.split("::")]
-        if parts[0] == "License" and len(parts) > 1 and parts[-1] not in (
-            "OSI Approved", "DFSG approved"
-        ):
-            names.append(parts[-1])
-    return [DisjunctiveLicense(name=n, acknowledgement=declared) for n in dict.fromkeys(names)]
+
+def _license_properties(info: LicenseInfo | None) -> list[Property]:
+    if info is None:
+        return []
+    props = [Property(name=f"{PREFIX}license:source", value=info.source.value)]
+    if info.problem:
+        props.append(Property(name=f"{PREFIX}license:problem", value=info.problem))
+    return props
 
 
 def _field(meta: importlib.metadata.PackageMetadata, key: str) -> str:

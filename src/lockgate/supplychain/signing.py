@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from lockgate.errors import ConfigError, Error, InvalidInputError, SignatureError
 
-__all__ = ["generate_keypair", "key_id", "sign_folder", "verify_folder"]
+__all__ = ["generate_keypair", "key_id", "private_key_id", "sign_folder", "verify_folder"]
 
 _CURVE_HASH: dict[str, type[hashes.HashAlgorithm]] = {
     "secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512,
@@ -115,7 +115,12 @@ def _load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def _check_private_key(path: Path, password: str | None) -> None:
+def private_key_id(path: Path, *, password: str | None = None) -> str:
+    """The key id (:func:`key_id`) of the public half of the private key at ``path``."""
+    return _key_id(_check_private_key(path, password).public_key())
+
+
+def _check_private_key(path: Path, password: str | None) -> ec.EllipticCurvePrivateKey:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -131,6 +136,7 @@ def _check_private_key(path: Path, password: str | None) -> None:
         raise ConfigError(f"{path} is not a PEM private key, or the password is wrong") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in _CURVE_HASH:
         raise ConfigError(f"signing key {path} is not an EC P-256, P-384 or P-521 key")
+    return key
 
 
 # -- signing -----------------------------------------------------------------------------------

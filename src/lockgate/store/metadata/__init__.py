@@ -2,6 +2,7 @@
 
 from lockgate.store.metadata.interface import (
     Change,
+    EventBuilder,
     GateRun,
     MetadataStore,
     RecordBuilder,
@@ -13,6 +14,7 @@ from lockgate.store.metadata.sql import SqlMetadataStore
 
 __all__ = [
     "Change",
+    "EventBuilder",
     "GateRun",
     "MemoryMetadataStore",
     "MetadataStore",

@@ -8,10 +8,14 @@ from typing import Any, Protocol
 
 from lockgate.audit import AuditEvent, AuditRecord
 
-__all__ = ["Change", "GateRun", "MetadataStore", "RecordBuilder", "VersionRow", "VulnSnapshot"]
+__all__ = ["Change", "EventBuilder", "GateRun", "MetadataStore", "RecordBuilder", "VersionRow",
+           "VulnSnapshot"]
 
 RecordBuilder = Callable[[int], Mapping[str, Any]]
 """Builds a version's record once its number is known."""
+
+EventBuilder = Callable[[Mapping[str, Any]], AuditEvent]
+"""Builds the registration's audit event from the record just built."""
 
 
 @dataclass(frozen=True)
@@ -67,13 +71,13 @@ class VulnSnapshot:
 
 class MetadataStore(Protocol):
     def create_version(
-        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent
+        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent | EventBuilder
     ) -> int:
         """Allocate the next number for ``name``, call ``build(number)`` for the record, store
         the version and its audit event in one transaction, and return the number.
 
         ``build`` may run more than once (a retried transaction) and must not change shared
-        state beyond content-addressed writes."""
+        state beyond content-addressed writes. ``event`` may be built from the record."""
         ...
 
     def apply(self, change: Change) -> None:

@@ -10,6 +10,7 @@ from lockgate.audit import AuditEvent, AuditRecord, seal
 from lockgate.errors import NotFoundError, PromotionError
 from lockgate.store.metadata.interface import (
     Change,
+    EventBuilder,
     GateRun,
     RecordBuilder,
     VersionRow,
@@ -35,13 +36,14 @@ class MemoryMetadataStore:
         return rec
 
     def create_version(
-        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent
+        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent | EventBuilder
     ) -> int:
         with self._lock:
             number = 1 + max((n for (m, n) in self._versions if m == name), default=0)
             record = dict(build(number))
             self._versions[(name, number)] = VersionRow(name, number, stage, record)
-            self._append(replace(event, model=name, version=number))
+            ev = event(record) if callable(event) else event
+            self._append(replace(ev, model=name, version=number))
             return number
 
     def apply(self, change: Change) -> None:

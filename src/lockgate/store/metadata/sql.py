@@ -27,6 +27,7 @@ from lockgate.audit import AuditEvent, AuditRecord, canonical_json, now, seal
 from lockgate.errors import NotFoundError, PromotionError, StorageError
 from lockgate.store.metadata.interface import (
     Change,
+    EventBuilder,
     GateRun,
     RecordBuilder,
     VersionRow,
@@ -140,20 +141,22 @@ class SqlMetadataStore:
 
     # -- writes ------------------------------------------------------------------------------
     def create_version(
-        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent
+        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent | EventBuilder
     ) -> int:
         def write(conn: Connection) -> int:
             top = conn.execute(
                 sa.select(sa.func.max(versions.c.number)).where(versions.c.name == name)
             ).scalar()
             number = int(top or 0) + 1
-            body = canonical_json(dict(build(number)))
+            record = dict(build(number))
+            body = canonical_json(record)
             conn.execute(
                 versions.insert().values(
                     name=name, number=number, stage=stage, record=body, created_at=now()
                 )
             )
-            self._append(conn, replace(event, model=name, version=number))
+            ev = event(record) if callable(event) else event
+            self._append(conn, replace(ev, model=name, version=number))
             return number
 
         return self._retry(write)

@@ -1,0 +1,145 @@
+"""Supply-chain gates: the BOM validates, the signature verifies, no vulnerability above the
+policy's severity, and every license allowed."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from lockgate.errors import Error
+from lockgate.gates.base import Evidence, GateContext
+from lockgate.types import GateResult, GateStatus
+
+__all__ = ["LicensesGate", "SbomValidGate", "SignatureGate", "VulnerabilitiesGate"]
+
+BOM_FILE = "bom.cdx.json"
+
+
+def _evidence(ctx: GateContext, gate: str) -> Evidence | GateResult:
+    if ctx.evidence is None:
+        return GateResult(gate, GateStatus.ERROR, "no evidence store was given to the gate")
+    return ctx.evidence
+
+
+class SbomValidGate:
+    name = "sbom_valid"
+
+    def evaluate(self, ctx: GateContext) -> GateResult:
+        from lockgate.supplychain.sbom import validate_bom
+
+        ev = _evidence(ctx, self.name)
+        if isinstance(ev, GateResult):
+            return ev
+        try:
+            doc = json.loads(ev.file(BOM_FILE))
+            validate_bom(doc)
+        except Error as exc:
+            return GateResult(self.name, GateStatus.FAIL, exc.message)
+        except ValueError as exc:
+            return GateResult(self.name, GateStatus.FAIL, f"{BOM_FILE} is not JSON: {exc}")
+        digest = str(ctx.version.digest).removeprefix("sha256:")
+        model = doc.get("metadata", {}).get("component", {})
+        hashes = {h.get("content") for h in model.get("hashes", [])}
+        if model.get("type") != "machine-learning-model" or digest not in hashes:
+            return GateResult(self.name, GateStatus.FAIL,
+                              "the BOM does not describe this version's model file")
+        return GateResult(self.name, GateStatus.PASS,
+                          f"CycloneDX {doc.get('specVersion')} BOM valid, "
+                          f"{len(doc.get('components', []))} components",
+                          {"components": len(doc.get("components", []))})
+
+
+class SignatureGate:
+    name = "signature"
+
+    def evaluate(self, ctx: GateContext) -> GateResult:
+        ev = _evidence(ctx, self.name)
+        if isinstance(ev, GateResult):
+            return ev
+        try:
+            key = ev.verify_signature()
+        except Error as exc:
+            return GateResult(self.name, GateStatus.FAIL, exc.message)
+        if key is None:
+            return GateResult(self.name, GateStatus.FAIL,
+                              "the version is unsigned; the signature gate needs a signature")
+        return GateResult(self.name, GateStatus.PASS, f"signature verified with key {key[:16]}",
+                          {"key_id": key})
+
+
+class VulnerabilitiesGate:
+    name = "vulnerabilities"
+
+    def evaluate(self, ctx: GateContext) -> GateResult:
+        from packaging.utils import canonicalize_name
+
+        from lockgate.supplychain.vulnpolicy import assess_vulnerabilities
+
+        ev = _evidence(ctx, self.name)
+        if isinstance(ev, GateResult):
+            return ev
+        raw = ctx.version.environment.get("packages")
+        if not isinstance(raw, dict) or not raw:
+            return GateResult(self.name, GateStatus.FAIL,
+                              "the version's environment lists no packages to check")
+        packages = {str(k): str(v) for k, v in raw.items()}
+        snapshot, records = ev.vulnerability_data(
+            sorted({canonicalize_name(n) for n in packages}))
+        report = assess_vulnerabilities(packages, snapshot, records, ctx.settings,
+                                        today=datetime.now(UTC).date())
+        measured = {"snapshot": report.snapshot.to_dict() if report.snapshot else None,
+                    "age_days": report.age_days,
+                    "findings": [d.to_dict() for d in report.decisions]}
+        thresholds = {"max_severity": report.max_severity,
+                      "max_age_days": report.max_age_days,
+                      "allow": [a.id for a in ctx.settings.vuln_allow]}
+        problems = report.problems()
+        if problems:
+            return GateResult(self.name, GateStatus.FAIL, "; ".join(problems), measured,
+                              thresholds)
+        allowed = sum(1 for d in report.decisions if d.outcome == "allowed")
+        return GateResult(
+            self.name, GateStatus.PASS,
+            f"{len(packages)} packages, {len(report.decisions)} finding(s) at or below "
+            f"{report.max_severity} or allow-listed ({allowed} allow-listed); data "
+            f"{report.age_days} day(s) old", measured, thresholds)
+
+
+class LicensesGate:
+    name = "licenses"
+
+    def evaluate(self, ctx: GateContext) -> GateResult:
+        from lockgate.supplychain.licenses import (
+            DEFAULT_LICENSE_POLICY,
+            LicenseOutcome,
+            LicensePolicy,
+            assess,
+            info_from_bom,
+        )
+
+        ev = _evidence(ctx, self.name)
+        if isinstance(ev, GateResult):
+            return ev
+        try:
+            doc = json.loads(ev.file(BOM_FILE))
+        except Error as exc:
+            return GateResult(self.name, GateStatus.FAIL, exc.message)
+        s = ctx.settings
+        policy = LicensePolicy(
+            s.license_allow if s.license_allow is not None else DEFAULT_LICENSE_POLICY.allowed,
+            s.license_deny if s.license_deny is not None else DEFAULT_LICENSE_POLICY.denied,
+        )
+        libraries = [c for c in doc.get("components", []) if c.get("type") == "library"]
+        findings = [assess(info_from_bom(c), policy) for c in libraries]
+        bad = [f for f in findings if f.outcome is not LicenseOutcome.ALLOWED]
+        measured = {"libraries": len(findings),
+                    "not_allowed": [f.to_dict() for f in bad]}
+        if bad:
+            return GateResult(
+                self.name, GateStatus.FAIL,
+                f"{len(bad)} of {len(findings)} distributions not allowed: "
+                + "; ".join(f"{f.info.name} {f.info.version}: {f.reason}" for f in bad[:10])
+                + (" ..." if len(bad) > 10 else ""),
+                measured)
+        return GateResult(self.name, GateStatus.PASS,
+                          f"{len(findings)} distributions, every license allowed", measured)
