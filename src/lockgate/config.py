@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from lockgate.errors import ConfigError
+from lockgate.errors import ConfigError, InvalidInputError
 
 __all__ = [
     "SETTINGS",
@@ -300,6 +300,13 @@ def _supply_chain_from_toml(s: Settings, data: Mapping[str, Any], path: Path) ->
         s = replace(s, license_allow=_ids(lic["allow"], "licenses.allow"))
     if "deny" in lic:
         s = replace(s, license_deny=_ids(lic["deny"], "licenses.deny"))
+    if lic:
+        from lockgate.supplychain.licenses import policy_for
+
+        try:
+            policy_for(s.license_allow, s.license_deny)
+        except InvalidInputError as exc:
+            raise ConfigError(f"[licenses]: {exc.message}", hint=exc.hint) from None
     return s
 
 

@@ -58,7 +58,8 @@ def test_registration_writes_a_valid_bom_card_manifest_and_signature(
     assert any(c["type"] == "data" and c["name"] == "train" for c in bom["components"])
     assert "# " in lg.file_bytes(v, "model_card.md").decode()
     manifest = json.loads(lg.file_bytes(v, "manifest.json"))
-    assert manifest["name"] == "m" and manifest["version"] == 1
+    assert manifest["name"] == "m"
+    assert manifest["version"] == 1
     assert manifest["digest"] == str(v.digest)
     stored = lg.get("m@1")
     assert stored == v
@@ -129,7 +130,8 @@ def test_extra_file_in_the_record_is_refused(lg: Lockgate, linear_model: onnx.Mo
         lg.load("m@1")
     assert "run.sh" in info.value.message
     last = lg.audit_log()[-1]
-    assert last.type == "signature.refused" and "run.sh" in last.payload["reason"]
+    assert last.type == "signature.refused"
+    assert "run.sh" in last.payload["reason"]
 
 
 def test_swapped_model_in_the_record_is_refused(
@@ -168,9 +170,8 @@ def test_unknown_key_is_refused(
     generate_keypair(tmp_path / "other.key", tmp_path / "other.pub")
     (home / "lockgate.toml").write_text(
         f'[signing]\npublic_keys = ["{tmp_path / "other.pub"}"]\n', encoding="utf-8")
-    with Lockgate.open(home) as lg:
-        with pytest.raises(SignatureError, match="unknown key"):
-            lg.load("m@1")
+    with Lockgate.open(home) as lg, pytest.raises(SignatureError, match="unknown key"):
+        lg.load("m@1")
 
 
 def test_unsigned_versions_need_policy(home: Path, linear_model: onnx.ModelProto) -> None:
@@ -180,7 +181,8 @@ def test_unsigned_versions_need_policy(home: Path, linear_model: onnx.ModelProto
         encoding="utf-8")
     with Lockgate.open(home) as lg:
         v = lg.register(linear_model, name="m")
-        assert v.signature_bundle is None and v.signed_by == ""
+        assert v.signature_bundle is None
+        assert v.signed_by == ""
         assert lg.load("m@1").signature.inputs
     (home / "lockgate.toml").write_text(
         '[signing]\nprivate_key = "keys/none.key"\n', encoding="utf-8")

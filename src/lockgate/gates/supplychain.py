@@ -110,11 +110,10 @@ class LicensesGate:
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         from lockgate.supplychain.licenses import (
-            DEFAULT_LICENSE_POLICY,
             LicenseOutcome,
-            LicensePolicy,
             assess,
             info_from_bom,
+            policy_for,
         )
 
         ev = _evidence(ctx, self.name)
@@ -125,13 +124,11 @@ class LicensesGate:
         except Error as exc:
             return GateResult(self.name, GateStatus.FAIL, exc.message)
         s = ctx.settings
-        policy = LicensePolicy(
-            s.license_allow if s.license_allow is not None else DEFAULT_LICENSE_POLICY.allowed,
-            s.license_deny if s.license_deny is not None else DEFAULT_LICENSE_POLICY.denied,
-        )
+        policy = policy_for(s.license_allow, s.license_deny)
         libraries = [c for c in doc.get("components", []) if c.get("type") == "library"]
         findings = [assess(info_from_bom(c), policy) for c in libraries]
-        bad = [f for f in findings if f.outcome is not LicenseOutcome.ALLOWED]
+        bad = sorted((f for f in findings if f.outcome is not LicenseOutcome.ALLOWED),
+                     key=lambda f: (f.outcome is not LicenseOutcome.DENIED, f.info.name.lower()))
         measured = {"libraries": len(findings),
                     "not_allowed": [f.to_dict() for f in bad]}
         if bad:

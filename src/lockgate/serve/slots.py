@@ -85,6 +85,8 @@ class Slot:
         self.spec = spec
         self.state = SlotState.LOADING
         self.error: str | None = None
+        self.reason: str | None = None
+        """The failure's message without hints (which may name server paths): for clients."""
         self.load_seconds: float | None = None
         self.inputs: list[dict[str, Any]] = []
         self.outputs: list[dict[str, Any]] = []
@@ -108,6 +110,7 @@ class Slot:
                 self.parameters = dict(self.spec.describe(predictor))
         except BaseException as exc:  # a failed load must not take the server down
             self.error = _describe_error(exc)
+            self.reason = exc.message if isinstance(exc, Error) else type(exc).__name__
             self.state = SlotState.FAILED
             log.error("model %s failed to load: %s", self.label, self.error)
             emit(
@@ -141,7 +144,8 @@ class Slot:
             return predictor
         if self.state is SlotState.FAILED:
             raise ServeError(
-                f"model {self.spec.name!r} version {self.spec.version} failed to load",
+                f"model {self.spec.name!r} version {self.spec.version} failed to load: "
+                f"{self.reason}",
                 hint="see the server log; fix the model and restart the server",
             )
         raise ServeError(

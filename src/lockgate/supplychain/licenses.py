@@ -57,6 +57,7 @@ __all__ = [
     "info_from_bom",
     "license_of",
     "normalize_expression",
+    "policy_for",
     "scan_licenses",
 ]
 
@@ -561,3 +562,21 @@ DEFAULT_LICENSE_POLICY = LicensePolicy(
     }),
 )
 """Permissive licenses allowed; network-copyleft, source-available and non-commercial denied."""
+
+
+def policy_for(allowed: frozenset[str] | None, denied: frozenset[str] | None) -> LicensePolicy:
+    """The policy from configured lists; a list left out keeps the default less whatever the
+    other list names (deny Apache-2.0 and it leaves the default allow list). Raises
+    InvalidInputError for unknown ids, or ids in both lists."""
+    default = DEFAULT_LICENSE_POLICY
+    if allowed is not None and denied is not None:
+        return LicensePolicy(allowed, denied)
+    if denied is not None:
+        keys = {_policy_id(i).casefold() for i in denied}
+        return LicensePolicy(frozenset(i for i in default.allowed if i.casefold() not in keys),
+                             denied)
+    if allowed is not None:
+        keys = {_policy_id(i).casefold() for i in allowed}
+        return LicensePolicy(allowed,
+                             frozenset(i for i in default.denied if i.casefold() not in keys))
+    return default
