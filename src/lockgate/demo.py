@@ -3,7 +3,7 @@
 Trains a small PyTorch classifier and a scikit-learn pipeline on synthetic data with fixed
 seeds, registers both (parity-checked), promotes them to production, serves them on a free
 127.0.0.1 port, sends Open Inference Protocol requests, compares the answers with the source
-frameworks, verifies the audit chain, and shuts down. Output goes through a ``DemoView``.
+frameworks, verifies the audit chain, exports an evidence pack, and shuts down. Output goes through a ``DemoView``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ from lockgate.types import Version
 __all__ = ["DemoView", "run_demo"]
 
 SEED = 7
+DEMO_POLICY = """\
+# lockgate demo policy: production needs parity, a valid ML-BOM and a verified signature.
+[gates]
+"*->production" = ["parity", "sbom_valid", "signature"]
+"""
 N_FEATURES = 12
 N_CLASSES = 3
 
@@ -164,7 +169,10 @@ def _journey(view: DemoView, home: Path) -> None:
     import torch
 
     view.step(f"1. a fresh home: {home}")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "lockgate.toml").write_text(DEMO_POLICY, encoding="utf-8")
     lg = Lockgate.open(home)
+    view.say(f"policy: {DEMO_POLICY.strip().splitlines()[-1]}")
     try:
         x, y = synthetic_data()
         view.step("2. train a PyTorch MLP and a scikit-learn pipeline (seed 7)")
@@ -187,6 +195,11 @@ def _journey(view: DemoView, home: Path) -> None:
                                metrics={"accuracy": sk_acc},
                                description="scaler + logistic regression", progress=bar)
         view.version(v_sk)
+        for v in (v_torch, v_sk):
+            bom = json.loads(lg.file_bytes(v, "bom.cdx.json"))
+            view.say(f"{v.name}@{v.number}: CycloneDX {bom['specVersion']} BOM with "
+                     f"{len(bom['components'])} components, model card, manifest; signed by "
+                     f"key {v.signed_by[:16]}")
 
         view.step("4. promote through the gates: prototype → stabilized → production")
         for v in (v_torch, v_sk):
@@ -240,5 +253,11 @@ def _journey(view: DemoView, home: Path) -> None:
             for r in lg.audit_log()
         ])
         view.say(f"audit chain intact: {report.count} events, each hashed over the previous")
+
+        view.step("7. export an evidence pack an auditor can check without lockgate")
+        pack = lg.export_evidence(f"{v_torch.name}@{v_torch.number}", home / "evidence")
+        view.say(f"{pack}: " + ", ".join(sorted(p.name for p in pack.iterdir())))
+        view.say("see VERIFY.md there: sha256sum -c, model_signing verify key, CycloneDX "
+                 "validation")
     finally:
         lg.close()
