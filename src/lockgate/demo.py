@@ -3,7 +3,8 @@
 Trains a small PyTorch classifier and a scikit-learn pipeline on synthetic data with fixed
 seeds, registers both (parity-checked), promotes them to production, serves them on a free
 127.0.0.1 port, sends Open Inference Protocol requests, compares the answers with the source
-frameworks, verifies the audit chain, exports an evidence pack, and shuts down. Output goes through a ``DemoView``.
+frameworks, verifies the audit chain, exports an evidence pack, and shuts down. Output goes
+through a ``DemoView``.
 """
 
 from __future__ import annotations
