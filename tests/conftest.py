@@ -13,11 +13,14 @@ import onnx
 import pytest
 
 from lockgate.api import Lockgate
-from lockgate.config import Settings
+from lockgate.config import DEFAULT_CONFIG, GateSpec, Settings
 from lockgate.sealing import ensure_default_keys
 from lockgate.store.artifacts import MemoryArtifactStore
 from lockgate.store.metadata import MemoryMetadataStore
 from onnx_models import linear_onnx
+
+PARITY_ONLY = DEFAULT_CONFIG.replace('\n# "*" = ["parity"]\n', '\n"*" = ["parity"]\n')
+assert PARITY_ONLY != DEFAULT_CONFIG
 
 
 @pytest.fixture
@@ -27,6 +30,10 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         if key.startswith("LOCKGATE_"):
             monkeypatch.delenv(key)
     h = tmp_path / "home"
+    h.mkdir()
+    # Tests promote with parity alone unless they write their own policy; the seed's default
+    # policy (approvals, reproducibility, ...) is exercised in tests/gates.
+    (h / "lockgate.toml").write_text(PARITY_ONLY, encoding="utf-8")
     monkeypatch.setenv("LOCKGATE_HOME", str(h))
     monkeypatch.setenv("LOCKGATE_USER", "tester")
     return h
@@ -42,7 +49,8 @@ def lg(home: Path) -> Iterator[Lockgate]:
 @pytest.fixture
 def mem_lg(tmp_path: Path) -> Lockgate:
     """Lockgate on the in-memory stores, for fast tests."""
-    settings = Settings.for_home(tmp_path / "mem", user="tester")
+    settings = Settings.for_home(tmp_path / "mem", user="tester",
+                                 gates={"*": (GateSpec("parity"),)})
     ensure_default_keys(settings)
     return Lockgate(settings, metadata=MemoryMetadataStore(), artifacts=MemoryArtifactStore())
 

@@ -92,10 +92,10 @@ def test_audit_verify_names_the_edited_row(home: Path, tmp_path: Path) -> None:
     assert "row 2" in err
 
 
-def test_promotion_refused_exits_7(home: Path, tmp_path: Path) -> None:
+def test_promotion_refused_by_a_gate_exits_1(home: Path, tmp_path: Path) -> None:
     path = tmp_path / "lin.onnx"
     onnx.save(linear_onnx(), path)
     assert run("register", str(path), "--name", "lin")[0] == 0
     rc, _, err = run("promote", "lin@1", "--to", "production")
-    assert rc == 7
+    assert rc == 1
     assert "no parity report" in err

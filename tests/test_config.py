@@ -15,7 +15,11 @@ def test_defaults(tmp_path: Path) -> None:
     s = load_settings(tmp_path, env={})
     assert s.stages == ("prototype", "stabilized", "production", "archived")
     assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'lockgate.db'}"
-    assert s.gates_for("prototype", "stabilized") == ("parity",)
+    assert [g.name for g in s.gates_for("prototype", "stabilized")] == [
+        "parity", "pinned_dependencies", "seeds_recorded", "reproducible"]
+    assert [g.name for g in s.gates_for("stabilized", "production")][-2:] == [
+        "approval", "rollback_ready"]
+    assert [g.name for g in s.gates_for("production", "archived")] == ["parity"]
 
 
 def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
@@ -40,6 +44,8 @@ def test_default_file_is_all_comments_and_valid(tmp_path: Path) -> None:
      ('[stages]\norder = ["only"]\n', "at least two"),
      ('[gates]\n"a->b" = ["parity"]\n', "unknown stage"),
      ('[gates]\n"*" = "parity"\n', "list of gate names"),
+     ('[gates]\n"*" = [3]\n', "expected a gate name"),
+     ('[roles]\napprover = "alice"\n', "list of user names"),
      ("[parity]\natol = 'x'\n", "expected a float"),
      ("[lockgate\n", "lockgate.toml")],
 )
@@ -54,8 +60,9 @@ def test_most_specific_gate_key_wins(tmp_path: Path) -> None:
         '[gates]\n"*" = ["parity"]\n"stabilized->production" = ["unsafe_allow", "parity"]\n'
     )
     s = load_settings(tmp_path, env={})
-    assert s.gates_for("stabilized", "production") == ("unsafe_allow", "parity")
-    assert s.gates_for("prototype", "stabilized") == ("parity",)
+    assert [g.name for g in s.gates_for("stabilized", "production")] == ["unsafe_allow",
+                                                                          "parity"]
+    assert [g.name for g in s.gates_for("prototype", "stabilized")] == ["parity"]
 
 
 def test_every_setting_is_documented() -> None:

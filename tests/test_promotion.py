@@ -8,6 +8,7 @@ import pytest
 
 from lockgate.api import Lockgate
 from lockgate.audit import AuditEvent, EventType
+from lockgate.config import GateSpec
 from lockgate.errors import ConfigError, GateFailedError, InvalidInputError
 from lockgate.gates import AllOf, GateContext, build
 from lockgate.types import (
@@ -110,7 +111,7 @@ def test_empty_and_unknown_gate_lists_are_config_errors(mem_lg: Lockgate) -> Non
     mem_lg.settings = replace(mem_lg.settings, gates={"*": ()})
     with pytest.raises(ConfigError):
         mem_lg.promote("m@1", "stabilized")
-    mem_lg.settings = replace(mem_lg.settings, gates={"*": ("nope",)})
+    mem_lg.settings = replace(mem_lg.settings, gates={"*": (GateSpec("nope"),)})
     with pytest.raises(ConfigError, match="unknown gate"):
         mem_lg.promote("m@1", "stabilized")
     assert mem_lg.get("m@1").stage == "prototype"
@@ -134,7 +135,7 @@ def test_a_gate_that_raises_fails_closed(mem_lg: Lockgate) -> None:
 
 def test_unsafe_allow_passes_but_warns(mem_lg: Lockgate) -> None:
     _add(mem_lg, parity=None)
-    mem_lg.settings = replace(mem_lg.settings, gates={"*": ("unsafe_allow",)})
+    mem_lg.settings = replace(mem_lg.settings, gates={"*": (GateSpec("unsafe_allow"),)})
     with pytest.warns(UserWarning, match="without checks"):
         mem_lg.promote("m@1", "stabilized")
     assert mem_lg.get("m@1").stage == "stabilized"

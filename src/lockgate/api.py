@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from lockgate.audit import (
 )
 from lockgate.config import Settings, load_settings, write_default_config
 from lockgate.errors import (
+    AccessDeniedError,
     ConversionError,
     Error,
     IntegrityError,
@@ -42,17 +43,19 @@ from lockgate.runtime import Predictor
 from lockgate.store.artifacts import ArtifactStore, LocalArtifactStore
 from lockgate.store.metadata import (
     Change,
+    Decision,
     GateRun,
     MetadataStore,
     SqlMetadataStore,
     VersionRow,
     VulnSnapshot,
 )
-from lockgate.types import ModelRef, Version, validate_name
+from lockgate.types import GateResult, ModelRef, Version, validate_name
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from lockgate.gates import ServerHandle
     from lockgate.supplychain.vulnpolicy import VulnReport
 
 __all__ = ["Lockgate", "ModelSummary", "init_home"]
@@ -86,6 +89,9 @@ class Lockgate:
         metadata: MetadataStore | None = None,
         artifacts: ArtifactStore | None = None,
     ) -> None:
+        from lockgate.gates import check_policy
+
+        check_policy(settings)
         self.settings = settings
         self.meta: MetadataStore = metadata or SqlMetadataStore(settings.database_url)
         self.artifacts: ArtifactStore = artifacts or LocalArtifactStore(settings.artifact_root)
@@ -126,6 +132,7 @@ class Lockgate:
         considerations: str = "",
         datasets: Sequence[Mapping[str, str]] = (),
         lock_file: Path | str | None = None,
+        recipe: Mapping[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> Version:
         """Convert ``model`` to ONNX, prove parity with its framework on ``sample_input`` plus
@@ -135,7 +142,9 @@ class Lockgate:
         ``considerations`` (free text, one limitation per paragraph) and ``datasets`` (mappings
         with ``name`` and optionally ``fingerprint``, ``url``, ``description``) go into the
         model card; ``lock_file`` (``pylock.toml`` or a ``requirements.txt`` with ``--hash``)
-        puts its hashes on the BOM's library components.
+        puts its hashes on the BOM's library components and is kept, signed, with the version
+        (the ``pinned_dependencies`` gate reads it); ``recipe`` (``entry``: ``module:function``,
+        ``args``) says how ``lockgate reproduce`` rebuilds the model.
 
         Nothing is stored unless every step succeeds. Raises ParityError when ONNX Runtime
         disagrees with the source framework and SupplyChainError when the BOM does not validate.
@@ -152,7 +161,15 @@ class Lockgate:
         if seed is not None:
             all_seeds.setdefault("seed", int(seed))
         progress = progress or NullProgress()
-        lock_hashes = parse_lock_hashes(Path(lock_file)) if lock_file is not None else None
+        extra: dict[str, bytes] = {}
+        lock_hashes = None
+        if lock_file is not None:
+            lock_path = Path(lock_file)
+            lock_hashes = parse_lock_hashes(lock_path)
+            lock_name = "pylock.toml" if lock_path.suffix == ".toml" else "requirements.txt"
+            extra[lock_name] = lock_path.read_bytes()
+        if recipe is not None:
+            extra["recipe.json"] = (canonical_json(_check_recipe(recipe)) + "\n").encode()
         dataset_specs = [{str(k): str(x) for k, x in d.items()} for d in datasets]
 
         converter = converter_for(model)
@@ -177,6 +194,11 @@ class Lockgate:
             seeds=all_seeds, providers=predictor.providers, cwd=Path.cwd()
         )
         environment["converter"] = converted.converter
+        from lockgate.validation import sample_document
+
+        sample_out = predictor(converted.sample)
+        extra[sealing.SAMPLES_FILE] = (canonical_json(
+            sample_document(converted.sample, sample_out)) + "\n").encode()
         digest = self.artifacts.put(onnx_bytes)
         actor = creator or self.settings.user
         draft = Version(
@@ -206,7 +228,7 @@ class Lockgate:
             sealed[:] = [sealing.seal(
                 replace(draft, number=number), onnx_bytes, self.artifacts, self.settings,
                 producer=producer, lock_hashes=lock_hashes, considerations=considerations,
-                datasets=dataset_specs,
+                datasets=dataset_specs, extra_files=extra,
             )]
             return sealed[0].record()
 
@@ -286,20 +308,140 @@ class Lockgate:
 
     # -- state changes -----------------------------------------------------------------------
     def promote(
-        self, ref: str | ModelRef, to: str, *, actor: str | None = None
+        self,
+        ref: str | ModelRef,
+        to: str,
+        *,
+        actor: str | None = None,
+        run_all: bool = False,
+        on_result: Callable[[GateResult], None] | None = None,
     ) -> promotion.PromotionResult:
-        """Run the gates configured for the transition and move the version, or raise
-        GateFailedError and move nothing (the refusal is stored and audited)."""
+        """Run the gates configured for the transition, in order, and move the version, or
+        raise GateFailedError and move nothing (the refusal is stored and audited). Gates after
+        the first failure are skipped unless ``run_all``."""
         v = self.get(ref)
         holders = [x for x in self.versions(v.name) if x.stage == to]
-        champion = None
-        alias = self.settings.stage_aliases.get(to)
-        if alias and alias in self.meta.aliases(v.name):
-            champion = self.get(ModelRef(v.name, alias))
-        return promotion.promote(
-            self.meta, self.settings, v, to, actor=actor or self.settings.user,
-            holders=holders, champion=champion, evidence=_VersionEvidence(self, v),
-        )
+        evidence = _VersionEvidence(self, v)
+        try:
+            return promotion.promote(
+                self.meta, self.settings, v, to, actor=actor or self.settings.user,
+                holders=holders, champion=self._champion(v.name, to), evidence=evidence,
+                run_all=run_all, on_result=on_result,
+            )
+        finally:
+            evidence.close()
+
+    def check_gates(
+        self,
+        ref: str | ModelRef,
+        to: str,
+        *,
+        actor: str | None = None,
+        run_all: bool = True,
+        on_result: Callable[[GateResult], None] | None = None,
+    ) -> list[GateResult]:
+        """Evaluate the transition's gates without moving or storing anything (a dry run)."""
+        v = self.get(ref)
+        holders = [x for x in self.versions(v.name) if x.stage == to]
+        evidence = _VersionEvidence(self, v)
+        try:
+            return promotion.evaluate(
+                self.settings, v, to, actor=actor or self.settings.user,
+                champion=self._champion(v.name, to),
+                previous=max(holders, key=lambda h: h.number) if holders else None,
+                evidence=evidence, run_all=run_all, on_result=on_result,
+            )
+        finally:
+            evidence.close()
+
+    def _champion(self, name: str, stage: str) -> Version | None:
+        alias = self.settings.stage_aliases.get(stage)
+        if alias and alias in self.meta.aliases(name):
+            return self.get(ModelRef(name, alias))
+        return None
+
+    # -- decisions ---------------------------------------------------------------------------
+    def approve(self, ref: str | ModelRef, stage: str, *, comment: str = "",
+                actor: str | None = None) -> Decision:
+        """Approve the version for ``stage``: the actor needs the approver role and must not
+        be its registrant (separation of duties)."""
+        return self._decide("approval", ref, stage, comment=comment, actor=actor)
+
+    def reject(self, ref: str | ModelRef, stage: str, *, comment: str,
+               actor: str | None = None) -> Decision:
+        """Reject the version for ``stage``; it blocks the approval gate until the same
+        approver approves again."""
+        if not comment.strip():
+            raise InvalidInputError("a rejection needs a comment saying why")
+        return self._decide("rejection", ref, stage, comment=comment, actor=actor)
+
+    def waive(self, ref: str | ModelRef, stage: str, gate: str, *, reason: str,
+              expires: date, actor: str | None = None) -> Decision:
+        """Waive ``gate`` for the version's promotion to ``stage`` until ``expires``: the
+        gate still runs, and its failure is shown as waived, with who, why and until when."""
+        from lockgate.gates import GATES
+
+        if gate not in GATES:
+            raise InvalidInputError(f"unknown gate {gate!r}", hint=f"gates: {sorted(GATES)}")
+        if not reason.strip():
+            raise InvalidInputError("a waiver needs a reason")
+        today = datetime.now(UTC).date()
+        if expires < today:
+            raise InvalidInputError(f"the waiver would expire in the past ({expires})")
+        if (expires - today).days > 366:
+            raise InvalidInputError("a waiver may last a year at most",
+                                    hint="waivers are exceptions; fix the cause instead")
+        return self._decide("waiver", ref, stage, comment=reason, actor=actor, gate=gate,
+                            expires=expires.isoformat())
+
+    def _decide(self, kind: str, ref: str | ModelRef, stage: str, *, comment: str,
+                actor: str | None, gate: str = "", expires: str | None = None) -> Decision:
+        v = self.get(ref)
+        who = actor or self.settings.user
+        if stage not in self.settings.stages:
+            raise InvalidInputError(f"unknown stage {stage!r}",
+                                    hint=f"stages: {list(self.settings.stages)}")
+        role = self._approver_role(v, stage)
+        problem = None
+        if not self.settings.has_role(who, role):
+            problem = f"{who!r} does not hold the {role!r} role"
+        elif kind == "approval" and who == v.creator:
+            problem = (f"{who!r} registered {v.ref}; separation of duties forbids approving "
+                       "one's own version")
+        if problem is not None:
+            self.meta.append_event(AuditEvent(
+                EventType.ACCESS_DENIED, who, v.name, v.number,
+                {"action": kind, "stage": stage, "gate": gate, "reason": problem}))
+            raise AccessDeniedError(problem, hint=f"approvers are listed in [roles] {role} = "
+                                                  "[...] of the policy")
+        decision = Decision(kind=kind, name=v.name, number=v.number, stage=stage, actor=who,
+                            created_at=now(), comment=comment, gate=gate, expires=expires)
+        event = {"approval": EventType.APPROVED, "rejection": EventType.REJECTED,
+                 "waiver": EventType.WAIVED}[kind]
+        self.meta.apply(Change(decisions=[decision], events=[AuditEvent(
+            event, who, v.name, v.number,
+            {"stage": stage, "comment": comment, "gate": gate, "expires": expires})]))
+        return decision
+
+    def _approver_role(self, v: Version, stage: str) -> str:
+        for spec in self.settings.gates_for(v.stage, stage):
+            if spec.name == "approval" and isinstance(spec.params.get("role"), str):
+                return str(spec.params["role"])
+        return "approver"
+
+    def decisions(self, ref: str | ModelRef) -> list[Decision]:
+        v = self.get(ref)
+        return self.meta.decisions(v.name, v.number)
+
+    def record_reproduction(self, v: Version, detail: Mapping[str, Any],
+                            *, actor: str | None = None) -> Decision:
+        who = actor or self.settings.user
+        decision = Decision(kind="reproduction", name=v.name, number=v.number, stage="",
+                            actor=who, created_at=now(), comment=str(detail.get("message", "")),
+                            detail=dict(detail))
+        self.meta.apply(Change(decisions=[decision], events=[AuditEvent(
+            EventType.REPRODUCED, who, v.name, v.number, dict(detail))]))
+        return decision
 
     def set_alias(
         self, name: str, alias: str, number: int | None, *, actor: str | None = None
@@ -460,14 +602,47 @@ class _VersionEvidence:
     """What gates read beyond the record (see :class:`lockgate.gates.Evidence`)."""
 
     def __init__(self, lg: Lockgate, version: Version) -> None:
+        from lockgate.validation import ChildServer
+
         self._lg = lg
         self._version = version
+        self._server: ChildServer | Error | None = None
+        self._children: list[ChildServer] = []
 
     def file(self, name: str) -> bytes:
         return self._lg.file_bytes(self._version, name)
 
     def verify_signature(self) -> str | None:
         return self._lg.verify(self._version)
+
+    def decisions(self) -> list[Decision]:
+        return self._lg.meta.decisions(self._version.name, self._version.number)
+
+    def check_loadable(self, version: Version) -> str:
+        key = self._lg.verify(version)
+        Predictor(self._lg.model_bytes(version))
+        return f"signed by {key[:16]}" if key else "unsigned, allowed by policy"
+
+    def server(self, max_loading_time_s: float) -> ServerHandle:
+        from lockgate.validation import ChildServer
+
+        if isinstance(self._server, Error):
+            raise self._server
+        if self._server is None:
+            child = ChildServer(self._lg.settings.home, str(self._version.ref),
+                                max_loading_time_s=max_loading_time_s)
+            self._children.append(child)
+            try:
+                self._server = child.start()
+            except Error as exc:
+                self._server = exc
+                raise
+        return self._server
+
+    def close(self) -> None:
+        for child in self._children:
+            child.stop()
+        self._children.clear()
 
     def vulnerability_data(self, packages: Sequence[str]) -> tuple[VulnSnapshot | None,
                                                                    list[str]]:
@@ -519,6 +694,19 @@ def _describe(v: Version) -> Callable[[Predictor], Mapping[str, Any]]:
                 "lockgate_environment_drift": [d.to_dict() for d in diffs]}
 
     return describe
+
+
+def _check_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    entry = recipe.get("entry")
+    if not isinstance(entry, str) or ":" not in entry:
+        raise InvalidInputError("recipe: entry must be 'module:function'")
+    args = recipe.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise InvalidInputError("recipe: args must be a list of strings")
+    unknown = sorted(set(recipe) - {"entry", "args", "git_commit", "workdir", "python"})
+    if unknown:
+        raise InvalidInputError(f"recipe: unknown keys {unknown}")
+    return {str(k): v for k, v in recipe.items()}
 
 
 def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -43,6 +43,11 @@ class EventType(enum.StrEnum):
     VULNDB_IMPORTED = "vulndb.imported"
     ENVIRONMENT_DRIFT = "environment.drift"
     EVIDENCE_EXPORTED = "evidence.exported"
+    APPROVED = "version.approved"
+    REJECTED = "version.rejected"
+    WAIVED = "gate.waived"
+    ACCESS_DENIED = "access.denied"
+    REPRODUCED = "version.reproduced"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -55,8 +55,16 @@ SETTINGS: tuple[Setting, ...] = (
             "holder to the last stage."),
     Setting("stage_aliases", "LOCKGATE_STAGE_ALIASES", "production=champion",
             "Aliases moved to a version when it enters a stage."),
-    Setting("gates", "-", '"*" = ["parity"]',
-            "Gates per transition, in [gates] as \"from->to\" = [names]; \"*\" matches any."),
+    Setting("gates", "-", "(the seed's policy)",
+            "Gates per transition, in [gates] as \"from->to\" = [gate, ...]; \"*\" matches any. "
+            "A [gates] table replaces the default policy."),
+    Setting("gate_params", "-", "(each gate's defaults)",
+            "Parameters per gate, in [gate.<name>] tables; an inline entry in [gates] overrides."),
+    Setting("roles", "-", "{}", "Users per role, in [roles] as role = [users]; `approver` signs "
+            "off approvals and waivers."),
+    Setting("policy_file", "LOCKGATE_POLICY", "-",
+            "A separate TOML policy file ([gates], [gate.*], [roles], [vulnerabilities], "
+            "[licenses]) applied over lockgate.toml."),
     Setting("parity_atol", "LOCKGATE_PARITY_ATOL", "1e-4", "Absolute tolerance for float32 "
             "parity."),
     Setting("parity_rtol", "LOCKGATE_PARITY_RTOL", "1e-3", "Relative tolerance for float32 "
@@ -99,6 +107,44 @@ class VulnAllow:
 
 
 @dataclass(frozen=True)
+class GateSpec:
+    """One gate in a transition's list, with the parameters given there."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gate": self.name, **dict(self.params)}
+
+
+def _specs(*names: str) -> tuple[GateSpec, ...]:
+    return tuple(GateSpec(n) for n in names)
+
+
+SEED_POLICY: Mapping[str, tuple[GateSpec, ...]] = {
+    "prototype->stabilized": _specs("parity", "pinned_dependencies", "seeds_recorded",
+                                    "reproducible"),
+    "*->production": _specs("parity", "sbom_valid", "signature", "vulnerabilities", "licenses",
+                            "metrics", "infra_validation", "latency_budget", "approval",
+                            "rollback_ready"),
+    "*": _specs("parity"),
+}
+"""The default policy, after the seed article: Stabilization needs pinned dependencies, recorded
+seeds and reproducibility; Production needs the supply chain, metrics against the champion,
+infrastructure validation, a latency budget, approval and a rollback plan."""
+
+
+def default_gates(stages: Sequence[str]) -> dict[str, tuple[GateSpec, ...]]:
+    """:data:`SEED_POLICY` less the keys naming stages that are not configured."""
+    out = {}
+    for key, specs in SEED_POLICY.items():
+        src, _, dst = key.partition("->")
+        if all(st in ("*", "") or st in stages for st in (src, dst)):
+            out[key] = specs
+    return out
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path
     database_url: str
@@ -107,7 +153,11 @@ class Settings:
     stages: tuple[str, ...] = DEFAULT_STAGES
     exclusive_stages: tuple[str, ...] = ("production",)
     stage_aliases: Mapping[str, str] = field(default_factory=lambda: {"production": "champion"})
-    gates: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {"*": ("parity",)})
+    gates: Mapping[str, tuple[GateSpec, ...]] = field(
+        default_factory=lambda: default_gates(DEFAULT_STAGES))
+    gate_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    roles: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    policy_file: Path | None = None
     parity_atol: float = 1e-4
     parity_rtol: float = 1e-3
     parity_samples: int = 8
@@ -136,12 +186,23 @@ class Settings:
         )
         return replace(base, **overrides)
 
-    def gates_for(self, from_stage: str, to_stage: str) -> tuple[str, ...]:
-        """The gate names configured for a transition; most specific key wins."""
+    def gates_for(self, from_stage: str, to_stage: str) -> tuple[GateSpec, ...]:
+        """The gates configured for a transition (most specific key wins), each with its
+        [gate.<name>] parameters under the ones given inline."""
+        key = self.gate_key(from_stage, to_stage)
+        if key is None:
+            return ()
+        return tuple(GateSpec(g.name, {**self.gate_params.get(g.name, {}), **g.params})
+                     for g in self.gates[key])
+
+    def gate_key(self, from_stage: str, to_stage: str) -> str | None:
         for key in (f"{from_stage}->{to_stage}", f"*->{to_stage}", f"{from_stage}->*", "*"):
             if key in self.gates:
-                return self.gates[key]
-        return ()
+                return key
+        return None
+
+    def has_role(self, user: str, role: str) -> bool:
+        return user in self.roles.get(role, frozenset())
 
 
 def _default_user() -> str:
@@ -183,8 +244,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Settings:
-    known_sections = {"lockgate", "stages", "gates", "parity", "serve", "signing",
-                      "vulnerabilities", "licenses"}
+    known_sections = {"lockgate", "stages", "gates", "gate", "roles", "parity", "serve",
+                      "signing", "vulnerabilities", "licenses"}
     for section in data:
         if section not in known_sections:
             raise ConfigError(
@@ -193,8 +254,10 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
     s = settings
     core = dict(data.get("lockgate", {}))
     for key in core:
-        if key not in ("database_url", "artifact_root", "user"):
+        if key not in ("database_url", "artifact_root", "user", "policy"):
             raise ConfigError(f"{path}: unknown key lockgate.{key}")
+    if "policy" in core:
+        s = replace(s, policy_file=_path(core["policy"], "lockgate.policy", s.home))
     if "database_url" in core:
         s = replace(s, database_url=str(core["database_url"]))
     if "artifact_root" in core:
@@ -209,13 +272,7 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
         s = replace(s, exclusive_stages=tuple(str(x) for x in stages["exclusive"]))
     if "aliases" in stages:
         s = replace(s, stage_aliases={str(k): str(v) for k, v in stages["aliases"].items()})
-    if "gates" in data:
-        gates: dict[str, tuple[str, ...]] = dict(s.gates)  # file keys override defaults
-        for key, names in data["gates"].items():
-            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise ConfigError(f"{path}: gates.{key!r} must be a list of gate names")
-            gates[str(key)] = tuple(names)
-        s = replace(s, gates=gates)
+    s = _policy_from_toml(s, data, path)
     parity = data.get("parity", {})
     if "atol" in parity:
         s = replace(s, parity_atol=_number(parity["atol"], "parity.atol", float))
@@ -230,6 +287,60 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
         s = replace(s, serve_port=_number(serve["port"], "serve.port", int))
     if "environment_drift" in serve:
         s = replace(s, environment_drift=str(serve["environment_drift"]))
+    return _supply_chain_from_toml(s, data, path)
+
+
+POLICY_SECTIONS = frozenset({"gates", "gate", "roles", "vulnerabilities", "licenses"})
+
+
+def _policy_from_toml(s: Settings, data: Mapping[str, Any], path: Path) -> Settings:
+    """[gates] (replaces the whole default policy), [gate.<name>] and [roles]."""
+    if "gates" in data:
+        table = data["gates"]
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [gates] must be a table of \"from->to\" = [gates]")
+        gates: dict[str, tuple[GateSpec, ...]] = {}
+        for key, entries in table.items():
+            where = f"{path}: gates.\"{key}\""
+            if not isinstance(entries, list):
+                raise ConfigError(f"{where}: expected a list of gate names or "
+                                  "{ gate = \"name\", ... } tables")
+            specs = []
+            for i, entry in enumerate(entries):
+                if isinstance(entry, str):
+                    specs.append(GateSpec(entry))
+                elif isinstance(entry, dict) and isinstance(entry.get("gate"), str):
+                    params = {k: v for k, v in entry.items() if k != "gate"}
+                    specs.append(GateSpec(entry["gate"], params))
+                else:
+                    raise ConfigError(f"{where}[{i}]: expected a gate name or a table with "
+                                      f"gate = \"name\", got {entry!r}")
+            gates[str(key)] = tuple(specs)
+        s = replace(s, gates=gates)
+    if "gate" in data:
+        params = data["gate"]
+        if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
+            raise ConfigError(f"{path}: [gate.<name>] sections must be tables of parameters")
+        s = replace(s, gate_params={**s.gate_params, **{str(k): dict(v)
+                                                         for k, v in params.items()}})
+    if "roles" in data:
+        roles = data["roles"]
+        out: dict[str, frozenset[str]] = dict(s.roles)
+        for role, users in roles.items():
+            if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+                raise ConfigError(f"{path}: roles.{role}: expected a list of user names")
+            out[str(role)] = frozenset(users)
+        s = replace(s, roles=out)
+    return s
+
+
+def _read_policy_file(s: Settings, path: Path) -> Settings:
+    data = _read_toml(path)
+    unknown = sorted(set(data) - POLICY_SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: a policy file holds only {sorted(POLICY_SECTIONS)}; "
+                          f"found {unknown}")
+    s = _policy_from_toml(s, data, path)
     return _supply_chain_from_toml(s, data, path)
 
 
@@ -394,9 +505,17 @@ def load_settings(
     if cfg.is_file():
         s = _from_toml(s, _read_toml(cfg), cfg)
     s = _from_env(s, env)
+    if v := env.get("LOCKGATE_POLICY"):
+        s = replace(s, policy_file=Path(v).expanduser().resolve())
+    if s.policy_file is not None:
+        if not s.policy_file.is_file():
+            raise ConfigError(f"policy file {s.policy_file} does not exist")
+        s = _read_policy_file(s, s.policy_file)
     flags = {k: v for k, v in flags.items() if v is not None}
     if flags:
         s = replace(s, **flags)
+    if s.stages != DEFAULT_STAGES and s.gates == default_gates(DEFAULT_STAGES):
+        s = replace(s, gates=default_gates(s.stages))  # the default policy, for these stages
     return _validate(s)
 
 
@@ -415,9 +534,22 @@ DEFAULT_CONFIG = """\
 # aliases = { production = "champion" }  # alias moved along when a version enters the stage
 
 [gates]
-# Gates run, in order, for each transition; "*" matches any stage. An empty list is refused.
+# Gates run, in order, for each transition; "*" matches any stage; the most specific key wins.
+# A [gates] table here replaces the whole default policy, shown below. An empty list is refused.
+# "prototype->stabilized" = ["parity", "pinned_dependencies", "seeds_recorded", "reproducible"]
+# "*->production" = ["parity", "sbom_valid", "signature", "vulnerabilities", "licenses",
+#                    "metrics", "infra_validation", "latency_budget", "approval", "rollback_ready"]
 # "*" = ["parity"]
-# "stabilized->production" = ["parity"]
+# An entry may carry parameters for this transition only:
+#   { gate = "latency_budget", p99_ms = 20 }
+
+# [gate.metrics]                 # parameters per gate (`lockgate policy show` lists them all)
+# accuracy = { threshold = 0.8, min_absolute_change = 0.0, greater_is_better = true }
+# [gate.approval]
+# required = 1
+
+[roles]
+# approver = ["alice", "bob"]    # who may approve, reject and waive
 
 [parity]
 # atol = 1e-4      # float32 absolute tolerance

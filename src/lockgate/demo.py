@@ -17,13 +17,14 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from lockgate.api import Lockgate
-from lockgate.errors import AuditChainError, Error, ServeError
+from lockgate.errors import AuditChainError, Error, GateFailedError, ServeError
 from lockgate.progress import Progress
 from lockgate.types import Version
 
@@ -31,10 +32,24 @@ __all__ = ["DemoView", "run_demo"]
 
 SEED = 7
 DEMO_POLICY = """\
-# lockgate demo policy: production needs parity, a valid ML-BOM and a verified signature.
+# lockgate demo policy: production needs parity, a valid ML-BOM, a verified signature, metrics,
+# a child-server validation, a latency budget, a second person's approval and a rollback target.
 [gates]
-"*->production" = ["parity", "sbom_valid", "signature"]
+"*->production" = ["parity", "sbom_valid", "signature", "metrics", "infra_validation",
+                   "latency_budget", "approval", "rollback_ready"]
+"*" = ["parity"]
+
+[gate.metrics]
+accuracy = { threshold = 0.8, greater_is_better = true }
+
+[gate.latency_budget]
+p99_ms = 1000
+requests = 100
+
+[roles]
+approver = ["demo-approver"]
 """
+APPROVER = "demo-approver"
 N_FEATURES = 12
 N_CLASSES = 3
 
@@ -140,6 +155,10 @@ def _infer(server: _Server, v: Version, batch: np.ndarray) -> dict[str, np.ndarr
     return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in resp["outputs"]}
 
 
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _models(payload: Any) -> str:
     models = payload.get("models", []) if isinstance(payload, dict) else []
     return ", ".join(f"{m.get('model')}@{m.get('version')}" for m in models
@@ -173,7 +192,8 @@ def _journey(view: DemoView, home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "lockgate.toml").write_text(DEMO_POLICY, encoding="utf-8")
     lg = Lockgate.open(home)
-    view.say(f"policy: {DEMO_POLICY.strip().splitlines()[-1]}")
+    view.say("policy: production needs " + ", ".join(
+        g.name for g in lg.settings.gates_for("stabilized", "production")))
     try:
         x, y = synthetic_data()
         view.step("2. train a PyTorch MLP and a scikit-learn pipeline (seed 7)")
@@ -204,10 +224,28 @@ def _journey(view: DemoView, home: Path) -> None:
 
         view.step("4. promote through the gates: prototype → stabilized → production")
         for v in (v_torch, v_sk):
-            for stage in ("stabilized", "production"):
-                res = lg.promote(f"{v.name}@{v.number}", stage)
-                gates = ", ".join(f"{r.gate}={r.status.value}" for r in res.results)
-                view.say(f"{v.name}@{v.number}: {res.from_stage} → {res.to_stage} ({gates})")
+            res = lg.promote(f"{v.name}@{v.number}", "stabilized")
+            view.say(f"{v.name}@{v.number}: {res.from_stage} → {res.to_stage} "
+                     f"({', '.join(f'{r.gate}={r.status.value}' for r in res.results)})")
+        ref = f"{v_torch.name}@{v_torch.number}"
+        try:
+            lg.promote(ref, "production")
+            raise Error("the demo expected the approval gate to block the first attempt")
+        except GateFailedError as exc:
+            view.table(f"{ref} → production: refused", ["gate", "status", "message"],
+                       [[r.gate, r.status.value, _short(r.message)] for r in exc.results])
+        view.say(f"{APPROVER} approves, and waives rollback_ready for this first release")
+        for v in (v_torch, v_sk):
+            lg.approve(f"{v.name}@{v.number}", "production", actor=APPROVER,
+                       comment="metrics and validation reviewed")
+            lg.waive(f"{v.name}@{v.number}", "production", "rollback_ready", actor=APPROVER,
+                     reason="first release: nothing to roll back to",
+                     expires=date.today() + timedelta(days=7))
+        for v in (v_torch, v_sk):
+            res = lg.promote(f"{v.name}@{v.number}", "production")
+            view.table(f"{v.name}@{v.number} → production: promoted",
+                       ["gate", "status", "message"],
+                       [[r.gate, r.status.value, _short(r.message)] for r in res.results])
 
         view.step("5. serve production versions over the Open Inference Protocol v2")
         app = lg.create_app()

@@ -130,7 +130,10 @@ class PromotionError(Error):
 
 
 class GateFailedError(PromotionError):
-    """A promotion's gates did not all pass. ``results`` holds every gate's result."""
+    """A promotion's gates did not all pass. ``results`` holds every gate's result. Exit code 1,
+    as CI systems expect of a failed check."""
+
+    exit_code = 1
 
     def __init__(
         self, message: str, *, results: Sequence[Any] = (), hint: str | None = None
@@ -151,3 +154,10 @@ class ServeError(Error):
 class SupplyChainError(Error):
     exit_code = 10
     http_status = 422
+
+
+class AccessDeniedError(Error):
+    """The acting user may not do this: a missing role, or separation of duties."""
+
+    exit_code = 11
+    http_status = 403

@@ -3,17 +3,18 @@ events — or record the refusal and move nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 
 from lockgate import gates
 from lockgate.audit import AuditEvent, EventType, now
 from lockgate.config import Settings
 from lockgate.errors import GateFailedError, InvalidInputError
-from lockgate.store.metadata import Change, GateRun, MetadataStore
-from lockgate.types import GateResult, Version
+from lockgate.store.metadata import Change, Decision, GateRun, MetadataStore
+from lockgate.types import GateResult, GateStatus, Version
 
-__all__ = ["PromotionResult", "check_transition", "promote"]
+__all__ = ["PromotionResult", "active_waiver", "check_transition", "evaluate", "promote"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,51 @@ def check_transition(settings: Settings, from_stage: str, to_stage: str) -> None
         )
 
 
+def active_waiver(decisions: Sequence[Decision], stage: str, gate: str,
+                  today: date) -> Decision | None:
+    """The latest waiver of ``gate`` for ``stage`` that has not expired."""
+    found = [d for d in decisions if d.kind == "waiver" and d.stage == stage and d.gate == gate
+             and d.expires is not None and date.fromisoformat(d.expires) >= today]
+    return found[-1] if found else None
+
+
+def evaluate(
+    settings: Settings,
+    version: Version,
+    to_stage: str,
+    *,
+    actor: str,
+    champion: Version | None = None,
+    previous: Version | None = None,
+    evidence: gates.Evidence | None = None,
+    run_all: bool = False,
+    on_result: Callable[[GateResult], None] | None = None,
+) -> list[GateResult]:
+    """Run the transition's gates in order (stopping at the first failure unless ``run_all``);
+    a failure with an active waiver becomes WAIVED. Moves nothing, stores nothing."""
+    from_stage = version.stage
+    check_transition(settings, from_stage, to_stage)
+    key = settings.gate_key(from_stage, to_stage)
+    combinator = gates.build(settings.gates_for(from_stage, to_stage),
+                             f'gates."{key}"' if key else "gates")
+    ctx = gates.GateContext(version, from_stage, to_stage, actor, settings, champion, evidence,
+                            previous)
+    decisions = evidence.decisions() if evidence is not None else []
+    today = datetime.now(UTC).date()
+
+    def review(result: GateResult) -> GateResult:
+        waiver = active_waiver(decisions, to_stage, result.gate, today)
+        if waiver is None:
+            return result
+        return replace(result, status=GateStatus.WAIVED,
+                       message=f"WAIVED by {waiver.actor} until {waiver.expires}: "
+                               f"{waiver.comment} (gate said: {result.message})",
+                       measured={**result.measured, "waiver": waiver.to_dict()})
+
+    return combinator.evaluate(ctx, stop_on_failure=not run_all, review=review,
+                               on_result=on_result)
+
+
 def promote(
     meta: MetadataStore,
     settings: Settings,
@@ -55,23 +101,26 @@ def promote(
     holders: Sequence[Version] = (),
     champion: Version | None = None,
     evidence: gates.Evidence | None = None,
+    run_all: bool = False,
+    on_result: Callable[[GateResult], None] | None = None,
 ) -> PromotionResult:
     """Promote ``version`` to ``to_stage``. ``holders`` are the versions now in ``to_stage``
-    (retired to the last stage when it is exclusive). Raises GateFailedError when a gate fails."""
+    (retired to the last stage when it is exclusive; the move fails if they changed meanwhile).
+    Raises GateFailedError when a gate fails."""
     from_stage = version.stage
-    check_transition(settings, from_stage, to_stage)
     transition = f"{from_stage}->{to_stage}"
-    combinator = gates.build(settings.gates_for(from_stage, to_stage))
-    ctx = gates.GateContext(version, from_stage, to_stage, actor, settings, champion, evidence)
-    results = combinator.evaluate(ctx)
-    passed = combinator.passed(results)
+    previous = max(holders, key=lambda h: h.number) if holders else None
+    results = evaluate(settings, version, to_stage, actor=actor, champion=champion,
+                       previous=previous, evidence=evidence, run_all=run_all,
+                       on_result=on_result)
+    passed = gates.AllOf.passed(results)
     run = GateRun(
         name=version.name, number=version.number, from_stage=from_stage, to_stage=to_stage,
         passed=passed, results=[r.to_dict() for r in results], actor=actor, created_at=now(),
     )
     key = (version.name, version.number)
     if not passed:
-        failed = [r for r in results if not r.ok]
+        failed = [r for r in results if not r.ok and r.status is not GateStatus.SKIPPED]
         meta.apply(Change(
             gate_runs=[run],
             events=[AuditEvent(EventType.PROMOTION_REFUSED, actor, version.name, version.number,
@@ -97,8 +146,11 @@ def promote(
     if alias:
         events.append(AuditEvent(EventType.ALIAS_SET, actor, version.name, version.number,
                                  {"alias": alias, "reason": f"entered {to_stage}"}))
+    exclusive = to_stage in settings.exclusive_stages
     meta.apply(Change(
         expect={key: from_stage, **{(version.name, n): to_stage for n in retired}},
+        expect_holders=({(version.name, to_stage): frozenset(h.number for h in holders)}
+                        if exclusive else {}),
         stages={key: to_stage, **{(version.name, n): retire for n in retired}},
         aliases={(version.name, alias): version.number} if alias else {},
         gate_runs=[run],

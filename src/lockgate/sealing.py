@@ -38,6 +38,8 @@ __all__ = [
     "FOLDER_FILES",
     "MANIFEST_FILE",
     "MODEL_FILE",
+    "OPTIONAL_FILES",
+    "SAMPLES_FILE",
     "SIGNATURE_FILE",
     "ensure_default_keys",
     "materialize",
@@ -49,7 +51,10 @@ MODEL_FILE = "model.onnx"
 BOM_FILE = "bom.cdx.json"
 CARD_FILE = "model_card.md"
 MANIFEST_FILE = "manifest.json"
-FOLDER_FILES = (MODEL_FILE, BOM_FILE, CARD_FILE, MANIFEST_FILE)
+SAMPLES_FILE = "samples.json"
+FOLDER_FILES = (MODEL_FILE, BOM_FILE, CARD_FILE, MANIFEST_FILE, SAMPLES_FILE)
+OPTIONAL_FILES = ("requirements.txt", "pylock.toml", "recipe.json")
+"""Files a registration may add: the lock it was made with, and how to rebuild it."""
 SIGNATURE_FILE = "model.sig"
 """Name of the signature bundle next to (never inside) an exported folder."""
 
@@ -68,9 +73,11 @@ def seal(
     lock_hashes: Mapping[str, list[str]] | None = None,
     considerations: str = "",
     datasets: Sequence[Mapping[str, str]] = (),
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Version:
     """Write the version's BOM, card and manifest, sign the folder, and return the version with
-    ``files``, ``signature_bundle`` and ``signed_by`` set.
+    ``files``, ``signature_bundle`` and ``signed_by`` set. ``extra_files`` are
+    ``samples.json`` and any of :data:`OPTIONAL_FILES`, signed with the rest.
 
     Raises SupplyChainError when the BOM does not validate and ConfigError when signing is
     required but no usable key is configured. Only content-addressed blobs are written, so a
@@ -86,6 +93,10 @@ def seal(
         CARD_FILE: model_card_markdown(version, bom).encode("utf-8"),
         MANIFEST_FILE: manifest_bytes(version),
     }
+    for name, data in (extra_files or {}).items():
+        if name not in (SAMPLES_FILE, *OPTIONAL_FILES):
+            raise ConfigError(f"{name!r} is not a file a version folder may hold")
+        contents[name] = data
     files = {name: artifacts.put(data) for name, data in contents.items()}
     sealed = replace(version, files=files, signature_bundle=None, signed_by="")
     key = settings.signing_key

@@ -231,6 +231,7 @@ class GateStatus(enum.StrEnum):
     FAIL = "fail"
     ERROR = "error"
     WAIVED = "waived"
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ def test_unknown_key_is_refused(
 
 
 def test_unsigned_versions_need_policy(home: Path, linear_model: onnx.ModelProto) -> None:
-    home.mkdir(parents=True)
+    home.mkdir(parents=True, exist_ok=True)
     (home / "lockgate.toml").write_text(
         '[signing]\nprivate_key = "keys/none.key"\nrequire_signature = false\n',
         encoding="utf-8")

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 from lockgate.config import Settings
 from lockgate.errors import ConfigError
-from lockgate.store.metadata import VulnSnapshot
+from lockgate.gates.params import Param, bind
+from lockgate.store.metadata import Decision, VulnSnapshot
 from lockgate.types import GateResult, GateStatus, Version
 
-__all__ = ["AllOf", "Evidence", "Gate", "GateContext"]
+__all__ = ["AllOf", "Configurable", "Evidence", "Gate", "GateContext", "ServerHandle"]
+
+
+class ServerHandle(Protocol):
+    """A child ``lockgate serve`` of the version, started for validation."""
+
+    base_url: str
+    load_seconds: float
 
 
 class Evidence(Protocol):
@@ -31,6 +39,19 @@ class Evidence(Protocol):
         """The current OSV snapshot and the record JSON affecting ``packages``."""
         ...
 
+    def decisions(self) -> list[Decision]:
+        """Approvals, rejections, waivers and reproductions recorded for the version."""
+        ...
+
+    def check_loadable(self, version: Version) -> str:
+        """Verify and load another version (a rollback target); return what verified it."""
+        ...
+
+    def server(self, max_loading_time_s: float) -> ServerHandle:
+        """The version served by a child ``lockgate serve`` (started once, shared by gates);
+        raises when it does not load in time."""
+        ...
+
 
 @dataclass(frozen=True)
 class GateContext:
@@ -43,6 +64,8 @@ class GateContext:
     settings: Settings
     champion: Version | None = None
     evidence: Evidence | None = None
+    previous: Version | None = None
+    """The version now holding ``to_stage`` (the rollback target), if any."""
 
 
 class Gate(Protocol):
@@ -51,6 +74,27 @@ class Gate(Protocol):
     name: str
 
     def evaluate(self, ctx: GateContext) -> GateResult: ...
+
+
+class Configurable:
+    """Base for gates whose parameters are declared in ``PARAMS``."""
+
+    name: str = ""
+    PARAMS: ClassVar[Mapping[str, Param]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    @classmethod
+    def configure(cls, params: Mapping[str, Any], where: str) -> Configurable:
+        return cls(**bind(cls.PARAMS, params, where))
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        return {k: p.describe() for k, p in cls.PARAMS.items()}
+
+    def evaluate(self, ctx: GateContext) -> GateResult:
+        raise NotImplementedError
 
 
 class AllOf:
@@ -65,16 +109,35 @@ class AllOf:
             )
         self.gates = tuple(gates)
 
-    def evaluate(self, ctx: GateContext) -> list[GateResult]:
+    def evaluate(
+        self,
+        ctx: GateContext,
+        *,
+        stop_on_failure: bool = False,
+        review: Callable[[GateResult], GateResult] | None = None,
+        on_result: Callable[[GateResult], None] | None = None,
+    ) -> list[GateResult]:
+        """Run the gates in order. ``review`` may turn a failure into a waiver; with
+        ``stop_on_failure`` the gates after the first failure are reported as skipped."""
         results: list[GateResult] = []
+        failed = False
         for gate in self.gates:
-            try:
-                result = gate.evaluate(ctx)
-            except Exception as exc:  # a broken gate must not open the door
-                result = GateResult(
-                    gate.name, GateStatus.ERROR, f"gate raised {type(exc).__name__}: {exc}"
-                )
+            if failed and stop_on_failure:
+                result = GateResult(gate.name, GateStatus.SKIPPED,
+                                    "not run: an earlier gate failed (use --all to run every gate)")
+            else:
+                try:
+                    result = gate.evaluate(ctx)
+                except Exception as exc:  # a broken gate must not open the door
+                    result = GateResult(
+                        gate.name, GateStatus.ERROR, f"gate raised {type(exc).__name__}: {exc}"
+                    )
+                if not result.ok and review is not None:
+                    result = review(result)
+                failed = failed or not result.ok
             results.append(result)
+            if on_result is not None:
+                on_result(result)
         return results
 
     @staticmethod

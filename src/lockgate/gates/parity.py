@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import warnings
 
-from lockgate.gates.base import GateContext
+from lockgate.gates.base import Configurable, GateContext
 from lockgate.types import GateResult, GateStatus
 
 __all__ = ["ParityGate", "UnsafeAllowGate"]
 
 
-class ParityGate:
+class ParityGate(Configurable):
     name = "parity"
 
     def evaluate(self, ctx: GateContext) -> GateResult:
@@ -45,7 +45,7 @@ class ParityGate:
         )
 
 
-class UnsafeAllowGate:
+class UnsafeAllowGate(Configurable):
     """Passes everything. Exists so a policy can say so explicitly; it warns every time."""
 
     name = "unsafe_allow"

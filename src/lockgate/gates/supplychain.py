@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 
 from lockgate.errors import Error
-from lockgate.gates.base import Evidence, GateContext
+from lockgate.gates.base import Configurable, Evidence, GateContext
 from lockgate.types import GateResult, GateStatus
 
 __all__ = ["LicensesGate", "SbomValidGate", "SignatureGate", "VulnerabilitiesGate"]
@@ -21,7 +21,7 @@ def _evidence(ctx: GateContext, gate: str) -> Evidence | GateResult:
     return ctx.evidence
 
 
-class SbomValidGate:
+class SbomValidGate(Configurable):
     name = "sbom_valid"
 
     def evaluate(self, ctx: GateContext) -> GateResult:
@@ -49,7 +49,7 @@ class SbomValidGate:
                           {"components": len(doc.get("components", []))})
 
 
-class SignatureGate:
+class SignatureGate(Configurable):
     name = "signature"
 
     def evaluate(self, ctx: GateContext) -> GateResult:
@@ -67,7 +67,7 @@ class SignatureGate:
                           {"key_id": key})
 
 
-class VulnerabilitiesGate:
+class VulnerabilitiesGate(Configurable):
     name = "vulnerabilities"
 
     def evaluate(self, ctx: GateContext) -> GateResult:
@@ -105,7 +105,7 @@ class VulnerabilitiesGate:
             f"{report.age_days} day(s) old", measured, thresholds)
 
 
-class LicensesGate:
+class LicensesGate(Configurable):
     name = "licenses"
 
     def evaluate(self, ctx: GateContext) -> GateResult:

@@ -2,6 +2,7 @@
 
 from lockgate.store.metadata.interface import (
     Change,
+    Decision,
     EventBuilder,
     GateRun,
     MetadataStore,
@@ -14,6 +15,7 @@ from lockgate.store.metadata.sql import SqlMetadataStore
 
 __all__ = [
     "Change",
+    "Decision",
     "EventBuilder",
     "GateRun",
     "MemoryMetadataStore",

@@ -8,8 +8,8 @@ from typing import Any, Protocol
 
 from lockgate.audit import AuditEvent, AuditRecord
 
-__all__ = ["Change", "EventBuilder", "GateRun", "MetadataStore", "RecordBuilder", "VersionRow",
-           "VulnSnapshot"]
+__all__ = ["Change", "Decision", "EventBuilder", "GateRun", "MetadataStore", "RecordBuilder",
+           "VersionRow", "VulnSnapshot"]
 
 RecordBuilder = Callable[[int], Mapping[str, Any]]
 """Builds a version's record once its number is known."""
@@ -39,17 +39,44 @@ class GateRun:
 
 
 @dataclass(frozen=True)
+class Decision:
+    """Something recorded about a version for a target stage: ``approval`` and ``rejection``
+    (by a person, with a comment), ``waiver`` (of ``gate``, with a reason in ``comment`` and an
+    ``expires`` date), ``reproduction`` (``detail`` holds the result)."""
+
+    kind: str
+    name: str
+    number: int
+    stage: str
+    actor: str
+    created_at: str
+    comment: str = ""
+    gate: str = ""
+    expires: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.name, "version": self.number,
+                "stage": self.stage, "actor": self.actor, "at": self.created_at,
+                "comment": self.comment, "gate": self.gate, "expires": self.expires,
+                "detail": dict(self.detail)}
+
+
+@dataclass(frozen=True)
 class Change:
     """State changes applied in one transaction, or not at all.
 
     ``expect`` holds the stage each touched version must still be in (optimistic concurrency);
+    ``expect_holders`` the exact set of version numbers each (model, stage) must still hold;
     ``aliases`` maps (model, alias) to a version number, or None to remove the alias.
     """
 
     expect: Mapping[tuple[str, int], str] = field(default_factory=dict)
+    expect_holders: Mapping[tuple[str, str], frozenset[int]] = field(default_factory=dict)
     stages: Mapping[tuple[str, int], str] = field(default_factory=dict)
     aliases: Mapping[tuple[str, str], int | None] = field(default_factory=dict)
     gate_runs: Sequence[GateRun] = ()
+    decisions: Sequence[Decision] = ()
     events: Sequence[AuditEvent] = ()
 
 
@@ -97,6 +124,10 @@ class MetadataStore(Protocol):
     def gate_runs(self, name: str, number: int) -> list[GateRun]: ...
 
     def audit_records(self) -> list[AuditRecord]: ...
+
+    def decisions(self, name: str, number: int) -> list[Decision]:
+        """Every decision recorded for the version, oldest first."""
+        ...
 
     def import_vulns(
         self, snapshot: VulnSnapshot, records: Sequence[tuple[str, str, str]],

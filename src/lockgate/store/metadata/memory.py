@@ -10,6 +10,7 @@ from lockgate.audit import AuditEvent, AuditRecord, seal
 from lockgate.errors import NotFoundError, PromotionError
 from lockgate.store.metadata.interface import (
     Change,
+    Decision,
     EventBuilder,
     GateRun,
     RecordBuilder,
@@ -26,6 +27,7 @@ class MemoryMetadataStore:
         self._versions: dict[tuple[str, int], VersionRow] = {}
         self._aliases: dict[tuple[str, str], int] = {}
         self._gate_runs: list[GateRun] = []
+        self._decisions: list[Decision] = []
         self.records: list[AuditRecord] = []
         self._snapshots: list[VulnSnapshot] = []
         self._vulns: dict[int, list[tuple[str, str, str]]] = {}
@@ -57,6 +59,15 @@ class MemoryMetadataStore:
                         f"{key[0]}@{key[1]} is now in stage {row.stage!r}, not {stage!r}",
                         hint="another change landed first; look again and retry",
                     )
+            for (name, stage), numbers in change.expect_holders.items():
+                held = frozenset(n for (m, n), r in self._versions.items()
+                                 if m == name and r.stage == stage)
+                if held != numbers:
+                    raise PromotionError(
+                        f"{name} in stage {stage!r} changed meanwhile: now "
+                        f"{sorted(held) or 'none'}, expected {sorted(numbers) or 'none'}",
+                        hint="another promotion landed first; look again and retry",
+                    )
             for key, stage in change.stages.items():
                 self._versions[key] = replace(self._versions[key], stage=stage)
             for akey, number in change.aliases.items():
@@ -65,6 +76,7 @@ class MemoryMetadataStore:
                 else:
                     self._aliases[akey] = number
             self._gate_runs.extend(change.gate_runs)
+            self._decisions.extend(change.decisions)
             for event in change.events:
                 self._append(event)
 
@@ -96,6 +108,10 @@ class MemoryMetadataStore:
     def audit_records(self) -> list[AuditRecord]:
         with self._lock:
             return list(self.records)
+
+    def decisions(self, name: str, number: int) -> list[Decision]:
+        with self._lock:
+            return [d for d in self._decisions if (d.name, d.number) == (name, number)]
 
     def import_vulns(
         self, snapshot: VulnSnapshot, records: Sequence[tuple[str, str, str]],

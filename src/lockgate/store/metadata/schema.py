@@ -16,6 +16,7 @@ from sqlalchemy import (
 __all__ = [
     "aliases",
     "audit_log",
+    "decisions",
     "gate_runs",
     "metadata",
     "versions",
@@ -92,4 +93,20 @@ vuln_records = Table(
     Column("package", String(256), nullable=False),
     Column("record", Text, nullable=False),
     PrimaryKeyConstraint("snapshot_id", "vuln_id", "package", name="pk_vuln_records"),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("stage", String(64), nullable=False),
+    Column("gate", String(64), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("expires", String(40), nullable=True),
+    Column("detail", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
 )

@@ -27,6 +27,7 @@ from lockgate.audit import AuditEvent, AuditRecord, canonical_json, now, seal
 from lockgate.errors import NotFoundError, PromotionError, StorageError
 from lockgate.store.metadata.interface import (
     Change,
+    Decision,
     EventBuilder,
     GateRun,
     RecordBuilder,
@@ -36,6 +37,7 @@ from lockgate.store.metadata.interface import (
 from lockgate.store.metadata.schema import (
     aliases,
     audit_log,
+    decisions,
     gate_runs,
     versions,
     vuln_records,
@@ -176,6 +178,17 @@ class SqlMetadataStore:
                         f"{name}@{number} is now in stage {current!r}, not {stage!r}",
                         hint="another change landed first; look again and retry",
                     )
+            for (name, stage), numbers in change.expect_holders.items():
+                held = frozenset(conn.execute(
+                    sa.select(versions.c.number).where(
+                        versions.c.name == name, versions.c.stage == stage)
+                ).scalars())
+                if held != numbers:
+                    raise PromotionError(
+                        f"{name} in stage {stage!r} changed meanwhile: now "
+                        f"{sorted(held) or 'none'}, expected {sorted(numbers) or 'none'}",
+                        hint="another promotion landed first; look again and retry",
+                    )
             for (name, number), stage in change.stages.items():
                 conn.execute(
                     versions.update()
@@ -197,10 +210,30 @@ class SqlMetadataStore:
                         actor=run.actor, created_at=run.created_at,
                     )
                 )
+            for d in change.decisions:
+                conn.execute(decisions.insert().values(
+                    kind=d.kind, name=d.name, number=d.number, stage=d.stage, gate=d.gate,
+                    actor=d.actor, comment=d.comment, expires=d.expires,
+                    detail=canonical_json(dict(d.detail)), created_at=d.created_at,
+                ))
             for ev in change.events:
                 self._append(conn, ev)
 
         self._retry(write)
+
+    def decisions(self, name: str, number: int) -> list[Decision]:
+        def read(conn: Connection) -> list[Decision]:
+            rows = conn.execute(
+                sa.select(decisions).where(decisions.c.name == name,
+                                           decisions.c.number == number)
+                .order_by(decisions.c.id)
+            ).all()
+            return [Decision(kind=r.kind, name=r.name, number=r.number, stage=r.stage,
+                             actor=r.actor, created_at=r.created_at, comment=r.comment,
+                             gate=r.gate, expires=r.expires, detail=json.loads(r.detail))
+                    for r in rows]
+
+        return self._read(read)
 
     # -- reads -------------------------------------------------------------------------------
     def _read(self, fn: Callable[[Connection], T]) -> T:
