@@ -589,6 +589,70 @@ class Lockgate:
         ))
         return folder
 
+    # -- history -----------------------------------------------------------------------------
+    def history(self, name: str) -> dict[str, list[dict[str, Any]]]:
+        """Which version held each stage and alias when, who moved it, and which gates passed,
+        from the audit log: ``{"timeline": [...], "holdings": [...]}``."""
+        validate_name(name)
+        if not self.meta.list_versions(name):
+            raise NotFoundError(f"no model named {name!r}")
+        timeline: list[dict[str, Any]] = []
+        holdings: list[dict[str, Any]] = []
+        open_: dict[tuple[str, str], dict[str, Any]] = {}  # (kind, stage or alias) -> row
+
+        def enter(kind: str, what: str, version: int | None, at: str, actor: str) -> None:
+            row = {"kind": kind, "name": what, "version": version, "from": at, "until": None,
+                   "by": actor}
+            if kind == "alias":
+                leave(kind, what, None, at)
+            open_[(kind, f"{what}@{version}" if kind == "stage" else what)] = row
+            holdings.append(row)
+
+        def leave(kind: str, what: str, version: int | None, at: str) -> None:
+            key = (kind, f"{what}@{version}" if kind == "stage" else what)
+            row = open_.pop(key, None)
+            if row is not None:
+                row["until"] = at
+
+        for r in self.audit_log(model=name):
+            p = r.payload
+            if r.type == EventType.MODEL_REGISTERED:
+                enter("stage", self.settings.stages[0], r.version, r.ts, r.actor)
+                timeline.append({"at": r.ts, "event": "registered", "version": r.version,
+                                 "detail": f"in {self.settings.stages[0]}", "actor": r.actor,
+                                 "gates": []})
+            elif r.type == EventType.STAGE_CHANGED:
+                leave("stage", str(p.get("from")), r.version, r.ts)
+                enter("stage", str(p.get("to")), r.version, r.ts, r.actor)
+                timeline.append({"at": r.ts, "event": "stage", "version": r.version,
+                                 "detail": f"{p.get('from')} -> {p.get('to')}"
+                                           + (f" ({p['reason']})" if p.get("reason") else ""),
+                                 "actor": r.actor, "gates": list(p.get("gates", []))})
+            elif r.type == EventType.PROMOTION_REFUSED:
+                failed = [x.get("gate") for x in p.get("results", [])
+                          if x.get("status") in ("fail", "error")]
+                timeline.append({"at": r.ts, "event": "refused", "version": r.version,
+                                 "detail": f"{p.get('transition')}: failed {', '.join(failed)}",
+                                 "actor": r.actor, "gates": failed})
+            elif r.type == EventType.ALIAS_SET:
+                enter("alias", str(p.get("alias")), r.version, r.ts, r.actor)
+                timeline.append({"at": r.ts, "event": "alias", "version": r.version,
+                                 "detail": f"{p.get('alias')} -> {name}@{r.version}",
+                                 "actor": r.actor, "gates": []})
+            elif r.type == EventType.ALIAS_REMOVED:
+                leave("alias", str(p.get("alias")), None, r.ts)
+                timeline.append({"at": r.ts, "event": "alias", "version": None,
+                                 "detail": f"{p.get('alias')} removed", "actor": r.actor,
+                                 "gates": []})
+            elif r.type in (EventType.APPROVED, EventType.REJECTED, EventType.WAIVED):
+                what = {EventType.APPROVED: "approved", EventType.REJECTED: "rejected",
+                        EventType.WAIVED: f"waived {p.get('gate')} until {p.get('expires')}"}
+                timeline.append({"at": r.ts, "event": "decision", "version": r.version,
+                                 "detail": f"{what[EventType(r.type)]} for {p.get('stage')}"
+                                           + (f": {p['comment']}" if p.get("comment") else ""),
+                                 "actor": r.actor, "gates": []})
+        return {"timeline": timeline, "holdings": holdings}
+
     # -- audit -------------------------------------------------------------------------------
     def audit_log(self, *, model: str | None = None) -> list[AuditRecord]:
         recs = self.meta.audit_records()
@@ -703,7 +767,7 @@ def _check_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:
     args = recipe.get("args", [])
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise InvalidInputError("recipe: args must be a list of strings")
-    unknown = sorted(set(recipe) - {"entry", "args", "git_commit", "workdir", "python"})
+    unknown = sorted(set(recipe) - {"entry", "args", "git_commit", "workdir", "root"})
     if unknown:
         raise InvalidInputError(f"recipe: unknown keys {unknown}")
     return {str(k): v for k, v in recipe.items()}

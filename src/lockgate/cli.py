@@ -30,11 +30,13 @@ from lockgate.api import Lockgate, init_home
 from lockgate.errors import (
     AuditChainError,
     Error,
+    GateFailedError,
     InvalidInputError,
     NotFoundError,
+    ReproductionError,
     SupplyChainError,
 )
-from lockgate.types import Version
+from lockgate.types import GateResult, Version
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -117,7 +119,7 @@ def _parse_pairs(items: Sequence[str], what: str) -> dict[str, str]:
     return pairs
 
 
-def _load_factory(spec: str) -> tuple[object, object]:
+def _load_factory(spec: str, args: Sequence[str] = ()) -> tuple[object, object]:
     mod_name, sep, fn_name = spec.partition(":")
     if not sep or not mod_name or not fn_name:
         raise InvalidInputError(f"--from wants package.module:function, got {spec!r}")
@@ -129,7 +131,7 @@ def _load_factory(spec: str) -> tuple[object, object]:
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise InvalidInputError(f"{mod_name} has no function {fn_name!r}")
-    result = fn()
+    result = fn(*args)
     if not (isinstance(result, tuple) and len(result) == 2):
         raise InvalidInputError(f"{spec} must return (model, sample_input)")
     return result[0], result[1]
@@ -154,27 +156,34 @@ def _load_factory(spec: str) -> tuple[object, object]:
               help="Training dataset and its fingerprint, for the model card (repeatable).")
 @click.option("--considerations", default="",
               help="Known limitations for the model card (paragraphs separated by blank lines).")
+@click.option("--arg", "args", multiple=True,
+              help="Argument passed to the --from function, recorded in the recipe (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 @click.pass_context
 def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, name: str,
              description: str, tags: tuple[str, ...], metrics: tuple[str, ...],
              seed: int | None, opset: int | None, atol: float | None, rtol: float | None,
              lock_file: Path | None, datasets: tuple[str, ...], considerations: str,
-             as_json: bool) -> None:
+             args: tuple[str, ...], as_json: bool) -> None:
     """Register an ONNX file, or the model returned by --from MODULE:FUNCTION."""
     if (onnx_file is None) == (factory is None):
         raise InvalidInputError("give either an .onnx file or --from MODULE:FUNCTION")
     metric_values = _parse_pairs(metrics, "--metric")
     lg = _open(ctx)
     model, sample = (str(onnx_file), None) if onnx_file is not None else _load_factory(
-        factory or "")
+        factory or "", args)
+    recipe = None
+    if factory is not None:
+        from lockgate.reproduce import make_recipe
+
+        recipe = make_recipe(factory, list(args), Path.cwd())
     with progress_bars(not as_json and err.is_terminal) as bar:
         v = lg.register(
             model, sample, name=name, description=description, tags=_parse_pairs(tags, "--tag"),
             metrics={k: _float(k, x) for k, x in metric_values.items()}, seed=seed,
             opset=opset, atol=atol, rtol=rtol, lock_file=lock_file,
             datasets=[_dataset(d) for d in datasets], considerations=considerations,
-            progress=bar,
+            recipe=recipe, progress=bar,
         )
     if as_json:
         _emit_json(v.to_dict())
@@ -298,29 +307,273 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
             out.print(f"  {res['gate']}: {res['status']} — {res['message']}")
 
 
+def _gate_table(title: str, results: Sequence[GateResult]) -> Table:
+    t = Table(title=title)
+    for col in ("gate", "status", "message"):
+        t.add_column(col)
+    colors = {"pass": "green", "waived": "yellow", "skipped": "dim", "fail": "red",
+              "error": "red"}
+    for r in results:
+        c = colors.get(r.status.value, "")
+        t.add_row(r.gate, f"[{c}]{r.status.value}[/]" if c else r.status.value, r.message)
+    return t
+
+
+def _gate_output(results: Sequence[GateResult], *, ref: str, to_stage: str,
+                 junit: Path | None, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    from lockgate.junit import write_junit
+
+    if junit is not None:
+        write_junit(junit, results, suite=f"lockgate gates {ref} -> {to_stage}",
+                    classname=f"lockgate.gates.{to_stage}")
+    if as_json:
+        _emit_json({**(extra or {}), "model": ref, "to": to_stage,
+                    "passed": all(r.ok for r in results),
+                    "gates": [r.to_dict() for r in results]})
+    else:
+        out.print(_gate_table(f"{ref} → {to_stage}", results))
+
+
+def _live(enabled: bool) -> Any:
+    """A per-gate progress line on stderr while gates run (terminal only)."""
+    if not enabled:
+        return None
+
+    def show(result: GateResult) -> None:
+        err.print(f"  {result.gate}: {result.status.value}", highlight=False)
+
+    return show
+
+
 @cli.command()
 @click.argument("ref")
 @click.option("--to", "to_stage", required=True, help="Target stage.")
+@click.option("--all", "run_all", is_flag=True,
+              help="Run every gate even after one fails (default: stop at the first failure).")
+@click.option("--junit", type=click.Path(path_type=Path), default=None,
+              help="Also write the gate results as JUnit XML to this file.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def promote(ctx: click.Context, ref: str, to_stage: str, as_json: bool) -> None:
-    """Promote a version to a stage through the gates configured for the transition."""
-    result = _open(ctx).promote(ref, to_stage)
+def promote(ctx: click.Context, ref: str, to_stage: str, run_all: bool, junit: Path | None,
+            as_json: bool) -> None:
+    """Promote a version through the gates configured for the transition. Exit 0 promoted,
+    1 a gate failed, 2 usage or configuration error."""
+    lg = _open(ctx)
+    v = lg.get(ref)
+    label = f"{v.name}@{v.number}"
+    try:
+        result = lg.promote(v.ref, to_stage, run_all=run_all,
+                            on_result=_live(not as_json and err.is_terminal))
+    except GateFailedError as exc:
+        _gate_output(exc.results, ref=label, to_stage=to_stage, junit=junit, as_json=as_json,
+                     extra={"promoted": False})
+        raise
+    _gate_output(result.results, ref=label, to_stage=to_stage, junit=junit, as_json=as_json,
+                 extra={"promoted": True, "from": result.from_stage,
+                        "retired": list(result.retired), "alias": result.alias})
     if as_json:
-        _emit_json({
-            "model": result.version.name, "version": result.version.number,
-            "from": result.from_stage, "to": result.to_stage, "retired": list(result.retired),
-            "alias": result.alias, "gates": [r.to_dict() for r in result.results],
-        })
         return
-    for r in result.results:
-        out.print(f"  {r.gate}: {r.status.value} — {r.message}")
-    out.print(f"{result.version.name}@{result.version.number}: "
-              f"{result.from_stage} → [bold]{result.to_stage}[/]")
+    out.print(f"{label}: {result.from_stage} → [bold]{result.to_stage}[/]")
     for n in result.retired:
         out.print(f"{result.version.name}@{n} retired")
     if result.alias:
-        out.print(f"alias {result.alias} → {result.version.name}@{result.version.number}")
+        out.print(f"alias {result.alias} → {label}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--to", "to_stage", required=True, help="Target stage.")
+@click.option("--dry-run", is_flag=True, default=True,
+              help="Evaluate without moving anything (always; the flag documents it).")
+@click.option("--first-failure", is_flag=True,
+              help="Stop at the first failing gate, as promote does.")
+@click.option("--junit", type=click.Path(path_type=Path), default=None,
+              help="Also write the gate results as JUnit XML to this file.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def gates(ctx: click.Context, ref: str, to_stage: str, dry_run: bool, first_failure: bool,
+          junit: Path | None, as_json: bool) -> None:
+    """Evaluate a transition's gates for a version without moving it. Exit 0 when every gate
+    passes, 1 otherwise."""
+    lg = _open(ctx)
+    v = lg.get(ref)
+    label = f"{v.name}@{v.number}"
+    results = lg.check_gates(v.ref, to_stage, run_all=not first_failure,
+                             on_result=_live(not as_json and err.is_terminal))
+    _gate_output(results, ref=label, to_stage=to_stage, junit=junit, as_json=as_json,
+                 extra={"dry_run": True})
+    if not all(r.ok for r in results):
+        failed = [r.gate for r in results if r.status.value in ("fail", "error")]
+        raise GateFailedError(f"{label} would not enter {to_stage}: {', '.join(failed)} failed")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--stage", required=True, help="The stage the approval is for.")
+@click.option("--comment", default="", help="What was reviewed.")
+@click.pass_context
+def approve(ctx: click.Context, ref: str, stage: str, comment: str) -> None:
+    """Approve a version for a stage (approver role; not your own version)."""
+    d = _open(ctx).approve(ref, stage, comment=comment)
+    out.print(f"{d.actor} approved {d.name}@{d.number} for {d.stage}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--stage", required=True, help="The stage the rejection is for.")
+@click.option("--comment", required=True, help="Why.")
+@click.pass_context
+def reject(ctx: click.Context, ref: str, stage: str, comment: str) -> None:
+    """Reject a version for a stage; it blocks the approval gate."""
+    d = _open(ctx).reject(ref, stage, comment=comment)
+    out.print(f"{d.actor} rejected {d.name}@{d.number} for {d.stage}: {d.comment}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--stage", required=True, help="The stage the waiver is for.")
+@click.option("--gate", "gate", required=True, help="The gate to waive.")
+@click.option("--reason", required=True, help="Why the failure is accepted.")
+@click.option("--expires", required=True, metavar="YYYY-MM-DD", help="Last day it applies.")
+@click.pass_context
+def waive(ctx: click.Context, ref: str, stage: str, gate: str, reason: str,
+          expires: str) -> None:
+    """Waive a failing gate for one version and stage (approver role), until a date."""
+    from datetime import date
+
+    try:
+        until = date.fromisoformat(expires)
+    except ValueError:
+        raise InvalidInputError(f"--expires {expires!r} is not a YYYY-MM-DD date") from None
+    d = _open(ctx).waive(ref, stage, gate, reason=reason, expires=until)
+    out.print(f"{d.actor} waived {d.gate} for {d.name}@{d.number} → {d.stage} until "
+              f"{d.expires}: {d.comment}")
+
+
+@cli.group()
+def policy() -> None:
+    """The promotion policy: gates per transition and their parameters."""
+
+
+@policy.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def policy_show(ctx: click.Context, as_json: bool) -> None:
+    """Print the effective policy (defaults, lockgate.toml and the policy file merged)."""
+    from lockgate.gates import GATES
+
+    lg = _open(ctx)
+    s = lg.settings
+    effective = {
+        f"{a}->{b}": [g.to_dict() for g in s.gates_for(a, b)]
+        for i, a in enumerate(s.stages[:-1]) for b in s.stages[i + 1:]
+    }
+    roles = {k: sorted(v) for k, v in s.roles.items()}
+    source = str(s.policy_file) if s.policy_file else str(s.home / "lockgate.toml")
+    doc = {
+        "source": source,
+        "stages": list(s.stages),
+        "transitions": {key: [g.to_dict() for g in specs] for key, specs in s.gates.items()},
+        "effective": effective,
+        "gate_params": {k: dict(v) for k, v in s.gate_params.items()},
+        "roles": roles,
+        "gates": {name: cls.describe() for name, cls in sorted(GATES.items())},
+    }
+    if as_json:
+        _emit_json(doc)
+        return
+    out.print(f"policy from {source}")
+    t = Table(title="gates per transition (most specific key wins)")
+    t.add_column("transition")
+    t.add_column("gates, in order")
+    for key, specs in effective.items():
+        t.add_row(key, ", ".join(
+            g["gate"] + (f" {({k: x for k, x in g.items() if k != 'gate'})}"
+                         if len(g) > 1 else "") for g in specs))
+    out.print(t)
+    out.print("roles: " + (", ".join(f"{k} = {v}" for k, v in roles.items()) or "none"))
+
+
+@policy.command("check")
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.pass_context
+def policy_check(ctx: click.Context, file: Path | None) -> None:
+    """Validate the policy (or FILE as the policy file); exit 2 naming the bad key."""
+    from lockgate.config import load_settings
+    from lockgate.gates import check_policy
+
+    home = ctx.obj["home"]
+    settings = load_settings(home) if file is None else _with_policy(home, file)
+    check_policy(settings)
+    n = sum(len(v) for v in settings.gates.values())
+    out.print(f"policy OK: {len(settings.gates)} transition key(s), {n} gate entries")
+
+
+def _with_policy(home: Path | None, file: Path) -> Any:
+    import os
+
+    from lockgate.config import load_settings
+
+    if not file.is_file():
+        raise InvalidInputError(f"{file} does not exist")
+    return load_settings(home, env={**os.environ, "LOCKGATE_POLICY": str(file.resolve())})
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--env", "env_kind", type=click.Choice(["fresh", "current"]), default="fresh",
+              show_default=True,
+              help="fresh: a new venv from the recorded lock; current: this interpreter.")
+@click.option("--source", type=click.Path(path_type=Path), default=None,
+              help="The git repository holding the recorded commit (default: as recorded).")
+@click.option("--lockgate-spec", default=None,
+              help="What to pip install as lockgate in a fresh venv (default: this one).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reproduce(ctx: click.Context, ref: str, env_kind: str, source: Path | None,
+              lockgate_spec: str | None, as_json: bool) -> None:
+    """Rebuild a version from its recorded recipe and compare with the stored ONNX; the result
+    is stored for the reproducible gate. Exit 1 when it does not reproduce."""
+    from lockgate.reproduce import reproduce as run_reproduction
+
+    lg = _open(ctx)
+    v = lg.get(ref)
+    with err.status(f"rebuilding {v.name}@{v.number} ({env_kind} environment)"):
+        detail = run_reproduction(lg, v, source=source, env=env_kind,
+                                  lockgate_spec=lockgate_spec)
+    if as_json:
+        _emit_json(detail)
+    else:
+        out.print(f"{v.name}@{v.number}: {'reproduced' if detail['passed'] else 'NOT reproduced'}"
+                  f" — {detail['message']} ({detail['seconds']} s)")
+    if not detail["passed"]:
+        raise ReproductionError(f"{v.name}@{v.number} did not reproduce: {detail['message']}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def history(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Which version held each stage and alias when, who moved it, which gates passed."""
+    h = _open(ctx).history(name)
+    if as_json:
+        _emit_json(h)
+        return
+    t = Table(title=f"{name}: stages and aliases held")
+    for col in ("stage/alias", "version", "from", "until", "moved by"):
+        t.add_column(col)
+    for row in h["holdings"]:
+        t.add_row(f"{row['kind']} {row['name']}", str(row["version"]), row["from"][:19],
+                  (row["until"] or "now")[:19], row["by"])
+    out.print(t)
+    t = Table(title=f"{name}: timeline")
+    for col in ("at", "version", "what", "by", "gates"):
+        t.add_column(col)
+    for row in h["timeline"]:
+        t.add_row(row["at"][:19], str(row["version"] or "-"), row["detail"], row["actor"],
+                  ", ".join(row["gates"]))
+    out.print(t)
 
 
 @cli.group()

@@ -294,8 +294,9 @@ POLICY_SECTIONS = frozenset({"gates", "gate", "roles", "vulnerabilities", "licen
 
 
 def _policy_from_toml(s: Settings, data: Mapping[str, Any], path: Path) -> Settings:
-    """[gates] (replaces the whole default policy), [gate.<name>] and [roles]."""
-    if "gates" in data:
+    """[gates] (replaces the whole default policy; an empty table, as the commented default
+    file has, changes nothing), [gate.<name>] and [roles]."""
+    if data.get("gates"):
         table = data["gates"]
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: [gates] must be a table of \"from->to\" = [gates]")

@@ -161,3 +161,10 @@ class AccessDeniedError(Error):
 
     exit_code = 11
     http_status = 403
+
+
+class ReproductionError(Error):
+    """A version did not rebuild to the same model. Exit code 1, like a failed check."""
+
+    exit_code = 1
+    http_status = 422

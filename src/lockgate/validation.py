@@ -45,6 +45,7 @@ class ChildServer:
         self.base_url = ""
         self.load_seconds = 0.0
         self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
         self._log: list[str] = []
 
     def start(self) -> ChildServer:
@@ -57,6 +58,7 @@ class ChildServer:
         banner: list[str] = []
         reader = threading.Thread(target=self._read_stderr, args=(banner,), daemon=True)
         reader.start()
+        self._reader = reader
         deadline = started + self.max_loading_time_s
         model = self.ref.split("@")[0]
         while True:
@@ -102,14 +104,20 @@ class ChildServer:
 
     def stop(self) -> None:
         proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        self._proc = None
 
     def __enter__(self) -> ChildServer:
         return self.start()
