@@ -195,6 +195,16 @@ def compare_models(original: bytes, rebuilt: bytes, samples: dict[str, Any], *, 
                      if init_a[n].shape != init_b[n].shape
                      or not np.array_equal(init_a[n], init_b[n]))
     only = sorted(set(init_a) ^ set(init_b))
+    changed_nodes = []
+    for i, (na, nb) in enumerate(zip(a.graph.node, b.graph.node, strict=False)):
+        if na != nb:
+            attrs = sorted({x.name for x in na.attribute} | {x.name for x in nb.attribute})
+            diff = [n for n in attrs
+                    if [x for x in na.attribute if x.name == n]
+                    != [x for x in nb.attribute if x.name == n]]
+            changed_nodes.append(f"{na.name or na.op_type or i}({', '.join(diff)})")
+    if len(a.graph.node) != len(b.graph.node):
+        changed_nodes.append(f"node count {len(a.graph.node)} != {len(b.graph.node)}")
     feeds = {}
     for t in samples["request"]["inputs"]:
         from lockgate.serve.oip import numpy_dtype
@@ -218,11 +228,14 @@ def compare_models(original: bytes, rebuilt: bytes, samples: dict[str, Any], *, 
             diffs[name] = "values differ"
             ok = False
     summary = (f"not bit-identical ({len(changed)} initializer(s) differ"
-               + (f": {', '.join(changed[:5])}" if changed else "") + ")")
+               + (f": {', '.join(changed[:5])}" if changed else "")
+               + (f"; nodes differ: {', '.join(changed_nodes[:5])}" if changed_nodes else "")
+               + ")")
     worst = ", ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
                       for k, v in diffs.items())
     message = (f"{summary}; outputs within tolerance ({worst})" if ok
                else f"{summary}; outputs differ ({worst})")
     return {**result, "passed": ok, "bit_identical": False, "message": message,
             "changed_initializers": changed, "initializers_only_in_one": only,
+            "changed_nodes": changed_nodes,
             "output_max_abs_error": diffs}

@@ -145,6 +145,7 @@ def _convert(model: object, n_features: int, opset: int) -> tuple[onnx.ModelProt
                 initial_types=[(INPUT, FloatTensorType([None, n_features]))],
                 target_opset={"": opset, "ai.onnx.ml": ML_OPSET},
                 options=options,
+                name=type(model).__name__,  # skl2onnx's default is a random uuid
             )
         except Exception as exc:  # skl2onnx raises RuntimeError, NameError, KeyError, ...
             raise ConversionError(
