@@ -1,8 +1,9 @@
 """The command line: parse → api → render. The only place that prints, exits or draws progress.
 
-Exit codes (also in README.md): 0 ok, 1 internal error, 2 usage/configuration/invalid input,
-3 not found, 4 storage or integrity failure, 5 conversion failed, 6 parity failed,
-7 promotion refused, 8 audit chain broken, 9 serving failed, 10 supply-chain check failed.
+Exit codes (also in README.md): 0 ok, 1 a gate or check failed (promote, gates, reproduce),
+2 usage/configuration/invalid input, 3 not found, 4 storage or integrity failure, 5 conversion
+failed, 6 parity failed, 7 a concurrent change won, 8 audit chain broken, 9 serving failed,
+10 supply-chain check failed, 11 access denied, 70 internal error.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from lockgate.types import GateResult, Version
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-EXIT_INTERNAL = 1
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not a verdict (1 means a gate or check failed)
 
 
 class BarProgress:
