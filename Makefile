@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/serve_overhead.py
+	$(PY) benchmarks/register_overhead.py
 
 clean:
 	rm -rf $(VENV) .lockgate .pytest_cache .mypy_cache .ruff_cache

@@ -239,3 +239,31 @@ def test_full_production_policy_on_a_torch_model(open_home) -> None:  # type: ig
     assert statuses.pop("rollback_ready") is GateStatus.WAIVED
     assert set(statuses.values()) == {GateStatus.PASS}
     assert lg.get("net@champion").number == 1
+
+
+def test_sbom_and_signature_gates_fail_on_an_edited_record(open_home) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    import sqlalchemy as sa
+
+    lg = open_home('[gates]\n"*" = ["sbom_valid", "signature"]\n')
+    model, x = sklearn_model()
+    other, _ = sklearn_model(seed=5)
+    lg.register(model, x, name="m")
+    lg.register(other, x, name="m")
+    ok = lg.check_gates("m@1", "stabilized")
+    assert [r.status for r in ok] == [GateStatus.PASS, GateStatus.PASS]
+    # Point m@1 at m@2's BOM, as someone with database access might.
+    engine = sa.create_engine(lg.settings.database_url)
+    with engine.begin() as conn:
+        rows = {n: json.loads(r) for n, r in conn.execute(
+            sa.text("SELECT number, record FROM versions WHERE name='m'"))}
+        rows[1]["files"]["bom.cdx.json"] = rows[2]["files"]["bom.cdx.json"]
+        conn.execute(sa.text("UPDATE versions SET record=:r WHERE name='m' AND number=1"),
+                     {"r": json.dumps(rows[1])})
+    engine.dispose()
+    sbom, signature = lg.check_gates("m@1", "stabilized")
+    assert sbom.status is GateStatus.FAIL
+    assert "does not describe this version's model file" in sbom.message
+    assert signature.status is GateStatus.FAIL
+    assert "does not match its signature" in signature.message
