@@ -20,6 +20,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from lockgate.errors import InvalidInputError
 from lockgate.runtime import Predictor
 from lockgate.serve import ServedModel, create_app
@@ -481,3 +483,46 @@ def test_create_app_rejects_bad_model_lists(models: dict[str, bytes]) -> None:
     for version in (0, -1, True, "1"):
         with pytest.raises(InvalidInputError, match="version must be a positive integer"):
             ServedModel("lin", version, load)  # type: ignore[arg-type]
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_count_requests_failures_batches_and_durations(
+    serve: Callable[..., Harness], make_linear: Callable[[float], bytes]
+) -> None:
+    model = make_linear(1.0)
+    h = serve([ServedModel("lin", 1, lambda: Predictor(model),
+                           lambda p: {"lockgate_version_digest": "sha256:" + "ab" * 32})])
+    x = np.ones((3, 4), np.float32)
+    for _ in range(2):
+        assert h.infer("lin", {"inputs": [x_tensor(x)]}).status_code == 200
+    assert h.infer("lin", {"inputs": [x_tensor(x, name="nope")]}).status_code == 400
+    r = h.client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    m = _samples(r.text)
+
+    def at(name: str, **extra: str) -> float:
+        return m[(name, tuple(sorted({"model": "lin", "version": "1", **extra}.items())))]
+
+    assert at("lockgate_requests_total") == 3
+    assert at("lockgate_request_failures_total", reason="bad_request") == 1
+    assert at("lockgate_inferences_total") == 6
+    assert at("lockgate_executions_total") == 2
+    assert at("lockgate_pending_requests") == 0
+    assert at("lockgate_batch_size_count") == 2
+    assert at("lockgate_batch_size_sum") == 6
+    assert at("lockgate_request_duration_seconds_count") == 3
+    assert at("lockgate_compute_duration_seconds_sum") > 0
+    assert at("lockgate_model_info", digest="sha256:" + "ab" * 32) == 1
+    labels = {k for (_, labels) in m for k, _ in labels}
+    assert labels <= {"model", "version", "reason", "digest", "le"}

@@ -8,6 +8,7 @@ Routes::
     GET  /v2/models/{model}[/versions/{version}]        model metadata
     GET  /v2/models/{model}[/versions/{version}]/ready  200 ready, 503 loading or failed
     POST /v2/models/{model}[/versions/{version}]/infer  inference
+    GET  /metrics                                   Prometheus metrics (see serve/metrics.py)
 
 Without ``/versions/{version}`` a request goes to the highest version served for that model,
 whatever its state: while that version loads or after it failed, unversioned requests get 503
@@ -29,6 +30,7 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,6 +43,7 @@ from starlette.routing import Route
 
 from lockgate.errors import Error, InvalidInputError
 from lockgate.runtime import Predictor
+from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
 from lockgate.serve.oip import encode_response, parse_infer_request
 from lockgate.serve.slots import PLATFORM, EventHook, ModelTable, ServedModel, Slot, SlotState
 from lockgate.serve.workers import WorkerPool
@@ -110,11 +113,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _infer(slot: Slot, predictor: Predictor, body: bytes) -> bytes:
-    """Decode, run, encode: the whole CPU-bound part of a request, in one worker-thread hop."""
+def _infer(slot: Slot, predictor: Predictor, body: bytes,
+           enqueued: float) -> tuple[bytes, int, float, float]:
+    """Decode, run, encode: the whole CPU-bound part of a request, in one worker-thread hop.
+    Returns the response, the rows inferred, and the queue and compute seconds."""
+    started = time.perf_counter()
     request = parse_infer_request(body)
     outputs = predictor.run(request.inputs, request.outputs)
-    return encode_response(slot.spec.name, slot.version_text, outputs, request_id=request.id)
+    content = encode_response(slot.spec.name, slot.version_text, outputs,
+                              request_id=request.id)
+    rows = max((int(a.shape[0]) for a in request.inputs.values() if a.ndim), default=1)
+    return content, rows, started - enqueued, time.perf_counter() - started
 
 
 def _slot_status(slot: Slot) -> dict[str, Any]:
@@ -144,6 +153,7 @@ def create_app(
     if workers is None:
         workers = min(32, (os.cpu_count() or 1) + 4)
     pool = WorkerPool(workers, name="lockgate-infer")
+    metrics = ServerMetrics()
     server_version = _version()
     hook = on_event
 
@@ -235,10 +245,37 @@ def create_app(
 
     async def infer(request: Request) -> Response:
         slot = resolve(request)
-        predictor = slot.predictor()
-        body = await _read_body(request, max_request_bytes)
-        content = await pool.run(_infer, slot, predictor, body)
+        m = metrics.for_model(slot.spec.name, slot.version_text)
+        started = time.perf_counter()
+        m.requests.inc()
+        m.pending.inc()
+        try:
+            predictor = slot.predictor()
+            body = await _read_body(request, max_request_bytes)
+            content, rows, queued, computed = await pool.run(
+                _infer, slot, predictor, body, time.perf_counter())
+        except Error as exc:
+            m.failed(exc.http_status)
+            raise
+        except Exception:
+            m.failed(500)
+            raise
+        finally:
+            m.pending.dec()
+            m.request_seconds.observe(time.perf_counter() - started)
+        m.queue_seconds.observe(queued)
+        m.compute_seconds.observe(computed)
+        m.inferences.inc(rows)
+        m.executions.inc()
+        m.batch_size.observe(rows)
         return Response(content, media_type=_JSON)
+
+    async def prometheus(request: Request) -> Response:
+        for slot in table.slots:
+            if slot.state is SlotState.READY:
+                digest = str(slot.parameters.get("lockgate_version_digest", ""))
+                metrics.model_info.labels(slot.spec.name, slot.version_text, digest).set(1)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -261,6 +298,7 @@ def create_app(
         Route(versioned + "/ready", _guard(model_ready), methods=["GET"]),
         Route(model + "/infer", _guard(infer), methods=["POST"]),
         Route(versioned + "/infer", _guard(infer), methods=["POST"]),
+        Route("/metrics", _guard(prometheus), methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
@@ -268,4 +306,5 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: unexpected},
     )
     app.state.models = table
+    app.state.metrics = metrics
     return app
