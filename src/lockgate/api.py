@@ -34,6 +34,7 @@ from lockgate.errors import (
     IntegrityError,
     InvalidInputError,
     NotFoundError,
+    ServeError,
     SignatureError,
     SupplyChainError,
 )
@@ -55,7 +56,9 @@ from lockgate.types import GateResult, ModelRef, Version, validate_name
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from lockgate.deploy import Deployment
     from lockgate.gates import ServerHandle
+    from lockgate.serve.controller import Desired
     from lockgate.supplychain.vulnpolicy import VulnReport
 
 __all__ = ["Lockgate", "ModelSummary", "init_home"]
@@ -323,13 +326,20 @@ class Lockgate:
         holders = [x for x in self.versions(v.name) if x.stage == to]
         evidence = _VersionEvidence(self, v)
         try:
-            return promotion.promote(
+            result = promotion.promote(
                 self.meta, self.settings, v, to, actor=actor or self.settings.user,
                 holders=holders, champion=self._champion(v.name, to), evidence=evidence,
                 run_all=run_all, on_result=on_result,
             )
         finally:
             evidence.close()
+        stored = {r.name for r in self.meta.deployments()}
+        if to == self.serving_stage and v.name in stored:
+            current = self._deployment(v.name)
+            if current.stable != v.number:  # servers follow the promotion (blue/green)
+                self._write_deployment(current, current.switch(v.number), "switch",
+                                       actor, reason=f"promoted to {to}")
+        return result
 
     def check_gates(
         self,
@@ -522,24 +532,121 @@ class Lockgate:
         st = self.settings.stages
         return "production" if "production" in st else st[-2]
 
-    def create_app(self, refs: Sequence[str] = ()) -> Starlette:
-        """The OIP v2 ASGI app for ``refs`` (default: every model's production version)."""
+    def create_app(self, refs: Sequence[str] = (), *, poll_s: float = 0.5,
+                   grace_s: float = 300.0) -> Starlette:
+        """The OIP v2 ASGI app. With ``refs``, exactly those versions. Without, the app follows
+        the deployments in the store (a model without one serves its production version),
+        polling every ``poll_s``: switches, canaries and rollbacks need no restart."""
         from lockgate.serve import ServedModel, create_app
 
-        versions = self.serve_refs(refs)
-        if not versions:
+        if refs:
+            versions = self.serve_refs(refs)
+            served = [ServedModel(v.name, v.number, _loader(self, v), _describe(v))
+                      for v in versions]
+            return create_app(served, on_event=self._serve_event)
+        if not self.desired_state():
             raise NotFoundError(
-                f"nothing to serve: no model has a version in stage {self.serving_stage!r}",
-                hint="promote a version, or name versions explicitly: lockgate serve NAME@V",
+                f"nothing to serve: no deployment and no version in stage "
+                f"{self.serving_stage!r}",
+                hint="promote a version, `lockgate deploy NAME@V`, or name versions: "
+                     "lockgate serve NAME@V",
             )
-        served = [
-            ServedModel(v.name, v.number, _loader(self, v), _describe(v)) for v in versions
-        ]
-        return create_app(served, on_event=self._serve_event)
 
+        def make_spec(name: str, number: int) -> ServedModel:
+            v = self.get(ModelRef(name, number))
+            return ServedModel(name, number, _loader(self, v), _describe(v))
+
+        return create_app([], on_event=self._serve_event, desired=self.desired_state,
+                          make_spec=make_spec, poll_s=poll_s, grace_s=grace_s)
+
+    # -- deployments -------------------------------------------------------------------------
+    def deployments(self) -> dict[str, Deployment]:
+        """Every model's deployment: stored ones, and for models without one the implicit
+        deployment of their serving-stage version."""
+        from lockgate.deploy import Deployment
+
+        out = {r.name: Deployment.from_record(r.name, r.generation, r.record, r.updated_at)
+               for r in self.meta.deployments()}
+        for v in self.serve_refs():
+            out.setdefault(v.name, Deployment(v.name, v.number))
+        return out
+
+    def desired_state(self) -> dict[str, Desired]:
+        from lockgate.serve.controller import Desired
+
+        return {n: Desired(d.stable, d.candidate, d.weight, d.shadow)
+                for n, d in self.deployments().items()}
+
+    def deploy(self, ref: str | ModelRef, *, canary: int | None = None,
+               shadow: bool = False, actor: str | None = None) -> Deployment:
+        """Make the version the stable one (blue/green), or the canary candidate taking
+        ``canary`` percent of traffic, or the shadow. It must verify first; a stable version
+        must be in the serving stage, a candidate or shadow past the first stage."""
+        v = self.get(ref)
+        if v.stage == self.settings.stages[-1] or (
+                v.stage == self.settings.stages[0] and (canary is None and not shadow)):
+            raise InvalidInputError(f"{v.ref} is in stage {v.stage!r} and cannot be deployed")
+        if canary is None and not shadow and v.stage != self.serving_stage:
+            raise InvalidInputError(
+                f"{v.ref} is in {v.stage!r}; only {self.serving_stage!r} versions become "
+                "stable", hint="promote it first, or deploy it as a canary (--canary W)")
+        if v.stage == self.settings.stages[0]:
+            raise InvalidInputError(f"{v.ref} is still in {v.stage!r}",
+                                    hint="promote it past the first stage first")
+        self.verify(v)
+        current = self.deployments().get(v.name)
+        if canary is not None or shadow:
+            if current is None:
+                raise InvalidInputError(f"{v.name} has no stable version to canary against",
+                                        hint="deploy a stable version first")
+            new = current.with_shadow(v.number) if shadow else current.canary(v.number, canary
+                                                                              or 0)
+        else:
+            new = current.switch(v.number) if current is not None else _first(v)
+        what = "shadow" if shadow else "canary" if canary is not None else "switch"
+        return self._write_deployment(current, new, what, actor)
+
+    def set_canary_weight(self, name: str, weight: int, *, actor: str | None = None
+                          ) -> Deployment:
+        current = self._deployment(name)
+        return self._write_deployment(current, current.set_weight(weight), "weight", actor)
+
+    def promote_candidate(self, name: str, *, actor: str | None = None) -> Deployment:
+        current = self._deployment(name)
+        return self._write_deployment(current, current.promote_candidate(), "promote", actor)
+
+    def rollback(self, name: str, *, actor: str | None = None, degraded: bool = False,
+                 reason: str = "") -> Deployment:
+        """Drop the canary, or go back to the previous stable version; servers switch within
+        one poll interval (the previous version is still loaded during the grace period)."""
+        current = self._deployment(name)
+        return self._write_deployment(current, current.rollback(degraded=degraded),
+                                      "rollback", actor, reason)
+
+    def _deployment(self, name: str) -> Deployment:
+        found = self.deployments().get(validate_name(name))
+        if found is None:
+            raise NotFoundError(f"{name} is not deployed",
+                                hint="lockgate deploy NAME@V, or promote to production")
+        return found
+
+    def _write_deployment(self, current: Deployment | None, new: Deployment, what: str,
+                          actor: str | None, reason: str = "") -> Deployment:
+        who = actor or self.settings.user
+        stored = {r.name: r.generation for r in self.meta.deployments()}
+        expected = stored.get(new.name, 0)
+        self.meta.apply(Change(
+            deployments={new.name: (expected, new.record())},
+            events=[AuditEvent(EventType.DEPLOYMENT_CHANGED, who, new.name, new.stable,
+                               {"action": what, "before": current.record() if current else None,
+                                "after": new.record(), "reason": reason})],
+        ))
+        return self._deployment(new.name)
     def _serve_event(self, kind: str, payload: dict[str, Any]) -> None:
         types = {"serve.start": EventType.SERVE_STARTED, "serve.stop": EventType.SERVE_STOPPED,
-                 "model.load_failed": EventType.MODEL_LOAD_FAILED}
+                 "model.load_failed": EventType.MODEL_LOAD_FAILED,
+                 "deploy.failed": EventType.DEPLOY_FAILED,
+                 "deploy.switched": EventType.DEPLOY_SWITCHED}
         et = types.get(kind)
         if et is None:
             return
@@ -726,6 +833,7 @@ def _loader(lg: Lockgate, v: Version) -> Callable[[], Predictor]:
 
     def load() -> Predictor:
         predictor = Predictor(lg.model_bytes(v))
+        _warm(lg, v, predictor)
         diffs = compare(v.environment, serving_environment(predictor.providers))
         if diffs:
             refuse = lg.settings.environment_drift == "refuse"
@@ -746,6 +854,40 @@ def _loader(lg: Lockgate, v: Version) -> Callable[[], Predictor]:
         return predictor
 
     return load
+
+
+def _first(v: Version) -> Deployment:
+    from lockgate.deploy import Deployment
+
+    return Deployment(v.name, v.number)
+
+
+def _warm(lg: Lockgate, v: Version, predictor: Predictor) -> None:
+    """Run the sample recorded at registration and compare with its recorded outputs; a
+    version that answers differently here never receives traffic."""
+    import json
+
+    import numpy as np
+
+    from lockgate.serve.oip import numpy_dtype
+
+    if sealing.SAMPLES_FILE not in v.files:
+        return
+    samples = json.loads(lg.file_bytes(v, sealing.SAMPLES_FILE))
+    feeds = {t["name"]: np.asarray(t["data"], dtype=numpy_dtype(t["datatype"])).reshape(
+        t["shape"]) for t in samples["request"]["inputs"]}
+    got = predictor(feeds)
+    for want in samples["outputs"]:
+        have = np.asarray(got.get(want["name"]))
+        expected = np.asarray(want["data"]).reshape(want["shape"])
+        ok = have.shape == expected.shape and (
+            np.allclose(have.astype(np.float64), expected.astype(np.float64),
+                        atol=lg.settings.parity_atol, rtol=lg.settings.parity_rtol,
+                        equal_nan=True)
+            if have.dtype.kind in "fc" else np.array_equal(have, expected))
+        if not ok:
+            raise ServeError(f"{v.ref}: warm-up answer for {want['name']!r} differs from the "
+                             "one recorded at registration")
 
 
 def _describe(v: Version) -> Callable[[Predictor], Mapping[str, Any]]:

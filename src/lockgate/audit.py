@@ -48,6 +48,9 @@ class EventType(enum.StrEnum):
     WAIVED = "gate.waived"
     ACCESS_DENIED = "access.denied"
     REPRODUCED = "version.reproduced"
+    DEPLOYMENT_CHANGED = "deployment.changed"
+    DEPLOY_SWITCHED = "deploy.switched"
+    DEPLOY_FAILED = "deploy.failed"
 
 
 @dataclass(frozen=True)

@@ -577,6 +577,61 @@ def history(ctx: click.Context, name: str, as_json: bool) -> None:
     out.print(t)
 
 
+@cli.command()
+@click.argument("target")
+@click.option("--canary", type=int, default=None, metavar="WEIGHT",
+              help="Deploy as the candidate taking WEIGHT percent of traffic.")
+@click.option("--shadow", is_flag=True, help="Deploy as the shadow (mirrored, never answers).")
+@click.option("--weight", type=int, default=None, help="Change the candidate's weight.")
+@click.option("--promote-candidate", is_flag=True, help="Make the candidate the stable one.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
+           weight: int | None, promote_candidate: bool, as_json: bool) -> None:
+    """Change what servers serve: `deploy NAME@V` (blue/green switch), `--canary W`,
+    `--shadow`, `deploy NAME --weight W`, `deploy NAME --promote-candidate`, or
+    `deploy status`. Running servers follow within a poll interval."""
+    lg = _open(ctx)
+    if target == "status":
+        deps = lg.deployments()
+        if as_json:
+            _emit_json({n: d.to_dict() for n, d in deps.items()})
+            return
+        t = Table(title="deployments")
+        for col in ("model", "stable", "candidate", "weight", "shadow", "previous", "state",
+                    "generation"):
+            t.add_column(col)
+        for d in deps.values():
+            t.add_row(d.name, str(d.stable), str(d.candidate or "-"), f"{d.weight}%",
+                      str(d.shadow or "-"), str(d.previous or "-"), d.state,
+                      str(d.generation or "implicit"))
+        out.print(t)
+        return
+    if weight is not None:
+        d = lg.set_canary_weight(target, weight)
+    elif promote_candidate:
+        d = lg.promote_candidate(target)
+    else:
+        d = lg.deploy(target, canary=canary, shadow=shadow)
+    if as_json:
+        _emit_json(d.to_dict())
+        return
+    out.print(f"{d.name}: stable {d.stable}"
+              + (f", candidate {d.candidate} at {d.weight}%" if d.candidate else "")
+              + (f", shadow {d.shadow}" if d.shadow else "") + f" (generation {d.generation})")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--reason", default="", help="Why, for the audit log.")
+@click.pass_context
+def rollback(ctx: click.Context, name: str, reason: str) -> None:
+    """Drop the canary, or return to the previous stable version; servers switch within a poll
+    interval (the previous version stays loaded for the grace period)."""
+    d = _open(ctx).rollback(name, reason=reason)
+    out.print(f"{d.name}: stable {d.stable}, state {d.state} (generation {d.generation})")
+
+
 @cli.group()
 def alias() -> None:
     """Set, remove or list aliases (mutable pointers to versions)."""
@@ -621,16 +676,26 @@ def alias_ls(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.argument("refs", nargs=-1)
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8080; 0 picks a free one).")
+@click.option("--poll", "poll_s", type=float, default=0.5, show_default=True,
+              help="Seconds between looks at the deployments (without REFS).")
+@click.option("--grace", "grace_s", type=float, default=300.0, show_default=True,
+              help="Seconds a replaced version stays loaded for an instant rollback.")
 @click.pass_context
-def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None) -> None:
-    """Serve models over the Open Inference Protocol v2 (default: every production version)."""
+def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None,
+          poll_s: float, grace_s: float) -> None:
+    """Serve models over the Open Inference Protocol v2: the versions named, or else every
+    model's deployment (its production version unless `lockgate deploy` says otherwise),
+    following changes without a restart."""
     from lockgate.serve import run_server
 
+    if poll_s <= 0 or grace_s < 0:
+        raise InvalidInputError("--poll must be positive and --grace not negative")
     lg = _open(ctx)
-    app = lg.create_app(refs)
+    app = lg.create_app(refs, poll_s=poll_s, grace_s=grace_s)
     h = host or lg.settings.serve_host
     p = lg.settings.serve_port if port is None else port
-    names = ", ".join(f"{v.name}@{v.number}" for v in lg.serve_refs(refs))
+    names = ", ".join(f"{v.name}@{v.number}" for v in lg.serve_refs(refs)) if refs else \
+        ", ".join(f"{n}@{d.stable}" for n, d in lg.deployments().items())
 
     def started(bound_host: str, bound_port: int) -> None:
         err.print(f"serving {names} on http://{bound_host}:{bound_port}/v2 (Ctrl-C stops)")

@@ -31,7 +31,7 @@ import importlib.metadata
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -43,6 +43,7 @@ from starlette.routing import Route
 
 from lockgate.errors import Error, InvalidInputError
 from lockgate.runtime import Predictor
+from lockgate.serve.controller import Controller, Desired
 from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
 from lockgate.serve.oip import encode_response, parse_infer_request
 from lockgate.serve.slots import PLATFORM, EventHook, ModelTable, ServedModel, Slot, SlotState
@@ -137,6 +138,10 @@ def create_app(
     server_name: str = "lockgate",
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     workers: int | None = None,
+    desired: Callable[[], Mapping[str, Desired]] | None = None,
+    make_spec: Callable[[str, int], ServedModel] | None = None,
+    poll_s: float = 0.5,
+    grace_s: float = 300.0,
 ) -> Starlette:
     """An OIP v2 app serving ``models``.
 
@@ -146,10 +151,15 @@ def create_app(
     not start without its audit trail); one from a model event is logged.
     ``workers`` threads (default: CPUs + 4, at most 32) decode, run and encode infer requests;
     they bound how many model runs happen at once.
-    Raises InvalidInputError for an empty model list, a repeated ``(name, version)`` or
-    ``workers < 1``.
+    With ``desired`` and ``make_spec`` the app follows deployments instead of a fixed list: a
+    :class:`~lockgate.serve.controller.Controller` polls ``desired()`` every ``poll_s`` and
+    loads, switches, canaries and retires versions (``deploy.switched``, ``deploy.failed`` and
+    ``deploy.unloaded`` events).
+    Raises InvalidInputError for an empty model list (without ``desired``), a repeated
+    ``(name, version)`` or ``workers < 1``.
     """
-    table = ModelTable(models)
+    dynamic = desired is not None
+    table = ModelTable(models, dynamic=dynamic)
     if workers is None:
         workers = min(32, (os.cpu_count() or 1) + 4)
     pool = WorkerPool(workers, name="lockgate-infer")
@@ -178,9 +188,16 @@ def create_app(
                 },
             )
         table.start_loading(emit_logged)
+        controller = None
+        if desired is not None and make_spec is not None:
+            controller = Controller(table, desired, make_spec, emit_logged, poll_s=poll_s,
+                                    grace_s=grace_s)
+            controller.start()
         try:
             yield
         finally:
+            if controller is not None:
+                controller.stop()
             pool.stop(wait=False)  # never block the loop; the threads are daemons
             if hook is not None:
                 hook(

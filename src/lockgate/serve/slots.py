@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -154,12 +155,40 @@ class Slot:
         )
 
 
-class ModelTable:
-    """Every slot, by name then version. Rejects an empty list and duplicate versions."""
+@dataclass(frozen=True)
+class Route:
+    """Where a model's unversioned requests go: the stable slot, and a candidate taking
+    ``weight`` percent of them. Replaced whole (an atomic reference swap), never mutated."""
 
-    def __init__(self, models: Sequence[ServedModel]) -> None:
-        if not models:
+    stable: Slot
+    candidate: Slot | None = None
+    weight: int = 0
+    shadow: Slot | None = None
+
+    def pick(self) -> Slot:
+        if self.candidate is not None and self.weight > 0 and random.random() * 100 < self.weight:
+            return self.candidate
+        return self.stable
+
+    def slots(self) -> list[Slot]:
+        return [s for s in (self.stable, self.candidate, self.shadow) if s is not None]
+
+    def key(self) -> tuple[int, int | None, int, int | None]:
+        return (self.stable.spec.version,
+                self.candidate.spec.version if self.candidate else None, self.weight,
+                self.shadow.spec.version if self.shadow else None)
+
+
+class ModelTable:
+    """Every slot, by name then version, and the routes of deployed models. Rejects an empty
+    list (unless ``dynamic``: a controller adds slots as deployments ask) and duplicate
+    versions."""
+
+    def __init__(self, models: Sequence[ServedModel], *, dynamic: bool = False) -> None:
+        if not models and not dynamic:
             raise InvalidInputError("nothing to serve: the model list is empty")
+        self.dynamic = dynamic
+        self._routes: dict[str, Route] = {}
         self._slots: list[Slot] = []
         self._by_name: dict[str, dict[int, Slot]] = {}
         for spec in models:
@@ -179,12 +208,52 @@ class ModelTable:
     def slots(self) -> list[Slot]:
         return list(self._slots)
 
+    def slot(self, name: str, version: int) -> Slot | None:
+        return self._by_name.get(name, {}).get(version)
+
+    def ensure(self, spec: ServedModel, emit: EventHook) -> Slot:
+        """The slot for ``spec``, added and loading in the background when it is new."""
+        with self._lock:
+            found = self._by_name.get(spec.name, {}).get(spec.version)
+            if found is not None:
+                return found
+            slot = Slot(spec)
+            self._by_name.setdefault(spec.name, {})[spec.version] = slot
+            self._slots = [*self._slots, slot]
+        threading.Thread(target=slot.load, args=(emit,), name=f"lockgate-load-{slot.label}",
+                         daemon=True).start()
+        return slot
+
+    def drop(self, name: str, version: int) -> None:
+        """Forget a slot no route uses; requests already running on it finish."""
+        with self._lock:
+            versions = self._by_name.get(name, {})
+            slot = versions.pop(version, None)
+            if not versions:
+                self._by_name.pop(name, None)
+            if slot is not None:
+                self._slots = [s for s in self._slots if s is not slot]
+
+    def route(self, name: str) -> Route | None:
+        return self._routes.get(name)
+
+    def set_route(self, name: str, route: Route) -> None:
+        self._routes = {**self._routes, name: route}  # readers see the old or the new dict
+
     def versions(self, name: str) -> list[int]:
         return sorted(self._by_name.get(name, {}))
 
     def resolve(self, name: str, version: str | None = None) -> Slot:
-        """The slot for ``name`` at ``version`` (highest served when None); NotFoundError (404)."""
+        """The slot for ``name`` at ``version``; without a version, the route's pick (stable or
+        canary), else the highest version served. NotFoundError (404) when unknown."""
         if version is None:
+            route = self._routes.get(name)
+            if route is not None:
+                return route.pick()
+            if self.dynamic:
+                raise ServeError(f"model {name!r} is not deployed here yet"
+                                 if name in self._by_name else f"unknown model {name!r}",
+                                 hint="retry once GET /v2/health/ready answers 200")
             slot = self._latest.get(name)
             if slot is None:
                 raise NotFoundError(
@@ -206,6 +275,14 @@ class ModelTable:
         return slot
 
     def not_ready(self) -> list[Slot]:
+        """Slots that should serve and cannot yet: a routed model's stable slot, or, for a model
+        without a route, each of its slots."""
+        routes = self._routes
+        if self.dynamic:
+            pending = [s for name, vs in self._by_name.items() if name not in routes
+                       for s in vs.values() if s.state is SlotState.LOADING]
+            return pending + [r.stable for r in routes.values()
+                              if r.stable.state is not SlotState.READY]
         return [s for s in self._slots if s.state is not SlotState.READY]
 
     def start_loading(self, emit: EventHook) -> None:

@@ -3,6 +3,7 @@
 from lockgate.store.metadata.interface import (
     Change,
     Decision,
+    DeploymentRow,
     EventBuilder,
     GateRun,
     MetadataStore,
@@ -16,6 +17,7 @@ from lockgate.store.metadata.sql import SqlMetadataStore
 __all__ = [
     "Change",
     "Decision",
+    "DeploymentRow",
     "EventBuilder",
     "GateRun",
     "MemoryMetadataStore",

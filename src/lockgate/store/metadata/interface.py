@@ -8,8 +8,8 @@ from typing import Any, Protocol
 
 from lockgate.audit import AuditEvent, AuditRecord
 
-__all__ = ["Change", "Decision", "EventBuilder", "GateRun", "MetadataStore", "RecordBuilder",
-           "VersionRow", "VulnSnapshot"]
+__all__ = ["Change", "Decision", "DeploymentRow", "EventBuilder", "GateRun", "MetadataStore",
+           "RecordBuilder", "VersionRow", "VulnSnapshot"]
 
 RecordBuilder = Callable[[int], Mapping[str, Any]]
 """Builds a version's record once its number is known."""
@@ -63,6 +63,16 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class DeploymentRow:
+    """A model's deployment record and its generation (bumped by every change)."""
+
+    name: str
+    generation: int
+    record: Mapping[str, Any]
+    updated_at: str
+
+
+@dataclass(frozen=True)
 class Change:
     """State changes applied in one transaction, or not at all.
 
@@ -77,6 +87,8 @@ class Change:
     aliases: Mapping[tuple[str, str], int | None] = field(default_factory=dict)
     gate_runs: Sequence[GateRun] = ()
     decisions: Sequence[Decision] = ()
+    deployments: Mapping[str, tuple[int, Mapping[str, Any]]] = field(default_factory=dict)
+    """Model name -> (the generation it must still have, 0 for none; the new record)."""
     events: Sequence[AuditEvent] = ()
 
 
@@ -127,6 +139,10 @@ class MetadataStore(Protocol):
 
     def decisions(self, name: str, number: int) -> list[Decision]:
         """Every decision recorded for the version, oldest first."""
+        ...
+
+    def deployments(self) -> list[DeploymentRow]:
+        """Every model's deployment, by name."""
         ...
 
     def import_vulns(

@@ -6,11 +6,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from lockgate.audit import AuditEvent, AuditRecord, seal
+from lockgate.audit import AuditEvent, AuditRecord, now, seal
 from lockgate.errors import NotFoundError, PromotionError
 from lockgate.store.metadata.interface import (
     Change,
     Decision,
+    DeploymentRow,
     EventBuilder,
     GateRun,
     RecordBuilder,
@@ -28,6 +29,7 @@ class MemoryMetadataStore:
         self._aliases: dict[tuple[str, str], int] = {}
         self._gate_runs: list[GateRun] = []
         self._decisions: list[Decision] = []
+        self._deployments: dict[str, DeploymentRow] = {}
         self.records: list[AuditRecord] = []
         self._snapshots: list[VulnSnapshot] = []
         self._vulns: dict[int, list[tuple[str, str, str]]] = {}
@@ -75,6 +77,14 @@ class MemoryMetadataStore:
                     self._aliases.pop(akey, None)
                 else:
                     self._aliases[akey] = number
+            for dname, (expected, _record) in change.deployments.items():
+                current = self._deployments.get(dname)
+                if (current.generation if current else 0) != expected:
+                    raise PromotionError(f"the deployment of {dname} changed meanwhile")
+            for dname, (_, record) in change.deployments.items():
+                current = self._deployments.get(dname)
+                self._deployments[dname] = DeploymentRow(
+                    dname, (current.generation if current else 0) + 1, dict(record), now())
             self._gate_runs.extend(change.gate_runs)
             self._decisions.extend(change.decisions)
             for event in change.events:
@@ -108,6 +118,10 @@ class MemoryMetadataStore:
     def audit_records(self) -> list[AuditRecord]:
         with self._lock:
             return list(self.records)
+
+    def deployments(self) -> list[DeploymentRow]:
+        with self._lock:
+            return [self._deployments[n] for n in sorted(self._deployments)]
 
     def decisions(self, name: str, number: int) -> list[Decision]:
         with self._lock:

@@ -17,6 +17,7 @@ __all__ = [
     "aliases",
     "audit_log",
     "decisions",
+    "deployments",
     "gate_runs",
     "metadata",
     "versions",
@@ -109,4 +110,13 @@ decisions = Table(
     Column("expires", String(40), nullable=True),
     Column("detail", Text, nullable=False),
     Column("created_at", String(40), nullable=False),
+)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("generation", Integer, nullable=False),
+    Column("record", Text, nullable=False),
+    Column("updated_at", String(40), nullable=False),
 )

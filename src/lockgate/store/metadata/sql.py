@@ -28,6 +28,7 @@ from lockgate.errors import NotFoundError, PromotionError, StorageError
 from lockgate.store.metadata.interface import (
     Change,
     Decision,
+    DeploymentRow,
     EventBuilder,
     GateRun,
     RecordBuilder,
@@ -38,6 +39,7 @@ from lockgate.store.metadata.schema import (
     aliases,
     audit_log,
     decisions,
+    deployments,
     gate_runs,
     versions,
     vuln_records,
@@ -210,6 +212,22 @@ class SqlMetadataStore:
                         actor=run.actor, created_at=run.created_at,
                     )
                 )
+            for dname, (expected, record) in change.deployments.items():
+                current = conn.execute(sa.select(deployments.c.generation).where(
+                    deployments.c.name == dname)).scalar()
+                if (current or 0) != expected:
+                    raise PromotionError(
+                        f"the deployment of {dname} changed meanwhile (generation "
+                        f"{current or 0}, expected {expected})",
+                        hint="look at `lockgate deploy status` and retry")
+                body = canonical_json(dict(record))
+                if current is None:
+                    conn.execute(deployments.insert().values(
+                        name=dname, generation=1, record=body, updated_at=now()))
+                else:
+                    conn.execute(deployments.update().where(deployments.c.name == dname)
+                                 .values(generation=current + 1, record=body,
+                                         updated_at=now()))
             for d in change.decisions:
                 conn.execute(decisions.insert().values(
                     kind=d.kind, name=d.name, number=d.number, stage=d.stage, gate=d.gate,
@@ -220,6 +238,14 @@ class SqlMetadataStore:
                 self._append(conn, ev)
 
         self._retry(write)
+
+    def deployments(self) -> list[DeploymentRow]:
+        def read(conn: Connection) -> list[DeploymentRow]:
+            rows = conn.execute(sa.select(deployments).order_by(deployments.c.name)).all()
+            return [DeploymentRow(r.name, r.generation, json.loads(r.record), r.updated_at)
+                    for r in rows]
+
+        return self._read(read)
 
     def decisions(self, name: str, number: int) -> list[Decision]:
         def read(conn: Connection) -> list[Decision]:

@@ -1,0 +1,93 @@
+"""Deployments as state: what the servers of one model serve, changed only through these
+transitions and stored with a generation number that every change bumps.
+
+    stable      the version unversioned requests go to (blue)
+    candidate   an optional second version (green) taking ``weight`` percent of them (canary)
+    shadow      an optional version that sees mirrored requests and answers nobody
+    previous    the stable version before the last switch: ``rollback`` goes back to it
+    state       ``healthy``, ``degraded`` (automatic rollback fired) or ``rolled-back``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lockgate.errors import InvalidInputError
+
+__all__ = ["Deployment"]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    stable: int
+    candidate: int | None = None
+    weight: int = 0
+    shadow: int | None = None
+    previous: int | None = None
+    state: str = "healthy"
+    generation: int = 0
+    updated_at: str = ""
+
+    def record(self) -> dict[str, Any]:
+        return {"stable": self.stable, "candidate": self.candidate, "weight": self.weight,
+                "shadow": self.shadow, "previous": self.previous, "state": self.state}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.name, **self.record(), "generation": self.generation,
+                "updated_at": self.updated_at}
+
+    @classmethod
+    def from_record(cls, name: str, generation: int, rec: Mapping[str, Any],
+                    updated_at: str = "") -> Deployment:
+        return cls(name=name, stable=int(rec["stable"]), candidate=rec.get("candidate"),
+                   weight=int(rec.get("weight", 0)), shadow=rec.get("shadow"),
+                   previous=rec.get("previous"), state=str(rec.get("state", "healthy")),
+                   generation=generation, updated_at=updated_at)
+
+    # -- transitions -----------------------------------------------------------------------
+    def switch(self, version: int) -> Deployment:
+        """Blue/green: ``version`` becomes stable; the old stable is kept as ``previous``."""
+        if version == self.stable:
+            raise InvalidInputError(f"{self.name}@{version} is already the stable version")
+        return replace(self, stable=version, previous=self.stable, candidate=None, weight=0,
+                       state="healthy")
+
+    def canary(self, version: int, weight: int) -> Deployment:
+        _check_weight(weight)
+        if version == self.stable:
+            raise InvalidInputError(f"{self.name}@{version} is the stable version already")
+        return replace(self, candidate=version, weight=weight, state="healthy")
+
+    def set_weight(self, weight: int) -> Deployment:
+        _check_weight(weight)
+        if self.candidate is None:
+            raise InvalidInputError(f"{self.name} has no candidate to weight",
+                                    hint="deploy one with --canary WEIGHT")
+        return replace(self, weight=weight)
+
+    def promote_candidate(self) -> Deployment:
+        if self.candidate is None:
+            raise InvalidInputError(f"{self.name} has no candidate to promote")
+        return replace(self, stable=self.candidate, previous=self.stable, candidate=None,
+                       weight=0, state="healthy")
+
+    def with_shadow(self, version: int | None) -> Deployment:
+        return replace(self, shadow=version)
+
+    def rollback(self, *, degraded: bool = False) -> Deployment:
+        """Drop the candidate (weight 0) if there is one, else go back to ``previous``."""
+        state = "degraded" if degraded else "rolled-back"
+        if self.candidate is not None:
+            return replace(self, candidate=None, weight=0, state=state)
+        if self.previous is None:
+            raise InvalidInputError(f"{self.name} has nothing to roll back to",
+                                    hint="no earlier stable version was deployed")
+        return replace(self, stable=self.previous, previous=self.stable, state=state)
+
+
+def _check_weight(weight: int) -> None:
+    if not 0 <= weight <= 100:
+        raise InvalidInputError(f"canary weight must be 0-100, got {weight}")

@@ -1,0 +1,155 @@
+"""Converge a server on the deployments in the metadata store.
+
+Every ``poll_s`` the controller asks for the desired state (per model: stable version, optional
+candidate with a canary weight, optional shadow) and makes the server match it:
+
+* a version not loaded yet is added to the table and loads (verify, session, warm-up) in the
+  background; it receives no traffic until it is ready;
+* once every version the new state needs is ready, the model's route is replaced in one
+  reference swap: requests already running finish on the version they started on;
+* a version that fails to load or warm never receives traffic; the previous route stays and the
+  failure is reported once (``deploy.failed``);
+* versions no route needs stay loaded for ``grace_s`` (an instant rollback target) and are then
+  dropped.
+
+Several server processes polling one store converge on the same state within one interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from lockgate.serve.slots import EventHook, ModelTable, Route, ServedModel, Slot, SlotState
+
+__all__ = ["Controller", "Desired"]
+
+log = logging.getLogger("lockgate.serve")
+
+
+@dataclass(frozen=True)
+class Desired:
+    stable: int
+    candidate: int | None = None
+    weight: int = 0
+    shadow: int | None = None
+
+    def versions(self) -> list[int]:
+        return [v for v in (self.stable, self.candidate, self.shadow) if v is not None]
+
+
+class Controller:
+    def __init__(
+        self,
+        table: ModelTable,
+        desired: Callable[[], Mapping[str, Desired]],
+        make_spec: Callable[[str, int], ServedModel],
+        emit: EventHook,
+        *,
+        poll_s: float = 0.5,
+        grace_s: float = 300.0,
+    ) -> None:
+        self.table, self.desired, self.make_spec, self.emit = table, desired, make_spec, emit
+        self.poll_s, self.grace_s = poll_s, grace_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reported: set[tuple[str, int]] = set()
+        self._idle_since: dict[tuple[str, int], float] = {}
+        self._wake = threading.Event()
+
+    def start(self) -> None:
+        self.reconcile()
+        self._thread = threading.Thread(target=self._run, name="lockgate-controller",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.reconcile()
+            except Exception:  # a bad poll must not stop convergence
+                log.exception("deployment reconcile failed")
+
+    def reconcile(self) -> None:
+        try:
+            wanted = dict(self.desired())
+        except Exception as exc:
+            log.warning("cannot read deployments: %s", exc)
+            return
+        loading = False
+        for name, d in wanted.items():
+            slots = {v: self.table.ensure(self.make_spec(name, v), self._emit_load)
+                     for v in d.versions()}
+            loading = loading or any(s.state is SlotState.LOADING for s in slots.values())
+            self._apply(name, d, slots)
+        self._retire(wanted)
+        if loading:
+            self._wake.set()  # check again soon, not a whole interval later
+
+    def _emit_load(self, name: str, payload: dict[str, object]) -> None:
+        self.emit(name, payload)
+        self._wake.set()
+
+    def _apply(self, name: str, d: Desired, slots: Mapping[int, Slot]) -> None:
+        for v, slot in slots.items():
+            if slot.state is SlotState.FAILED and (name, v) not in self._reported:
+                self._reported.add((name, v))
+                self.emit("deploy.failed", {"model": name, "version": v,
+                                            "error": slot.error or "",
+                                            "role": _role(d, v)})
+        stable = slots[d.stable]
+        current = self.table.route(name)
+        if stable.state is not SlotState.READY:
+            return  # keep whatever serves now (or nothing yet)
+        candidate = slots.get(d.candidate) if d.candidate is not None else None
+        if (candidate is not None and candidate.state is SlotState.LOADING
+                and current is not None and current.stable is stable):
+            return  # switch once the candidate is ready
+        if candidate is not None and candidate.state is not SlotState.READY:
+            candidate = None
+        shadow = slots.get(d.shadow) if d.shadow is not None else None
+        if shadow is not None and shadow.state is not SlotState.READY:
+            shadow = None
+        route = Route(stable, candidate, d.weight if candidate is not None else 0, shadow)
+        if current is None or current.key() != route.key():
+            self.table.set_route(name, route)
+            kind = "deploy.switched" if current is not None else "deploy.routed"
+            self.emit(kind, {
+                "model": name, "stable": d.stable,
+                "candidate": route.candidate.spec.version if route.candidate else None,
+                "weight": route.weight,
+                "shadow": route.shadow.spec.version if route.shadow else None,
+            })
+
+    def _retire(self, wanted: Mapping[str, Desired]) -> None:
+        now = time.monotonic()
+        used = {(n, s.spec.version) for n in wanted for r in [self.table.route(n)] if r
+                for s in r.slots()}
+        used |= {(n, v) for n, d in wanted.items() for v in d.versions()}
+        for slot in self.table.slots:
+            key = (slot.spec.name, slot.spec.version)
+            if key in used:
+                self._idle_since.pop(key, None)
+                continue
+            since = self._idle_since.setdefault(key, now)
+            if now - since >= self.grace_s:
+                self.table.drop(*key)
+                self._idle_since.pop(key, None)
+                self.emit("deploy.unloaded", {"model": key[0], "version": key[1]})
+
+
+def _role(d: Desired, v: int) -> str:
+    return "stable" if v == d.stable else "candidate" if v == d.candidate else "shadow"
