@@ -601,8 +601,10 @@ class Lockgate:
                                         hint="deploy a stable version first")
             new = current.with_shadow(v.number) if shadow else current.canary(v.number, canary
                                                                               or 0)
+        elif current is None or (current.generation == 0 and current.stable == v.number):
+            new = _first(v)  # store the implicit deployment: pin what serves now
         else:
-            new = current.switch(v.number) if current is not None else _first(v)
+            new = current.switch(v.number)
         what = "shadow" if shadow else "canary" if canary is not None else "switch"
         return self._write_deployment(current, new, what, actor)
 

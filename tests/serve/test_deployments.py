@@ -1,0 +1,212 @@
+"""Deployments with real `lockgate serve` processes on 127.0.0.1: blue/green switches and
+rollbacks under concurrent load with no failed request, a candidate that fails to load never
+gets traffic, canary weights, and two servers converging on one store."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import onnx
+import pytest
+
+from lockgate.api import Lockgate
+from onnx_models import linear_onnx
+
+pytestmark = pytest.mark.slow
+
+POLICY = '[gates]\n"*" = ["seeds_recorded"]\n'
+BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
+                               "data": [1.0, 2.0, 3.0, 4.0]}]}).encode()
+
+
+def _register(lg: Lockgate, tmp: Path, n: int) -> None:
+    for seed in range(n):
+        path = tmp / f"m{seed}.onnx"
+        onnx.save(linear_onnx(seed=seed), path)
+        lg.register(str(path), name="m", seed=seed)
+
+
+@contextmanager
+def _server(home: Path, *args: str) -> Iterator[tuple[str, int]]:
+    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lockgate", "--home", str(home), "serve", "--port", "0",
+         "--poll", "0.1", *args], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        port = None
+        while port is None:
+            line = proc.stderr.readline()
+            assert line, "server exited"
+            if m := re.search(r"on http://127\.0\.0\.1:(\d+)/v2", line):
+                port = int(m.group(1))
+        threading.Thread(target=lambda: [None for _ in proc.stderr],  # type: ignore[union-attr]
+                         daemon=True).start()
+        deadline = time.monotonic() + 60
+        while _get(port, "/v2/health/ready")[0] != 200:
+            assert time.monotonic() < deadline, "server never became ready"
+            time.sleep(0.05)
+        yield "127.0.0.1", port
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def _get(port: int, path: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+    except OSError:
+        return 0, {}
+    finally:
+        conn.close()
+
+
+def _infer(conn: http.client.HTTPConnection) -> tuple[int, str]:
+    conn.request("POST", "/v2/models/m/infer", body=BODY,
+                 headers={"content-type": "application/json"})
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    return r.status, str(body.get("model_version", body.get("error", "")))
+
+
+def _version_now(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        return _infer(conn)[1]
+    finally:
+        conn.close()
+
+
+def _wait_for(port: int, version: str, seconds: float = 20) -> float:
+    start = time.monotonic()
+    while _version_now(port) != version:
+        assert time.monotonic() - start < seconds, f"server never switched to {version}"
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_switch_and_rollback_under_load_without_a_failed_request(
+    home: Path, tmp_path: Path
+) -> None:
+    (home / "lockgate.toml").write_text(POLICY)
+    with Lockgate.open(home) as lg:
+        _register(lg, tmp_path, 2)
+        lg.promote("m@1", "production")
+        lg.deploy("m@1")
+    with _server(home) as (_, port):
+        stop = threading.Event()
+        results: Counter[tuple[int, str]] = Counter()
+        lock = threading.Lock()
+
+        def client() -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for _ in range(2000):  # bounded
+                if stop.is_set():
+                    break
+                got = _infer(conn)
+                with lock:
+                    results[got] += 1
+            conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        with Lockgate.open(home) as lg:
+            time.sleep(0.3)
+            lg.promote("m@2", "production")  # the deployment follows: a blue/green switch
+            _wait_for(port, "2")
+            time.sleep(0.3)
+            lg.rollback("m", reason="test")
+            took = _wait_for(port, "1")
+            time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert took < 1.0  # the previous version was still loaded: rollback is a route swap
+    statuses = Counter(status for status, _ in results.elements())
+    assert statuses == {200: sum(results.values())}, results
+    versions = {v for _, v in results}
+    assert versions == {"1", "2"}
+    with Lockgate.open(home) as lg:
+        d = lg.deployments()["m"]
+        assert (d.stable, d.previous, d.state) == (1, 2, "rolled-back")
+        types = [r.type for r in lg.audit_log()]
+        assert types.count("deploy.switched") == 2
+        assert lg.audit_verify().ok
+
+
+def test_failed_candidate_never_gets_traffic_and_canary_weight(
+    home: Path, tmp_path: Path
+) -> None:
+    (home / "lockgate.toml").write_text(POLICY)
+    with Lockgate.open(home) as lg:
+        _register(lg, tmp_path, 3)
+        lg.promote("m@1", "production")
+        lg.deploy("m@1")
+        lg.promote("m@2", "stabilized")
+        lg.promote("m@3", "stabilized")
+        lg.deploy("m@3", canary=50)  # verified now; its file is damaged before a server loads it
+        broken = lg.get("m@3")
+        path = lg.artifacts.path_for(broken.digest)  # type: ignore[attr-defined]
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 0xFF
+        path.chmod(0o644)
+        path.write_bytes(bytes(data))
+    with _server(home) as (_, port):
+        deadline = time.monotonic() + 20
+        while True:
+            with Lockgate.open(home) as lg:
+                if any(r.type == "deploy.failed" for r in lg.audit_log()):
+                    break
+            assert time.monotonic() < deadline, "the failed load was never reported"
+            time.sleep(0.1)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        seen = Counter(_infer(conn) for _ in range(200))
+        assert seen == {(200, "1"): 200}
+        with Lockgate.open(home) as lg:
+            lg.deploy("m@2", canary=20)
+        _wait_for(port, "2")  # the canary is routed once loaded
+        seen = Counter(_infer(conn) for _ in range(2000))
+        conn.close()
+    assert set(seen) == {(200, "1"), (200, "2")}
+    share = seen[(200, "2")] / 2000
+    assert 0.15 <= share <= 0.25, share
+
+
+def test_two_servers_converge_after_a_promotion(home: Path, tmp_path: Path) -> None:
+    (home / "lockgate.toml").write_text(POLICY)
+    with Lockgate.open(home) as lg:
+        _register(lg, tmp_path, 2)
+        lg.promote("m@1", "production")
+    with _server(home) as (_, a), _server(home) as (_, b):
+        assert _version_now(a) == _version_now(b) == "1"
+        with Lockgate.open(home) as lg:
+            lg.promote("m@2", "production")
+        _wait_for(a, "2")
+        _wait_for(b, "2")
+        status, meta = _get(a, "/v2/models/m")
+        assert status == 200
+        assert meta["name"] == "m"
+        conn = http.client.HTTPConnection("127.0.0.1", b, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        assert 'lockgate_model_info{digest="sha256:' in text
+        assert 'model="m",version="2"} 1.0' in text
