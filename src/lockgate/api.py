@@ -34,6 +34,7 @@ from lockgate.errors import (
     IntegrityError,
     InvalidInputError,
     NotFoundError,
+    PromotionError,
     ServeError,
     SignatureError,
     SupplyChainError,
@@ -574,11 +575,12 @@ class Lockgate:
     def desired_state(self) -> dict[str, Desired]:
         from lockgate.serve.controller import Desired
 
-        return {n: Desired(d.stable, d.candidate, d.weight, d.shadow)
+        return {n: Desired(d.stable, d.candidate, d.weight, d.shadow, d.analysis)
                 for n, d in self.deployments().items()}
 
     def deploy(self, ref: str | ModelRef, *, canary: int | None = None,
-               shadow: bool = False, actor: str | None = None) -> Deployment:
+               shadow: bool = False, analysis: Mapping[str, Any] | None = None,
+               actor: str | None = None) -> Deployment:
         """Make the version the stable one (blue/green), or the canary candidate taking
         ``canary`` percent of traffic, or the shadow. It must verify first; a stable version
         must be in the serving stage, a candidate or shadow past the first stage."""
@@ -599,8 +601,8 @@ class Lockgate:
             if current is None:
                 raise InvalidInputError(f"{v.name} has no stable version to canary against",
                                         hint="deploy a stable version first")
-            new = current.with_shadow(v.number) if shadow else current.canary(v.number, canary
-                                                                              or 0)
+            new = (current.with_shadow(v.number, analysis) if shadow
+                   else current.canary(v.number, canary or 0, analysis))
         elif current is None or (current.generation == 0 and current.stable == v.number):
             new = _first(v)  # store the implicit deployment: pin what serves now
         else:
@@ -624,6 +626,38 @@ class Lockgate:
         current = self._deployment(name)
         return self._write_deployment(current, current.rollback(degraded=degraded),
                                       "rollback", actor, reason)
+
+    def _auto_rollback(self, payload: Mapping[str, Any]) -> None:
+        """An analysis failed on a server: drop that candidate (or shadow) if the deployment
+        still has it — another server may have rolled back first — audit and notify."""
+        name, version = str(payload["model"]), int(payload["version"])
+        current = self._deployment(name)
+        reason = (f"automatic rollback: {payload.get('last', {}).get('metric')} = "
+                  f"{payload.get('last', {}).get('value')} over "
+                  f"{payload.get('rule', {}).get('max')} in {payload.get('failed')} of "
+                  f"{payload.get('measurements')} measurement(s)")
+        if payload.get("role") == "shadow" and current.shadow == version:
+            new = current.drop_shadow()
+        elif current.candidate == version:
+            new = current.rollback(degraded=True)
+        else:
+            return
+        try:
+            self._write_deployment(current, new, "auto-rollback", "lockgate-analysis", reason)
+        except PromotionError:
+            return  # another server changed it first
+        log.warning("lockgate: %s %s@%s: %s", "shadow dropped" if new.shadow is None and
+                    payload.get("role") == "shadow" else "rolled back", name, version, reason)
+        self.meta.append_event(AuditEvent(EventType.DEPLOY_ROLLED_BACK, "lockgate-analysis",
+                                          name, version, dict(payload)))
+
+    def _record_shadow(self, payload: Mapping[str, Any]) -> None:
+        v = self.get(ModelRef(str(payload["model"]), int(payload["version"])))
+        detail = {k: payload[k] for k in ("compared", "agreement", "max_divergence", "stable")
+                  if k in payload}
+        self.meta.apply(Change(decisions=[Decision(
+            kind="shadow", name=v.name, number=v.number, stage=self.serving_stage,
+            actor="lockgate-serve", created_at=now(), detail=detail)]))
 
     def _deployment(self, name: str) -> Deployment:
         found = self.deployments().get(validate_name(name))
@@ -649,6 +683,12 @@ class Lockgate:
                  "model.load_failed": EventType.MODEL_LOAD_FAILED,
                  "deploy.failed": EventType.DEPLOY_FAILED,
                  "deploy.switched": EventType.DEPLOY_SWITCHED}
+        if kind == "deploy.analysis_failed":
+            self._auto_rollback(payload)
+            return
+        if kind == "deploy.shadow_stats":
+            self._record_shadow(payload)
+            return
         et = types.get(kind)
         if et is None:
             return

@@ -51,6 +51,7 @@ class EventType(enum.StrEnum):
     DEPLOYMENT_CHANGED = "deployment.changed"
     DEPLOY_SWITCHED = "deploy.switched"
     DEPLOY_FAILED = "deploy.failed"
+    DEPLOY_ROLLED_BACK = "deploy.rolled_back"
 
 
 @dataclass(frozen=True)

@@ -584,10 +584,20 @@ def history(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.option("--shadow", is_flag=True, help="Deploy as the shadow (mirrored, never answers).")
 @click.option("--weight", type=int, default=None, help="Change the candidate's weight.")
 @click.option("--promote-candidate", is_flag=True, help="Make the candidate the stable one.")
+@click.option("--analyze", default=None, metavar="METRIC<=MAX",
+              help="Automatic rollback rule: error_rate<=0.01, p99_latency<=0.05 (seconds) or "
+                   "shadow_divergence<=0.001.")
+@click.option("--interval", type=float, default=10.0, show_default=True,
+              help="Seconds per analysis measurement.")
+@click.option("--min-requests", type=int, default=20, show_default=True,
+              help="Fewer requests in a measurement make it inconclusive.")
+@click.option("--failure-limit", type=int, default=0, show_default=True,
+              help="Failed measurements tolerated before rolling back.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
-           weight: int | None, promote_candidate: bool, as_json: bool) -> None:
+           weight: int | None, promote_candidate: bool, analyze: str | None, interval: float,
+           min_requests: int, failure_limit: int, as_json: bool) -> None:
     """Change what servers serve: `deploy NAME@V` (blue/green switch), `--canary W`,
     `--shadow`, `deploy NAME --weight W`, `deploy NAME --promote-candidate`, or
     `deploy status`. Running servers follow within a poll interval."""
@@ -612,7 +622,18 @@ def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
     elif promote_candidate:
         d = lg.promote_candidate(target)
     else:
-        d = lg.deploy(target, canary=canary, shadow=shadow)
+        analysis = None
+        if analyze is not None:
+            metric, sep, limit = analyze.partition("<=")
+            if not sep:
+                raise InvalidInputError(f"--analyze {analyze!r}: expected METRIC<=MAX")
+            try:
+                maximum = float(limit)
+            except ValueError:
+                raise InvalidInputError(f"--analyze: {limit!r} is not a number") from None
+            analysis = {"metric": metric.strip(), "max": maximum, "interval_s": interval,
+                        "min_requests": min_requests, "failure_limit": failure_limit}
+        d = lg.deploy(target, canary=canary, shadow=shadow, analysis=analysis)
     if as_json:
         _emit_json(d.to_dict())
         return

@@ -28,12 +28,14 @@ class Deployment:
     shadow: int | None = None
     previous: int | None = None
     state: str = "healthy"
+    analysis: Mapping[str, Any] | None = None
     generation: int = 0
     updated_at: str = ""
 
     def record(self) -> dict[str, Any]:
         return {"stable": self.stable, "candidate": self.candidate, "weight": self.weight,
-                "shadow": self.shadow, "previous": self.previous, "state": self.state}
+                "shadow": self.shadow, "previous": self.previous, "state": self.state,
+                "analysis": dict(self.analysis) if self.analysis else None}
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.name, **self.record(), "generation": self.generation,
@@ -45,7 +47,7 @@ class Deployment:
         return cls(name=name, stable=int(rec["stable"]), candidate=rec.get("candidate"),
                    weight=int(rec.get("weight", 0)), shadow=rec.get("shadow"),
                    previous=rec.get("previous"), state=str(rec.get("state", "healthy")),
-                   generation=generation, updated_at=updated_at)
+                   analysis=rec.get("analysis"), generation=generation, updated_at=updated_at)
 
     # -- transitions -----------------------------------------------------------------------
     def switch(self, version: int) -> Deployment:
@@ -55,11 +57,13 @@ class Deployment:
         return replace(self, stable=version, previous=self.stable, candidate=None, weight=0,
                        state="healthy")
 
-    def canary(self, version: int, weight: int) -> Deployment:
+    def canary(self, version: int, weight: int,
+               analysis: Mapping[str, Any] | None = None) -> Deployment:
         _check_weight(weight)
         if version == self.stable:
             raise InvalidInputError(f"{self.name}@{version} is the stable version already")
-        return replace(self, candidate=version, weight=weight, state="healthy")
+        return replace(self, candidate=version, weight=weight, state="healthy",
+                       analysis=check_analysis(analysis) if analysis else self.analysis)
 
     def set_weight(self, weight: int) -> Deployment:
         _check_weight(weight)
@@ -74,8 +78,13 @@ class Deployment:
         return replace(self, stable=self.candidate, previous=self.stable, candidate=None,
                        weight=0, state="healthy")
 
-    def with_shadow(self, version: int | None) -> Deployment:
-        return replace(self, shadow=version)
+    def with_shadow(self, version: int | None,
+                    analysis: Mapping[str, Any] | None = None) -> Deployment:
+        return replace(self, shadow=version,
+                       analysis=check_analysis(analysis) if analysis else self.analysis)
+
+    def drop_shadow(self) -> Deployment:
+        return replace(self, shadow=None, state="degraded")
 
     def rollback(self, *, degraded: bool = False) -> Deployment:
         """Drop the candidate (weight 0) if there is one, else go back to ``previous``."""
@@ -91,3 +100,32 @@ class Deployment:
 def _check_weight(weight: int) -> None:
     if not 0 <= weight <= 100:
         raise InvalidInputError(f"canary weight must be 0-100, got {weight}")
+
+
+ANALYSIS_KEYS = {"metric": str, "max": float, "interval_s": float, "count": int,
+                 "min_requests": int, "failure_limit": int, "inconclusive": str}
+METRICS = ("error_rate", "p99_latency", "shadow_divergence")
+
+
+def check_analysis(rule: Mapping[str, Any]) -> dict[str, Any]:
+    """An automatic-rollback rule, checked: ``metric`` and ``max`` required."""
+    unknown = sorted(set(rule) - set(ANALYSIS_KEYS))
+    if unknown:
+        raise InvalidInputError(f"analysis: unknown keys {unknown}",
+                                hint=f"keys: {sorted(ANALYSIS_KEYS)}")
+    if rule.get("metric") not in METRICS:
+        raise InvalidInputError(f"analysis: metric must be one of {list(METRICS)}")
+    if "max" not in rule:
+        raise InvalidInputError("analysis: give the max value the metric may reach")
+    out: dict[str, Any] = {}
+    for key, kind in ANALYSIS_KEYS.items():
+        if key in rule:
+            try:
+                out[key] = kind(rule[key])
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"analysis.{key}: expected {kind.__name__}") from None
+    if out.get("inconclusive", "ignore") not in ("ignore", "fail"):
+        raise InvalidInputError("analysis.inconclusive: 'ignore' or 'fail'")
+    if out.get("interval_s", 10.0) <= 0:
+        raise InvalidInputError("analysis.interval_s must be positive")
+    return out

@@ -210,3 +210,69 @@ def test_two_servers_converge_after_a_promotion(home: Path, tmp_path: Path) -> N
         conn.close()
         assert 'lockgate_model_info{digest="sha256:' in text
         assert 'model="m",version="2"} 1.0' in text
+
+
+def test_shadow_divergence_is_recorded_and_gated(home: Path, tmp_path: Path) -> None:
+    (home / "lockgate.toml").write_text(
+        POLICY + '"stabilized->production" = [{ gate = "shadow_divergence", '
+                 'min_requests = 50 }]\n')
+    with Lockgate.open(home) as lg:
+        _register(lg, tmp_path, 2)  # two different models: the shadow diverges
+        lg.promote("m@1", "production")
+        lg.deploy("m@1")
+        lg.promote("m@2", "stabilized")
+        lg.deploy("m@2", shadow=True)
+    with _server(home) as (_, port):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        deadline = time.monotonic() + 30
+        while True:
+            assert all(_infer(conn) == (200, "1") for _ in range(60))  # callers see stable
+            with Lockgate.open(home) as lg:
+                if any(d.kind == "shadow" for d in lg.decisions("m@2")):
+                    break
+            assert time.monotonic() < deadline, "no shadow report"
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    assert 'lockgate_shadow_divergence{model="m",version="2"}' in text
+    with Lockgate.open(home) as lg:
+        report = [d for d in lg.decisions("m@2") if d.kind == "shadow"][-1].detail
+        assert report["compared"] > 0
+        assert report["max_divergence"] > 0.01
+        (gate,) = lg.check_gates("m@2", "production")
+    assert gate.status.value == "fail"
+    assert "max abs divergence" in gate.message or "mirrored requests" in gate.message
+
+
+def test_automatic_rollback_on_an_injected_error_rate(home: Path, tmp_path: Path) -> None:
+    (home / "lockgate.toml").write_text(POLICY)
+    with Lockgate.open(home) as lg:
+        _register(lg, tmp_path, 1)
+        odd = tmp_path / "wide.onnx"
+        onnx.save(linear_onnx(n_in=5, seed=9), odd)  # answers 400 to 4-wide requests
+        lg.register(str(odd), name="m", seed=9)
+        lg.promote("m@1", "production")
+        lg.deploy("m@1")
+        lg.promote("m@2", "stabilized")
+        lg.deploy("m@2", canary=50, analysis={"metric": "error_rate", "max": 0.1,
+                                              "interval_s": 0.5, "min_requests": 5})
+    with _server(home) as (_, port):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        deadline = time.monotonic() + 30
+        while True:
+            for _ in range(40):
+                _infer(conn)
+            with Lockgate.open(home) as lg:
+                if lg.deployments()["m"].state == "degraded":
+                    break
+            assert time.monotonic() < deadline, "the analysis never rolled back"
+        time.sleep(0.5)  # one poll: the servers drop the candidate
+        after = Counter(_infer(conn) for _ in range(100))
+        conn.close()
+    assert after == {(200, "1"): 100}
+    with Lockgate.open(home) as lg:
+        d = lg.deployments()["m"]
+        assert (d.stable, d.candidate, d.weight) == (1, None, 0)
+        event = [r for r in lg.audit_log() if r.type == "deploy.rolled_back"][-1]
+        assert event.payload["last"]["metric"] == "error_rate"
+        assert lg.audit_verify().ok

@@ -83,14 +83,41 @@ class RollbackReadyGate(Configurable):
 
 
 class ShadowDivergenceGate(Configurable):
-    """How far the version's answers diverged from production's on shadowed live traffic.
-    lockgate's server records no shadow traffic yet, so this gate fails closed."""
+    """How the version answered shadowed live traffic (``lockgate deploy NAME@V --shadow``):
+    enough mirrored requests, argmax agreement and max abs divergence within bounds. Servers
+    report their comparisons to the store; the latest report counts."""
 
     name = "shadow_divergence"
-    PARAMS = {"max_divergence": Param(float, 0.0, "largest tolerated divergence rate", 0)}
+    PARAMS = {"max_divergence": Param(float, 1e-3, "largest tolerated max abs difference", 0),
+              "min_agreement": Param(float, 0.99, "least argmax agreement (0-1)", 0),
+              "min_requests": Param(int, 100, "least mirrored requests", 1)}
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        return GateResult(self.name, GateStatus.FAIL,
-                          "no shadow traffic has been recorded for this version; shadow "
-                          "deployments are not available yet",
-                          {}, {"max_divergence": self.params["max_divergence"]})
+        if ctx.evidence is None:
+            return GateResult(self.name, GateStatus.ERROR, "no evidence store")
+        reports = [d for d in ctx.evidence.decisions() if d.kind == "shadow"]
+        thresholds = dict(self.params)
+        ref = f"{ctx.version.name}@{ctx.version.number}"
+        if not reports:
+            return GateResult(self.name, GateStatus.FAIL,
+                              f"no shadow traffic recorded for {ref}; deploy it with "
+                              f"`lockgate deploy {ref} --shadow` and let traffic flow",
+                              {}, thresholds)
+        last = dict(reports[-1].detail)
+        problems = []
+        if last.get("compared", 0) < self.params["min_requests"]:
+            problems.append(f"{int(last.get('compared', 0))} mirrored requests, needs "
+                            f"{self.params['min_requests']}")
+        if last.get("agreement", 0.0) < self.params["min_agreement"]:
+            problems.append(f"argmax agreement {last.get('agreement', 0.0):.2%} < "
+                            f"{self.params['min_agreement']:.2%}")
+        if last.get("max_divergence", float("inf")) > self.params["max_divergence"]:
+            problems.append(f"max abs divergence {last.get('max_divergence')} > "
+                            f"{self.params['max_divergence']:g}")
+        if problems:
+            return GateResult(self.name, GateStatus.FAIL, "; ".join(problems), last,
+                              thresholds)
+        return GateResult(self.name, GateStatus.PASS,
+                          f"{int(last['compared'])} mirrored requests, agreement "
+                          f"{last['agreement']:.2%}, max divergence {last['max_divergence']:.3g}",
+                          last, thresholds)

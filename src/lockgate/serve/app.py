@@ -46,6 +46,7 @@ from lockgate.runtime import Predictor
 from lockgate.serve.controller import Controller, Desired
 from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
 from lockgate.serve.oip import encode_response, parse_infer_request
+from lockgate.serve.shadow import ShadowMirror
 from lockgate.serve.slots import PLATFORM, EventHook, ModelTable, ServedModel, Slot, SlotState
 from lockgate.serve.workers import WorkerPool
 
@@ -114,16 +115,19 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _infer(slot: Slot, predictor: Predictor, body: bytes,
-           enqueued: float) -> tuple[bytes, int, float, float]:
+def _infer(slot: Slot, predictor: Predictor, body: bytes, enqueued: float,
+           shadow: Slot | None, mirror: ShadowMirror) -> tuple[bytes, int, float, float]:
     """Decode, run, encode: the whole CPU-bound part of a request, in one worker-thread hop.
-    Returns the response, the rows inferred, and the queue and compute seconds."""
+    Returns the response, the rows inferred, and the queue and compute seconds. With a
+    ``shadow``, the request and the answer are handed to the mirror (never waited on)."""
     started = time.perf_counter()
     request = parse_infer_request(body)
     outputs = predictor.run(request.inputs, request.outputs)
     content = encode_response(slot.spec.name, slot.version_text, outputs,
                               request_id=request.id)
     rows = max((int(a.shape[0]) for a in request.inputs.values() if a.ndim), default=1)
+    if shadow is not None and request.outputs is None:
+        mirror.offer(shadow, dict(request.inputs), dict(outputs))
     return content, rows, started - enqueued, time.perf_counter() - started
 
 
@@ -164,6 +168,7 @@ def create_app(
         workers = min(32, (os.cpu_count() or 1) + 4)
     pool = WorkerPool(workers, name="lockgate-infer")
     metrics = ServerMetrics()
+    mirror = ShadowMirror(metrics)
     server_version = _version()
     hook = on_event
 
@@ -198,6 +203,7 @@ def create_app(
         finally:
             if controller is not None:
                 controller.stop()
+            mirror.stop()
             pool.stop(wait=False)  # never block the loop; the threads are daemons
             if hook is not None:
                 hook(
@@ -266,11 +272,18 @@ def create_app(
         started = time.perf_counter()
         m.requests.inc()
         m.pending.inc()
+        ok = False
+        shadow = None
+        if "version" not in request.path_params:
+            route = table.route(slot.spec.name)
+            if route is not None and route.shadow is not None and slot is route.stable:
+                shadow = route.shadow
         try:
             predictor = slot.predictor()
             body = await _read_body(request, max_request_bytes)
             content, rows, queued, computed = await pool.run(
-                _infer, slot, predictor, body, time.perf_counter())
+                _infer, slot, predictor, body, time.perf_counter(), shadow, mirror)
+            ok = True
         except Error as exc:
             m.failed(exc.http_status)
             raise
@@ -279,7 +292,9 @@ def create_app(
             raise
         finally:
             m.pending.dec()
-            m.request_seconds.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            m.request_seconds.observe(elapsed)
+            slot.window.record(elapsed, ok)
         m.queue_seconds.observe(queued)
         m.compute_seconds.observe(computed)
         m.inferences.inc(rows)

@@ -21,7 +21,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from lockgate.serve.slots import EventHook, ModelTable, Route, ServedModel, Slot, SlotState
 
@@ -36,6 +37,11 @@ class Desired:
     candidate: int | None = None
     weight: int = 0
     shadow: int | None = None
+    analysis: Mapping[str, Any] | None = None
+    """Automatic rollback rule (Argo Rollouts semantics): ``metric`` (``error_rate``,
+    ``p99_latency`` in seconds, ``shadow_divergence``), ``max``, ``interval_s``, ``count``
+    (measurements, 0 for no end), ``min_requests``, ``failure_limit``, ``inconclusive``
+    (``ignore`` or ``fail``)."""
 
     def versions(self) -> list[int]:
         return [v for v in (self.stable, self.candidate, self.shadow) if v is not None]
@@ -59,6 +65,8 @@ class Controller:
         self._reported: set[tuple[str, int]] = set()
         self._idle_since: dict[tuple[str, int], float] = {}
         self._wake = threading.Event()
+        self._analysis: dict[tuple[str, int], _Analysis] = {}
+        self._shadow_sent: dict[tuple[str, int], tuple[float, float]] = {}
 
     def start(self) -> None:
         self.reconcile()
@@ -95,6 +103,10 @@ class Controller:
                      for v in d.versions()}
             loading = loading or any(s.state is SlotState.LOADING for s in slots.values())
             self._apply(name, d, slots)
+            route = self.table.route(name)
+            if route is not None:
+                self._analyse(name, d, route)
+                self._report_shadow(name, route)
         self._retire(wanted)
         if loading:
             self._wake.set()  # check again soon, not a whole interval later
@@ -134,6 +146,62 @@ class Controller:
                 "shadow": route.shadow.spec.version if route.shadow else None,
             })
 
+    def _analyse(self, name: str, d: Desired, route: Route) -> None:
+        a = d.analysis
+        if not a:
+            return
+        metric = str(a.get("metric", "error_rate"))
+        target = route.shadow if metric == "shadow_divergence" else route.candidate
+        if target is None:
+            return
+        key = (name, target.spec.version)
+        now = time.monotonic()
+        interval = float(a.get("interval_s", 10.0))
+        st = self._analysis.get(key)
+        if st is None:
+            target.window.take()  # measure from when the analysis starts
+            st = self._analysis[key] = _Analysis(next_at=now + interval)
+            return
+        if st.done or now < st.next_at:
+            return
+        st.next_at = now + interval
+        stats = target.window.take()
+        seen = stats["shadow_compared"] if metric == "shadow_divergence" else stats["requests"]
+        value = stats.get(metric, 0.0)
+        st.measurements += 1
+        if seen < int(a.get("min_requests", 20)):
+            st.inconclusive += 1
+            if a.get("inconclusive", "ignore") == "fail":
+                st.failed += 1
+        elif value > float(a.get("max", 0.0)):
+            st.failed += 1
+        st.last = {"metric": metric, "value": value, "requests": seen}
+        if st.failed > int(a.get("failure_limit", 0)):
+            st.done = True
+            self.emit("deploy.analysis_failed", {
+                "model": name, "version": target.spec.version,
+                "role": "shadow" if target is route.shadow else "candidate",
+                "measurements": st.measurements, "failed": st.failed,
+                "inconclusive": st.inconclusive, "last": st.last, "rule": dict(a)})
+        elif int(a.get("count", 0)) and st.measurements >= int(a["count"]):
+            st.done = True
+            self.emit("deploy.analysis_passed", {"model": name, "version": target.spec.version,
+                                                 "measurements": st.measurements})
+
+    def _report_shadow(self, name: str, route: Route) -> None:
+        """Every ~10 s, the shadow's comparison totals, for the shadow_divergence gate."""
+        shadow = route.shadow
+        if shadow is None:
+            return
+        totals = shadow.window.shadow_totals()
+        key = (name, shadow.spec.version)
+        last_at, last_n = self._shadow_sent.get(key, (0.0, 0.0))
+        now = time.monotonic()
+        if totals["compared"] > last_n and now - last_at >= 10.0:
+            self._shadow_sent[key] = (now, totals["compared"])
+            self.emit("deploy.shadow_stats", {"model": name, "version": shadow.spec.version,
+                                              "stable": route.stable.spec.version, **totals})
+
     def _retire(self, wanted: Mapping[str, Desired]) -> None:
         now = time.monotonic()
         used = {(n, s.spec.version) for n in wanted for r in [self.table.route(n)] if r
@@ -149,6 +217,16 @@ class Controller:
                 self.table.drop(*key)
                 self._idle_since.pop(key, None)
                 self.emit("deploy.unloaded", {"model": key[0], "version": key[1]})
+
+
+@dataclass
+class _Analysis:
+    next_at: float
+    measurements: int = 0
+    failed: int = 0
+    inconclusive: int = 0
+    done: bool = False
+    last: dict[str, Any] = field(default_factory=dict)
 
 
 def _role(d: Desired, v: int) -> str:

@@ -11,6 +11,9 @@
     lockgate_compute_duration_seconds        decode, run and encode on the worker
     lockgate_batch_size                      rows per execution
     lockgate_shadow_divergence               max abs difference of the shadow's outputs
+    lockgate_shadow_requests_total           requests mirrored to the shadow and answered
+    lockgate_shadow_disagreements_total      mirrored answers whose argmax disagreed
+    lockgate_shadow_dropped_total            requests not mirrored (queue full)
     lockgate_model_info                      1 per loaded version, with its ``digest``
 
 Each app has its own registry, so several apps in one process (tests) do not collide.
@@ -55,6 +58,15 @@ class ServerMetrics:
         self.shadow_divergence = Gauge("lockgate_shadow_divergence",
                                        "Max abs difference of the shadow version's outputs.",
                                        _LABELS, registry=r)
+        self.shadow_requests = Counter("lockgate_shadow_requests",
+                                       "Requests mirrored to and answered by the shadow.",
+                                       _LABELS, registry=r)
+        self.shadow_disagreements = Counter("lockgate_shadow_disagreements",
+                                            "Mirrored requests whose answer disagreed.",
+                                            _LABELS, registry=r)
+        self.shadow_dropped = Counter("lockgate_shadow_dropped",
+                                      "Requests not mirrored because the queue was full.",
+                                      _LABELS, registry=r)
         self.model_info = Gauge("lockgate_model_info", "A loaded model version.",
                                 (*_LABELS, "digest"), registry=r)
         self._children: dict[tuple[str, str], ModelMetrics] = {}

@@ -75,6 +75,63 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class WindowStats:
+    """Requests, errors and latencies since the last ``take()``: what automatic rollback
+    analyses. Written from the event loop thread, read and reset by the controller."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.errors = 0
+        self.latencies: list[float] = []
+        self.divergence = 0.0
+        self.compared = 0
+        self.agreed = 0
+        self.total_compared = 0
+        self.total_agreed = 0
+        self.total_divergence = 0.0
+
+    def record(self, seconds: float, ok: bool) -> None:
+        with self._lock:
+            self.requests += 1
+            self.errors += 0 if ok else 1
+            if len(self.latencies) < 100_000:
+                self.latencies.append(seconds)
+
+    def record_shadow(self, divergence: float, agreed: bool) -> None:
+        with self._lock:
+            self.compared += 1
+            self.agreed += 1 if agreed else 0
+            self.divergence = max(self.divergence, divergence)
+            self.total_compared += 1
+            self.total_agreed += 1 if agreed else 0
+            self.total_divergence = max(self.total_divergence, divergence)
+
+    def shadow_totals(self) -> dict[str, float]:
+        """Shadow comparisons since the slot loaded (never reset)."""
+        with self._lock:
+            return {"compared": float(self.total_compared),
+                    "agreement": (self.total_agreed / self.total_compared
+                                  if self.total_compared else 1.0),
+                    "max_divergence": self.total_divergence}
+
+    def take(self) -> dict[str, float]:
+        with self._lock:
+            lat = sorted(self.latencies)
+            out = {
+                "requests": float(self.requests),
+                "error_rate": self.errors / self.requests if self.requests else 0.0,
+                "p99_latency": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else 0.0,
+                "shadow_divergence": self.divergence,
+                "shadow_compared": float(self.compared),
+                "shadow_agreement": self.agreed / self.compared if self.compared else 1.0,
+            }
+            self.requests = self.errors = self.compared = self.agreed = 0
+            self.latencies = []
+            self.divergence = 0.0
+            return out
+
+
 class Slot:
     """One served model version and its load state.
 
@@ -92,6 +149,7 @@ class Slot:
         self.inputs: list[dict[str, Any]] = []
         self.outputs: list[dict[str, Any]] = []
         self.parameters: dict[str, Any] = {}
+        self.window = WindowStats()
         self._predictor: Predictor | None = None
         self.version_text = str(spec.version)
 
