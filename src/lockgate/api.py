@@ -573,10 +573,23 @@ class Lockgate:
         return out
 
     def desired_state(self) -> dict[str, Desired]:
+        from lockgate.serve.batching import BatchingConfig
         from lockgate.serve.controller import Desired
 
-        return {n: Desired(d.stable, d.candidate, d.weight, d.shadow, d.analysis)
+        return {n: Desired(d.stable, d.candidate, d.weight, d.shadow,
+                           batching=BatchingConfig.from_dict(d.batching) if d.batching else None,
+                           analysis=d.analysis)
                 for n, d in self.deployments().items()}
+
+    def set_batching(self, name: str, batching: Mapping[str, Any] | None, *,
+                     actor: str | None = None) -> Deployment:
+        """Dynamic batching for the model's servers (None turns it off)."""
+        from lockgate.serve.batching import BatchingConfig
+
+        current = self._deployment(name)
+        cfg = BatchingConfig.from_dict(batching).to_dict() if batching else None
+        return self._write_deployment(current, replace(current, batching=cfg), "batching",
+                                      actor)
 
     def deploy(self, ref: str | ModelRef, *, canary: int | None = None,
                shadow: bool = False, analysis: Mapping[str, Any] | None = None,

@@ -593,11 +593,15 @@ def history(ctx: click.Context, name: str, as_json: bool) -> None:
               help="Fewer requests in a measurement make it inconclusive.")
 @click.option("--failure-limit", type=int, default=0, show_default=True,
               help="Failed measurements tolerated before rolling back.")
+@click.option("--batching", default=None, metavar="KEY=N,...",
+              help="Dynamic batching for NAME: max_batch_size, max_queue_delay_us, "
+                   "preferred_batch_sizes (a:b), max_queue_size, timeout_ms; 'off' disables.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
            weight: int | None, promote_candidate: bool, analyze: str | None, interval: float,
-           min_requests: int, failure_limit: int, as_json: bool) -> None:
+           min_requests: int, failure_limit: int, batching: str | None,
+           as_json: bool) -> None:
     """Change what servers serve: `deploy NAME@V` (blue/green switch), `--canary W`,
     `--shadow`, `deploy NAME --weight W`, `deploy NAME --promote-candidate`, or
     `deploy status`. Running servers follow within a poll interval."""
@@ -617,7 +621,9 @@ def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
                       str(d.generation or "implicit"))
         out.print(t)
         return
-    if weight is not None:
+    if batching is not None:
+        d = lg.set_batching(target, None if batching == "off" else _batching(batching))
+    elif weight is not None:
         d = lg.set_canary_weight(target, weight)
     elif promote_candidate:
         d = lg.promote_candidate(target)
@@ -639,7 +645,19 @@ def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
         return
     out.print(f"{d.name}: stable {d.stable}"
               + (f", candidate {d.candidate} at {d.weight}%" if d.candidate else "")
+              + (f", batching {d.batching}" if d.batching else "")
               + (f", shadow {d.shadow}" if d.shadow else "") + f" (generation {d.generation})")
+
+
+def _batching(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInputError(f"--batching {text!r}: expected KEY=N pairs")
+        key = key.strip()
+        out[key] = value.split(":") if key == "preferred_batch_sizes" else value.strip()
+    return out
 
 
 @cli.command()

@@ -29,13 +29,16 @@ class Deployment:
     previous: int | None = None
     state: str = "healthy"
     analysis: Mapping[str, Any] | None = None
+    batching: Mapping[str, Any] | None = None
+    """Dynamic batching settings (see lockgate.serve.batching.BatchingConfig)."""
     generation: int = 0
     updated_at: str = ""
 
     def record(self) -> dict[str, Any]:
         return {"stable": self.stable, "candidate": self.candidate, "weight": self.weight,
                 "shadow": self.shadow, "previous": self.previous, "state": self.state,
-                "analysis": dict(self.analysis) if self.analysis else None}
+                "analysis": dict(self.analysis) if self.analysis else None,
+                "batching": dict(self.batching) if self.batching else None}
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.name, **self.record(), "generation": self.generation,
@@ -47,7 +50,8 @@ class Deployment:
         return cls(name=name, stable=int(rec["stable"]), candidate=rec.get("candidate"),
                    weight=int(rec.get("weight", 0)), shadow=rec.get("shadow"),
                    previous=rec.get("previous"), state=str(rec.get("state", "healthy")),
-                   analysis=rec.get("analysis"), generation=generation, updated_at=updated_at)
+                   analysis=rec.get("analysis"), batching=rec.get("batching"),
+                   generation=generation, updated_at=updated_at)
 
     # -- transitions -----------------------------------------------------------------------
     def switch(self, version: int) -> Deployment:

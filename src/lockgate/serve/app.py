@@ -281,8 +281,25 @@ def create_app(
         try:
             predictor = slot.predictor()
             body = await _read_body(request, max_request_bytes)
-            content, rows, queued, computed = await pool.run(
-                _infer, slot, predictor, body, time.perf_counter(), shadow, mirror)
+            batcher = slot.batcher
+            if batcher is None:
+                content, rows, queued, computed = await pool.run(
+                    _infer, slot, predictor, body, time.perf_counter(), shadow, mirror)
+                executions = 1.0
+                size = rows
+            else:
+                req = await pool.run(parse_infer_request, body)
+                t_queue = time.perf_counter()
+                outputs, size = await batcher.submit(req.inputs, req.outputs)
+                queued = time.perf_counter() - t_queue
+                content = encode_response(slot.spec.name, slot.version_text, outputs,
+                                          request_id=req.id)
+                rows = max((int(a.shape[0]) for a in req.inputs.values() if a.ndim),
+                           default=1)
+                computed = 0.0
+                executions = rows / size if size else 1.0
+                if shadow is not None and req.outputs is None:
+                    mirror.offer(shadow, dict(req.inputs), outputs)
             ok = True
         except Error as exc:
             m.failed(exc.http_status)
@@ -298,8 +315,8 @@ def create_app(
         m.queue_seconds.observe(queued)
         m.compute_seconds.observe(computed)
         m.inferences.inc(rows)
-        m.executions.inc()
-        m.batch_size.observe(rows)
+        m.executions.inc(executions)
+        m.batch_size.observe(size)
         return Response(content, media_type=_JSON)
 
     async def prometheus(request: Request) -> Response:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lockgate.serve.batching import BatchingConfig
 from lockgate.serve.slots import EventHook, ModelTable, Route, ServedModel, Slot, SlotState
 
 __all__ = ["Controller", "Desired"]
@@ -37,6 +38,7 @@ class Desired:
     candidate: int | None = None
     weight: int = 0
     shadow: int | None = None
+    batching: BatchingConfig | None = None
     analysis: Mapping[str, Any] | None = None
     """Automatic rollback rule (Argo Rollouts semantics): ``metric`` (``error_rate``,
     ``p99_latency`` in seconds, ``shadow_divergence``), ``max``, ``interval_s``, ``count``
@@ -101,6 +103,9 @@ class Controller:
         for name, d in wanted.items():
             slots = {v: self.table.ensure(self.make_spec(name, v), self._emit_load)
                      for v in d.versions()}
+            for v, slot in slots.items():
+                if v != d.shadow:
+                    slot.set_batching(d.batching)
             loading = loading or any(s.state is SlotState.LOADING for s in slots.values())
             self._apply(name, d, slots)
             route = self.table.route(name)

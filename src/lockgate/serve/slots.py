@@ -20,6 +20,7 @@ from typing import Any
 
 from lockgate.errors import Error, InvalidInputError, NotFoundError, ServeError
 from lockgate.runtime import Predictor
+from lockgate.serve.batching import Batcher, BatchingConfig
 from lockgate.serve.oip import oip_datatype, oip_shape
 from lockgate.types import TensorSpec, validate_name
 
@@ -46,6 +47,8 @@ class ServedModel:
     load: Callable[[], Predictor]
     describe: Callable[[Predictor], Mapping[str, Any]] | None = None
     """Extra ``parameters`` for the model's metadata, computed once after loading."""
+    batching: BatchingConfig | None = None
+    """Dynamic batching for this version (None: every request runs alone)."""
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -150,8 +153,20 @@ class Slot:
         self.outputs: list[dict[str, Any]] = []
         self.parameters: dict[str, Any] = {}
         self.window = WindowStats()
+        self.batching = spec.batching
+        self.batcher: Batcher | None = None
         self._predictor: Predictor | None = None
         self.version_text = str(spec.version)
+
+    def set_batching(self, config: BatchingConfig | None) -> None:
+        """Switch batching on, off or to new settings; queued requests finish first."""
+        if config == self.batching:
+            return
+        self.batching = config
+        predictor, old = self._predictor, self.batcher
+        self.batcher = Batcher(predictor, config) if (config and predictor) else None
+        if old is not None:
+            old.stop()
 
     @property
     def label(self) -> str:
@@ -185,6 +200,8 @@ class Slot:
                 raise
             return
         self.load_seconds = time.perf_counter() - started
+        if self.batching is not None:
+            self.batcher = Batcher(predictor, self.batching)
         self._predictor = predictor
         self.state = SlotState.READY
         emit(
