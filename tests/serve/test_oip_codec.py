@@ -12,6 +12,7 @@ from lockgate.errors import InvalidInputError, ServeError
 from lockgate.serve.oip import (
     DATATYPES,
     decode_tensor,
+    encode_binary_response,
     encode_response,
     numpy_dtype,
     oip_datatype,
@@ -204,7 +205,7 @@ def test_tensor_structure_errors() -> None:
         del body[key]
         with pytest.raises(InvalidInputError, match=f"input 'x' has no '{key}'"):
             decode_tensor(body)
-    with pytest.raises(InvalidInputError, match="binary tensor data is not supported"):
+    with pytest.raises(InvalidInputError, match="needs the Inference-Header-Content-Length"):
         decode_tensor(tensor(parameters={"binary_data_size": 24}))
 
 
@@ -244,16 +245,11 @@ def test_parse_minimal_request() -> None:
         (b'{"inputs": {"x": 1}}', "request needs 'inputs'"),
         (request(id=5), "'id' must be a string"),
         (request(parameters=[1]), "'parameters' must be a JSON object"),
-        (request(parameters={"binary_data_output": True}), "binary tensor data"),
         (request(inputs=[tensor(), tensor()]), "input 'x' is given twice"),
         (request(outputs={"name": "y"}), "'outputs' must be a list"),
         (request(outputs=[{"nom": "y"}]), "each requested output needs a non-empty string"),
         (request(outputs=["y"]), "each requested output needs a non-empty string"),
         (request(outputs=[{"name": "y"}, {"name": "y"}]), "output 'y' is requested twice"),
-        (
-            request(outputs=[{"name": "y", "parameters": {"binary_data": True}}]),
-            "output 'y': binary tensor data is not supported",
-        ),
     ],
 )
 def test_bad_requests(body: bytes, message: str) -> None:
@@ -278,3 +274,63 @@ def test_encode_response() -> None:
     assert math.isnan(n["data"][0])
     assert n["data"][1] == math.inf
     assert "id" not in json.loads(encode_response("m", "3", outputs))
+
+
+# --- binary tensor extension ------------------------------------------------------------------
+
+
+def _binary_request(tensors: list[tuple[str, str, list[int], bytes]],
+                    **doc: object) -> tuple[bytes, int]:
+    inputs = [{"name": n, "datatype": dt, "shape": shape,
+               "parameters": {"binary_data_size": len(raw)}} for n, dt, shape, raw in tensors]
+    head = json.dumps({"inputs": inputs, **doc}).encode()
+    return head + b"".join(raw for *_, raw in tensors), len(head)
+
+
+def test_binary_inputs_of_every_kind() -> None:
+    fp16 = np.array([[1.5, -2.25]], np.float16)
+    i64 = np.array([7, -8, 9], np.int64)
+    flags = np.array([True, False, True])
+    words = [b"abc", "h\u00e9".encode()]
+    raw_words = b"".join(len(w).to_bytes(4, "little") + w for w in words)
+    body, head = _binary_request([
+        ("a", "FP16", [1, 2], fp16.tobytes()), ("b", "INT64", [3], i64.tobytes()),
+        ("c", "BOOL", [3], flags.astype(np.uint8).tobytes()), ("d", "BYTES", [2], raw_words)])
+    req = parse_infer_request(body, head)
+    np.testing.assert_array_equal(req.inputs["a"], fp16)
+    assert req.inputs["a"].dtype == np.float16
+    np.testing.assert_array_equal(req.inputs["b"], i64)
+    np.testing.assert_array_equal(req.inputs["c"], flags)
+    assert req.inputs["d"].tolist() == ["abc", "h\u00e9"]
+
+
+def test_binary_errors() -> None:
+    x = np.ones((1, 3), np.float32).tobytes()
+    body, head = _binary_request([("x", "FP32", [1, 3], x)])
+    short, short_head = _binary_request([("x", "FP32", [1, 3], x[:8])])
+    with pytest.raises(InvalidInputError, match="needs 12 bytes, binary_data_size gives 8"):
+        parse_infer_request(short, short_head)
+    with pytest.raises(InvalidInputError, match="not claimed"):
+        parse_infer_request(body + b"xx", head)
+    with pytest.raises(InvalidInputError, match="does not fit"):
+        parse_infer_request(body, len(body) + 5)
+
+
+def test_binary_outputs() -> None:
+    body, head = _binary_request([("x", "FP32", [1, 3], np.ones((1, 3), np.float32).tobytes())],
+                                 outputs=[{"name": "y", "parameters": {"binary_data": True}},
+                                          {"name": "z"}])
+    req = parse_infer_request(body, head)
+    assert req.wants_binary("y")
+    assert not req.wants_binary("z")
+    y = np.array([[1.0, 2.0]], np.float32)
+    z = np.array([3], np.int64)
+    content, json_len = encode_binary_response("m", "1", {"y": y, "z": z}, req)
+    assert json_len is not None
+    doc = json.loads(content[:json_len])
+    assert doc["outputs"][0]["parameters"] == {"binary_data_size": 8}
+    assert "data" not in doc["outputs"][0]
+    assert doc["outputs"][1]["data"] == [3]
+    np.testing.assert_array_equal(np.frombuffer(content[json_len:], np.float32), y.ravel())
+    everything = parse_infer_request(request(parameters={"binary_data_output": True}))
+    assert everything.wants_binary("anything")

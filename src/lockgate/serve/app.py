@@ -45,7 +45,7 @@ from lockgate.errors import Error, InvalidInputError
 from lockgate.runtime import Predictor
 from lockgate.serve.controller import Controller, Desired
 from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
-from lockgate.serve.oip import encode_response, parse_infer_request
+from lockgate.serve.oip import encode_binary_response, parse_infer_request
 from lockgate.serve.shadow import ShadowMirror
 from lockgate.serve.slots import PLATFORM, EventHook, ModelTable, ServedModel, Slot, SlotState
 from lockgate.serve.workers import WorkerPool
@@ -115,20 +115,30 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _infer(slot: Slot, predictor: Predictor, body: bytes, enqueued: float,
-           shadow: Slot | None, mirror: ShadowMirror) -> tuple[bytes, int, float, float]:
+def _infer(slot: Slot, predictor: Predictor, body: bytes, header: int | None, enqueued: float,
+           shadow: Slot | None, mirror: ShadowMirror
+           ) -> tuple[bytes, int | None, int, float, float]:
     """Decode, run, encode: the whole CPU-bound part of a request, in one worker-thread hop.
-    Returns the response, the rows inferred, and the queue and compute seconds. With a
-    ``shadow``, the request and the answer are handed to the mirror (never waited on)."""
+    Returns the response, its binary header length (or None), the rows inferred, and the queue
+    and compute seconds. With a ``shadow``, the request and the answer are handed to the mirror
+    (never waited on)."""
     started = time.perf_counter()
-    request = parse_infer_request(body)
+    request = parse_infer_request(body, header)
     outputs = predictor.run(request.inputs, request.outputs)
-    content = encode_response(slot.spec.name, slot.version_text, outputs,
-                              request_id=request.id)
+    content, head = encode_binary_response(slot.spec.name, slot.version_text, outputs, request)
     rows = max((int(a.shape[0]) for a in request.inputs.values() if a.ndim), default=1)
     if shadow is not None and request.outputs is None:
         mirror.offer(shadow, dict(request.inputs), dict(outputs))
-    return content, rows, started - enqueued, time.perf_counter() - started
+    return content, head, rows, started - enqueued, time.perf_counter() - started
+
+
+def _header_length(request: Request) -> int | None:
+    raw = request.headers.get("inference-header-content-length")
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise InvalidInputError(f"Inference-Header-Content-Length {raw!r} is not a number")
+    return int(raw)
 
 
 def _slot_status(slot: Slot) -> dict[str, Any]:
@@ -218,7 +228,8 @@ def create_app(
                 )
 
     async def server_metadata(request: Request) -> Response:
-        return JSONResponse({"name": server_name, "version": server_version, "extensions": []})
+        return JSONResponse({"name": server_name, "version": server_version,
+                             "extensions": ["binary_tensor_data"]})
 
     async def live(request: Request) -> Response:
         return JSONResponse({"live": True})
@@ -282,18 +293,19 @@ def create_app(
             predictor = slot.predictor()
             body = await _read_body(request, max_request_bytes)
             batcher = slot.batcher
+            header = _header_length(request)
             if batcher is None:
-                content, rows, queued, computed = await pool.run(
-                    _infer, slot, predictor, body, time.perf_counter(), shadow, mirror)
+                content, head, rows, queued, computed = await pool.run(
+                    _infer, slot, predictor, body, header, time.perf_counter(), shadow, mirror)
                 executions = 1.0
                 size = rows
             else:
-                req = await pool.run(parse_infer_request, body)
+                req = await pool.run(parse_infer_request, body, header)
                 t_queue = time.perf_counter()
                 outputs, size = await batcher.submit(req.inputs, req.outputs)
                 queued = time.perf_counter() - t_queue
-                content = encode_response(slot.spec.name, slot.version_text, outputs,
-                                          request_id=req.id)
+                content, head = encode_binary_response(slot.spec.name, slot.version_text,
+                                                       outputs, req)
                 rows = max((int(a.shape[0]) for a in req.inputs.values() if a.ndim),
                            default=1)
                 computed = 0.0
@@ -317,6 +329,9 @@ def create_app(
         m.inferences.inc(rows)
         m.executions.inc(executions)
         m.batch_size.observe(size)
+        if head is not None:
+            return Response(content, media_type="application/octet-stream",
+                            headers={"Inference-Header-Content-Length": str(head)})
         return Response(content, media_type=_JSON)
 
     async def prometheus(request: Request) -> Response:

@@ -14,8 +14,14 @@ Datatypes (OIP name ↔ numpy dtype)::
 ``BYTES`` elements travel as JSON strings and arrive as numpy ``object`` arrays of ``str`` (what
 ONNX Runtime takes for string tensors). ``data`` may be flat (row-major) or nested; either way it
 must hold exactly ``prod(shape)`` elements. Booleans must be JSON ``true``/``false``; integer
-tensors take only JSON integers within the type's range; float tensors take numbers. The binary
-tensor extension is not supported.
+tensors take only JSON integers within the type's range; float tensors take numbers.
+
+The binary tensor extension (Triton's ``binary_tensor_data``) is supported both ways: with the
+``Inference-Header-Content-Length`` header the body is that many bytes of JSON followed by the
+raw data of every input whose ``parameters.binary_data_size`` is set, in order (little-endian;
+``BOOL`` one byte per element; ``BYTES`` each element as a 4-byte little-endian length and its
+bytes). Outputs asked for with ``parameters.binary_data`` (or every output, with the request's
+``parameters.binary_data_output``) come back the same way. FP16 travels best as binary.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from lockgate.types import Dim
 __all__ = [
     "DATATYPES",
     "InferRequest",
+    "binary_bytes",
     "decode_tensor",
+    "encode_binary_response",
     "encode_response",
     "numpy_dtype",
     "oip_datatype",
@@ -98,12 +106,70 @@ def oip_shape(shape: Sequence[Dim]) -> list[int]:
 
 @dataclass(frozen=True)
 class InferRequest:
-    """A decoded infer request. ``outputs`` is None when the request selects no outputs."""
+    """A decoded infer request. ``outputs`` is None when the request selects no outputs;
+    ``binary_outputs`` names outputs to send as binary, ``binary_all`` says all of them."""
 
     inputs: dict[str, np.ndarray[Any, Any]]
     id: str | None = None
     outputs: tuple[str, ...] | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    binary_outputs: frozenset[str] = frozenset()
+    binary_all: bool = False
+
+    def wants_binary(self, name: str) -> bool:
+        return self.binary_all or name in self.binary_outputs
+
+
+class _Binary:
+    """The binary part of a request, read in order."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = memoryview(data), 0
+
+    def take(self, name: str, size: int) -> bytes:
+        if size < 0 or self.pos + size > len(self.data):
+            raise InvalidInputError(
+                f"input {name!r}: binary_data_size {size} runs past the end of the body")
+        chunk = bytes(self.data[self.pos:self.pos + size])
+        self.pos += size
+        return chunk
+
+
+def _from_binary(name: str, datatype: str, dt: np.dtype[Any], raw: bytes,
+                 shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    if dt.kind == "O":
+        items: list[str] = []
+        pos = 0
+        while pos < len(raw):
+            if pos + 4 > len(raw):
+                raise InvalidInputError(f"input {name!r}: truncated BYTES element length")
+            n = int.from_bytes(raw[pos:pos + 4], "little")
+            if pos + 4 + n > len(raw):
+                raise InvalidInputError(f"input {name!r}: truncated BYTES element")
+            items.append(raw[pos + 4:pos + 4 + n].decode("utf-8", "replace"))
+            pos += 4 + n
+        return np.array(items, dtype=object)
+    want = math.prod(shape) * dt.itemsize
+    if len(raw) != want:
+        raise InvalidInputError(f"input {name!r}: {datatype} shape {list(shape)} needs "
+                                f"{want} bytes, binary_data_size gives {len(raw)}")
+    arr = np.frombuffer(raw, dtype=dt.newbyteorder("<")).astype(dt, copy=True)
+    if dt.kind == "b":
+        arr = np.frombuffer(raw, dtype=np.uint8).astype(np.bool_)
+    return arr
+
+
+def binary_bytes(arr: np.ndarray[Any, Any]) -> bytes:
+    """One output's binary representation (see the module docstring)."""
+    if arr.dtype.kind in "OSU":
+        parts = []
+        for x in arr.ravel().tolist():
+            b = x if isinstance(x, bytes) else str(x).encode("utf-8")
+            parts.append(len(b).to_bytes(4, "little") + b)
+        return b"".join(parts)
+    if arr.dtype.kind == "b":
+        return arr.astype(np.uint8).tobytes()
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
 
 
 def _shape(name: str, raw: object) -> tuple[int, ...]:
@@ -212,21 +278,20 @@ def _strings(name: str, data: Any) -> np.ndarray[Any, Any]:
     return arr
 
 
-def decode_tensor(tensor: object) -> tuple[str, np.ndarray[Any, Any]]:
-    """One request tensor ``{name, shape, datatype, data}`` as ``(name, array)``."""
+def decode_tensor(tensor: object,
+                  binary: _Binary | None = None) -> tuple[str, np.ndarray[Any, Any]]:
+    """One request tensor ``{name, shape, datatype, data}`` as ``(name, array)``; its data
+    come from ``binary`` when ``parameters.binary_data_size`` says so."""
     if not isinstance(tensor, dict):
         raise InvalidInputError(f"each input must be a JSON object, got {tensor!r:.80}")
     name = tensor.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInputError("each input needs a non-empty string 'name'")
-    for key in ("shape", "datatype", "data"):
+    params = tensor.get("parameters")
+    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    for key in ("shape", "datatype") if size is not None else ("shape", "datatype", "data"):
         if key not in tensor:
             raise InvalidInputError(f"input {name!r} has no {key!r}")
-    params = tensor.get("parameters")
-    if isinstance(params, dict) and "binary_data_size" in params:
-        raise InvalidInputError(
-            f"input {name!r}: binary tensor data is not supported; send JSON 'data'"
-        )
     shape = _shape(name, tensor["shape"])
     datatype = tensor["datatype"]
     if not isinstance(datatype, str) or datatype not in DATATYPES:
@@ -235,8 +300,17 @@ def decode_tensor(tensor: object) -> tuple[str, np.ndarray[Any, Any]]:
             hint=f"use one of {', '.join(DATATYPES)}",
         )
     dt = DATATYPES[datatype]
-    data = tensor["data"]
-    arr = _strings(name, data) if dt.kind == "O" else _numeric(name, datatype, data, dt)
+    if size is not None:
+        if binary is None:
+            raise InvalidInputError(
+                f"input {name!r}: binary_data_size needs the Inference-Header-Content-Length "
+                "header")
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise InvalidInputError(f"input {name!r}: binary_data_size must be an integer")
+        arr = _from_binary(name, datatype, dt, binary.take(name, size), shape)
+    else:
+        data = tensor["data"]
+        arr = _strings(name, data) if dt.kind == "O" else _numeric(name, datatype, data, dt)
     want = math.prod(shape)
     if arr.size != want:
         raise InvalidInputError(
@@ -247,12 +321,13 @@ def decode_tensor(tensor: object) -> tuple[str, np.ndarray[Any, Any]]:
     return name, arr
 
 
-def _output_names(raw: object) -> tuple[str, ...] | None:
+def _output_names(raw: object) -> tuple[tuple[str, ...] | None, frozenset[str]]:
     if raw is None:
-        return None
+        return None, frozenset()
     if not isinstance(raw, list):
         raise InvalidInputError("'outputs' must be a list of {\"name\": ...} objects")
     names: list[str] = []
+    binary: set[str] = set()
     for item in raw:
         name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str) or not name:
@@ -261,15 +336,24 @@ def _output_names(raw: object) -> tuple[str, ...] | None:
             )
         params = item.get("parameters")
         if isinstance(params, dict) and params.get("binary_data"):
-            raise InvalidInputError(f"output {name!r}: binary tensor data is not supported")
+            binary.add(name)
         if name in names:
             raise InvalidInputError(f"output {name!r} is requested twice")
         names.append(name)
-    return tuple(names) or None
+    return tuple(names) or None, frozenset(binary)
 
 
-def parse_infer_request(body: bytes | str) -> InferRequest:
-    """Decode and check an infer request body (JSON text)."""
+def parse_infer_request(body: bytes | str, header_length: int | None = None) -> InferRequest:
+    """Decode and check an infer request body: JSON text, or with ``header_length`` (the
+    ``Inference-Header-Content-Length`` header) JSON followed by binary tensor data."""
+    binary = None
+    if header_length is not None:
+        raw = body.encode() if isinstance(body, str) else body
+        if not 0 < header_length <= len(raw):
+            raise InvalidInputError(
+                f"Inference-Header-Content-Length {header_length} does not fit the "
+                f"{len(raw)}-byte body")
+        body, binary = raw[:header_length], _Binary(raw[header_length:])
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -284,19 +368,22 @@ def parse_infer_request(body: bytes | str) -> InferRequest:
         params = {}
     elif not isinstance(params, dict):
         raise InvalidInputError("'parameters' must be a JSON object")
-    if params.get("binary_data_output"):
-        raise InvalidInputError("binary tensor data is not supported")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInputError("request needs 'inputs': a non-empty list of tensors")
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     for tensor in raw_inputs:
-        name, arr = decode_tensor(tensor)
+        name, arr = decode_tensor(tensor, binary)
         if name in inputs:
             raise InvalidInputError(f"input {name!r} is given twice")
         inputs[name] = arr
+    if binary is not None and binary.pos != len(binary.data):
+        raise InvalidInputError(f"{len(binary.data) - binary.pos} bytes of binary data are "
+                                "not claimed by any input's binary_data_size")
+    outputs, binary_outputs = _output_names(doc.get("outputs"))
     return InferRequest(
-        inputs=inputs, id=rid, outputs=_output_names(doc.get("outputs")), parameters=params
+        inputs=inputs, id=rid, outputs=outputs, parameters=params,
+        binary_outputs=binary_outputs, binary_all=bool(params.get("binary_data_output")),
     )
 
 
@@ -305,6 +392,36 @@ def _data(arr: np.ndarray[Any, Any]) -> list[Any]:
     if arr.dtype.kind in "OS":
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in flat]
     return flat
+
+
+def encode_binary_response(
+    model_name: str,
+    model_version: str,
+    outputs: Mapping[str, np.ndarray[Any, Any]],
+    request: InferRequest,
+) -> tuple[bytes, int | None]:
+    """The response body and, when some outputs travel as binary, the length of its JSON
+    header (for ``Inference-Header-Content-Length``)."""
+    if not request.binary_all and not request.binary_outputs:
+        return encode_response(model_name, model_version, outputs,
+                               request_id=request.id), None
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request.id is not None:
+        doc["id"] = request.id
+    tensors, blobs = [], []
+    for name, arr in outputs.items():
+        entry: dict[str, Any] = {"name": name, "datatype": oip_datatype(arr.dtype),
+                                 "shape": list(arr.shape)}
+        if request.wants_binary(name):
+            blob = binary_bytes(arr)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _data(arr)
+        tensors.append(entry)
+    doc["outputs"] = tensors
+    head = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return head + b"".join(blobs), len(head)
 
 
 def encode_response(
