@@ -146,7 +146,9 @@ def servers(tmp: Path) -> list[Server]:
         Server("mlflow models serve", PEERS / "mlflow" / "bin" / "python", "/ping",
                "/invocations",
                lambda x: json.dumps({"inputs": {"x": x.tolist()}}).encode(),
-               lambda py, m, port: [str(py), str(mlflow), str(m), str(port)]),
+               lambda py, m, port: [str(py), str(mlflow), str(m), str(port)],
+               lambda m: {"PATH": f"{PEERS / 'mlflow' / 'bin'}{os.pathsep}"
+                                  f"{os.environ.get('PATH', '')}"}),
         Server("bentoml", PEERS / "bentoml" / "bin" / "python", "/readyz", "/predict",
                lambda x: json.dumps({"x": x.tolist()}).encode(),
                lambda py, m, port: [str(py), "-m", "bentoml", "serve", "service:MLP",
