@@ -185,9 +185,14 @@ async def wait_ready(port: int, limit: float = 60.0) -> None:
 
 async def drive(port: int, raw: bytes, clients: int, seconds: float, name: str) -> Phase:
     conns = [await Conn.open(port) for _ in range(clients)]
-    for conn in conns:  # warm every connection (and the server's worker threads)
+
+    async def warm(conn: Conn) -> None:
         for _ in range(20):
             assert (await conn.request(raw))[0] == 200
+
+    # every connection (and the server's worker threads) at once, so none sits idle long
+    # enough for the server's keep-alive timeout to close it
+    await asyncio.gather(*(warm(c) for c in conns))
     lat: list[float] = []
     clock = time.perf_counter
     start = clock()
