@@ -663,6 +663,26 @@ class Lockgate:
                     payload.get("role") == "shadow" else "rolled back", name, version, reason)
         self.meta.append_event(AuditEvent(EventType.DEPLOY_ROLLED_BACK, "lockgate-analysis",
                                           name, version, dict(payload)))
+        self._notify("deploy.rolled_back", {**payload, "reason": reason})
+
+    def _notify(self, kind: str, payload: Mapping[str, Any]) -> None:
+        """Run the configured notify command with the incident as JSON on stdin; a failing
+        command is logged, never raised (the rollback already happened)."""
+        cmd = self.settings.notify_command
+        if not cmd:
+            return
+        import json
+        import subprocess
+
+        doc = json.dumps({"event": kind, **payload}, default=str)
+        try:
+            done = subprocess.run(list(cmd), input=doc, text=True, capture_output=True,
+                                  timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("notify command %s failed: %s", cmd[0], exc)
+            return
+        if done.returncode != 0:
+            log.warning("notify command %s exited %s", cmd[0], done.returncode)
 
     def _record_shadow(self, payload: Mapping[str, Any]) -> None:
         v = self.get(ModelRef(str(payload["model"]), int(payload["version"])))
@@ -702,6 +722,8 @@ class Lockgate:
         if kind == "deploy.shadow_stats":
             self._record_shadow(payload)
             return
+        if kind == "deploy.failed":
+            self._notify(kind, payload)
         et = types.get(kind)
         if et is None:
             return

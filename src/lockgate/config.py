@@ -94,6 +94,9 @@ SETTINGS: tuple[Setting, ...] = (
             "registered environment: warn or refuse."),
     Setting("serve_host", "LOCKGATE_SERVE_HOST", "127.0.0.1", "Address the server binds."),
     Setting("serve_port", "LOCKGATE_SERVE_PORT", "8080", "Port the server binds (0: any free)."),
+    Setting("notify_command", "LOCKGATE_NOTIFY_COMMAND", "-",
+            "Command run with a deployment incident (automatic rollback, failed load) as JSON "
+            "on stdin."),
 )
 
 
@@ -172,6 +175,7 @@ class Settings:
     license_allow: frozenset[str] | None = None
     license_deny: frozenset[str] | None = None
     environment_drift: str = "warn"
+    notify_command: tuple[str, ...] = ()
 
     @classmethod
     def for_home(cls, home: Path, **overrides: Any) -> Settings:
@@ -287,6 +291,12 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
         s = replace(s, serve_port=_number(serve["port"], "serve.port", int))
     if "environment_drift" in serve:
         s = replace(s, environment_drift=str(serve["environment_drift"]))
+    if "notify_command" in serve:
+        cmd = serve["notify_command"]
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) for c in cmd):
+            raise ConfigError(f"{path}: serve.notify_command must be a list of strings, e.g. "
+                              '["/usr/local/bin/page-oncall", "--team", "ml"]')
+        s = replace(s, notify_command=tuple(cmd))
     return _supply_chain_from_toml(s, data, path)
 
 
@@ -459,6 +469,10 @@ def _from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         s = replace(s, vuln_max_age_days=_number(v, "LOCKGATE_VULN_MAX_AGE_DAYS", int))
     if v := env.get("LOCKGATE_ENVIRONMENT_DRIFT"):
         s = replace(s, environment_drift=v)
+    if v := env.get("LOCKGATE_NOTIFY_COMMAND"):
+        import shlex
+
+        s = replace(s, notify_command=tuple(shlex.split(v)))
     return s
 
 
@@ -561,6 +575,7 @@ DEFAULT_CONFIG = """\
 # host = "127.0.0.1"
 # port = 8080
 # environment_drift = "warn"   # or "refuse": ONNX Runtime/provider/CUDA differs from registration
+# notify_command = ["/usr/local/bin/notify-oncall"]   # gets incidents as JSON on stdin
 
 [signing]
 # private_key = "keys/signing.key"         # EC P-256 PEM; `lockgate init` creates one if missing

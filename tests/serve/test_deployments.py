@@ -245,7 +245,11 @@ def test_shadow_divergence_is_recorded_and_gated(home: Path, tmp_path: Path) -> 
 
 
 def test_automatic_rollback_on_an_injected_error_rate(home: Path, tmp_path: Path) -> None:
-    (home / "lockgate.toml").write_text(POLICY)
+    incident = tmp_path / "incident.json"
+    notify = [sys.executable, "-c",
+              f"import sys; open({str(incident)!r}, 'w').write(sys.stdin.read())"]
+    (home / "lockgate.toml").write_text(
+        POLICY + f"[serve]\nnotify_command = {json.dumps(notify)}\n")
     with Lockgate.open(home) as lg:
         _register(lg, tmp_path, 1)
         odd = tmp_path / "wide.onnx"
@@ -276,3 +280,7 @@ def test_automatic_rollback_on_an_injected_error_rate(home: Path, tmp_path: Path
         event = [r for r in lg.audit_log() if r.type == "deploy.rolled_back"][-1]
         assert event.payload["last"]["metric"] == "error_rate"
         assert lg.audit_verify().ok
+    sent = json.loads(incident.read_text())
+    assert sent["event"] == "deploy.rolled_back"
+    assert sent["model"] == "m"
+    assert "automatic rollback: error_rate" in sent["reason"]
