@@ -23,7 +23,9 @@ from pathlib import Path
 from lockgate.api import Lockgate, ModelSummary, init_home
 from lockgate.audit import AuditRecord, ChainReport, EventType
 from lockgate.config import Settings, load_settings
+from lockgate.deploy import Deployment
 from lockgate.errors import (
+    AccessDeniedError,
     AuditChainError,
     ConfigError,
     ConversionError,
@@ -34,8 +36,11 @@ from lockgate.errors import (
     NotFoundError,
     ParityError,
     PromotionError,
+    ReproductionError,
     ServeError,
+    SignatureError,
     StorageError,
+    SupplyChainError,
     UnsafePathError,
     UnsupportedModelError,
 )
@@ -54,11 +59,13 @@ from lockgate.types import (
 )
 
 __all__ = [
+    "AccessDeniedError",
     "AuditChainError",
     "AuditRecord",
     "ChainReport",
     "ConfigError",
     "ConversionError",
+    "Deployment",
     "Digest",
     "Error",
     "EventType",
@@ -77,10 +84,13 @@ __all__ = [
     "Predictor",
     "PromotionError",
     "PromotionResult",
+    "ReproductionError",
     "ServeError",
     "Settings",
     "Signature",
+    "SignatureError",
     "StorageError",
+    "SupplyChainError",
     "TensorSpec",
     "UnsafePathError",
     "UnsupportedModelError",
