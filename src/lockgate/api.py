@@ -173,7 +173,7 @@ class Lockgate:
             lock_name = "pylock.toml" if lock_path.suffix == ".toml" else "requirements.txt"
             extra[lock_name] = lock_path.read_bytes()
         if recipe is not None:
-            extra["recipe.json"] = (canonical_json(_check_recipe(recipe)) + "\n").encode()
+            extra[sealing.RECIPE_FILE] = (canonical_json(_check_recipe(recipe)) + "\n").encode()
         dataset_specs = [{str(k): str(x) for k, x in d.items()} for d in datasets]
 
         converter = converter_for(model)
@@ -325,15 +325,12 @@ class Lockgate:
         the first failure are skipped unless ``run_all``."""
         v = self.get(ref)
         holders = [x for x in self.versions(v.name) if x.stage == to]
-        evidence = _VersionEvidence(self, v)
-        try:
+        with _VersionEvidence(self, v) as evidence:
             result = promotion.promote(
                 self.meta, self.settings, v, to, actor=actor or self.settings.user,
                 holders=holders, champion=self._champion(v.name, to), evidence=evidence,
                 run_all=run_all, on_result=on_result,
             )
-        finally:
-            evidence.close()
         stored = {r.name for r in self.meta.deployments()}
         if to == self.serving_stage and v.name in stored:
             current = self._deployment(v.name)
@@ -354,16 +351,13 @@ class Lockgate:
         """Evaluate the transition's gates without moving or storing anything (a dry run)."""
         v = self.get(ref)
         holders = [x for x in self.versions(v.name) if x.stage == to]
-        evidence = _VersionEvidence(self, v)
-        try:
+        with _VersionEvidence(self, v) as evidence:
             return promotion.evaluate(
                 self.settings, v, to, actor=actor or self.settings.user,
                 champion=self._champion(v.name, to),
                 previous=max(holders, key=lambda h: h.number) if holders else None,
                 evidence=evidence, run_all=run_all, on_result=on_result,
             )
-        finally:
-            evidence.close()
 
     def _champion(self, name: str, stage: str) -> Version | None:
         alias = self.settings.stage_aliases.get(stage)
@@ -568,9 +562,9 @@ class Lockgate:
 
         out = {r.name: Deployment.from_record(r.name, r.generation, r.record, r.updated_at)
                for r in self.meta.deployments()}
-        for v in self.serve_refs():
-            out.setdefault(v.name, Deployment(v.name, v.number))
-        return out
+        for name, number in self.meta.stage_holders(self.serving_stage).items():
+            out.setdefault(name, Deployment(name, number))
+        return dict(sorted(out.items()))
 
     def desired_state(self) -> dict[str, Desired]:
         from lockgate.serve.batching import BatchingConfig
@@ -892,6 +886,12 @@ class _VersionEvidence:
             child.stop()
         self._children.clear()
 
+    def __enter__(self) -> _VersionEvidence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def vulnerability_data(self, packages: Sequence[str]) -> tuple[VulnSnapshot | None,
                                                                    list[str]]:
         from packaging.utils import canonicalize_name
@@ -944,27 +944,16 @@ def _warm(lg: Lockgate, v: Version, predictor: Predictor) -> None:
     version that answers differently here never receives traffic."""
     import json
 
-    import numpy as np
-
-    from lockgate.serve.oip import numpy_dtype
+    from lockgate.validation import compare_recorded, sample_feeds
 
     if sealing.SAMPLES_FILE not in v.files:
         return
     samples = json.loads(lg.file_bytes(v, sealing.SAMPLES_FILE))
-    feeds = {t["name"]: np.asarray(t["data"], dtype=numpy_dtype(t["datatype"])).reshape(
-        t["shape"]) for t in samples["request"]["inputs"]}
-    got = predictor(feeds)
-    for want in samples["outputs"]:
-        have = np.asarray(got.get(want["name"]))
-        expected = np.asarray(want["data"]).reshape(want["shape"])
-        ok = have.shape == expected.shape and (
-            np.allclose(have.astype(np.float64), expected.astype(np.float64),
-                        atol=lg.settings.parity_atol, rtol=lg.settings.parity_rtol,
-                        equal_nan=True)
-            if have.dtype.kind in "fc" else np.array_equal(have, expected))
-        if not ok:
-            raise ServeError(f"{v.ref}: warm-up answer for {want['name']!r} differs from the "
-                             "one recorded at registration")
+    problems = compare_recorded(predictor(sample_feeds(samples)), samples,
+                                atol=lg.settings.parity_atol, rtol=lg.settings.parity_rtol)
+    if problems:
+        raise ServeError(f"{v.ref}: warm-up answers differ from the ones recorded at "
+                         f"registration: {'; '.join(problems)}")
 
 
 def _describe(v: Version) -> Callable[[Predictor], Mapping[str, Any]]:

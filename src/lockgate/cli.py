@@ -551,6 +551,18 @@ def reproduce(ctx: click.Context, ref: str, env_kind: str, source: Path | None,
         raise ReproductionError(f"{v.name}@{v.number} did not reproduce: {detail['message']}")
 
 
+@cli.command("_rebuild", hidden=True)
+@click.argument("entry")
+@click.argument("opset", type=int)
+@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("args", nargs=-1)
+def rebuild_child(entry: str, opset: int, out: Path, args: tuple[str, ...]) -> None:
+    """The child side of `lockgate reproduce` (see lockgate.rebuild)."""
+    from lockgate.rebuild import rebuild
+
+    rebuild(entry, opset, out, args)
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)

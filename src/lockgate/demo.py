@@ -26,6 +26,7 @@ import numpy as np
 from lockgate.api import Lockgate
 from lockgate.errors import AuditChainError, Error, GateFailedError, ServeError
 from lockgate.progress import Progress
+from lockgate.sealing import BOM_FILE
 from lockgate.types import Version
 
 __all__ = ["DemoView", "run_demo"]
@@ -217,7 +218,7 @@ def _journey(view: DemoView, home: Path) -> None:
                                description="scaler + logistic regression", progress=bar)
         view.version(v_sk)
         for v in (v_torch, v_sk):
-            bom = json.loads(lg.file_bytes(v, "bom.cdx.json"))
+            bom = json.loads(lg.file_bytes(v, BOM_FILE))
             view.say(f"{v.name}@{v.number}: CycloneDX {bom['specVersion']} BOM with "
                      f"{len(bom['components'])} components, model card, manifest; signed by "
                      f"key {v.signed_by[:16]}")

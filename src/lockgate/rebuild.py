@@ -1,37 +1,31 @@
-"""``python -m lockgate.rebuild ENTRY OPSET OUT [ARGS...]``: the child side of
-``lockgate reproduce``. Imports ``module:function`` from the working directory, calls it with the
-recorded arguments, converts the returned model with lockgate's converter at the recorded opset
-and writes the ONNX bytes to OUT. Runs in the reproduction's environment, not the registry's."""
+"""The child side of ``lockgate reproduce``, run as the hidden ``lockgate _rebuild`` command in
+the reproduction's environment (not the registry's): import ``module:function`` from the
+working directory, call it with the recorded arguments, convert the returned model with
+lockgate's converter at the recorded opset, and write the ONNX bytes."""
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
 import importlib
+import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from lockgate.errors import InvalidInputError
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 3:
-        print("usage: python -m lockgate.rebuild MODULE:FUNCTION OPSET OUT [ARGS...]",
-              file=sys.stderr)
-        return 2
-    entry, opset, out, *args = argv
-    module_name, _, fn_name = entry.partition(":")
+__all__ = ["rebuild"]
+
+
+def rebuild(entry: str, opset: int, out: Path, args: Sequence[str] = ()) -> None:
+    module_name, sep, fn_name = entry.partition(":")
+    if not sep or not module_name or not fn_name:
+        raise InvalidInputError(f"recipe entry must be module:function, got {entry!r}")
     sys.path.insert(0, os.getcwd())
     fn = getattr(importlib.import_module(module_name), fn_name)
     model, sample = fn(*args)
     from lockgate.convert import converter_for
     from lockgate.progress import NullProgress
 
-    converted = converter_for(model).convert(model, sample, opset=int(opset),
+    converted = converter_for(model).convert(model, sample, opset=opset,
                                              progress=NullProgress())
-    Path(out).write_bytes(converted.model.SerializeToString())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    out.write_bytes(converted.model.SerializeToString())

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lockgate.errors import InvalidInputError, NotFoundError, StorageError
+from lockgate.sealing import LOCK_FILES, RECIPE_FILE, SAMPLES_FILE
 from lockgate.types import Version
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def reproduce(lg: Lockgate, version: Version, *, source: Path | None = None,
         raise InvalidInputError(f"env must be 'fresh' or 'current', got {env!r}")
     lg.verify(version)
     try:
-        recipe = json.loads(lg.file_bytes(version, "recipe.json"))
+        recipe = json.loads(lg.file_bytes(version, RECIPE_FILE))
     except NotFoundError:
         raise InvalidInputError(
             f"{version.ref} has no recorded recipe",
@@ -87,7 +88,7 @@ def reproduce(lg: Lockgate, version: Version, *, source: Path | None = None,
                      "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
         child_env.pop("PYTHONPATH", None)
         done = subprocess.run(
-            [python, "-m", "lockgate.rebuild", str(recipe["entry"]), str(version.opset),
+            [python, "-m", "lockgate", "_rebuild", str(recipe["entry"]), str(version.opset),
              str(out), *[str(a) for a in recipe.get("args", [])]],
             cwd=workdir, env=child_env, capture_output=True, text=True, timeout=timeout_s,
             check=False)
@@ -98,7 +99,7 @@ def reproduce(lg: Lockgate, version: Version, *, source: Path | None = None,
         else:
             rebuilt = out.read_bytes()
             original = lg.model_bytes(version)
-            samples = json.loads(lg.file_bytes(version, "samples.json"))
+            samples = json.loads(lg.file_bytes(version, SAMPLES_FILE))
             detail = {**compare_models(original, rebuilt, samples,
                                        atol=lg.settings.parity_atol,
                                        rtol=lg.settings.parity_rtol), "env": env}
@@ -136,8 +137,7 @@ def _checkout(recipe: dict[str, Any], source: Path | None, dest: Path) -> Path:
 
 def _venv(lg: Lockgate, version: Version, where: Path, lockgate_spec: str | None,
           timeout_s: float) -> str:
-    lock_name = next((n for n in ("requirements.txt", "pylock.toml") if n in version.files),
-                     None)
+    lock_name = next((n for n in LOCK_FILES if n in version.files), None)
     if lock_name is None:
         raise InvalidInputError(
             f"{version.ref} has no recorded lock file to build a fresh environment from",
@@ -205,12 +205,9 @@ def compare_models(original: bytes, rebuilt: bytes, samples: dict[str, Any], *, 
             changed_nodes.append(f"{na.name or na.op_type or i}({', '.join(diff)})")
     if len(a.graph.node) != len(b.graph.node):
         changed_nodes.append(f"node count {len(a.graph.node)} != {len(b.graph.node)}")
-    feeds = {}
-    for t in samples["request"]["inputs"]:
-        from lockgate.serve.oip import numpy_dtype
+    from lockgate.validation import sample_feeds
 
-        feeds[t["name"]] = np.asarray(t["data"], dtype=numpy_dtype(t["datatype"])).reshape(
-            t["shape"])
+    feeds = sample_feeds(samples)
     out_a, out_b = Predictor(original)(feeds), Predictor(rebuilt)(feeds)
     diffs: dict[str, Any] = {}
     ok = set(out_a) == set(out_b)

@@ -36,9 +36,11 @@ __all__ = [
     "BOM_FILE",
     "CARD_FILE",
     "FOLDER_FILES",
+    "LOCK_FILES",
     "MANIFEST_FILE",
     "MODEL_FILE",
     "OPTIONAL_FILES",
+    "RECIPE_FILE",
     "SAMPLES_FILE",
     "SIGNATURE_FILE",
     "ensure_default_keys",
@@ -53,7 +55,9 @@ CARD_FILE = "model_card.md"
 MANIFEST_FILE = "manifest.json"
 SAMPLES_FILE = "samples.json"
 FOLDER_FILES = (MODEL_FILE, BOM_FILE, CARD_FILE, MANIFEST_FILE, SAMPLES_FILE)
-OPTIONAL_FILES = ("requirements.txt", "pylock.toml", "recipe.json")
+LOCK_FILES = ("pylock.toml", "requirements.txt")
+RECIPE_FILE = "recipe.json"
+OPTIONAL_FILES = (*LOCK_FILES, RECIPE_FILE)
 """Files a registration may add: the lock it was made with, and how to rebuild it."""
 SIGNATURE_FILE = "model.sig"
 """Name of the signature bundle next to (never inside) an exported folder."""

@@ -30,7 +30,8 @@ import numpy as np
 
 from lockgate.errors import ServeError
 
-__all__ = ["ChildServer", "LatencyStats", "check_samples", "measure_latency", "sample_document"]
+__all__ = ["ChildServer", "LatencyStats", "check_samples", "compare_recorded", "measure_latency",
+           "sample_document", "sample_feeds"]
 
 _BANNER = re.compile(r"serving .* on (http://[^\s/]+)/v2")
 
@@ -167,34 +168,49 @@ def sample_document(inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.n
             "outputs": [tensor(n, a) for n, a in outputs.items()]}
 
 
-def check_samples(base_url: str, model: str, samples: Mapping[str, Any], *, atol: float,
-                  rtol: float, timeout: float) -> list[str]:
-    """Send the recorded request; return what differs from the recorded outputs."""
-    status, body = request(base_url, "POST", f"/v2/models/{model}/infer", samples["request"],
-                           timeout)
-    if status != 200:
-        return [f"the server answered {status}: {body.get('error') if body else ''}"]
-    got = {o["name"]: o for o in body.get("outputs", [])}
+def sample_feeds(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The recorded request's inputs as arrays."""
+    from lockgate.serve.oip import numpy_dtype
+
+    return {t["name"]: np.asarray(t["data"], dtype=numpy_dtype(t["datatype"])).reshape(
+        t["shape"]) for t in samples["request"]["inputs"]}
+
+
+def compare_recorded(outputs: Mapping[str, Any], samples: Mapping[str, Any], *, atol: float,
+                     rtol: float) -> list[str]:
+    """What in ``outputs`` (arrays, by name) differs from the outputs recorded with the
+    sample: floats within ``atol``/``rtol``, everything else exactly."""
     problems = []
     for want in samples["outputs"]:
         name = want["name"]
-        if name not in got:
+        if name not in outputs:
             problems.append(f"output {name!r} missing")
             continue
-        have = got[name]
-        if list(have["shape"]) != list(want["shape"]):
-            problems.append(f"output {name!r}: shape {have['shape']} != {want['shape']}")
-            continue
-        a, b = np.asarray(have["data"]), np.asarray(want["data"])
-        if a.dtype.kind in "fc" or b.dtype.kind in "fc":
+        a = np.asarray(outputs[name])
+        b = np.asarray(want["data"]).reshape(want["shape"])
+        if list(a.shape) != list(b.shape):
+            problems.append(f"output {name!r}: shape {list(a.shape)} != {list(b.shape)}")
+        elif a.dtype.kind in "fc" or b.dtype.kind in "fc":
             a, b = a.astype(np.float64), b.astype(np.float64)
             if not np.allclose(a, b, atol=atol, rtol=rtol, equal_nan=True):
                 worst = float(np.nanmax(np.abs(a - b))) if a.size else 0.0
                 problems.append(f"output {name!r}: max abs error {worst:.3g} over "
                                 f"atol {atol:g} / rtol {rtol:g}")
-        elif not np.array_equal(a, b):
+        elif not np.array_equal(a.astype(str) if b.dtype.kind in "OUS" else a, b):
             problems.append(f"output {name!r}: values differ")
     return problems
+
+
+def check_samples(base_url: str, model: str, samples: Mapping[str, Any], *, atol: float,
+                  rtol: float, timeout: float) -> list[str]:
+    """Send the recorded request over OIP; return what differs from the recorded outputs."""
+    status, body = request(base_url, "POST", f"/v2/models/{model}/infer", samples["request"],
+                           timeout)
+    if status != 200:
+        return [f"the server answered {status}: {body.get('error') if body else ''}"]
+    got = {o["name"]: np.asarray(o["data"]).reshape(o["shape"])
+           for o in body.get("outputs", [])}
+    return compare_recorded(got, samples, atol=atol, rtol=rtol)
 
 
 def batch_request(samples: Mapping[str, Any], batch_size: int) -> dict[str, Any]:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from binaries import needs
 from lockgate.api import Lockgate
 from lockgate.types import GateStatus
 
 RECIPES = Path(__file__).parent / "recipes"
-pytestmark = [pytest.mark.sklearn, pytest.mark.slow]
+pytestmark = [pytest.mark.sklearn, pytest.mark.slow, needs("git")]
 
 
 def run(*args: str, cwd: Path) -> tuple[int, str, str]:
@@ -28,8 +29,6 @@ def run(*args: str, cwd: Path) -> tuple[int, str, str]:
 
 def _repo(tmp_path: Path, script: str) -> Path:
     """A git repository holding one training script, committed (a clean tree)."""
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
     repo = tmp_path / "repo"
     (repo / "train").mkdir(parents=True)
     shutil.copy(RECIPES / script, repo / "train" / "recipe.py")

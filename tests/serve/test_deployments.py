@@ -23,6 +23,7 @@ import pytest
 
 from lockgate.api import Lockgate
 from onnx_models import linear_onnx
+from tamper import flip_byte
 
 pytestmark = pytest.mark.slow
 
@@ -163,12 +164,7 @@ def test_failed_candidate_never_gets_traffic_and_canary_weight(
         lg.promote("m@2", "stabilized")
         lg.promote("m@3", "stabilized")
         lg.deploy("m@3", canary=50)  # verified now; its file is damaged before a server loads it
-        broken = lg.get("m@3")
-        path = lg.artifacts.path_for(broken.digest)  # type: ignore[attr-defined]
-        data = bytearray(path.read_bytes())
-        data[-3] ^= 0xFF
-        path.chmod(0o644)
-        path.write_bytes(bytes(data))
+        flip_byte(lg, lg.get("m@3").digest)
     with _server(home) as (_, port):
         deadline = time.monotonic() + 20
         while True:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from binaries import needs
 from lockgate.api import Lockgate
 from lockgate.errors import InvalidInputError
 from lockgate.types import Digest
@@ -33,11 +33,10 @@ def _run(cmd: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           timeout=180, check=False)
 
 
+@needs("sha256sum")
 def test_evidence_pack_verifies_with_third_party_commands(
     home: Path, linear_model: onnx.ModelProto, tmp_path: Path
 ) -> None:
-    if shutil.which("sha256sum") is None:
-        pytest.skip("sha256sum (coreutils) is not installed")
     out = tmp_path / "evidence"
     with Lockgate.open(home) as lg:
         v = lg.register(linear_model, name="m", metrics={"accuracy": 0.9})

@@ -19,6 +19,7 @@ from lockgate.sealing import FOLDER_FILES, materialize
 from lockgate.supplychain import sbom
 from lockgate.supplychain.sbom import validate_bom
 from lockgate.supplychain.signing import generate_keypair, key_id
+from tamper import flip_byte
 
 CLI = Path(sys.executable).parent / "model_signing"
 
@@ -112,11 +113,7 @@ def test_flipped_model_byte_is_refused_and_audited(
     lg: Lockgate, linear_model: onnx.ModelProto
 ) -> None:
     v = lg.register(linear_model, name="m")
-    path = lg.artifacts.path_for(v.digest)  # type: ignore[attr-defined]
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.chmod(0o644)
-    path.write_bytes(bytes(data))
+    flip_byte(lg, v.digest, at=len(lg.artifacts.get(v.digest)) // 2)
     with pytest.raises(IntegrityError):
         lg.load("m@1")
     assert _audit_types(lg)[-1] == "artifact.refused"

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from lockgate import environment
 from lockgate.api import Lockgate
 from onnx_models import linear_onnx
+from tamper import flip_byte
 
 
 def _get(url: str) -> tuple[int, dict[str, Any]]:
@@ -86,12 +87,7 @@ def test_serve_refuses_tampered_versions_and_serves_the_rest(home: Path) -> None
     with Lockgate.open(home) as lg:
         for seed, name in enumerate(("good", "flipped", "extra")):
             lg.register(linear_onnx(seed=seed), name=name)  # distinct blobs
-        flipped = lg.get("flipped@1")
-        path = lg.artifacts.path_for(flipped.digest)  # type: ignore[attr-defined]
-        data = bytearray(path.read_bytes())
-        data[-5] ^= 0xFF
-        path.chmod(0o644)
-        path.write_bytes(bytes(data))
+        flip_byte(lg, lg.get("flipped@1").digest, at=-5)
         planted = lg.artifacts.put(b"planted")
         engine = sa.create_engine(lg.settings.database_url)
         with engine.begin() as conn:

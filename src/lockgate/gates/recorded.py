@@ -6,16 +6,14 @@ import tomllib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from packaging.requirements import InvalidRequirement, Requirement
-
 from lockgate.errors import Error
 from lockgate.gates.base import Configurable, GateContext
 from lockgate.gates.params import Param
+from lockgate.sealing import LOCK_FILES
 from lockgate.types import GateResult, GateStatus
 
 __all__ = ["PinnedDependenciesGate", "ReproducibleGate", "SeedsRecordedGate"]
 
-LOCK_FILES = ("pylock.toml", "requirements.txt")
 
 
 class SeedsRecordedGate(Configurable):
@@ -74,19 +72,21 @@ class PinnedDependenciesGate(Configurable):
 
 
 def _requirements(text: str) -> list[tuple[str, bool, bool, str]]:
+    from lockgate.errors import InvalidInputError
+    from lockgate.supplychain.sbom import parse_requirements
+
     out = []
-    for line in _logical_lines(text):
-        if line.startswith(("-r", "--requirement", "-c", "--constraint")):
-            raise ValueError(f"includes another file ({line.split()[0]}); record a flat lock")
-        if line.startswith("-"):
+    try:
+        lines = parse_requirements(text, "requirements.txt")
+    except InvalidInputError as exc:
+        raise ValueError(exc.message) from None
+    for line in lines:
+        req, hashed = line.requirement, bool(line.hashes)
+        if req is None:
+            if line.option.startswith(("-r", "--requirement", "-c", "--constraint")):
+                raise ValueError(f"includes another file ({line.option.split()[0]}); record "
+                                 "a flat lock")
             continue  # index and pip options
-        spec, _, options = line.partition(" --hash")
-        hashed = bool(options) or "--hash=" in line
-        spec = spec.split(" --")[0].strip()
-        try:
-            req = Requirement(spec)
-        except InvalidRequirement as exc:
-            raise ValueError(f"cannot parse {spec!r}: {exc}") from None
         if req.url:
             out.append((req.name, hashed, hashed, "a direct URL without a hash"))
             continue
@@ -96,23 +96,6 @@ def _requirements(text: str) -> list[tuple[str, bool, bool, str]]:
         out.append((req.name, exact, hashed,
                     "not pinned" if not specs else f"{req.specifier} is not one exact version"))
     return out
-
-
-def _logical_lines(text: str) -> list[str]:
-    lines: list[str] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.split(" #")[0].strip() if not raw.lstrip().startswith("#") else ""
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line = (pending + line).strip()
-        pending = ""
-        if line:
-            lines.append(line)
-    if pending.strip():
-        lines.append(pending.strip())
-    return lines
 
 
 def _pylock(text: str) -> list[tuple[str, bool, bool, str]]:

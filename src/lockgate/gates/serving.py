@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from lockgate.errors import Error
-from lockgate.gates.base import Configurable, GateContext
+from lockgate.gates.base import Configurable, GateContext, ServerHandle
 from lockgate.gates.params import Param
+from lockgate.sealing import SAMPLES_FILE
 from lockgate.types import GateResult, GateStatus
 
 __all__ = ["InfraValidationGate", "LatencyBudgetGate"]
 
-SAMPLES_FILE = "samples.json"
+
+def _served(gate: str, ctx: GateContext, max_loading_time_s: float
+            ) -> tuple[dict[str, Any], ServerHandle] | GateResult:
+    """The recorded samples and the child server (shared by the gates of one promotion), or
+    the failing result that stops the gate."""
+    if ctx.evidence is None:
+        return GateResult(gate, GateStatus.ERROR, "no evidence store")
+    if SAMPLES_FILE not in ctx.version.files:
+        return GateResult(gate, GateStatus.FAIL,
+                          "no sample requests were recorded at registration")
+    try:
+        samples = json.loads(ctx.evidence.file(SAMPLES_FILE))
+        return samples, ctx.evidence.server(max_loading_time_s)
+    except (Error, OSError, ValueError) as exc:
+        return GateResult(gate, GateStatus.FAIL, f"validation server: {exc}")
 
 
 class InfraValidationGate(Configurable):
@@ -27,15 +43,12 @@ class InfraValidationGate(Configurable):
     def evaluate(self, ctx: GateContext) -> GateResult:
         from lockgate.validation import check_samples
 
-        if ctx.evidence is None:
-            return GateResult(self.name, GateStatus.ERROR, "no evidence store")
-        if SAMPLES_FILE not in ctx.version.files:
-            return GateResult(self.name, GateStatus.FAIL,
-                              "no sample requests were recorded at registration")
         thresholds = dict(self.params)
+        served = _served(self.name, ctx, float(self.params["max_loading_time_s"]))
+        if isinstance(served, GateResult):
+            return GateResult(served.gate, served.status, served.message, {}, thresholds)
+        samples, server = served
         try:
-            samples = json.loads(ctx.evidence.file(SAMPLES_FILE))
-            server = ctx.evidence.server(float(self.params["max_loading_time_s"]))
             problems = check_samples(server.base_url, ctx.version.name, samples,
                                      atol=ctx.settings.parity_atol,
                                      rtol=ctx.settings.parity_rtol,
@@ -74,16 +87,13 @@ class LatencyBudgetGate(Configurable):
     def evaluate(self, ctx: GateContext) -> GateResult:
         from lockgate.validation import batch_request, measure_latency
 
-        if ctx.evidence is None:
-            return GateResult(self.name, GateStatus.ERROR, "no evidence store")
-        if SAMPLES_FILE not in ctx.version.files:
-            return GateResult(self.name, GateStatus.FAIL,
-                              "no sample requests were recorded at registration")
         p = self.params
         thresholds = {k: v for k, v in p.items() if v is not None}
+        served = _served(self.name, ctx, float(p["max_loading_time_s"]))
+        if isinstance(served, GateResult):
+            return GateResult(served.gate, served.status, served.message, {}, thresholds)
+        samples, server = served
         try:
-            samples = json.loads(ctx.evidence.file(SAMPLES_FILE))
-            server = ctx.evidence.server(float(p["max_loading_time_s"]))
             stats = measure_latency(
                 server.base_url, ctx.version.name, batch_request(samples, int(p["batch_size"])),
                 concurrency=int(p["concurrency"]), requests=int(p["requests"]),

@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 
 from lockgate.errors import Error
 from lockgate.gates.base import Configurable, Evidence, GateContext
+from lockgate.sealing import BOM_FILE
 from lockgate.types import GateResult, GateStatus
 
 __all__ = ["LicensesGate", "SbomValidGate", "SignatureGate", "VulnerabilitiesGate"]
-
-BOM_FILE = "bom.cdx.json"
 
 
 def _evidence(ctx: GateContext, gate: str) -> Evidence | GateResult:

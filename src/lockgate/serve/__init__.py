@@ -5,7 +5,7 @@
     from lockgate.serve import ServedModel, create_app, run_server
 
     app = create_app([ServedModel("iris", 3, lambda: Predictor(model_bytes))])
-    run_server(app, "127.0.0.1", 0, on_started=lambda host, port: print(port))
+    run_server(app, "127.0.0.1", 0, on_started=lambda host, port: log.info("port %d", port))
 """
 
 from __future__ import annotations

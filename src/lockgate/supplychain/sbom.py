@@ -68,7 +68,8 @@ from lockgate.types import Digest, Version
 if TYPE_CHECKING:
     from cyclonedx.validation.json import JsonStrictValidator
 
-__all__ = ["build_bom", "model_card_markdown", "parse_lock_hashes", "validate_bom"]
+__all__ = ["RequirementLine", "build_bom", "model_card_markdown", "parse_lock_hashes",
+           "parse_requirements", "validate_bom"]
 
 SPEC_VERSION = "1.6"
 PREFIX = "lockgate:"
@@ -664,18 +665,43 @@ def _pylock(text: str, path: Path) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _requirements_txt(text: str, path: Path) -> list[tuple[str, list[str]]]:
+@dataclass(frozen=True)
+class RequirementLine:
+    """One logical line of a requirements file: a requirement with its ``--hash`` values, or
+    an option line (``-r``, ``--index-url``, ...) in ``option``."""
+
+    lineno: int
+    requirement: Requirement | None
+    hashes: tuple[str, ...] = ()
+    option: str = ""
+
+
+def parse_requirements(text: str, where: str) -> list[RequirementLine]:
+    """The requirements and option lines of a ``requirements.txt`` (comments dropped, lines
+    joined across trailing backslashes); InvalidInputError naming ``where:line``."""
     out = []
     for lineno, line in _logical_lines(text):
         line = _COMMENT.sub("", line).strip()
-        if not line or line.startswith("-"):  # -r, -c, --index-url, -e and friends
+        if not line:
             continue
-        values = _HASH_OPTION.findall(line)
+        if line.startswith("-"):
+            out.append(RequirementLine(lineno, None, option=line))
+            continue
+        values = tuple(_HASH_OPTION.findall(line))
         spec = _HASH_OPTION.sub("", line).strip()
         try:
-            req = Requirement(spec)
+            out.append(RequirementLine(lineno, Requirement(spec), values))
         except InvalidRequirement as exc:
-            raise InvalidInputError(f"{path}:{lineno}: {exc}") from None
+            raise InvalidInputError(f"{where}:{lineno}: {exc}") from None
+    return out
+
+
+def _requirements_txt(text: str, path: Path) -> list[tuple[str, list[str]]]:
+    out = []
+    for entry in parse_requirements(text, str(path)):
+        req, values = entry.requirement, list(entry.hashes)
+        if req is None:  # -r, -c, --index-url, -e and friends
+            continue
         pins = [s for s in req.specifier if _PIN.match(s.operator) and "*" not in s.version]
         key = (_lock_key(req.name, pins[0].version) if len(pins) == 1 and len(req.specifier) == 1
                else canonicalize_name(req.name))

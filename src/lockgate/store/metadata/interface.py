@@ -145,6 +145,11 @@ class MetadataStore(Protocol):
         """Every model's deployment, by name."""
         ...
 
+    def stage_holders(self, stage: str) -> dict[str, int]:
+        """Per model, the highest version number in ``stage`` (one cheap query: servers poll
+        it)."""
+        ...
+
     def import_vulns(
         self, snapshot: VulnSnapshot, records: Sequence[tuple[str, str, str]],
         event: AuditEvent,

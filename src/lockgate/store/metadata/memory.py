@@ -119,6 +119,14 @@ class MemoryMetadataStore:
         with self._lock:
             return list(self.records)
 
+    def stage_holders(self, stage: str) -> dict[str, int]:
+        with self._lock:
+            out: dict[str, int] = {}
+            for (name, number), row in self._versions.items():
+                if row.stage == stage:
+                    out[name] = max(number, out.get(name, 0))
+            return out
+
     def deployments(self) -> list[DeploymentRow]:
         with self._lock:
             return [self._deployments[n] for n in sorted(self._deployments)]

@@ -239,6 +239,16 @@ class SqlMetadataStore:
 
         self._retry(write)
 
+    def stage_holders(self, stage: str) -> dict[str, int]:
+        def read(conn: Connection) -> dict[str, int]:
+            rows = conn.execute(
+                sa.select(versions.c.name, sa.func.max(versions.c.number))
+                .where(versions.c.stage == stage).group_by(versions.c.name)
+            ).all()
+            return {str(name): int(number) for name, number in rows}
+
+        return self._read(read)
+
     def deployments(self) -> list[DeploymentRow]:
         def read(conn: Connection) -> list[DeploymentRow]:
             rows = conn.execute(sa.select(deployments).order_by(deployments.c.name)).all()
