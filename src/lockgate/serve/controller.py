@@ -101,7 +101,9 @@ class Controller:
             return
         loading = False
         for name, d in wanted.items():
-            slots = {v: self.table.ensure(self.make_spec(name, v), self._emit_load)
+            # make_spec reads the version from the store: only for versions not loaded yet
+            slots = {v: self.table.slot(name, v)
+                     or self.table.ensure(self.make_spec(name, v), self._emit_load)
                      for v in d.versions()}
             for v, slot in slots.items():
                 if v != d.shadow:
