@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+os.environ["DO_NOT_TRACK"] = "1"  # Evidently (golden drift tests) reports usage otherwise
+os.environ["ITERATIVE_DO_NOT_TRACK"] = "1"
 
 from collections.abc import Iterator
 from pathlib import Path

@@ -9,6 +9,9 @@ Routes::
     GET  /v2/models/{model}[/versions/{version}]/ready  200 ready, 503 loading or failed
     POST /v2/models/{model}[/versions/{version}]/infer  inference
     GET  /metrics                                   Prometheus metrics (see serve/metrics.py)
+    GET  /v2/models/{model}/versions/{version}/capture   captured rows and request outcomes
+                                                    after ``rows_since``/``requests_since``
+                                                    (lockgate extension, for monitors)
 
 Without ``/versions/{version}`` a request goes to the highest version served for that model,
 whatever its state: while that version loads or after it failed, unversioned requests get 503
@@ -31,6 +34,7 @@ import importlib.metadata
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -42,6 +46,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lockgate.errors import Error, InvalidInputError
+from lockgate.observe.capture import DEFAULT_WINDOW, Capture, RequestLog
 from lockgate.runtime import Predictor
 from lockgate.serve.controller import Controller, Desired
 from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
@@ -115,13 +120,22 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _observe(slot: Slot, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
+             requests: RequestLog | None) -> None:
+    capture = slot.capture
+    if capture is not None:
+        capture.record(inputs, outputs)
+    if requests is not None:
+        requests.offer(slot.spec.name, slot.version_text, inputs, outputs)
+
+
 def _infer(slot: Slot, predictor: Predictor, body: bytes, header: int | None, enqueued: float,
-           shadow: Slot | None, mirror: ShadowMirror
+           shadow: Slot | None, mirror: ShadowMirror, requests: RequestLog | None
            ) -> tuple[bytes, int | None, int, float, float]:
     """Decode, run, encode: the whole CPU-bound part of a request, in one worker-thread hop.
     Returns the response, its binary header length (or None), the rows inferred, and the queue
     and compute seconds. With a ``shadow``, the request and the answer are handed to the mirror
-    (never waited on)."""
+    (never waited on). The rows go to the slot's capture and the sampled request log."""
     started = time.perf_counter()
     request = parse_infer_request(body, header)
     outputs = predictor.run(request.inputs, request.outputs)
@@ -129,6 +143,7 @@ def _infer(slot: Slot, predictor: Predictor, body: bytes, header: int | None, en
     rows = max((int(a.shape[0]) for a in request.inputs.values() if a.ndim), default=1)
     if shadow is not None and request.outputs is None:
         mirror.offer(shadow, dict(request.inputs), dict(outputs))
+    _observe(slot, request.inputs, outputs, requests)
     return content, head, rows, started - enqueued, time.perf_counter() - started
 
 
@@ -156,6 +171,9 @@ def create_app(
     make_spec: Callable[[str, int], ServedModel] | None = None,
     poll_s: float = 0.5,
     grace_s: float = 300.0,
+    capture_window: int = DEFAULT_WINDOW,
+    request_log: RequestLog | None = None,
+    drift: Callable[[str, int], Mapping[str, Any] | None] | None = None,
 ) -> Starlette:
     """An OIP v2 app serving ``models``.
 
@@ -169,6 +187,9 @@ def create_app(
     :class:`~lockgate.serve.controller.Controller` polls ``desired()`` every ``poll_s`` and
     loads, switches, canaries and retires versions (``deploy.switched``, ``deploy.failed`` and
     ``deploy.unloaded`` events).
+    Each version keeps its last ``capture_window`` rows and requests for drift monitors (0:
+    no capture); ``request_log`` writes a sample of requests. ``drift(name, version)`` returns
+    the latest monitor result of a served version, shown on ``/metrics``.
     Raises InvalidInputError for an empty model list (without ``desired``), a repeated
     ``(name, version)`` or ``workers < 1``.
     """
@@ -181,6 +202,13 @@ def create_app(
     mirror = ShadowMirror(metrics)
     server_version = _version()
     hook = on_event
+    instance = uuid.uuid4().hex
+    drift_seen: dict[str, float] = {"at": 0.0}
+
+    def with_capture(slot: Slot) -> Slot:
+        if capture_window > 0 and slot.capture is None:
+            slot.capture = Capture(capture_window)
+        return slot
 
     def emit_logged(name: str, payload: dict[str, Any]) -> None:
         if hook is None:
@@ -215,6 +243,8 @@ def create_app(
                 controller.stop()
             mirror.stop()
             pool.stop(wait=False)  # never block the loop; the threads are daemons
+            if request_log is not None:
+                request_log.close()
             if hook is not None:
                 hook(
                     "serve.stop",
@@ -250,7 +280,7 @@ def create_app(
 
     def resolve(request: Request) -> Slot:
         params = request.path_params
-        return table.resolve(params["model"], params.get("version"))
+        return with_capture(table.resolve(params["model"], params.get("version")))
 
     async def model_metadata(request: Request) -> Response:
         slot = resolve(request)
@@ -296,7 +326,8 @@ def create_app(
             header = _header_length(request)
             if batcher is None:
                 content, head, rows, queued, computed = await pool.run(
-                    _infer, slot, predictor, body, header, time.perf_counter(), shadow, mirror)
+                    _infer, slot, predictor, body, header, time.perf_counter(), shadow, mirror,
+                    request_log)
                 executions = 1.0
                 size = rows
             else:
@@ -312,6 +343,7 @@ def create_app(
                 executions = rows / size if size else 1.0
                 if shadow is not None and req.outputs is None:
                     mirror.offer(shadow, dict(req.inputs), outputs)
+                _observe(slot, req.inputs, outputs, request_log)
             ok = True
         except Error as exc:
             m.failed(exc.http_status)
@@ -324,6 +356,8 @@ def create_app(
             elapsed = time.perf_counter() - started
             m.request_seconds.observe(elapsed)
             slot.window.record(elapsed, ok)
+            if slot.capture is not None:
+                slot.capture.record_request(elapsed, ok)
         m.queue_seconds.observe(queued)
         m.compute_seconds.observe(computed)
         m.inferences.inc(rows)
@@ -334,12 +368,52 @@ def create_app(
                             headers={"Inference-Header-Content-Length": str(head)})
         return Response(content, media_type=_JSON)
 
+    def refresh_drift(ready: list[Slot]) -> None:
+        """Latest monitor results of the ready versions, at most every 5 s."""
+        if drift is None or time.monotonic() - drift_seen["at"] < 5.0:
+            return
+        drift_seen["at"] = time.monotonic()
+        for slot in ready:
+            try:
+                result = drift(slot.spec.name, slot.spec.version)
+            except Exception as exc:  # metrics must answer even when the store does not
+                log.warning("cannot read monitor results: %s", exc)
+                return
+            if not result or "drift" not in result:
+                continue
+            labels = (slot.spec.name, slot.version_text)
+            metrics.dataset_drift_share.labels(*labels).set(float(result["drift"]["share"]))
+            for f in result["drift"]["features"]:
+                metrics.feature_drift.labels(*labels, f["feature"], f["method"]).set(
+                    float(f["score"]))
+                metrics.feature_drifted.labels(*labels, f["feature"]).set(
+                    1.0 if f["drifted"] else 0.0)
+
     async def prometheus(request: Request) -> Response:
-        for slot in table.slots:
-            if slot.state is SlotState.READY:
-                digest = str(slot.parameters.get("lockgate_version_digest", ""))
-                metrics.model_info.labels(slot.spec.name, slot.version_text, digest).set(1)
+        ready = [s for s in table.slots if s.state is SlotState.READY]
+        for slot in ready:
+            digest = str(slot.parameters.get("lockgate_version_digest", ""))
+            metrics.model_info.labels(slot.spec.name, slot.version_text, digest).set(1)
+        if drift is not None:
+            await pool.run(refresh_drift, ready)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    def _cursor(request: Request, key: str) -> int:
+        raw = request.query_params.get(key, "0")
+        if not raw.isdigit():
+            raise InvalidInputError(f"{key} must be a non-negative integer, got {raw!r}")
+        return int(raw)
+
+    async def captured(request: Request) -> Response:
+        slot = resolve(request)
+        rows_since = _cursor(request, "rows_since")
+        requests_since = _cursor(request, "requests_since")
+        capture = slot.capture
+        if capture is None:
+            raise InvalidInputError("capture is off on this server (capture window 0)")
+        body = await pool.run(capture.snapshot, rows_since, requests_since)
+        return JSONResponse({"model": slot.spec.name, "version": slot.version_text,
+                             "instance": instance, "window": capture.window, **body})
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -362,6 +436,7 @@ def create_app(
         Route(versioned + "/ready", _guard(model_ready), methods=["GET"]),
         Route(model + "/infer", _guard(infer), methods=["POST"]),
         Route(versioned + "/infer", _guard(infer), methods=["POST"]),
+        Route(versioned + "/capture", _guard(captured), methods=["GET"]),
         Route("/metrics", _guard(prometheus), methods=["GET"]),
     ]
     app = Starlette(

@@ -15,6 +15,9 @@
     lockgate_shadow_disagreements_total      mirrored answers whose argmax disagreed
     lockgate_shadow_dropped_total            requests not mirrored (queue full)
     lockgate_model_info                      1 per loaded version, with its ``digest``
+    lockgate_feature_drift_score             latest monitor score per ``feature`` and ``method``
+    lockgate_feature_drifted                 1 when that feature drifted in the latest window
+    lockgate_dataset_drift_share             share of drifted features in the latest window
 
 Each app has its own registry, so several apps in one process (tests) do not collide.
 """
@@ -69,6 +72,15 @@ class ServerMetrics:
                                       _LABELS, registry=r)
         self.model_info = Gauge("lockgate_model_info", "A loaded model version.",
                                 (*_LABELS, "digest"), registry=r)
+        self.feature_drift = Gauge("lockgate_feature_drift_score",
+                                   "Latest drift score of a feature (see method).",
+                                   (*_LABELS, "feature", "method"), registry=r)
+        self.feature_drifted = Gauge("lockgate_feature_drifted",
+                                     "1 when the feature drifted in the latest monitor window.",
+                                     (*_LABELS, "feature"), registry=r)
+        self.dataset_drift_share = Gauge("lockgate_dataset_drift_share",
+                                         "Share of drifted features in the latest window.",
+                                         _LABELS, registry=r)
         self._children: dict[tuple[str, str], ModelMetrics] = {}
 
     def for_model(self, model: str, version: str) -> ModelMetrics:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lockgate.errors import Error, InvalidInputError, NotFoundError, ServeError
+from lockgate.observe.capture import Capture
 from lockgate.runtime import Predictor
 from lockgate.serve.batching import Batcher, BatchingConfig
 from lockgate.serve.oip import oip_datatype, oip_shape
@@ -157,6 +158,8 @@ class Slot:
         self.batcher: Batcher | None = None
         self._predictor: Predictor | None = None
         self.version_text = str(spec.version)
+        self.capture: Capture | None = None
+        """The last rows and requests, for drift monitors (None: capture off)."""
 
     def set_batching(self, config: BatchingConfig | None) -> None:
         """Switch batching on, off or to new settings; queued requests finish first."""

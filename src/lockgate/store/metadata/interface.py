@@ -8,8 +8,19 @@ from typing import Any, Protocol
 
 from lockgate.audit import AuditEvent, AuditRecord
 
-__all__ = ["Change", "Decision", "DeploymentRow", "EventBuilder", "GateRun", "MetadataStore",
-           "RecordBuilder", "VersionRow", "VulnSnapshot"]
+__all__ = [
+    "Change",
+    "Decision",
+    "Delivery",
+    "DeploymentRow",
+    "EventBuilder",
+    "GateRun",
+    "MetadataStore",
+    "Observation",
+    "RecordBuilder",
+    "VersionRow",
+    "VulnSnapshot",
+]
 
 RecordBuilder = Callable[[int], Mapping[str, Any]]
 """Builds a version's record once its number is known."""
@@ -73,6 +84,35 @@ class DeploymentRow:
 
 
 @dataclass(frozen=True)
+class Observation:
+    """Something observed about a served version: ``reference`` (its reference profile: the
+    ``record`` names the profile blob) or ``monitor`` (one monitor run's drift and SLO
+    results). ``id`` is assigned by the store."""
+
+    kind: str
+    name: str
+    number: int
+    created_at: str
+    record: Mapping[str, Any]
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An event waiting for (or past) delivery to a webhook or command: at-least-once, the
+    ``id`` stays the same across retries."""
+
+    id: str
+    name: str
+    target: str
+    event: Mapping[str, Any]
+    created_at: str
+    attempts: int = 0
+    delivered_at: str | None = None
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
 class Change:
     """State changes applied in one transaction, or not at all.
 
@@ -89,6 +129,9 @@ class Change:
     decisions: Sequence[Decision] = ()
     deployments: Mapping[str, tuple[int, Mapping[str, Any]]] = field(default_factory=dict)
     """Model name -> (the generation it must still have, 0 for none; the new record)."""
+    observations: Sequence[Observation] = ()
+    deliveries: Sequence[Delivery] = ()
+    """New outbox entries (their ``id`` must be new)."""
     events: Sequence[AuditEvent] = ()
 
 
@@ -143,6 +186,21 @@ class MetadataStore(Protocol):
 
     def deployments(self) -> list[DeploymentRow]:
         """Every model's deployment, by name."""
+        ...
+
+    def observations(self, name: str, kind: str, *, number: int | None = None,
+                     limit: int = 50) -> list[Observation]:
+        """The newest ``limit`` observations of ``kind`` for the model (or one version),
+        newest first."""
+        ...
+
+    def pending_deliveries(self, limit: int = 100) -> list[Delivery]:
+        """Outbox entries not delivered yet, oldest first."""
+        ...
+
+    def mark_delivery(self, id: str, *, attempts: int, delivered_at: str | None,
+                      last_error: str) -> None:
+        """Record a delivery attempt's outcome."""
         ...
 
     def stage_holders(self, stage: str) -> dict[str, int]:

@@ -11,9 +11,11 @@ from lockgate.errors import NotFoundError, PromotionError
 from lockgate.store.metadata.interface import (
     Change,
     Decision,
+    Delivery,
     DeploymentRow,
     EventBuilder,
     GateRun,
+    Observation,
     RecordBuilder,
     VersionRow,
     VulnSnapshot,
@@ -30,6 +32,8 @@ class MemoryMetadataStore:
         self._gate_runs: list[GateRun] = []
         self._decisions: list[Decision] = []
         self._deployments: dict[str, DeploymentRow] = {}
+        self._observations: list[Observation] = []
+        self._outbox: dict[str, Delivery] = {}
         self.records: list[AuditRecord] = []
         self._snapshots: list[VulnSnapshot] = []
         self._vulns: dict[int, list[tuple[str, str, str]]] = {}
@@ -87,6 +91,12 @@ class MemoryMetadataStore:
                     dname, (current.generation if current else 0) + 1, dict(record), now())
             self._gate_runs.extend(change.gate_runs)
             self._decisions.extend(change.decisions)
+            for o in change.observations:
+                self._observations.append(replace(o, id=len(self._observations) + 1))
+            for dl in change.deliveries:
+                if dl.id in self._outbox:
+                    raise PromotionError(f"delivery {dl.id} exists already")
+                self._outbox[dl.id] = dl
             for event in change.events:
                 self._append(event)
 
@@ -130,6 +140,24 @@ class MemoryMetadataStore:
     def deployments(self) -> list[DeploymentRow]:
         with self._lock:
             return [self._deployments[n] for n in sorted(self._deployments)]
+
+    def observations(self, name: str, kind: str, *, number: int | None = None,
+                     limit: int = 50) -> list[Observation]:
+        with self._lock:
+            found = [o for o in reversed(self._observations) if o.name == name
+                     and o.kind == kind and (number is None or o.number == number)]
+            return found[:limit]
+
+    def pending_deliveries(self, limit: int = 100) -> list[Delivery]:
+        with self._lock:
+            return [d for d in self._outbox.values() if d.delivered_at is None][:limit]
+
+    def mark_delivery(self, id: str, *, attempts: int, delivered_at: str | None,
+                      last_error: str) -> None:
+        with self._lock:
+            d = self._outbox[id]
+            self._outbox[id] = replace(d, attempts=attempts, delivered_at=delivered_at,
+                                       last_error=last_error)
 
     def decisions(self, name: str, number: int) -> list[Decision]:
         with self._lock:

@@ -20,6 +20,8 @@ __all__ = [
     "deployments",
     "gate_runs",
     "metadata",
+    "observations",
+    "outbox",
     "versions",
     "vuln_records",
     "vuln_snapshots",
@@ -119,4 +121,28 @@ deployments = Table(
     Column("generation", Integer, nullable=False),
     Column("record", Text, nullable=False),
     Column("updated_at", String(40), nullable=False),
+)
+
+observations = Table(
+    "observations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("record", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("delivered_at", String(40), nullable=True),
+    Column("last_error", Text, nullable=False),
 )

@@ -28,9 +28,11 @@ from lockgate.errors import NotFoundError, PromotionError, StorageError
 from lockgate.store.metadata.interface import (
     Change,
     Decision,
+    Delivery,
     DeploymentRow,
     EventBuilder,
     GateRun,
+    Observation,
     RecordBuilder,
     VersionRow,
     VulnSnapshot,
@@ -41,6 +43,8 @@ from lockgate.store.metadata.schema import (
     decisions,
     deployments,
     gate_runs,
+    observations,
+    outbox,
     versions,
     vuln_records,
     vuln_snapshots,
@@ -234,8 +238,48 @@ class SqlMetadataStore:
                     actor=d.actor, comment=d.comment, expires=d.expires,
                     detail=canonical_json(dict(d.detail)), created_at=d.created_at,
                 ))
+            for o in change.observations:
+                conn.execute(observations.insert().values(
+                    kind=o.kind, name=o.name, number=o.number,
+                    record=canonical_json(dict(o.record)), created_at=o.created_at))
+            for dl in change.deliveries:
+                conn.execute(outbox.insert().values(
+                    id=dl.id, name=dl.name, target=dl.target,
+                    event=canonical_json(dict(dl.event)), created_at=dl.created_at,
+                    attempts=dl.attempts, delivered_at=dl.delivered_at,
+                    last_error=dl.last_error))
             for ev in change.events:
                 self._append(conn, ev)
+
+        self._retry(write)
+
+    def observations(self, name: str, kind: str, *, number: int | None = None,
+                     limit: int = 50) -> list[Observation]:
+        def read(conn: Connection) -> list[Observation]:
+            q = sa.select(observations).where(observations.c.name == name,
+                                              observations.c.kind == kind)
+            if number is not None:
+                q = q.where(observations.c.number == number)
+            rows = conn.execute(q.order_by(observations.c.id.desc()).limit(limit)).all()
+            return [Observation(r.kind, r.name, r.number, r.created_at, json.loads(r.record),
+                                r.id) for r in rows]
+
+        return self._read(read)
+
+    def pending_deliveries(self, limit: int = 100) -> list[Delivery]:
+        def read(conn: Connection) -> list[Delivery]:
+            rows = conn.execute(sa.select(outbox).where(outbox.c.delivered_at.is_(None))
+                                .order_by(outbox.c.created_at, outbox.c.id).limit(limit)).all()
+            return [Delivery(r.id, r.name, r.target, json.loads(r.event), r.created_at,
+                             r.attempts, r.delivered_at, r.last_error) for r in rows]
+
+        return self._read(read)
+
+    def mark_delivery(self, id: str, *, attempts: int, delivered_at: str | None,
+                      last_error: str) -> None:
+        def write(conn: Connection) -> None:
+            conn.execute(outbox.update().where(outbox.c.id == id).values(
+                attempts=attempts, delivered_at=delivered_at, last_error=last_error))
 
         self._retry(write)
 
