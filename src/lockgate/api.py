@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
     from lockgate.deploy import Deployment
     from lockgate.gates import ServerHandle
+    from lockgate.observe.profile import Profile
     from lockgate.serve.controller import Desired
     from lockgate.supplychain.vulnpolicy import VulnReport
 
@@ -137,6 +138,7 @@ class Lockgate:
         datasets: Sequence[Mapping[str, str]] = (),
         lock_file: Path | str | None = None,
         recipe: Mapping[str, Any] | None = None,
+        reference: Path | str | Mapping[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> Version:
         """Convert ``model`` to ONNX, prove parity with its framework on ``sample_input`` plus
@@ -148,7 +150,9 @@ class Lockgate:
         model card; ``lock_file`` (``pylock.toml`` or a ``requirements.txt`` with ``--hash``)
         puts its hashes on the BOM's library components and is kept, signed, with the version
         (the ``pinned_dependencies`` gate reads it); ``recipe`` (``entry``: ``module:function``,
-        ``args``) says how ``lockgate reproduce`` rebuilds the model.
+        ``args``) says how ``lockgate reproduce`` rebuilds the model. ``reference`` (a data
+        file or arrays by input name) becomes the version's reference profile for drift
+        monitors.
 
         Nothing is stored unless every step succeeds. Raises ParityError when ONNX Runtime
         disagrees with the source framework and SupplyChainError when the BOM does not validate.
@@ -200,6 +204,12 @@ class Lockgate:
         environment["converter"] = converted.converter
         from lockgate.validation import sample_document
 
+        profile = None
+        if reference is not None:
+            from lockgate.observe.service import build_reference
+
+            profile = build_reference(predictor, Path(reference) if isinstance(
+                reference, (str, Path)) else reference)
         sample_out = predictor(converted.sample)
         extra[sealing.SAMPLES_FILE] = (canonical_json(
             sample_document(converted.sample, sample_out)) + "\n").encode()
@@ -246,6 +256,10 @@ class Lockgate:
 
         self.meta.create_version(name, build, draft.stage, event)
         v = sealed[0]
+        if profile is not None:
+            from lockgate.observe.service import store_reference
+
+            store_reference(self, v, profile, actor=actor)
         return v
 
     # -- lookup ------------------------------------------------------------------------------
@@ -538,7 +552,7 @@ class Lockgate:
             versions = self.serve_refs(refs)
             served = [ServedModel(v.name, v.number, _loader(self, v), _describe(v))
                       for v in versions]
-            return create_app(served, on_event=self._serve_event)
+            return create_app(served, on_event=self._serve_event, **self._observing())
         if not self.desired_state():
             raise NotFoundError(
                 f"nothing to serve: no deployment and no version in stage "
@@ -552,7 +566,22 @@ class Lockgate:
             return ServedModel(name, number, _loader(self, v), _describe(v))
 
         return create_app([], on_event=self._serve_event, desired=self.desired_state,
-                          make_spec=make_spec, poll_s=poll_s, grace_s=grace_s)
+                          make_spec=make_spec, poll_s=poll_s, grace_s=grace_s,
+                          **self._observing())
+
+    def _observing(self) -> dict[str, Any]:
+        from lockgate.observe.capture import RequestLog
+        from lockgate.observe.service import latest_monitor
+
+        s = self.settings
+        log_ = None
+        if s.request_log is not None:
+            try:
+                log_ = RequestLog(s.request_log, s.request_log_rate, s.request_log_format)
+            except (ValueError, ImportError, OSError) as exc:
+                raise InvalidInputError(f"request log: {exc}") from None
+        return {"capture_window": s.capture_window, "request_log": log_,
+                "drift": lambda name, number: latest_monitor(self, name, number)}
 
     # -- deployments -------------------------------------------------------------------------
     def deployments(self) -> dict[str, Deployment]:
@@ -657,9 +686,9 @@ class Lockgate:
                     payload.get("role") == "shadow" else "rolled back", name, version, reason)
         self.meta.append_event(AuditEvent(EventType.DEPLOY_ROLLED_BACK, "lockgate-analysis",
                                           name, version, dict(payload)))
-        self._notify("deploy.rolled_back", {**payload, "reason": reason})
+        self.notify("deploy.rolled_back", {**payload, "reason": reason})
 
-    def _notify(self, kind: str, payload: Mapping[str, Any]) -> None:
+    def notify(self, kind: str, payload: Mapping[str, Any]) -> None:
         """Run the configured notify command with the incident as JSON on stdin; a failing
         command is logged, never raised (the rollback already happened)."""
         cmd = self.settings.notify_command
@@ -717,13 +746,53 @@ class Lockgate:
             self._record_shadow(payload)
             return
         if kind == "deploy.failed":
-            self._notify(kind, payload)
+            self.notify(kind, payload)
         et = types.get(kind)
         if et is None:
             return
         self.meta.append_event(AuditEvent(
             et, self.settings.user, payload.get("model"), payload.get("version"), payload
         ))
+
+    # -- observability -----------------------------------------------------------------------
+    def set_reference(self, ref: str | ModelRef, data: Path | str | Mapping[str, Any], *,
+                      sample: int | None = None, actor: str | None = None) -> dict[str, Any]:
+        """Profile reference data (``.npy``, ``.npz``, ``.csv``, ``.parquet``, or arrays by
+        input name) with the verified model's outputs on it, and make it the version's
+        reference for drift monitors. Returns the stored record."""
+        from lockgate.observe.profile import DEFAULT_SAMPLE
+        from lockgate.observe.service import build_reference, store_reference
+
+        v = self.get(ref)
+        predictor = Predictor(self.model_bytes(v))
+        profile = build_reference(predictor, Path(data) if isinstance(data, (str, Path))
+                                  else data, sample=sample or DEFAULT_SAMPLE)
+        return store_reference(self, v, profile, actor=actor or self.settings.user)
+
+    def reference_profile(self, ref: str | ModelRef) -> Profile | None:
+        from lockgate.observe.service import reference_profile
+
+        return reference_profile(self, self.get(ref))
+
+    def monitor(self, name: str, *, url: str | None = None) -> dict[str, Any]:
+        """One monitor run of the model's production version on the server at ``url``
+        (default: the configured serve host and port); see :mod:`lockgate.observe.service`."""
+        from lockgate.observe.service import monitor_once
+
+        target = url or f"http://{self.settings.serve_host}:{self.settings.serve_port}"
+        return monitor_once(self, validate_name(name), url=target)
+
+    def monitor_runs(self, ref: str | ModelRef, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The version's latest monitor results, newest first."""
+        v = self.get(ref)
+        return [dict(o.record) for o in self.meta.observations(v.name, "monitor",
+                                                                number=v.number, limit=limit)]
+
+    def deliver_pending(self) -> list[dict[str, Any]]:
+        """Retry every undelivered retraining trigger."""
+        from lockgate.observe.service import deliver_pending
+
+        return deliver_pending(self)
 
     # -- supply chain ------------------------------------------------------------------------
     def import_vulns(self, path: Path | str, *, actor: str | None = None) -> VulnSnapshot:

@@ -52,6 +52,10 @@ class EventType(enum.StrEnum):
     DEPLOY_SWITCHED = "deploy.switched"
     DEPLOY_FAILED = "deploy.failed"
     DEPLOY_ROLLED_BACK = "deploy.rolled_back"
+    REFERENCE_SET = "reference.set"
+    MONITOR_STATE_CHANGED = "monitor.state_changed"
+    MONITOR_TRIGGERED = "monitor.triggered"
+    MONITOR_ROLLBACK_FAILED = "monitor.rollback_failed"
 
 
 @dataclass(frozen=True)

@@ -159,13 +159,15 @@ def _load_factory(spec: str, args: Sequence[str] = ()) -> tuple[object, object]:
               help="Known limitations for the model card (paragraphs separated by blank lines).")
 @click.option("--arg", "args", multiple=True,
               help="Argument passed to the --from function, recorded in the recipe (repeatable).")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="Reference data (.npy, .npz, .csv, .parquet) profiled for drift monitors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 @click.pass_context
 def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, name: str,
              description: str, tags: tuple[str, ...], metrics: tuple[str, ...],
              seed: int | None, opset: int | None, atol: float | None, rtol: float | None,
              lock_file: Path | None, datasets: tuple[str, ...], considerations: str,
-             args: tuple[str, ...], as_json: bool) -> None:
+             args: tuple[str, ...], reference: Path | None, as_json: bool) -> None:
     """Register an ONNX file, or the model returned by --from MODULE:FUNCTION."""
     if (onnx_file is None) == (factory is None):
         raise InvalidInputError("give either an .onnx file or --from MODULE:FUNCTION")
@@ -184,7 +186,7 @@ def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, na
             metrics={k: _float(k, x) for k, x in metric_values.items()}, seed=seed,
             opset=opset, atol=atol, rtol=rtol, lock_file=lock_file,
             datasets=[_dataset(d) for d in datasets], considerations=considerations,
-            recipe=recipe, progress=bar,
+            recipe=recipe, reference=reference, progress=bar,
         )
     if as_json:
         _emit_json(v.to_dict())
@@ -731,9 +733,14 @@ def alias_ls(ctx: click.Context, name: str, as_json: bool) -> None:
               help="Seconds between looks at the deployments (without REFS).")
 @click.option("--grace", "grace_s", type=float, default=300.0, show_default=True,
               help="Seconds a replaced version stays loaded for an instant rollback.")
+@click.option("--request-log", type=click.Path(path_type=Path), default=None,
+              help="Folder for sampled request logs (overrides [serve] request_log).")
+@click.option("--request-log-rate", type=float, default=None,
+              help="Share of requests logged (default 0.01).")
 @click.pass_context
 def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None,
-          poll_s: float, grace_s: float) -> None:
+          poll_s: float, grace_s: float, request_log: Path | None,
+          request_log_rate: float | None) -> None:
     """Serve models over the Open Inference Protocol v2: the versions named, or else every
     model's deployment (its production version unless `lockgate deploy` says otherwise),
     following changes without a restart."""
@@ -742,6 +749,13 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
     if poll_s <= 0 or grace_s < 0:
         raise InvalidInputError("--poll must be positive and --grace not negative")
     lg = _open(ctx)
+    if request_log is not None or request_log_rate is not None:
+        from dataclasses import replace
+
+        lg.settings = replace(
+            lg.settings, request_log=request_log or lg.settings.request_log,
+            request_log_rate=(lg.settings.request_log_rate if request_log_rate is None
+                              else request_log_rate))
     app = lg.create_app(refs, poll_s=poll_s, grace_s=grace_s)
     h = host or lg.settings.serve_host
     p = lg.settings.serve_port if port is None else port
@@ -936,6 +950,142 @@ class _DemoPrinter:
 
     def progress(self) -> Any:
         return progress_bars(err.is_terminal)
+
+
+# -- observability ---------------------------------------------------------------------------
+@cli.group()
+def reference() -> None:
+    """Reference data profiles: what drift is measured against."""
+
+
+@reference.command("set")
+@click.argument("ref")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--sample", type=int, default=None,
+              help="Rows kept for the exact tests (default 5000).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reference_set(ctx: click.Context, ref: str, data: Path, sample: int | None,
+                  as_json: bool) -> None:
+    """Profile DATA (.npy, .npz, .csv, .parquet) as the reference of REF (NAME@V)."""
+    record = _open(ctx).set_reference(ref, data, sample=sample)
+    if as_json:
+        _emit_json(record)
+        return
+    out.print(f"{ref}: reference profile of {record['rows']} rows, "
+              f"{len(record['features'])} features ({record['profile'][:19]})")
+
+
+@reference.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reference_show(ctx: click.Context, ref: str, as_json: bool) -> None:
+    """The reference profile of REF, feature by feature."""
+    profile = _open(ctx).reference_profile(ref)
+    if profile is None:
+        raise NotFoundError(f"{ref} has no reference profile",
+                            hint="lockgate reference set NAME@V DATA")
+    if as_json:
+        _emit_json({"rows": profile.rows, "source": profile.source,
+                    "features": profile.features})
+        return
+    t = Table(title=f"{ref}: {profile.rows} rows from {profile.source}")
+    for c in ("feature", "kind", "count", "mean", "std", "min", "max"):
+        t.add_column(c)
+    for name, f in profile.features.items():
+        t.add_row(name, str(f["kind"]), str(f["count"]),
+                  *(f"{f[k]:.4g}" if k in f else "-" for k in ("mean", "std", "min", "max")))
+    out.print(t)
+
+
+def _duration(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(text[: -len(unit)]) * units[unit]
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    raise InvalidInputError(f"--every {text!r}: expected a duration such as 30s, 5m or 1h")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--url", default=None, help="Server to read (default: the configured serve "
+              "host and port).")
+@click.option("--every", default=None, help="Run again every DURATION (30s, 5m, 1h) until "
+              "stopped.")
+@click.option("--count", type=int, default=0, help="With --every: stop after N runs.")
+@click.option("--check", is_flag=True, help="Exit 1 when the window drifted or breached.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def monitor(ctx: click.Context, name: str, url: str | None, every: str | None, count: int,
+            check: bool, as_json: bool) -> None:
+    """Judge drift and SLOs of NAME's production version on a running server; store the
+    result, trigger retraining after the configured windows of drift, roll back on an SLO
+    breach when the policy says so."""
+    import time
+
+    interval = _duration(every) if every else None
+    lg = _open(ctx)
+    runs = 0
+    while True:
+        result = lg.monitor(name, url=url)
+        runs += 1
+        _print_monitor(result, as_json)
+        if interval is None or (count and runs >= count):
+            break
+        time.sleep(interval)
+    if check and result["state"] not in ("ok", "insufficient"):
+        raise GateFailedError(f"{name}@{result['version']}: {result['state']}")
+
+
+def _print_monitor(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _emit_json({k: v for k, v in result.items() if k != "drift"} | {
+            "drift": {k: v for k, v in result["drift"].items() if k != "current"}})
+        return
+    drift, slo = result["drift"], result["slo"]
+    out.print(f"{result['model']}@{result['version']} on {result['server']}: "
+              f"[bold]{result['state']}[/] (rows {drift.get('rows', 0)}, "
+              f"requests {slo['requests']})")
+    if "features" in drift:
+        t = Table(title=f"drift: {drift['share']:.0%} of features drifted "
+                        f"(dataset drift at {drift['drift_share']:.0%})")
+        for c in ("feature", "method", "score", "threshold", "drifted"):
+            t.add_column(c)
+        for f in drift["features"]:
+            t.add_row(f["feature"], f["method"], f"{f['score']:.4g}", f"{f['threshold']:g}",
+                      "yes" if f["drifted"] else "no")
+        out.print(t)
+    else:
+        out.print(f"drift: {drift['status']} ({drift.get('reason', '')})")
+    slo_text = ", ".join(slo.get("breached", [])) or slo.get("reason", "") or "within SLO"
+    p99 = f", p99 {slo['p99_ms']:.1f} ms" if "p99_ms" in slo else ""
+    out.print(f"slo: {slo['status']}: error rate {slo['error_rate']:.3f}{p99}; {slo_text}")
+    if result.get("triggered"):
+        out.print(f"retraining trigger {result['triggered']} after "
+                  f"{result['drift_streak']} window(s) of drift")
+    for d in result.get("deliveries", []):
+        state = "delivered" if d["delivered"] else f"pending ({d['error']})"
+        out.print(f"trigger {d['id']} → {d['target']}: {state} after {d['attempts']} attempt(s)")
+    rb = result.get("rollback")
+    if rb:
+        out.print(f"rollback: {'to version ' + str(rb['to']) if rb['done'] else rb['error']}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), required=True,
+              help="Where to write the self-contained HTML page.")
+@click.pass_context
+def report(ctx: click.Context, ref: str, html_out: Path) -> None:
+    """Write REF's model report: card, lineage, parity, gates, serving latency, drift per
+    feature with histograms, and the audit trail — one HTML file, no network fetches."""
+    from lockgate.report import write_report
+
+    path = write_report(_open(ctx), ref, html_out)
+    out.print(f"report written to {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -94,6 +94,17 @@ SETTINGS: tuple[Setting, ...] = (
             "registered environment: warn or refuse."),
     Setting("serve_host", "LOCKGATE_SERVE_HOST", "127.0.0.1", "Address the server binds."),
     Setting("serve_port", "LOCKGATE_SERVE_PORT", "8080", "Port the server binds (0: any free)."),
+    Setting("capture_window", "LOCKGATE_CAPTURE_WINDOW", "5000",
+            "Rows and requests each served version keeps for drift monitors (0: no capture)."),
+    Setting("request_log", "LOCKGATE_REQUEST_LOG", "-",
+            "Folder for sampled request logs (inputs and outputs); unset: none are written."),
+    Setting("request_log_rate", "LOCKGATE_REQUEST_LOG_RATE", "0.01",
+            "Share of requests written to the request log."),
+    Setting("request_log_format", "LOCKGATE_REQUEST_LOG_FORMAT", "jsonl",
+            "Request log format: jsonl, or parquet (needs lockgate[parquet])."),
+    Setting("monitor", "-", "(see docs)",
+            "Drift and SLO monitor policy in [monitor], [monitor.slo], [monitor.trigger], "
+            "[monitor.rollback]; per model in [monitor.models.<name>]."),
     Setting("notify_command", "LOCKGATE_NOTIFY_COMMAND", "-",
             "Command run with a deployment incident (automatic rollback, failed load) as JSON "
             "on stdin."),
@@ -176,6 +187,11 @@ class Settings:
     license_deny: frozenset[str] | None = None
     environment_drift: str = "warn"
     notify_command: tuple[str, ...] = ()
+    capture_window: int = 5000
+    request_log: Path | None = None
+    request_log_rate: float = 0.01
+    request_log_format: str = "jsonl"
+    monitor: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def for_home(cls, home: Path, **overrides: Any) -> Settings:
@@ -249,7 +265,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Settings:
     known_sections = {"lockgate", "stages", "gates", "gate", "roles", "parity", "serve",
-                      "signing", "vulnerabilities", "licenses"}
+                      "signing", "vulnerabilities", "licenses", "monitor"}
     for section in data:
         if section not in known_sections:
             raise ConfigError(
@@ -297,10 +313,21 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
             raise ConfigError(f"{path}: serve.notify_command must be a list of strings, e.g. "
                               '["/usr/local/bin/page-oncall", "--team", "ml"]')
         s = replace(s, notify_command=tuple(cmd))
+    if "capture_window" in serve:
+        s = replace(s, capture_window=_number(serve["capture_window"], "serve.capture_window",
+                                              int))
+    if "request_log" in serve:
+        s = replace(s, request_log=_path(serve["request_log"], "serve.request_log", s.home))
+    if "request_log_rate" in serve:
+        s = replace(s, request_log_rate=_number(serve["request_log_rate"],
+                                                "serve.request_log_rate", float))
+    if "request_log_format" in serve:
+        s = replace(s, request_log_format=str(serve["request_log_format"]))
     return _supply_chain_from_toml(s, data, path)
 
 
-POLICY_SECTIONS = frozenset({"gates", "gate", "roles", "vulnerabilities", "licenses"})
+POLICY_SECTIONS = frozenset({"gates", "gate", "roles", "vulnerabilities", "licenses",
+                             "monitor"})
 
 
 def _policy_from_toml(s: Settings, data: Mapping[str, Any], path: Path) -> Settings:
@@ -342,6 +369,10 @@ def _policy_from_toml(s: Settings, data: Mapping[str, Any], path: Path) -> Setti
                 raise ConfigError(f"{path}: roles.{role}: expected a list of user names")
             out[str(role)] = frozenset(users)
         s = replace(s, roles=out)
+    if "monitor" in data:
+        from lockgate.observe.policy import check_monitor_config
+
+        s = replace(s, monitor=check_monitor_config(data["monitor"], str(path)))
     return s
 
 
@@ -469,6 +500,14 @@ def _from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         s = replace(s, vuln_max_age_days=_number(v, "LOCKGATE_VULN_MAX_AGE_DAYS", int))
     if v := env.get("LOCKGATE_ENVIRONMENT_DRIFT"):
         s = replace(s, environment_drift=v)
+    if v := env.get("LOCKGATE_CAPTURE_WINDOW"):
+        s = replace(s, capture_window=_number(v, "LOCKGATE_CAPTURE_WINDOW", int))
+    if v := env.get("LOCKGATE_REQUEST_LOG"):
+        s = replace(s, request_log=Path(v).expanduser())
+    if v := env.get("LOCKGATE_REQUEST_LOG_RATE"):
+        s = replace(s, request_log_rate=_number(v, "LOCKGATE_REQUEST_LOG_RATE", float))
+    if v := env.get("LOCKGATE_REQUEST_LOG_FORMAT"):
+        s = replace(s, request_log_format=v)
     if v := env.get("LOCKGATE_NOTIFY_COMMAND"):
         import shlex
 
@@ -576,6 +615,24 @@ DEFAULT_CONFIG = """\
 # port = 8080
 # environment_drift = "warn"   # or "refuse": ONNX Runtime/provider/CUDA differs from registration
 # notify_command = ["/usr/local/bin/notify-oncall"]   # gets incidents as JSON on stdin
+# capture_window = 5000        # rows and requests kept per version for drift monitors
+# request_log = "request-log"  # folder for sampled request logs
+# request_log_rate = 0.01
+# request_log_format = "jsonl" # or "parquet"
+
+[monitor]
+# min_rows = 100               # a monitor window with fewer rows is not judged
+# drift_share = 0.5            # dataset drift when this share of features drifted
+# consecutive = 3              # windows of drift in a row before a retraining trigger
+# [monitor.slo]
+# max_error_rate = 0.05
+# max_p99_ms = 250
+# [monitor.trigger]
+# webhook = "https://ci.example.com/hooks/retrain"   # Standard Webhooks, secret in secret_env
+# secret_env = "LOCKGATE_WEBHOOK_SECRET"
+# command = ["/usr/local/bin/start-retraining"]      # gets the CloudEvent on stdin
+# [monitor.rollback]
+# on_slo_breach = false        # true: roll back to the previous production version
 
 [signing]
 # private_key = "keys/signing.key"         # EC P-256 PEM; `lockgate init` creates one if missing

@@ -24,7 +24,8 @@ from lockgate.errors import InvalidInputError
 from lockgate.observe.features import Column, columns
 from lockgate.types import TensorSpec
 
-__all__ = ["DEFAULT_SAMPLE", "Profile", "build_profile", "read_reference_data", "summarise"]
+__all__ = ["DEFAULT_SAMPLE", "Profile", "as_inputs", "build_profile", "profile_for",
+           "read_reference_data", "summarise"]
 
 DEFAULT_SAMPLE = 5000
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -130,7 +131,7 @@ def build_profile(cols: Mapping[str, Column], *, sample: int = DEFAULT_SAMPLE, s
     return Profile(rows, features, samples, source)
 
 
-def _as_inputs(arrays: Mapping[str, NDArray[Any]], inputs: tuple[TensorSpec, ...]
+def as_inputs(arrays: Mapping[str, NDArray[Any]], inputs: tuple[TensorSpec, ...]
                ) -> dict[str, NDArray[Any]]:
     out = {}
     for spec in inputs:
@@ -192,7 +193,7 @@ def read_reference_data(path: Path, inputs: tuple[TensorSpec, ...]) -> dict[str,
                                     hint="use .npy, .npz, .csv or .parquet")
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read {path}: {exc}") from None
-    return _as_inputs(arrays, inputs)
+    return as_inputs(arrays, inputs)
 
 
 def _parquet(path: Path) -> NDArray[Any]:
