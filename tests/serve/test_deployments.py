@@ -6,16 +6,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
-import signal
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -23,6 +17,7 @@ import pytest
 
 from lockgate.api import Lockgate
 from onnx_models import linear_onnx
+from servers import http_get, lockgate_server
 from tamper import flip_byte
 
 pytestmark = pytest.mark.slow
@@ -39,44 +34,8 @@ def _register(lg: Lockgate, tmp: Path, n: int) -> None:
         lg.register(str(path), name="m", seed=seed)
 
 
-@contextmanager
-def _server(home: Path, *args: str) -> Iterator[tuple[str, int]]:
-    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lockgate", "--home", str(home), "serve", "--port", "0",
-         "--poll", "0.1", *args], stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stderr is not None
-        port = None
-        while port is None:
-            line = proc.stderr.readline()
-            assert line, "server exited"
-            if m := re.search(r"on http://127\.0\.0\.1:(\d+)/v2", line):
-                port = int(m.group(1))
-        threading.Thread(target=lambda: [None for _ in proc.stderr],  # type: ignore[union-attr]
-                         daemon=True).start()
-        deadline = time.monotonic() + 60
-        while _get(port, "/v2/health/ready")[0] != 200:
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.05)
-        yield "127.0.0.1", port
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
-def _get(port: int, path: str) -> tuple[int, dict]:  # type: ignore[type-arg]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, json.loads(r.read() or b"{}")
-    except OSError:
-        return 0, {}
-    finally:
-        conn.close()
+_server = lockgate_server
+_get = http_get
 
 
 def _infer(conn: http.client.HTTPConnection) -> tuple[int, str]:
