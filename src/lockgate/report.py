@@ -49,7 +49,8 @@ th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--lin
 th { color: var(--muted); font-weight: 600; background: #fafbfc; }
 td.num { font-variant-numeric: tabular-nums; }
 .pill { display: inline-block; padding: 1px 9px; border-radius: 10px; font-size: 12px;
-        font-weight: 600; color: #fff; }
+        font-weight: 600; color: #fff; background: #486581; }
+svg.hist { width: 100%; height: auto; display: block; }
 .pass, .ok { background: var(--ok); } .fail, .drift, .breached { background: var(--bad); }
 .waived, .skipped, .insufficient, .no_reference, .review { background: var(--warn); }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(340px, 1fr)); gap: 16px; }
@@ -150,6 +151,7 @@ def _histogram_svg(title: str, ref: Mapping[str, Any] | None, cur: Mapping[str, 
             ctotal = sum(ccounts) or 1
             cur_shares = [c / ctotal for c in ccounts]
         lo, hi = f"{edges[0]:.3g}", f"{edges[-1]:.3g}"
+        ticks = False
     elif ref and "categories" in ref:
         cats = dict(ref["categories"])
         ccats = dict(cur.get("categories", {})) if cur else {}
@@ -158,7 +160,8 @@ def _histogram_svg(title: str, ref: Mapping[str, Any] | None, cur: Mapping[str, 
         ctotal = sum(ccats.values()) or 1
         ref_shares = [cats.get(k, 0) / total for k in labels]
         cur_shares = [ccats.get(k, 0) / ctotal for k in labels] if ccats else []
-        lo, hi = (labels[0], labels[-1]) if labels else ("", "")
+        lo, hi = "", ""
+        ticks = len(labels) <= 12
     else:
         return f'<p class="muted">{_e(title)}: no histogram</p>'
     n = max(len(ref_shares), 1)
@@ -180,12 +183,17 @@ def _histogram_svg(title: str, ref: Mapping[str, Any] | None, cur: Mapping[str, 
             bars.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
                         f'fill="{color}" opacity="0.85"><title>{_e(label)}: '
                         f'{share:.1%}</title></rect>')
+    if ticks:
+        bars.extend(f'<text x="{pad_l + (i + 0.5) * slot:.1f}" y="{height - 5}" font-size="10" '
+                     f'fill="#616e7c" text-anchor="middle">{_e(label)}</text>'
+                     for i, label in enumerate(labels))
     axis = (f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{width - pad_l}" '
             f'y2="{pad_t + plot_h}" stroke="#9aa5b1"/>'
             f'<text x="{pad_l}" y="{height - 5}" font-size="10" fill="#616e7c">{_e(lo)}</text>'
             f'<text x="{width - pad_l}" y="{height - 5}" font-size="10" fill="#616e7c" '
             f'text-anchor="end">{_e(hi)}</text>')
-    return (f'<svg role="img" aria-label="{_e(title)}" width="{width}" height="{height}" '
+    return (f'<svg class="hist" role="img" aria-label="{_e(title)}" width="{width}" '
+            f'height="{height}" '
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
             + "".join(bars) + axis + "</svg>")
 

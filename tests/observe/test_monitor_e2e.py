@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import http.client
 import http.server
-import json
 import os
 import threading
 from collections.abc import Iterator
@@ -121,7 +120,7 @@ def test_drift_triggers_a_signed_retraining_webhook(home: Path, tmp_path: Path,
         assert event["data"]["version"] == 1
         assert event["data"]["consecutive"] == 2
         assert event["data"]["features"]["input[0]"]["drifted"] is True
-    with pytest.raises(Exception, match="(?i)signature"):
+    with pytest.raises(Exception, match=r"(?i)signature"):
         Webhook("whsec_" + base64.b64encode(b"x" * 32).decode()).verify(
             handler.received[0][1], handler.received[0][0])
     with Lockgate.open(home) as lg:

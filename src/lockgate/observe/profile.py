@@ -55,7 +55,10 @@ def summarise(kind: str, values: NDArray[Any], *, edges: NDArray[Any] | None = N
         counts = np.histogram(np.clip(f, bins[0], bins[-1]), bins)[0]
         out["histogram"] = {"edges": [float(e) for e in bins], "counts": [int(c) for c in counts]}
     elif clean.size:
-        found, counts = np.unique(clean.astype(str), return_counts=True)
+        keys = clean
+        if clean.dtype.kind == "f" and np.all(clean == np.round(clean)):
+            keys = clean.astype(np.int64)  # class ids captured as floats read as 3, not 3.0
+        found, counts = np.unique(keys.astype(str), return_counts=True)
         order = np.argsort(-counts, kind="stable")[:_TOP]
         out["categories"] = {str(found[i]): int(counts[i]) for i in order}
     return out
