@@ -123,12 +123,14 @@ def bench_raw(model: bytes, threads: int, x: np.ndarray, seconds: float) -> Phas
 # --- the server side ----------------------------------------------------------------------------
 
 
-def serve(model_path: str, threads: int, workers: int | None) -> None:
+def serve(model_path: str, threads: int, workers: int | None, capture_window: int = 5000
+          ) -> None:
     from lockgate.runtime import Predictor
     from lockgate.serve import ServedModel, create_app, run_server
 
     model = Path(model_path).read_bytes()
-    app = create_app([ServedModel(MODEL, 1, lambda: Predictor(model, intra_op_threads=threads))])
+    app = create_app([ServedModel(MODEL, 1, lambda: Predictor(model, intra_op_threads=threads))],
+                     workers=workers, capture_window=capture_window)
 
     def started(host: str, port: int) -> None:
         print(f"LISTENING {port}", flush=True)
@@ -264,10 +266,12 @@ def main() -> None:
         default=None,
         help="server worker threads (default: CPUs + 4, at most 32)",
     )
+    parser.add_argument("--capture-window", type=int, default=5000,
+                        help="rows kept per version for drift monitors (0: capture off)")
     parser.add_argument("--serve", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.intra_op_threads, args.workers)
+        serve(args.serve, args.intra_op_threads, args.workers, args.capture_window)
         return
 
     model = build_mlp()
@@ -289,6 +293,7 @@ def main() -> None:
         ]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
+        cmd += ["--capture-window", str(args.capture_window)]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         try:
             assert proc.stdout is not None

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from evidently import Report
-from evidently.legacy.calculations.stattests import (
-    chisquare_stattest,
-    jensenshannon,
-    ks_stattest,
-    psi,
-    wasserstein_distance_norm,
-    z_stattest,
-)
-from evidently.legacy.calculations.stattests.registry import (
-    _get_default_stattest,
-)
-from evidently.legacy.core import ColumnType
-from evidently.presets import DataDriftPreset
 
-from lockgate.errors import InvalidInputError
-from lockgate.observe.stats import dataset_drift, default_method, feature_drift
+with warnings.catch_warnings():  # Evidently's imports warn about numpy and litestar APIs
+    warnings.simplefilter("ignore")
+    from evidently import Report
+    from evidently.legacy.calculations.stattests import (
+        chisquare_stattest,
+        jensenshannon,
+        ks_stattest,
+        psi,
+        wasserstein_distance_norm,
+        z_stattest,
+    )
+    from evidently.legacy.calculations.stattests.registry import (
+        _get_default_stattest,
+    )
+    from evidently.legacy.core import ColumnType
+    from evidently.presets import DataDriftPreset
+
+    from lockgate.errors import InvalidInputError
+    from lockgate.observe.stats import dataset_drift, default_method, feature_drift
 
 NUM = ColumnType.Numerical
 CAT = ColumnType.Categorical

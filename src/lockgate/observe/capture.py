@@ -1,10 +1,12 @@
 """Live capture: the last rows each served version saw, for drift checks, in bounded memory.
 
-A :class:`Capture` keeps, per feature, a ring of the last ``window`` row values and, per
-request, a ring of the last ``window`` latencies and outcomes. Every row and every request gets
-a sequence number, so a reader asks for what arrived after its cursor (``since``) and several
-readers never interfere. Recording costs O(rows x features) per request, on the worker thread
-that ran the model (with dynamic batching, once the batch answered).
+A :class:`Capture` keeps, per tensor, a ring of its last ``window`` rows (image-like and wide
+tensors as their per-row feature summary) and, per request, a ring of the last ``window``
+latencies and outcomes; features are named and split only when a monitor reads. Every row and
+every request gets a sequence number, so a reader asks for what arrived after its cursor
+(``since``) and several readers never interfere. Recording costs one slice copy per tensor per
+request, on the worker thread that ran the model (with dynamic batching, once the batch
+answered).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from lockgate.observe.features import columns
+from lockgate.observe.features import MAX_COLUMNS, columns
 
 __all__ = ["DEFAULT_WINDOW", "Capture", "RequestLog"]
 
@@ -32,10 +34,57 @@ DEFAULT_WINDOW = 5000
 
 
 class _Ring:
-    def __init__(self, size: int, kind: str, numeric: bool) -> None:
-        self.kind = kind
-        self.values: NDArray[Any] = (np.full(size, np.nan) if numeric
-                                     else np.empty(size, dtype=object))
+    """The last ``size`` rows of one tensor: as sent (rank 1 and narrow rank 2), or as its
+    per-row feature summary (image-like and wide tensors), written with one slice assignment
+    per request; features are named and split only when a monitor reads."""
+
+    def __init__(self, size: int, sample: NDArray[Any], first_row: int, output: bool,
+                 names: list[str] | None, kinds: list[str] | None) -> None:
+        self.output, self.names, self.kinds = output, names, kinds
+        self.first_row = first_row
+        self.rank1 = sample.ndim == 1
+        width = 1 if self.rank1 else sample.shape[1]
+        self.values: NDArray[Any] = np.zeros((size, width), dtype=sample.dtype)
+
+    def fits(self, mat: NDArray[Any]) -> bool:
+        return mat.shape[1] == self.values.shape[1] and mat.dtype == self.values.dtype
+
+    def write(self, start: int, mat: NDArray[Any]) -> None:
+        size = self.values.shape[0]
+        n = mat.shape[0]
+        if n >= size:
+            mat, start, n = mat[n - size:], start + n - size, size
+        pos = start % size
+        head = min(n, size - pos)
+        self.values[pos:pos + head] = mat[:head]
+        if head < n:
+            self.values[: n - head] = mat[head:]
+
+    def features(self, first: int, last: int) -> dict[str, tuple[str, NDArray[Any]]]:
+        lo = max(first, self.first_row)
+        if lo >= last:
+            return {}
+        size = self.values.shape[0]
+        mat = self.values[np.arange(lo, last) % size]
+        if self.names is not None and self.kinds is not None:
+            return {n: (k, mat[:, i]) for i, (n, k) in enumerate(zip(self.names, self.kinds,
+                                                                     strict=True))}
+        return {}
+
+
+def _prepare(name: str, arr: NDArray[Any], output: bool
+             ) -> tuple[NDArray[Any], list[str] | None, list[str] | None]:
+    """The matrix to keep per row, and the feature names and kinds when it is a summary."""
+    if arr.ndim == 1:
+        return arr.reshape(-1, 1), None, None
+    if arr.ndim == 2 and arr.shape[1] <= MAX_COLUMNS:
+        return arr, None, None
+    cols = columns({name: arr}) if not output else columns({}, {name: arr})
+    if not cols:
+        return np.empty((arr.shape[0], 0)), [], []
+    names = list(cols)
+    return (np.column_stack([v for _, v in cols.values()]), names,
+            [k for k, _ in cols.values()])
 
 
 class Capture:
@@ -53,22 +102,25 @@ class Capture:
 
     def record(self, inputs: Mapping[str, NDArray[Any]],
                outputs: Mapping[str, NDArray[Any]]) -> None:
-        cols = columns(inputs, outputs)
-        if not cols:
+        prepared = []
+        n = -1
+        for output, tensors in ((False, inputs), (True, outputs)):
+            for name, value in tensors.items():
+                arr = np.asarray(value)
+                if arr.ndim == 0 or (n >= 0 and arr.shape[0] != n):
+                    continue
+                n = arr.shape[0]
+                prepared.append((name, output, arr, *_prepare(name, arr, output)))
+        if n <= 0:
             return
-        n = min(len(v) for _, v in cols.values())
-        if n == 0:
-            return
-        size = self.window
-        take = min(n, size)
         with self._lock:
-            start = self.rows + n - take
-            idx = (np.arange(start, start + take)) % size
-            for name, (kind, values) in cols.items():
+            start = self.rows
+            for name, output, arr, mat, names, kinds in prepared:
                 ring = self._rings.get(name)
-                if ring is None:
-                    ring = self._rings[name] = _Ring(size, kind, values.dtype != object)
-                ring.values[idx] = values[n - take:]
+                if ring is None or not ring.fits(mat):  # new, or its width changed
+                    ring = self._rings[name] = _Ring(self.window, mat if names is not None
+                                                     else arr, start, output, names, kinds)
+                ring.write(start, mat)
             self.rows += n
 
     def record_request(self, seconds: float, ok: bool) -> None:
@@ -77,6 +129,20 @@ class Capture:
             self._latency[i] = seconds
             self._ok[i] = ok
             self.requests += 1
+
+    def _features(self, first: int, last: int) -> dict[str, tuple[str, NDArray[Any]]]:
+        out: dict[str, tuple[str, NDArray[Any]]] = {}
+        for name, ring in self._rings.items():
+            if ring.names is not None:
+                out.update(ring.features(first, last))
+                continue
+            lo = max(first, ring.first_row)
+            if lo >= last:
+                continue
+            mat = ring.values[np.arange(lo, last) % ring.values.shape[0]]
+            arr = mat[:, 0] if ring.rank1 else mat
+            out.update(columns({}, {name: arr}) if ring.output else columns({name: arr}))
+        return out
 
     def snapshot(self, since_rows: int = 0, since_requests: int = 0) -> dict[str, Any]:
         """Rows and requests after the cursors (at most the last ``window`` of each), and the
@@ -88,25 +154,28 @@ class Capture:
             if since_requests > requests:
                 since_requests = 0
             first = max(since_rows, rows - size)
-            idx = np.arange(first, rows) % size
-            features = {name: {"kind": r.kind,
-                               "values": [_plain(x) for x in r.values[idx]]}
-                        for name, r in self._rings.items()}
+            cols = self._features(first, rows)
             rfirst = max(since_requests, requests - size)
             ridx = np.arange(rfirst, requests) % size
             lat = self._latency[ridx]
             ok = self._ok[ridx]
+        features = {name: {"kind": kind, "values": _plain(values)}
+                    for name, (kind, values) in cols.items()}
         return {"rows": {"from": first, "to": rows, "features": features},
                 "requests": {"from": rfirst, "to": requests, "count": int(lat.size),
                              "errors": int((~ok).sum()),
                              "latencies": [float(x) for x in lat]}}
 
 
-def _plain(x: Any) -> Any:
-    if isinstance(x, (float, np.floating)):
-        f = float(x)
-        return f if np.isfinite(f) else None
-    return None if x is None else str(x)
+def _plain(values: NDArray[Any]) -> list[Any]:
+    """JSON-ready values: floats (None for NaN and infinities) or strings."""
+    if values.dtype.kind in "fiub":
+        floats = values.astype(np.float64, copy=False)
+        out: list[Any] = floats.tolist()
+        for i in np.flatnonzero(~np.isfinite(floats)):
+            out[i] = None
+        return out
+    return [None if x is None else str(x) for x in values]
 
 
 class RequestLog:
