@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/serve_overhead.py
 	$(PY) benchmarks/register_overhead.py
+	$(PY) benchmarks/capture_cost.py
+
+# Debian's Chromium for the report's browser test (skipped without it, except in CI).
+browser:
+	command -v chromium >/dev/null || { apt-get install -y -qq chromium >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }
 
 clean:
 	rm -rf $(VENV) .lockgate .pytest_cache .mypy_cache .ruff_cache

@@ -4,9 +4,9 @@ A :class:`Capture` keeps, per tensor, a ring of its last ``window`` rows (image-
 tensors as their per-row feature summary) and, per request, a ring of the last ``window``
 latencies and outcomes; features are named and split only when a monitor reads. Every row and
 every request gets a sequence number, so a reader asks for what arrived after its cursor
-(``since``) and several readers never interfere. Recording costs one slice copy per tensor per
-request, on the worker thread that ran the model (with dynamic batching, once the batch
-answered).
+(``since``) and several readers never interfere. Recording queues the request's arrays (on the
+worker thread that ran the model; with dynamic batching, once the batch answered) and writes
+them to the rings in batches, so a request costs about a microsecond.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -90,18 +91,51 @@ def _prepare(name: str, arr: NDArray[Any], output: bool
 class Capture:
     """Rolling rows and request outcomes of one served version."""
 
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, window: int = DEFAULT_WINDOW, *, flush_every: int = 128) -> None:
         self.window = window
+        self.flush_every = flush_every
         self._lock = threading.Lock()
         self._rings: dict[str, _Ring] = {}
-        self.rows = 0
-        """Rows recorded since start (the row cursor)."""
+        self._pending: deque[tuple[Mapping[str, Any], Mapping[str, Any]]] = deque()
+        self._rows = 0
         self.requests = 0
         self._latency = np.zeros(window)
         self._ok = np.ones(window, dtype=bool)
 
+    @property
+    def rows(self) -> int:
+        """Rows recorded since start (the row cursor)."""
+        self.flush()
+        return self._rows
+
     def record(self, inputs: Mapping[str, NDArray[Any]],
                outputs: Mapping[str, NDArray[Any]]) -> None:
+        """Keep a request's rows. The arrays are queued (a deque append) and written to the
+        rings ``flush_every`` requests at a time, concatenated: the per-request cost stays a
+        few microseconds. The caller must not change the arrays afterwards."""
+        self._pending.append((inputs, outputs))
+        if len(self._pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every queued request to the rings."""
+        with self._lock:
+            count = len(self._pending)
+            if not count:
+                return
+            batch = [self._pending.popleft() for _ in range(count)]
+            try:
+                joined = ({k: np.concatenate([np.asarray(b[0][k]) for b in batch])
+                           for k in batch[0][0]},
+                          {k: np.concatenate([np.asarray(b[1][k]) for b in batch])
+                           for k in batch[0][1]})
+            except (ValueError, KeyError):  # shapes or names differ: one request at a time
+                for inputs, outputs in batch:
+                    self._write(inputs, outputs)
+                return
+            self._write(*joined)
+
+    def _write(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
         prepared = []
         n = -1
         for output, tensors in ((False, inputs), (True, outputs)):
@@ -113,22 +147,22 @@ class Capture:
                 prepared.append((name, output, arr, *_prepare(name, arr, output)))
         if n <= 0:
             return
-        with self._lock:
-            start = self.rows
-            for name, output, arr, mat, names, kinds in prepared:
-                ring = self._rings.get(name)
-                if ring is None or not ring.fits(mat):  # new, or its width changed
-                    ring = self._rings[name] = _Ring(self.window, mat if names is not None
-                                                     else arr, start, output, names, kinds)
-                ring.write(start, mat)
-            self.rows += n
+        start = self._rows
+        for name, output, arr, mat, names, kinds in prepared:
+            ring = self._rings.get(name)
+            if ring is None or not ring.fits(mat):  # new, or its width changed
+                ring = self._rings[name] = _Ring(self.window, mat if names is not None
+                                                 else arr, start, output, names, kinds)
+            ring.write(start, mat)
+        self._rows += n
 
     def record_request(self, seconds: float, ok: bool) -> None:
-        with self._lock:
-            i = self.requests % self.window
-            self._latency[i] = seconds
-            self._ok[i] = ok
-            self.requests += 1
+        """Called from one thread only (the server's event loop), so it takes no lock: the
+        event loop must never wait for a worker thread holding one."""
+        i = self.requests % self.window
+        self._latency[i] = seconds
+        self._ok[i] = ok
+        self.requests += 1
 
     def _features(self, first: int, last: int) -> dict[str, tuple[str, NDArray[Any]]]:
         out: dict[str, tuple[str, NDArray[Any]]] = {}
@@ -147,8 +181,9 @@ class Capture:
     def snapshot(self, since_rows: int = 0, since_requests: int = 0) -> dict[str, Any]:
         """Rows and requests after the cursors (at most the last ``window`` of each), and the
         new cursors. A cursor past the end (the server restarted) reads from the start."""
+        self.flush()
         with self._lock:
-            rows, requests, size = self.rows, self.requests, self.window
+            rows, requests, size = self._rows, self.requests, self.window
             if since_rows > rows:
                 since_rows = 0
             if since_requests > requests:
