@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -49,6 +50,10 @@ requests = 100
 
 [roles]
 approver = ["demo-approver"]
+
+[monitor]
+min_rows = 100
+consecutive = 1
 """
 APPROVER = "demo-approver"
 N_FEATURES = 12
@@ -156,6 +161,28 @@ def _infer(server: _Server, v: Version, batch: np.ndarray) -> dict[str, np.ndarr
     return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in resp["outputs"]}
 
 
+def _observe(view: DemoView, lg: Lockgate, server: _Server, v: Version, x: np.ndarray) -> None:
+    """Traffic like the training data, then shifted traffic; a monitor run after each."""
+    url = f"http://127.0.0.1:{server.port}"
+    _infer(server, v, x[:300])
+    calm = lg.monitor(v.name, url=url)
+    view.say(f"monitor, traffic like the training data: {calm['state']} "
+             f"({calm['drift']['share']:.0%} of features drifted)")
+    shifted = (x[300:600] * 1.5 + 1.0).astype(np.float32)
+    _infer(server, v, shifted)
+    moved = lg.monitor(v.name, url=url)
+    view.table(f"monitor, shifted traffic: {moved['state']} "
+               f"({moved['drift']['share']:.0%} of features drifted)",
+               ["feature", "method", "score", "threshold", "drifted"],
+               [[f["feature"], f["method"], f"{f['score']:.3g}", f"{f['threshold']:g}",
+                 "yes" if f["drifted"] else "no"] for f in moved["drift"]["features"][:6]])
+    sent = [d for d in moved.get("deliveries", []) if d["delivered"]]
+    if not moved.get("triggered") or not sent:
+        raise Error("the demo expected shifted traffic to trigger retraining")
+    view.say(f"retraining trigger {moved['triggered']} (CloudEvent "
+             f"dev.lockgate.drift.detected.v1) handed to the configured command")
+
+
 def _short(text: str, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -191,7 +218,10 @@ def _journey(view: DemoView, home: Path) -> None:
 
     view.step(f"1. a fresh home: {home}")
     home.mkdir(parents=True, exist_ok=True)
-    (home / "lockgate.toml").write_text(DEMO_POLICY, encoding="utf-8")
+    trigger = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write(sys.stdin.read() "
+               "+ '\\n')", str(home / "retraining-requests.jsonl")]
+    (home / "lockgate.toml").write_text(
+        DEMO_POLICY + f"[monitor.trigger]\ncommand = {json.dumps(trigger)}\n", encoding="utf-8")
     lg = Lockgate.open(home)
     view.say("policy: production needs " + ", ".join(
         g.name for g in lg.settings.gates_for("stabilized", "production")))
@@ -209,7 +239,7 @@ def _journey(view: DemoView, home: Path) -> None:
         sample = x[:4]
         with view.progress() as bar:
             v_torch = lg.register(net, sample, name="demo-torch-mlp", seed=SEED,
-                                  metrics={"accuracy": torch_acc},
+                                  metrics={"accuracy": torch_acc}, reference={"input": x},
                                   description="3-class MLP on synthetic data", progress=bar)
         view.version(v_torch)
         with view.progress() as bar:
@@ -258,6 +288,7 @@ def _journey(view: DemoView, home: Path) -> None:
                      f"http://127.0.0.1:{server.port}/v2")
             got_t = _infer(server, v_torch, batch)
             got_s = _infer(server, v_sk, batch)
+            _observe(view, lg, server, v_torch, x)
         with torch.no_grad():
             ref_t = net(torch.from_numpy(batch)).numpy()
         ref_s = pipe.predict_proba(batch)
@@ -299,5 +330,12 @@ def _journey(view: DemoView, home: Path) -> None:
         view.say(f"{pack}: " + ", ".join(sorted(p.name for p in pack.iterdir())))
         view.say("see VERIFY.md there: sha256sum -c, model_signing verify key, CycloneDX "
                  "validation")
+
+        view.step("8. the model report: one HTML page, no network needed to open it")
+        from lockgate.report import write_report
+
+        page = write_report(lg, f"{v_torch.name}@{v_torch.number}", home / "report.html")
+        view.say(f"{page} ({page.stat().st_size // 1024} KiB): card, lineage, parity, gates, "
+                 "latency, drift histograms, audit trail")
     finally:
         lg.close()
