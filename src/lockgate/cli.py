@@ -35,6 +35,7 @@ from lockgate.errors import (
     InvalidInputError,
     NotFoundError,
     ReproductionError,
+    ServeError,
     SupplyChainError,
 )
 from lockgate.types import GateResult, Version
@@ -1029,13 +1030,22 @@ def monitor(ctx: click.Context, name: str, url: str | None, every: str | None, c
     interval = _duration(every) if every else None
     lg = _open(ctx)
     runs = 0
+    result: dict[str, Any] | None = None
     while True:
-        result = lg.monitor(name, url=url)
         runs += 1
-        _print_monitor(result, as_json)
+        try:
+            result = lg.monitor(name, url=url)
+        except ServeError as exc:
+            if interval is None:
+                raise
+            err.print(f"error: {exc.diagnostics()} (trying again in {every})", markup=False)
+        else:
+            _print_monitor(result, as_json)
         if interval is None or (count and runs >= count):
             break
         time.sleep(interval)
+    if result is None:
+        raise ServeError(f"no monitor run of {name} reached its server in {runs} tries")
     if check and result["state"] not in ("ok", "insufficient"):
         raise GateFailedError(f"{name}@{result['version']}: {result['state']}")
 
