@@ -11,6 +11,7 @@ unless a per-output tolerance is given.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -90,9 +91,16 @@ def check_parity(
             try:
                 actual = predictor.run(inputs)
             except ServeError as exc:
+                op = re.search(r"while running (\w+) node", exc.message)
                 raise ParityError(
-                    f"ONNX Runtime failed on {_which(i)} (batch {batch_sizes[-1]}): {exc.message}",
-                    hint="the exported graph may have fixed a shape the source model keeps free",
+                    (f"ONNX Runtime cannot run the {op.group(1)} op the converter emitted, on "
+                     if op else "ONNX Runtime failed on ")
+                    + f"{_which(i)} (batch {batch_sizes[-1]}): {exc.message}",
+                    hint=(f"the {converted.converter.split()[0]} export of this model is not "
+                          "runnable: change the model (another op) or the converter version"
+                          if op else
+                          "the exported graph may have fixed a shape the source model keeps "
+                          "free"),
                 ) from exc
             try:
                 expected = list(reference(inputs))

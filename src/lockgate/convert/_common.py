@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+from collections.abc import Sequence
 
-__all__ = ["BATCH", "dist_version", "first_line", "from_package"]
+import onnx
+
+__all__ = ["BATCH", "dist_version", "first_line", "from_package", "rename_batch",
+           "rename_io"]
 
 BATCH = "batch"
 """The name converters give the symbolic batch dim (dim 0) of inputs and outputs."""
@@ -41,3 +45,53 @@ def dist_version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def rename_batch(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Name the symbolic dim 0 of inputs ``"batch"`` everywhere it appears."""
+    graph = proto.graph
+    names = {
+        v.type.tensor_type.shape.dim[0].dim_param
+        for v in graph.input
+        if v.type.tensor_type.shape.dim and v.type.tensor_type.shape.dim[0].dim_param
+    }
+    names.discard(BATCH)
+    if not names:
+        return proto
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in names:
+                dim.dim_param = BATCH
+    return proto
+
+
+def rename_io(proto: onnx.ModelProto, inputs: Sequence[str] | None,
+              outputs: Sequence[str] | None) -> onnx.ModelProto:
+    """Give the graph's inputs and outputs these names (in order), everywhere they are used."""
+    graph = proto.graph
+    mapping: dict[str, str] = {}
+    initializers = {t.name for t in graph.initializer}
+    real_inputs = [v for v in graph.input if v.name not in initializers]
+    for values, names in ((real_inputs, inputs), (list(graph.output), outputs)):
+        if names is None:
+            continue
+        for value, name in zip(values, names, strict=True):
+            if value.name != name:
+                mapping[value.name] = name
+    if not mapping:
+        return proto
+
+    def fix(graph_: onnx.GraphProto) -> None:
+        for node in graph_.node:
+            node.input[:] = [mapping.get(n, n) for n in node.input]
+            node.output[:] = [mapping.get(n, n) for n in node.output]
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    fix(attr.g)
+                for sub in attr.graphs:
+                    fix(sub)
+        for value in [*graph_.input, *graph_.output, *graph_.value_info]:
+            value.name = mapping.get(value.name, value.name)
+
+    fix(graph)
+    return proto

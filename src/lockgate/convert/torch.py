@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from lockgate.convert._common import BATCH, dist_version, first_line, from_package, strip_ansi
+from lockgate.convert._common import (
+    BATCH,
+    dist_version,
+    first_line,
+    from_package,
+    rename_batch,
+    strip_ansi,
+)
 from lockgate.convert.base import Converted
 from lockgate.errors import ConversionError
 from lockgate.onnxmeta import signature_of
@@ -137,7 +144,7 @@ def _export(
     if dynamic is not None:
         try:
             proto = _export_once(model, _widen_batch(args), dynamic, output_names, opset, details)
-            proto = _rename_batch(proto)
+            proto = rename_batch(proto)
             details["dynamic_batch"] = str(_has_batch(proto)).lower()
             return proto
         except ConversionError as exc:
@@ -243,24 +250,6 @@ def _widen_batch(args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     if not batched or int(batched[0].shape[0]) != 1:
         return args
     return tuple(torch.cat([a, a]) if a.dim() > 0 and a.shape[0] == 1 else a for a in args)
-
-
-def _rename_batch(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Name the symbolic dim 0 of inputs ``"batch"`` everywhere it appears."""
-    graph = proto.graph
-    names = {
-        v.type.tensor_type.shape.dim[0].dim_param
-        for v in graph.input
-        if v.type.tensor_type.shape.dim and v.type.tensor_type.shape.dim[0].dim_param
-    }
-    names.discard(BATCH)
-    if not names:
-        return proto
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param in names:
-                dim.dim_param = BATCH
-    return proto
 
 
 def _has_batch(proto: onnx.ModelProto) -> bool:
