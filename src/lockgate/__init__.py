@@ -23,6 +23,7 @@ from pathlib import Path
 from lockgate.api import Lockgate, ModelSummary, init_home
 from lockgate.audit import AuditRecord, ChainReport, EventType
 from lockgate.config import Settings, load_settings
+from lockgate.convert.jax import JaxFunction
 from lockgate.deploy import Deployment
 from lockgate.errors import (
     AccessDeniedError,
@@ -44,6 +45,7 @@ from lockgate.errors import (
     UnsafePathError,
     UnsupportedModelError,
 )
+from lockgate.frameworks import FrameworkPolicyError
 from lockgate.promotion import PromotionResult
 from lockgate.runtime import Predictor
 from lockgate.types import (
@@ -69,11 +71,13 @@ __all__ = [
     "Digest",
     "Error",
     "EventType",
+    "FrameworkPolicyError",
     "GateFailedError",
     "GateResult",
     "GateStatus",
     "IntegrityError",
     "InvalidInputError",
+    "JaxFunction",
     "Lockgate",
     "ModelRef",
     "ModelSummary",

@@ -182,6 +182,7 @@ class Lockgate:
 
         converter = converter_for(model)
         converted = converter.convert(model, sample_input, opset=opset, progress=progress)
+        self._check_framework(name, converted.framework, converted.framework_version)
         onnx_bytes = converted.model.SerializeToString()
         if len(onnx_bytes) > _MAX_ONNX_BYTES:
             raise ConversionError("the ONNX model is over 2 GB; lockgate stores one-file models")
@@ -261,6 +262,17 @@ class Lockgate:
 
             store_reference(self, v, profile, actor=actor)
         return v
+
+    def _check_framework(self, name: str, framework: str, version: str) -> None:
+        from lockgate.frameworks import FrameworkPolicyError, check_framework
+
+        try:
+            check_framework(self.settings.frameworks, framework, version)
+        except FrameworkPolicyError as exc:
+            self.meta.append_event(AuditEvent(
+                EventType.REGISTRATION_REFUSED, self.settings.user, name, None,
+                {"framework": framework, "framework_version": version, "reason": exc.message}))
+            raise
 
     # -- lookup ------------------------------------------------------------------------------
     def get(self, ref: str | ModelRef) -> Version:

@@ -53,6 +53,7 @@ class EventType(enum.StrEnum):
     DEPLOY_FAILED = "deploy.failed"
     DEPLOY_ROLLED_BACK = "deploy.rolled_back"
     REFERENCE_SET = "reference.set"
+    REGISTRATION_REFUSED = "registration.refused"
     MONITOR_STATE_CHANGED = "monitor.state_changed"
     MONITOR_TRIGGERED = "monitor.triggered"
     MONITOR_ROLLBACK_FAILED = "monitor.rollback_failed"

@@ -498,6 +498,28 @@ def policy_show(ctx: click.Context, as_json: bool) -> None:
     out.print("roles: " + (", ".join(f"{k} = {v}" for k, v in roles.items()) or "none"))
 
 
+@policy.command("frameworks")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def policy_frameworks(ctx: click.Context, as_json: bool) -> None:
+    """Allowed training frameworks and version ranges, against what is installed here."""
+    from lockgate.config import load_settings
+    from lockgate.frameworks import framework_table
+
+    settings = load_settings(ctx.obj["home"])
+    rows = framework_table(settings.frameworks)
+    if as_json:
+        _emit_json([r.__dict__ for r in rows])
+        return
+    t = Table(title="framework policy" + ("" if settings.frameworks else
+                                          " (none set: every framework is allowed)"))
+    for c in ("framework", "allowed", "installed", "registration"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r.framework, r.rule, r.installed, r.status)
+    out.print(t)
+
+
 @policy.command("check")
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.pass_context

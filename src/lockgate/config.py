@@ -65,6 +65,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("policy_file", "LOCKGATE_POLICY", "-",
             "A separate TOML policy file ([gates], [gate.*], [roles], [vulnerabilities], "
             "[licenses]) applied over lockgate.toml."),
+    Setting("frameworks", "-", "{} (any)",
+            "Allowed training frameworks and version ranges, in [frameworks] as name = "
+            "\"range\"; once non-empty, unlisted frameworks are refused."),
     Setting("parity_atol", "LOCKGATE_PARITY_ATOL", "1e-4", "Absolute tolerance for float32 "
             "parity."),
     Setting("parity_rtol", "LOCKGATE_PARITY_RTOL", "1e-3", "Relative tolerance for float32 "
@@ -192,6 +195,7 @@ class Settings:
     request_log_rate: float = 0.01
     request_log_format: str = "jsonl"
     monitor: Mapping[str, Any] = field(default_factory=dict)
+    frameworks: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_home(cls, home: Path, **overrides: Any) -> Settings:
@@ -265,7 +269,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Settings:
     known_sections = {"lockgate", "stages", "gates", "gate", "roles", "parity", "serve",
-                      "signing", "vulnerabilities", "licenses", "monitor"}
+                      "signing", "vulnerabilities", "licenses", "monitor", "frameworks"}
     for section in data:
         if section not in known_sections:
             raise ConfigError(
@@ -327,7 +331,7 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
 
 
 POLICY_SECTIONS = frozenset({"gates", "gate", "roles", "vulnerabilities", "licenses",
-                             "monitor"})
+                             "monitor", "frameworks"})
 
 
 def _policy_from_toml(s: Settings, data: Mapping[str, Any], path: Path) -> Settings:
@@ -373,6 +377,10 @@ def _policy_from_toml(s: Settings, data: Mapping[str, Any], path: Path) -> Setti
         from lockgate.observe.policy import check_monitor_config
 
         s = replace(s, monitor=check_monitor_config(data["monitor"], str(path)))
+    if "frameworks" in data:
+        from lockgate.frameworks import check_framework_config
+
+        s = replace(s, frameworks=check_framework_config(data["frameworks"], str(path)))
     return s
 
 
@@ -619,6 +627,13 @@ DEFAULT_CONFIG = """\
 # request_log = "request-log"  # folder for sampled request logs
 # request_log_rate = 0.01
 # request_log_format = "jsonl" # or "parquet"
+
+[frameworks]
+# pytorch = ">=2.4,<3"           # once anything is listed, unlisted frameworks are refused
+# keras = ">=3.5"
+# jax = ">=0.5"
+# scikit-learn = "*"
+# onnx = "*"                     # ready-made ONNX files
 
 [monitor]
 # min_rows = 100               # a monitor window with fewer rows is not judged
