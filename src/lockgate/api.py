@@ -800,6 +800,48 @@ class Lockgate:
         return [dict(o.record) for o in self.meta.observations(v.name, "monitor",
                                                                 number=v.number, limit=limit)]
 
+    def compare(self, ref: str | ModelRef, model: object | None = None, *, batch: int = 32,
+                seconds: float = 1.0, compile_: bool = True, store: bool = True
+                ) -> dict[str, Any]:
+        """Measure the source framework's inference against ONNX Runtime for the version's
+        recorded sample (see :mod:`lockgate.compare`). ``model`` is the source model; without
+        it, the version's recipe (``--from`` at registration) rebuilds it. The result, with
+        the parity figures, is stored with the version unless ``store`` is False."""
+        import json
+
+        from lockgate.compare import load_factory, runtime_comparison
+        from lockgate.validation import sample_feeds
+
+        v = self.get(ref)
+        if v.framework == "onnx":
+            raise InvalidInputError(f"{v.ref} was registered from an ONNX file: there is no "
+                                    "source framework to compare with")
+        if model is None:
+            if sealing.RECIPE_FILE not in v.files:
+                raise InvalidInputError(
+                    f"{v.ref} has no recipe to rebuild its source model from",
+                    hint="pass the model: lockgate compare NAME@V --from module:function")
+            recipe = json.loads(self.file_bytes(v, sealing.RECIPE_FILE))
+            model, _ = load_factory(str(recipe["entry"]), [str(a) for a in recipe["args"]])
+        samples = json.loads(self.file_bytes(v, sealing.SAMPLES_FILE))
+        result = runtime_comparison(model, v.framework, self.model_bytes(v),
+                                    sample_feeds(samples), batch=batch, seconds=seconds,
+                                    compile_=compile_)
+        result.update(model=v.name, version=v.number, at=now(),
+                      parity={o.name: o.max_abs_error for o in v.parity.outputs}
+                      if v.parity else {})
+        if store:
+            from lockgate.store.metadata.interface import Observation
+
+            self.meta.apply(Change(observations=[Observation("comparison", v.name, v.number,
+                                                             result["at"], result)]))
+        return result
+
+    def comparisons(self, ref: str | ModelRef, *, limit: int = 1) -> list[dict[str, Any]]:
+        v = self.get(ref)
+        return [dict(o.record) for o in self.meta.observations(
+            v.name, "comparison", number=v.number, limit=limit)]
+
     def deliver_pending(self) -> list[dict[str, Any]]:
         """Retry every undelivered retraining trigger."""
         from lockgate.observe.service import deliver_pending

@@ -12,7 +12,6 @@ import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-import importlib
 import json
 import sys
 import traceback
@@ -122,21 +121,9 @@ def _parse_pairs(items: Sequence[str], what: str) -> dict[str, str]:
 
 
 def _load_factory(spec: str, args: Sequence[str] = ()) -> tuple[object, object]:
-    mod_name, sep, fn_name = spec.partition(":")
-    if not sep or not mod_name or not fn_name:
-        raise InvalidInputError(f"--from wants package.module:function, got {spec!r}")
-    sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise InvalidInputError(f"cannot import {mod_name!r}: {exc}") from exc
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise InvalidInputError(f"{mod_name} has no function {fn_name!r}")
-    result = fn(*args)
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise InvalidInputError(f"{spec} must return (model, sample_input)")
-    return result[0], result[1]
+    from lockgate.compare import load_factory
+
+    return load_factory(spec, args)
 
 
 @cli.command()
@@ -1104,6 +1091,54 @@ def _print_monitor(result: dict[str, Any], as_json: bool) -> None:
     rb = result.get("rollback")
     if rb:
         out.print(f"rollback: {'to version ' + str(rb['to']) if rb['done'] else rb['error']}")
+
+
+@cli.command()
+@click.argument("ref")
+@click.option("--from", "factory", metavar="MODULE:FUNCTION", default=None,
+              help="Function returning (model, sample) for the source model (default: the "
+                   "version's recipe).")
+@click.option("--arg", "args", multiple=True, help="Argument for the --from function.")
+@click.option("--batch", type=int, default=32, show_default=True, help="The larger batch.")
+@click.option("--seconds", type=float, default=1.0, show_default=True,
+              help="Measuring time per runner and batch.")
+@click.option("--no-compile", is_flag=True, help="Skip torch.compile / tf.function / jax.jit.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def compare(ctx: click.Context, ref: str, factory: str | None, args: tuple[str, ...],
+            batch: int, seconds: float, no_compile: bool, as_json: bool) -> None:
+    """Measure REF's source framework (eager and compiled) against ONNX Runtime (threads,
+    optimisation levels) on this machine, at batch 1 and --batch, next to the parity figures;
+    the result is stored with the version and shown in its report."""
+    model = _load_factory(factory, args)[0] if factory else None
+    result = _open(ctx).compare(ref, model, batch=batch, seconds=seconds,
+                                compile_=not no_compile)
+    if as_json:
+        _emit_json(result)
+        return
+    sizes = result["batch_sizes"]
+    t = Table(title=f"{ref}: {result['framework']} vs ONNX Runtime on this machine "
+                    f"({result['machine']['cpus']} CPUs)")
+    t.add_column("runtime")
+    for size in sizes:
+        t.add_column(f"batch {size} p50 ms", justify="right")
+        t.add_column(f"batch {size} rows/s", justify="right")
+    t.add_column("first call ms", justify="right")
+    by_runtime: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in result["results"]:
+        by_runtime.setdefault(r["runtime"], {})[r["batch"]] = r
+    for name, cells in by_runtime.items():
+        row = [name]
+        for size in sizes:
+            c = cells.get(size, {})
+            row += ([f"{c['p50_ms']:.3f}", f"{c['rows_per_s']:.0f}"] if "p50_ms" in c
+                    else [c.get("error", "-")[:40], ""])
+        first = cells.get(sizes[0], {})
+        row.append(f"{first['first_call_ms']:.1f}" if "first_call_ms" in first else "-")
+        t.add_row(*row)
+    out.print(t)
+    parity = ", ".join(f"{k} max |Δ| {v:.2g}" for k, v in result["parity"].items())
+    out.print(f"parity: {parity or 'not recorded'}")
 
 
 @cli.command()

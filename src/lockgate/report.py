@@ -294,6 +294,32 @@ def _latency(lg: Lockgate, v: Version, monitor: Mapping[str, Any] | None) -> str
             f"<th>throughput (req/s) / requests</th></tr>{body}</table>")
 
 
+def _comparison(found: Sequence[Mapping[str, Any]]) -> str:
+    if not found:
+        return ('<p class="muted">Not measured: <code>lockgate compare NAME@V</code> measures '
+                'the source framework against ONNX Runtime on a machine.</p>')
+    c = found[0]
+    sizes = c.get("batch_sizes", [])
+    cells: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for r in c.get("results", []):
+        cells.setdefault(str(r["runtime"]), {})[int(r["batch"])] = r
+    head = "".join(f"<th>batch {n} p50 ms</th><th>batch {n} rows/s</th>" for n in sizes)
+    body = ""
+    for name, by_batch in cells.items():
+        body += f"<tr><td>{_e(name)}</td>"
+        for n in sizes:
+            r = by_batch.get(n, {})
+            body += (f"<td class='num'>{_num(r['p50_ms'], '.3f')}</td>"
+                     f"<td class='num'>{_num(r['rows_per_s'], '.0f')}</td>" if "p50_ms" in r
+                     else f"<td colspan='2' class='muted'>{_e(r.get('error', '-'))}</td>")
+        body += "</tr>"
+    m = c.get("machine", {})
+    parity = ", ".join(f"{k}: max |Δ| {x:.2g}" for k, x in c.get("parity", {}).items())
+    return (f"<p>Measured {_e(c.get('at', ''))} on {_e(m.get('system'))} "
+            f"{_e(m.get('machine'))}, {_e(m.get('cpus'))} CPUs. Parity: {_e(parity or '-')}.</p>"
+            f"<table><tr><th>runtime</th>{head}</tr>{body}</table>")
+
+
 def _drift(profile: Profile | None, monitor: Mapping[str, Any] | None) -> str:
     if profile is None:
         return ('<p class="muted">No reference profile: <code>lockgate reference set '
@@ -376,6 +402,7 @@ def render_report(lg: Lockgate, ref: str) -> str:
         ("gates", "Gate results", _gates(lg, v)),
         ("decisions", "Approvals, waivers and other decisions", _decisions(lg, v)),
         ("latency", "Serving latency", _latency(lg, v, monitor)),
+        ("compare", "Runtime comparison", _comparison(lg.comparisons(v.ref))),
         ("drift", "Drift against the reference", _drift(profile, monitor)),
         ("audit", "Audit trail", _audit(lg, v)),
     ]

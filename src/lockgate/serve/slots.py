@@ -353,12 +353,14 @@ class ModelTable:
         return slot
 
     def not_ready(self) -> list[Slot]:
-        """Slots that should serve and cannot yet: a routed model's stable slot, or, for a model
-        without a route, each of its slots."""
+        """Slots that should serve and cannot yet: a routed model's stable slot unless ready,
+        or, for a model without a route (yet), each of its slots."""
         routes = self._routes
         if self.dynamic:
+            # a model whose versions loaded but whose route the controller has not set yet is
+            # not ready either: its unversioned requests would still be refused
             pending = [s for name, vs in self._by_name.items() if name not in routes
-                       for s in vs.values() if s.state is SlotState.LOADING]
+                       for s in vs.values()]
             return pending + [r.stable for r in routes.values()
                               if r.stable.state is not SlotState.READY]
         return [s for s in self._slots if s.state is not SlotState.READY]
