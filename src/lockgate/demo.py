@@ -10,6 +10,7 @@ through a ``DemoView``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -161,6 +162,46 @@ def _infer(server: _Server, v: Version, batch: np.ndarray) -> dict[str, np.ndarr
     return {o["name"]: np.asarray(o["data"]).reshape(o["shape"]) for o in resp["outputs"]}
 
 
+def _other_frameworks(lg: Lockgate, view: DemoView, x: np.ndarray, y: np.ndarray
+                      ) -> list[Version]:
+    """A Keras model and a JAX model, each when its extra is installed: one pipeline for every
+    framework."""
+    import importlib.util
+
+    found = []
+    if all(importlib.util.find_spec(m) for m in ("keras", "tensorflow", "tf2onnx")):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import keras
+
+        keras.utils.set_random_seed(SEED)
+        model = keras.Sequential([keras.Input((N_FEATURES,)),
+                                  keras.layers.Dense(16, activation="relu"),
+                                  keras.layers.Dense(N_CLASSES, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=20, verbose=0)
+        with view.progress() as bar:
+            found.append(lg.register(model, x[:4], name="demo-keras-mlp", seed=SEED,
+                                     description="Keras 3 Sequential MLP", progress=bar))
+    else:
+        view.say("keras: extra 'tensorflow' not installed, skipped")
+    if all(importlib.util.find_spec(m) for m in ("jax", "jax2onnx")):
+        import jax.numpy as jnp
+
+        from lockgate.convert import JaxFunction
+
+        onehot = np.eye(N_CLASSES, dtype=np.float32)[y]
+        w = np.linalg.lstsq(np.c_[x, np.ones(len(x))], onehot, rcond=None)[0].astype(np.float32)
+        params = {"w": jnp.asarray(w[:-1]), "b": jnp.asarray(w[-1])}
+        model = JaxFunction(lambda p, v: jnp.tanh(v @ p["w"] + p["b"]), params)
+        with view.progress() as bar:
+            found.append(lg.register(model, x[:4], name="demo-jax-linear", seed=SEED,
+                                     description="least-squares classifier in JAX",
+                                     progress=bar))
+    else:
+        view.say("jax: extra 'jax' not installed, skipped")
+    return found
+
+
 def _observe(view: DemoView, lg: Lockgate, server: _Server, v: Version, x: np.ndarray) -> None:
     """Traffic like the training data, then shifted traffic; a monitor run after each."""
     url = f"http://127.0.0.1:{server.port}"
@@ -247,6 +288,8 @@ def _journey(view: DemoView, home: Path) -> None:
                                metrics={"accuracy": sk_acc},
                                description="scaler + logistic regression", progress=bar)
         view.version(v_sk)
+        for v in _other_frameworks(lg, view, x, y):
+            view.version(v)
         for v in (v_torch, v_sk):
             bom = json.loads(lg.file_bytes(v, BOM_FILE))
             view.say(f"{v.name}@{v.number}: CycloneDX {bom['specVersion']} BOM with "

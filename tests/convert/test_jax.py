@@ -108,3 +108,23 @@ def test_a_sample_the_model_rejects_is_a_conversion_error(mem_lg: Lockgate) -> N
         mem_lg.register(JaxFunction(_mlp, PARAMS), RNG.random((4, 5)).astype(np.float32),
                         name="bad")
     assert mem_lg.models() == []
+
+
+def test_register_from_a_function_on_the_command_line(home, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from lockgate.cli import main
+
+    monkeypatch.chdir(Path(__file__).parent.parent / "compare_models")
+    main(["--home", str(home), "register", "--from", "jax_mlp:build", "--arg", "3",
+          "--name", "cli-jax", "--json"])
+    import json
+
+    v = json.loads(capsys.readouterr().out)
+    assert v["framework"] == "jax"
+    assert v["parity"]["passed"] is True
+    assert "jax2onnx" in v["environment"]["converter"]
+    with Lockgate.open(home) as lg:
+        recipe = json.loads(lg.file_bytes(lg.get("cli-jax@1"), "recipe.json"))
+    assert recipe["entry"] == "jax_mlp:build"
+    assert recipe["args"] == ["3"]

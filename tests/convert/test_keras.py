@@ -77,8 +77,14 @@ def test_keras_models_register_with_parity(mem_lg: Lockgate, build, sample) -> N
     assert v.signature.outputs[0].shape[0] == "batch"
     assert "tf2onnx" in v.environment["converter"]
     bom = json.loads(mem_lg.file_bytes(v, "bom.cdx.json"))
-    assert "keras" in json.dumps(bom["metadata"]) or any(
-        c.get("name") == "keras" for c in bom["components"])
+    model_ref = bom["metadata"]["component"]["bom-ref"]
+    (deps,) = [d["dependsOn"] for d in bom["dependencies"] if d["ref"] == model_ref]
+    names = {c["bom-ref"]: c["name"] for c in bom["components"]}
+    got = {names.get(d) for d in deps}
+    assert {"keras", "tf2onnx", "tensorflow_cpu"} <= got, got  # names as installed
+    props = {p["name"]: p["value"] for p in bom["metadata"]["component"]["properties"]}
+    assert any(k.endswith("framework_version") and x == keras.__version__
+               for k, x in props.items())
 
 
 def test_tf_module_and_saved_model_directory(mem_lg: Lockgate, tmp_path: Path) -> None:

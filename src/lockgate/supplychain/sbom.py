@@ -224,6 +224,8 @@ def _model_dependencies(
     converter = version.environment.get("converter")
     if isinstance(converter, str):
         wanted += [canonicalize_name(m.group(1)) for m in _CONVERTER_PIN.finditer(converter)]
+    if "tensorflow" in wanted:
+        wanted.append("tensorflow-cpu")  # the CPU build carries the same module
     deps = [runtime] if runtime is not None else []
     deps += [libs[n] for n in dict.fromkeys(wanted) if n in libs and libs[n] is not runtime]
     return deps
@@ -565,8 +567,9 @@ def _infer_family(framework: str, proto: onnx.ModelProto) -> str:
     for matched, family in rules:
         if matched:
             return family
-    return {"pytorch": "neural network", "scikit-learn": "classical machine learning"}.get(
-        framework, "unknown")
+    return {"pytorch": "neural network", "keras": "neural network",
+            "tensorflow": "neural network", "jax": "neural network",
+            "scikit-learn": "classical machine learning"}.get(framework, "unknown")
 
 
 def _graph_name(proto: onnx.ModelProto) -> str:
