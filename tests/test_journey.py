@@ -96,7 +96,14 @@ def test_demo_runs_the_whole_journey() -> None:
     view = RecordingView()
     home = run_demo(view)
     assert not home.exists()
-    assert [v.framework for v in view.versions] == ["pytorch", "scikit-learn"]
+    import importlib.util
+
+    extra = [f for f, mod in (("keras", "tf2onnx"), ("jax", "jax2onnx"))
+             if importlib.util.find_spec(mod)]
+    assert [v.framework for v in view.versions] == ["pytorch", "scikit-learn", *extra]
     assert all(v.parity is not None and v.parity.passed for v in view.versions)
     assert "served predictions match both source frameworks" in view.lines
     assert any(line.startswith("audit chain intact") for line in view.lines)
+    assert any(line.startswith("monitor, traffic like the training data: ok")
+               for line in view.lines)
+    assert any(line.startswith("retraining trigger ") for line in view.lines)
