@@ -16,9 +16,7 @@ import os
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import argparse
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -36,6 +34,7 @@ from serve_overhead import (
     infer_body,
     run_async,
     session,
+    spawn_server,
     wait_ready,
 )
 
@@ -62,26 +61,8 @@ async def _measure(port: int, pid: int, raw: bytes, clients: int, seconds: float
 
 def _round(path: Path, window: int, raw: bytes, clients: int, seconds: float
            ) -> tuple[float, float, float]:
-    cmd = [sys.executable, str(Path(__file__).parent / "serve_overhead.py"), "--serve",
-           str(path), "--intra-op-threads", "1", "--capture-window", str(window)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "ORT_DISABLE_TELEMETRY": "1"})
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("LISTENING"):
-            raise SystemExit(f"the server did not start: {line!r}")
-        return run_async(_measure(int(line.split()[1]), proc.pid, raw, clients, seconds))
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+    with spawn_server(path, 1, capture_window=window) as (port, pid):
+        return run_async(_measure(port, pid, raw, clients, seconds))
 
 
 def main() -> None:

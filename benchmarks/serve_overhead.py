@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -241,6 +241,35 @@ async def bench_server(
     ]
 
 
+@contextlib.contextmanager
+def spawn_server(path: Path, threads: int, workers: int | None = None,
+                 capture_window: int = 5000) -> Iterator[tuple[int, int]]:
+    """This script's server in a child process; yields its port and pid, stops it with SIGINT
+    (a graceful shutdown) and kills it if that hangs."""
+    cmd = [sys.executable, __file__, "--serve", str(path), "--intra-op-threads", str(threads),
+           "--capture-window", str(capture_window)]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "ORT_DISABLE_TELEMETRY": "1"})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("LISTENING"):
+            raise SystemExit(f"the server did not start: {line!r}")
+        yield int(line.split()[1]), proc.pid
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """uvloop when it is there (it comes with uvicorn[standard]), as in the server."""
     try:
@@ -282,36 +311,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mlp.onnx"
         path.write_bytes(model)
-        env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
-        cmd = [
-            sys.executable,
-            __file__,
-            "--serve",
-            str(path),
-            "--intra-op-threads",
-            str(args.intra_op_threads),
-        ]
-        if args.workers:
-            cmd += ["--workers", str(args.workers)]
-        cmd += ["--capture-window", str(args.capture_window)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line.startswith("LISTENING"):
-                raise SystemExit(f"the server did not start: {line!r}")
-            port = int(line.split()[1])
+        with spawn_server(path, args.intra_op_threads, args.workers,
+                          args.capture_window) as (port, _pid):
             phases = run_async(bench_server(port, x, expected, args.clients, args.seconds))
-        finally:
-            proc.send_signal(signal.SIGINT)  # graceful shutdown
-            try:
-                proc.wait(timeout=30)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
 
     print(
         f"lockgate serve overhead: MLP {'-'.join(map(str, LAYERS))} float32, batch 1, "

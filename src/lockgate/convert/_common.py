@@ -6,10 +6,13 @@ import importlib.metadata
 import re
 from collections.abc import Sequence
 
+import numpy as np
 import onnx
 
-__all__ = ["BATCH", "dist_version", "first_line", "from_package", "rename_batch",
-           "rename_io"]
+from lockgate.errors import ConversionError
+
+__all__ = ["BATCH", "dist_version", "first_line", "from_package", "io_names", "rename_batch",
+           "rename_io", "sample_arrays"]
 
 BATCH = "batch"
 """The name converters give the symbolic batch dim (dim 0) of inputs and outputs."""
@@ -95,3 +98,24 @@ def rename_io(proto: onnx.ModelProto, inputs: Sequence[str] | None,
 
     fix(graph)
     return proto
+
+
+def io_names(prefix: str, n: int) -> list[str]:
+    """``prefix`` for one tensor, ``prefix_0``, ``prefix_1`` … for several."""
+    return [prefix] if n == 1 else [f"{prefix}_{i}" for i in range(n)]
+
+
+def sample_arrays(sample: object, kind: str) -> list[np.ndarray]:
+    """The sample input as numpy arrays (an array, a framework tensor, or a tuple/list of
+    them), each with a batch dimension."""
+    if sample is None:
+        raise ConversionError(f"a {kind} model needs a sample input",
+                              hint="pass a numpy array (or a tuple of arrays) with a batch dim")
+    items = list(sample) if isinstance(sample, (tuple, list)) else [sample]
+    out = []
+    for item in items:
+        arr = np.asarray(item.numpy() if hasattr(item, "numpy") else item)
+        if arr.ndim == 0:
+            raise ConversionError("sample inputs need a batch dimension (dim 0)")
+        out.append(arr)
+    return out

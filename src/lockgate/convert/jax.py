@@ -29,8 +29,10 @@ from lockgate.convert._common import (
     dist_version,
     first_line,
     from_package,
+    io_names,
     rename_batch,
     rename_io,
+    sample_arrays,
 )
 from lockgate.convert.base import Converted
 from lockgate.errors import ConversionError
@@ -50,10 +52,6 @@ class JaxFunction:
 
     def __call__(self, *inputs: Any) -> Any:
         return self.fn(self.params, *inputs)
-
-
-def _names(prefix: str, n: int) -> list[str]:
-    return [prefix] if n == 1 else [f"{prefix}_{i}" for i in range(n)]
 
 
 def _leaves(value: Any) -> list[np.ndarray]:
@@ -101,15 +99,15 @@ class JaxConverter:
                 return module.apply(variables, *xs)
         else:
             fn = model  # type: ignore[assignment]
-        arrays = _arrays(sample)
+        arrays = sample_arrays(sample, "JAX")
         name = type(model).__name__
         try:
             n_out = len(_leaves(fn(*arrays)))
         except Exception as exc:
             raise ConversionError(f"the {name} model failed on the sample: {first_line(exc)}",
                                   hint="pass a sample the model accepts (dtype, shape)") from exc
-        in_names = _names("input", len(arrays))
-        out_names = _names("output", n_out)
+        in_names = io_names("input", len(arrays))
+        out_names = io_names("output", n_out)
         progress.start("export")
         try:
             kwargs: dict[str, Any] = {"input_names": in_names, "output_names": out_names}
@@ -145,17 +143,6 @@ class JaxConverter:
             sample={n: a for n, a in zip(in_names, arrays, strict=True)},
             reference=_Reference(fn, in_names),
             details={"kind": kind, "opset": str(proto.opset_import[0].version)})
-
-
-def _arrays(sample: object) -> list[np.ndarray]:
-    if sample is None:
-        raise ConversionError("a JAX model needs a sample input",
-                              hint="pass a numpy array (or a tuple of arrays) with a batch dim")
-    items = list(sample) if isinstance(sample, (tuple, list)) else [sample]
-    out = [np.asarray(x) for x in items]
-    if any(a.ndim == 0 for a in out):
-        raise ConversionError("sample inputs need a batch dimension (dim 0)")
-    return out
 
 
 class _Reference:

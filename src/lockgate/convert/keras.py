@@ -28,8 +28,10 @@ from lockgate.convert._common import (
     dist_version,
     first_line,
     from_package,
+    io_names,
     rename_batch,
     rename_io,
+    sample_arrays,
 )
 from lockgate.convert.base import Converted
 from lockgate.errors import ConversionError
@@ -39,24 +41,6 @@ from lockgate.progress import Progress
 __all__ = ["DEFAULT_OPSET", "KerasConverter"]
 
 DEFAULT_OPSET = 17
-
-
-def _names(prefix: str, n: int) -> list[str]:
-    return [prefix] if n == 1 else [f"{prefix}_{i}" for i in range(n)]
-
-
-def _arrays(sample: object) -> list[np.ndarray]:
-    if sample is None:
-        raise ConversionError("a Keras or TensorFlow model needs a sample input",
-                              hint="pass a numpy array (or a tuple of arrays) with a batch dim")
-    items = list(sample) if isinstance(sample, (tuple, list)) else [sample]
-    out = []
-    for item in items:
-        arr = np.asarray(item.numpy() if hasattr(item, "numpy") else item)
-        if arr.ndim == 0:
-            raise ConversionError("sample inputs need a batch dimension (dim 0)")
-        out.append(arr)
-    return out
 
 
 def _leaves(value: Any) -> list[np.ndarray]:
@@ -122,14 +106,14 @@ class KerasConverter:
                      ) -> Converted:
         import tensorflow as tf
 
-        arrays = _arrays(sample)
+        arrays = sample_arrays(sample, "Keras or TensorFlow")
         name = type(model).__name__
         try:
             n_out = len(_leaves(_call(model, arrays)))
         except Exception as exc:
             raise ConversionError(f"the {name} model failed on the sample: {first_line(exc)}",
                                   hint="pass a sample the model accepts (dtype, shape)") from exc
-        in_names = _names("input", len(arrays))
+        in_names = io_names("input", len(arrays))
         spec = [tf.TensorSpec([None, *a.shape[1:]], tf.as_dtype(a.dtype), name=n)
                 for a, n in zip(arrays, in_names, strict=True)]
 
@@ -148,7 +132,7 @@ class KerasConverter:
     def _saved_model(self, path: Path, sample: object, opset: int) -> Converted:
         import tensorflow as tf
 
-        arrays = _arrays(sample)
+        arrays = sample_arrays(sample, "Keras or TensorFlow")
         try:
             loaded = tf.saved_model.load(str(path))
             sig = loaded.signatures["serving_default"]
@@ -159,7 +143,7 @@ class KerasConverter:
         if len(keys) != len(arrays):
             raise ConversionError(f"{path}: the signature takes {keys}; the sample has "
                                   f"{len(arrays)} array(s)")
-        in_names = _names("input", len(arrays))
+        in_names = io_names("input", len(arrays))
         spec = [tf.TensorSpec([None, *a.shape[1:]], tf.as_dtype(a.dtype), name=n)
                 for a, n in zip(arrays, in_names, strict=True)]
 
@@ -180,7 +164,7 @@ class KerasConverter:
                       ) -> Converted:
         import keras
 
-        arrays = _arrays(sample)
+        arrays = sample_arrays(sample, "Keras or TensorFlow")
         name = type(model).__name__
         try:
             n_out = len(_leaves(_call(model, arrays)))  # builds the model
@@ -195,9 +179,9 @@ class KerasConverter:
                 raise ConversionError(f"Keras could not export the {name} model to ONNX on the "
                                       f"{backend} backend: {first_line(exc)}") from exc
             proto = onnx.load(str(path))
-        return self._finish(proto, arrays, _names("input", len(arrays)), n_out, "keras",
+        return self._finish(proto, arrays, io_names("input", len(arrays)), n_out, "keras",
                             _Reference(lambda xs: _call(model, xs),
-                                       _names("input", len(arrays))),
+                                       io_names("input", len(arrays))),
                             f"keras.Model.export(format='onnx') keras=={keras.__version__} "
                             f"backend={backend}", {"backend": backend, "opset":
                                                    str(proto.opset_import[0].version)})
@@ -210,7 +194,7 @@ class KerasConverter:
             raise ConversionError(
                 f"the exported graph has {len(sig.inputs)} inputs and {len(sig.outputs)} "
                 f"outputs; the model takes {len(arrays)} and returns {n_out}")
-        proto = rename_batch(rename_io(proto, in_names, _names("output", n_out)))
+        proto = rename_batch(rename_io(proto, in_names, io_names("output", n_out)))
         for value in proto.graph.output:  # tf2onnx names each unknown dim on its own
             dims = value.type.tensor_type.shape.dim
             if dims and (dims[0].dim_param.startswith("unk__") or not (
