@@ -20,6 +20,7 @@ from lockgate.sealing import ensure_default_keys
 from lockgate.store.artifacts import MemoryArtifactStore
 from lockgate.store.metadata import MemoryMetadataStore
 from onnx_models import linear_onnx
+from services import postgres_server, postgres_url, s3_server  # noqa: F401  (fixtures)
 
 PARITY_ONLY = DEFAULT_CONFIG.replace('\n# "*" = ["parity"]\n', '\n"*" = ["parity"]\n')
 assert PARITY_ONLY != DEFAULT_CONFIG
@@ -55,6 +56,30 @@ def mem_lg(tmp_path: Path) -> Lockgate:
                                  gates={"*": (GateSpec("parity"),)})
     ensure_default_keys(settings)
     return Lockgate(settings, metadata=MemoryMetadataStore(), artifacts=MemoryArtifactStore())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_lg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lockgate]:
+    """Lockgate on a real SQL metadata store — SQLite, then PostgreSQL — for the storage and
+    promotion tests."""
+    url = (f"sqlite:///{tmp_path / 'sql.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    settings = Settings.for_home(tmp_path / "sql", user="tester", database_url=url,
+                                 gates={"*": (GateSpec("parity"),)})
+    ensure_default_keys(settings)
+    lg = Lockgate(settings, artifacts=MemoryArtifactStore())
+    yield lg
+    lg.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_home(request: pytest.FixtureRequest, home: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``home``, with its metadata in SQLite, then in PostgreSQL (LOCKGATE_DATABASE_URL, which
+    child processes inherit)."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("LOCKGATE_DATABASE_URL", request.getfixturevalue("postgres_url"))
+    return home
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,16 @@ from lockgate.store.metadata import (
 )
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def meta(request: pytest.FixtureRequest, tmp_path: Path) -> MetadataStore:
-    if request.param == "sqlite":
-        return SqlMetadataStore(f"sqlite:///{tmp_path / 'meta.db'}")
-    return MemoryMetadataStore()
+@pytest.fixture(params=["sqlite", "postgresql", "memory"])
+def meta(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
+    if request.param == "memory":
+        yield MemoryMetadataStore()
+        return
+    url = (f"sqlite:///{tmp_path / 'meta.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    store = SqlMetadataStore(url)
+    yield store
+    store.close()
 
 
 def _ev() -> AuditEvent:

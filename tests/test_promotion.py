@@ -41,80 +41,80 @@ def _add(lg: Lockgate, name: str = "m", *, parity: bool | None = True) -> Versio
     return lg.get(f"{name}@{n}")
 
 
-def test_promote_through_default_stages(mem_lg: Lockgate) -> None:
-    v = _add(mem_lg)
-    res = mem_lg.promote("m@1", "stabilized")
+def test_promote_through_default_stages(sql_lg: Lockgate) -> None:
+    v = _add(sql_lg)
+    res = sql_lg.promote("m@1", "stabilized")
     assert [r.status for r in res.results] == [GateStatus.PASS]
-    mem_lg.promote("m@1", "production")
-    assert mem_lg.get("m@production").number == 1
-    assert mem_lg.get("m@champion").number == 1
-    runs = mem_lg.gate_runs("m@1")
+    sql_lg.promote("m@1", "production")
+    assert sql_lg.get("m@production").number == 1
+    assert sql_lg.get("m@champion").number == 1
+    runs = sql_lg.gate_runs("m@1")
     assert [(r.from_stage, r.to_stage, r.passed) for r in runs] == [
         ("prototype", "stabilized", True), ("stabilized", "production", True)]
-    types = [r.type for r in mem_lg.audit_log()]
+    types = [r.type for r in sql_lg.audit_log()]
     assert types.count(EventType.STAGE_CHANGED.value) == 2
     assert EventType.ALIAS_SET.value in types
     assert v.stage == "prototype"
 
 
-def test_exclusive_stage_retires_previous_holder(mem_lg: Lockgate) -> None:
-    _add(mem_lg)
-    _add(mem_lg)
-    mem_lg.promote("m@1", "production")
-    res = mem_lg.promote("m@2", "production")
+def test_exclusive_stage_retires_previous_holder(sql_lg: Lockgate) -> None:
+    _add(sql_lg)
+    _add(sql_lg)
+    sql_lg.promote("m@1", "production")
+    res = sql_lg.promote("m@2", "production")
     assert res.retired == (1,)
-    assert mem_lg.get("m@1").stage == "archived"
-    assert mem_lg.get("m@production").number == 2
-    assert mem_lg.get("m@champion").number == 2
+    assert sql_lg.get("m@1").stage == "archived"
+    assert sql_lg.get("m@production").number == 2
+    assert sql_lg.get("m@champion").number == 2
 
 
-def test_failed_gate_moves_nothing_and_is_recorded(mem_lg: Lockgate) -> None:
-    _add(mem_lg, parity=False)
+def test_failed_gate_moves_nothing_and_is_recorded(sql_lg: Lockgate) -> None:
+    _add(sql_lg, parity=False)
     with pytest.raises(GateFailedError, match="parity fail") as info:
-        mem_lg.promote("m@1", "stabilized")
+        sql_lg.promote("m@1", "stabilized")
     assert [r.status for r in info.value.results] == [GateStatus.FAIL]
-    assert mem_lg.get("m@1").stage == "prototype"
-    assert mem_lg.gate_runs("m@1")[0].passed is False
-    assert mem_lg.audit_log()[-1].type == EventType.PROMOTION_REFUSED.value
+    assert sql_lg.get("m@1").stage == "prototype"
+    assert sql_lg.gate_runs("m@1")[0].passed is False
+    assert sql_lg.audit_log()[-1].type == EventType.PROMOTION_REFUSED.value
 
 
-def test_version_without_parity_report_fails_closed(mem_lg: Lockgate) -> None:
-    _add(mem_lg, parity=None)
+def test_version_without_parity_report_fails_closed(sql_lg: Lockgate) -> None:
+    _add(sql_lg, parity=None)
     with pytest.raises(GateFailedError, match="no parity report"):
-        mem_lg.promote("m@1", "production")
+        sql_lg.promote("m@1", "production")
 
 
 @pytest.mark.parametrize(
     ("to", "error"),
     [("prototype", InvalidInputError), ("nowhere", InvalidInputError)],
 )
-def test_bad_transitions_are_refused(mem_lg: Lockgate, to: str, error: type) -> None:
-    _add(mem_lg)
+def test_bad_transitions_are_refused(sql_lg: Lockgate, to: str, error: type) -> None:
+    _add(sql_lg)
     with pytest.raises(error):
-        mem_lg.promote("m@1", to)
+        sql_lg.promote("m@1", to)
 
 
-def test_no_way_back_and_retired_is_final(mem_lg: Lockgate) -> None:
-    _add(mem_lg)
-    mem_lg.promote("m@1", "production")
+def test_no_way_back_and_retired_is_final(sql_lg: Lockgate) -> None:
+    _add(sql_lg)
+    sql_lg.promote("m@1", "production")
     with pytest.raises(InvalidInputError, match="cannot move back"):
-        mem_lg.promote("m@1", "stabilized")
-    mem_lg.promote("m@1", "archived")
+        sql_lg.promote("m@1", "stabilized")
+    sql_lg.promote("m@1", "archived")
     with pytest.raises(InvalidInputError, match="retired"):
-        mem_lg.promote("m@1", "production")
+        sql_lg.promote("m@1", "production")
 
 
-def test_empty_and_unknown_gate_lists_are_config_errors(mem_lg: Lockgate) -> None:
-    _add(mem_lg)
+def test_empty_and_unknown_gate_lists_are_config_errors(sql_lg: Lockgate) -> None:
+    _add(sql_lg)
     with pytest.raises(ConfigError, match="at least one gate"):
         build([])
-    mem_lg.settings = replace(mem_lg.settings, gates={"*": ()})
+    sql_lg.settings = replace(sql_lg.settings, gates={"*": ()})
     with pytest.raises(ConfigError):
-        mem_lg.promote("m@1", "stabilized")
-    mem_lg.settings = replace(mem_lg.settings, gates={"*": (GateSpec("nope"),)})
+        sql_lg.promote("m@1", "stabilized")
+    sql_lg.settings = replace(sql_lg.settings, gates={"*": (GateSpec("nope"),)})
     with pytest.raises(ConfigError, match="unknown gate"):
-        mem_lg.promote("m@1", "stabilized")
-    assert mem_lg.get("m@1").stage == "prototype"
+        sql_lg.promote("m@1", "stabilized")
+    assert sql_lg.get("m@1").stage == "prototype"
 
 
 class _Boom:
@@ -124,28 +124,28 @@ class _Boom:
         raise RuntimeError("kaput")
 
 
-def test_a_gate_that_raises_fails_closed(mem_lg: Lockgate) -> None:
-    v = _add(mem_lg)
-    ctx = GateContext(v, "prototype", "stabilized", "t", mem_lg.settings)
+def test_a_gate_that_raises_fails_closed(sql_lg: Lockgate) -> None:
+    v = _add(sql_lg)
+    ctx = GateContext(v, "prototype", "stabilized", "t", sql_lg.settings)
     results = AllOf([_Boom()]).evaluate(ctx)
     assert results[0].status is GateStatus.ERROR
     assert "kaput" in results[0].message
     assert not AllOf.passed(results)
 
 
-def test_unsafe_allow_passes_but_warns(mem_lg: Lockgate) -> None:
-    _add(mem_lg, parity=None)
-    mem_lg.settings = replace(mem_lg.settings, gates={"*": (GateSpec("unsafe_allow"),)})
+def test_unsafe_allow_passes_but_warns(sql_lg: Lockgate) -> None:
+    _add(sql_lg, parity=None)
+    sql_lg.settings = replace(sql_lg.settings, gates={"*": (GateSpec("unsafe_allow"),)})
     with pytest.warns(UserWarning, match="without checks"):
-        mem_lg.promote("m@1", "stabilized")
-    assert mem_lg.get("m@1").stage == "stabilized"
+        sql_lg.promote("m@1", "stabilized")
+    assert sql_lg.get("m@1").stage == "stabilized"
 
 
-def test_stages_are_configuration(mem_lg: Lockgate) -> None:
-    mem_lg.settings = replace(mem_lg.settings, stages=("dev", "live", "gone"),
+def test_stages_are_configuration(sql_lg: Lockgate) -> None:
+    sql_lg.settings = replace(sql_lg.settings, stages=("dev", "live", "gone"),
                               exclusive_stages=("live",), stage_aliases={"live": "current"})
-    _add(mem_lg)
-    assert mem_lg.get("m@1").stage == "dev"
-    mem_lg.promote("m@1", "live")
-    assert mem_lg.get("m@current").number == 1
-    assert mem_lg.serving_stage == "live"
+    _add(sql_lg)
+    assert sql_lg.get("m@1").stage == "dev"
+    sql_lg.promote("m@1", "live")
+    assert sql_lg.get("m@current").number == 1
+    assert sql_lg.serving_stage == "live"

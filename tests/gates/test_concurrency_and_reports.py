@@ -28,7 +28,8 @@ def run(*args: str, user: str = "tester") -> tuple[int, str, str]:
     return p.returncode, p.stdout, p.stderr
 
 
-def test_sixteen_concurrent_promotions_one_wins(home: Path) -> None:
+def test_sixteen_concurrent_promotions_one_wins(db_home: Path) -> None:
+    home = db_home
     (home / "lockgate.toml").write_text(POLICY)
     with Lockgate.open(home) as lg:
         for i in range(16):
@@ -61,6 +62,33 @@ def test_sixteen_concurrent_promotions_one_wins(home: Path) -> None:
         assert in_production == winners
         assert lg.get("m@champion").number == winners[0]
         assert lg.audit_verify().ok
+
+
+def test_eight_concurrent_registrations_get_distinct_numbers(db_home: Path) -> None:
+    with Lockgate.open(db_home):
+        pass  # create the home (and migrate the database) once, before the race
+    barrier = threading.Barrier(8, timeout=120)
+    numbers: dict[int, int] = {}
+    errors: list[str] = []
+
+    def register(i: int) -> None:
+        try:
+            with Lockgate.open(db_home) as mine:
+                barrier.wait()
+                numbers[i] = mine.register(linear_onnx(seed=i), name="m", seed=i).number
+        except Exception as exc:  # reported below
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(numbers.values()) == list(range(1, 9))
+    with Lockgate.open(db_home) as lg:
+        assert lg.audit_verify().ok
+        assert len([r for r in lg.audit_log() if r.type == "model.registered"]) == 8
 
 
 def test_junit_report_lists_one_testcase_per_gate(home: Path, tmp_path: Path) -> None:

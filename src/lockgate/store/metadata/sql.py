@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,8 @@ __all__ = ["SqlMetadataStore"]
 T = TypeVar("T")
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _RETRIES = 20
+_MIGRATE_LOCK = threading.Lock()
+_WRITE_LOCK = 0x6C6F636B  # "lock": the advisory lock every PostgreSQL write transaction takes
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -79,6 +82,7 @@ def _sqlite_engine(url: str) -> Engine:
 class SqlMetadataStore:
     def __init__(self, url: str) -> None:
         self.url = url
+        self._postgres = url.startswith("postgresql")
         try:
             if url.startswith("sqlite"):
                 path = sa.make_url(url).database
@@ -101,7 +105,11 @@ class SqlMetadataStore:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(_MIGRATIONS))
-        with self.engine.begin() as conn:
+        # Alembic's op/context proxies are process-global: one migration at a time per
+        # process; the advisory lock makes it one at a time across PostgreSQL clients too.
+        with _MIGRATE_LOCK, self.engine.begin() as conn:
+            if self._postgres:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -109,6 +117,10 @@ class SqlMetadataStore:
     def _tx(self) -> Iterator[Connection]:
         try:
             with self.engine.begin() as conn:
+                if self._postgres:
+                    # one writer at a time, as SQLite's BEGIN IMMEDIATE: checks and the audit
+                    # chain's next link see every committed write (released at commit)
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
                 yield conn
         except SAIntegrityError:
             raise
