@@ -6,16 +6,66 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.errors import IntegrityError, NotFoundError
-from lockgate.store.artifacts import ArtifactStore, LocalArtifactStore, MemoryArtifactStore
+from lockgate.errors import IntegrityError, NotFoundError, StorageError
+from lockgate.store.artifacts import (
+    ArtifactStore,
+    LocalArtifactStore,
+    MemoryArtifactStore,
+    S3ArtifactStore,
+)
 from lockgate.types import Digest
 
 
-@pytest.fixture(params=["local", "memory"])
+def _s3(endpoint: str, **kw: int) -> S3ArtifactStore:
+    import uuid
+
+    import boto3
+
+    bucket = "b-" + uuid.uuid4().hex[:12]
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    client.create_bucket(Bucket=bucket)
+    return S3ArtifactStore(f"s3://{bucket}/team-a", client=client, **kw)
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "local":
         return LocalArtifactStore(tmp_path / "artifacts")
+    if request.param == "s3":
+        return _s3(request.getfixturevalue("s3_server"))
     return MemoryArtifactStore()
+
+
+def test_s3_publishes_under_the_digest_verifies_reads_and_never_overwrites(
+        s3_server: str) -> None:
+    store = _s3(s3_server, multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    big = os.urandom(11 << 20)  # three parts: multipart upload
+    d = store.put(big)
+    s3 = store._s3
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=store.bucket).get("Contents", [])]
+    assert keys == [f"team-a/sha256/{d.hex[:2]}/{d.hex[2:]}"]  # no temporary object left
+    assert store.get(d) == big
+    before = s3.head_object(Bucket=store.bucket, Key=store.key_for(d))["LastModified"]
+    assert store.put(big) == d
+    assert s3.head_object(Bucket=store.bucket, Key=store.key_for(d))["LastModified"] == before
+    s3.put_object(Bucket=store.bucket, Key=store.key_for(d), Body=b"tampered")
+    with pytest.raises(IntegrityError, match="corrupt"):
+        store.get(d)
+
+
+def test_s3_errors_name_the_store_not_the_credentials(s3_server: str) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                          aws_access_key_id="AKIASECRETKEYID", aws_secret_access_key="hunter2")
+    store = S3ArtifactStore("s3://no-such-bucket/x", client=client)
+    with pytest.raises(StorageError) as exc:
+        store.put(b"data")
+    text = exc.value.diagnostics()
+    assert "s3://no-such-bucket/x" in text
+    assert "hunter2" not in text
+    assert "AKIASECRETKEYID" not in text
 
 
 def test_put_get_round_trip(store: ArtifactStore) -> None:

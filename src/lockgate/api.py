@@ -99,7 +99,7 @@ class Lockgate:
         check_policy(settings)
         self.settings = settings
         self.meta: MetadataStore = metadata or SqlMetadataStore(settings.database_url)
-        self.artifacts: ArtifactStore = artifacts or LocalArtifactStore(settings.artifact_root)
+        self.artifacts: ArtifactStore = artifacts or _artifact_store(settings)
 
     @classmethod
     def open(cls, home: Path | str | None = None, **flags: Any) -> Lockgate:
@@ -1115,6 +1115,14 @@ def _check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
             raise InvalidInputError(f"metric {k!r} is not finite: {v!r}")
         out[str(k)] = f
     return out
+
+
+def _artifact_store(settings: Settings) -> ArtifactStore:
+    if settings.artifact_url:
+        from lockgate.store.artifacts.s3 import S3ArtifactStore
+
+        return S3ArtifactStore(settings.artifact_url, endpoint_url=settings.s3_endpoint_url)
+    return LocalArtifactStore(settings.artifact_root)
 
 
 def init_home(home: Path | str | None = None) -> Settings:

@@ -46,6 +46,11 @@ SETTINGS: tuple[Setting, ...] = (
             "SQLAlchemy URL of the metadata store."),
     Setting("artifact_root", "LOCKGATE_ARTIFACT_ROOT", "<home>/artifacts",
             "Folder of the content-addressed artifact store."),
+    Setting("artifact_url", "LOCKGATE_ARTIFACT_URL", "-",
+            "s3://bucket/prefix: keep artifacts in S3-compatible storage instead of "
+            "artifact_root."),
+    Setting("s3_endpoint_url", "LOCKGATE_S3_ENDPOINT_URL", "-",
+            "Endpoint of the S3-compatible service (MinIO, Ceph, ...); unset: AWS."),
     Setting("user", "LOCKGATE_USER", "<login name>", "Who is acting; recorded as creator and in "
             "the audit log."),
     Setting("stages", "LOCKGATE_STAGES", ",".join(DEFAULT_STAGES),
@@ -167,6 +172,8 @@ class Settings:
     database_url: str
     artifact_root: Path
     user: str
+    artifact_url: str | None = None
+    s3_endpoint_url: str | None = None
     stages: tuple[str, ...] = DEFAULT_STAGES
     exclusive_stages: tuple[str, ...] = ("production",)
     stage_aliases: Mapping[str, str] = field(default_factory=lambda: {"production": "champion"})
@@ -278,7 +285,8 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
     s = settings
     core = dict(data.get("lockgate", {}))
     for key in core:
-        if key not in ("database_url", "artifact_root", "user", "policy"):
+        if key not in ("database_url", "artifact_root", "artifact_url", "s3_endpoint_url",
+                       "user", "policy"):
             raise ConfigError(f"{path}: unknown key lockgate.{key}")
     if "policy" in core:
         s = replace(s, policy_file=_path(core["policy"], "lockgate.policy", s.home))
@@ -289,6 +297,10 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
         s = replace(s, artifact_root=root if root.is_absolute() else s.home / root)
     if "user" in core:
         s = replace(s, user=str(core["user"]))
+    if "artifact_url" in core:
+        s = replace(s, artifact_url=str(core["artifact_url"]))
+    if "s3_endpoint_url" in core:
+        s = replace(s, s3_endpoint_url=str(core["s3_endpoint_url"]))
     stages = data.get("stages", {})
     if "order" in stages:
         s = replace(s, stages=tuple(str(x) for x in stages["order"]))
@@ -476,6 +488,10 @@ def _from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         s = replace(s, database_url=v)
     if v := env.get("LOCKGATE_ARTIFACT_ROOT"):
         s = replace(s, artifact_root=Path(v))
+    if v := env.get("LOCKGATE_ARTIFACT_URL"):
+        s = replace(s, artifact_url=v)
+    if v := env.get("LOCKGATE_S3_ENDPOINT_URL"):
+        s = replace(s, s3_endpoint_url=v)
     if v := env.get("LOCKGATE_USER"):
         s = replace(s, user=v)
     if v := env.get("LOCKGATE_STAGES"):

@@ -1,0 +1,120 @@
+"""Artifacts in S3-compatible object storage (AWS S3, MinIO, Ceph RGW, …), through boto3.
+
+Same content-addressed semantics as the local folder: ``<prefix>sha256/<2 hex>/<62 hex>``. A
+write uploads to a temporary key (multipart above ``multipart_threshold``), reads it back and
+checks its digest, then publishes it under the digest's key with a server-side copy and deletes
+the temporary object; a digest already present is never written again. Every read checks the
+digest. Credentials come from boto3's usual chain (environment, profile, instance role) and
+never appear in messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from typing import Any
+
+from lockgate.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
+from lockgate.types import Digest
+
+__all__ = ["S3ArtifactStore", "parse_s3_url"]
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` → ``("bucket", "prefix/")``."""
+    if not url.startswith("s3://"):
+        raise InvalidInputError(f"not an s3:// URL: {url!r}")
+    bucket, _, prefix = url[5:].partition("/")
+    if not bucket:
+        raise InvalidInputError(f"no bucket in {url!r}", hint="s3://bucket/optional/prefix")
+    prefix = prefix.strip("/")
+    return bucket, (prefix + "/") if prefix else ""
+
+
+class S3ArtifactStore:
+    def __init__(self, url: str, *, endpoint_url: str | None = None, client: Any = None,
+                 multipart_threshold: int = 64 << 20, multipart_chunksize: int = 16 << 20
+                 ) -> None:
+        self.bucket, self.prefix = parse_s3_url(url)
+        self.url = url
+        if client is None:
+            try:
+                import boto3
+            except ImportError:
+                raise StorageError("the S3 artifact store needs boto3",
+                                   hint="pip install 'lockgate[s3]'") from None
+            client = boto3.client("s3", endpoint_url=endpoint_url)
+        self._s3 = client
+        from boto3.s3.transfer import TransferConfig
+
+        self._transfer = TransferConfig(multipart_threshold=multipart_threshold,
+                                        multipart_chunksize=multipart_chunksize)
+
+    def key_for(self, digest: Digest) -> str:
+        return f"{self.prefix}sha256/{digest.hex[:2]}/{digest.hex[2:]}"
+
+    def _error(self, exc: Exception, what: str) -> StorageError:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        return StorageError(f"S3 {what} failed in {self.url}: {code}",
+                            hint="check the bucket, the endpoint and the credentials")
+
+    def exists(self, digest: Digest) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=self.key_for(digest))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._error(exc, "head") from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "head") from None
+
+    def put(self, data: bytes) -> Digest:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        digest = Digest.of_bytes(data)
+        if self.exists(digest):
+            return digest
+        tmp = f"{self.prefix}tmp/{uuid.uuid4().hex}"
+        try:
+            self._s3.upload_fileobj(io.BytesIO(data), self.bucket, tmp, Config=self._transfer)
+            try:
+                uploaded = self._read(tmp)
+                if hashlib.sha256(uploaded).hexdigest() != digest.hex:
+                    raise IntegrityError(f"the upload of {digest} to {self.url} came back "
+                                         "different; nothing was published")
+                if not self.exists(digest):  # another writer may have published it meanwhile
+                    self._s3.copy_object(Bucket=self.bucket, Key=self.key_for(digest),
+                                         CopySource={"Bucket": self.bucket, "Key": tmp})
+            finally:
+                self._s3.delete_object(Bucket=self.bucket, Key=tmp)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, f"write of {digest}") from None
+        return digest
+
+    def _read(self, key: str) -> bytes:
+        buf = io.BytesIO()
+        self._s3.download_fileobj(self.bucket, key, buf, Config=self._transfer)
+        return buf.getvalue()
+
+    def get(self, digest: Digest) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.key_for(digest)
+        try:
+            data = self._read(key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise NotFoundError(f"artifact {digest} is not in {self.url}") from None
+            raise self._error(exc, f"read of {digest}") from None
+        except BotoCoreError as exc:
+            raise self._error(exc, f"read of {digest}") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest.hex:
+            raise IntegrityError(
+                f"artifact {digest} is corrupt: its content hashes to sha256:{actual}",
+                hint=f"the object s3://{self.bucket}/{key} was changed after it was stored")
+        return data
