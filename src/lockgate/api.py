@@ -554,10 +554,11 @@ class Lockgate:
         return "production" if "production" in st else st[-2]
 
     def create_app(self, refs: Sequence[str] = (), *, poll_s: float = 0.5,
-                   grace_s: float = 300.0) -> Starlette:
+                   grace_s: float = 300.0, models: Sequence[str] = ()) -> Starlette:
         """The OIP v2 ASGI app. With ``refs``, exactly those versions. Without, the app follows
         the deployments in the store (a model without one serves its production version),
-        polling every ``poll_s``: switches, canaries and rollbacks need no restart."""
+        polling every ``poll_s``: switches, canaries and rollbacks need no restart; ``models``
+        limits it to those model names."""
         from lockgate.serve import ServedModel, create_app
 
         if refs:
@@ -565,7 +566,13 @@ class Lockgate:
             served = [ServedModel(v.name, v.number, _loader(self, v), _describe(v))
                       for v in versions]
             return create_app(served, on_event=self._serve_event, **self._observing())
-        if not self.desired_state():
+        wanted = frozenset(models)
+
+        def desired() -> dict[str, Desired]:
+            found = self.desired_state()
+            return {n: d for n, d in found.items() if n in wanted} if wanted else found
+
+        if not desired():
             raise NotFoundError(
                 f"nothing to serve: no deployment and no version in stage "
                 f"{self.serving_stage!r}",
@@ -577,7 +584,7 @@ class Lockgate:
             v = self.get(ModelRef(name, number))
             return ServedModel(name, number, _loader(self, v), _describe(v))
 
-        return create_app([], on_event=self._serve_event, desired=self.desired_state,
+        return create_app([], on_event=self._serve_event, desired=desired,
                           make_spec=make_spec, poll_s=poll_s, grace_s=grace_s,
                           **self._observing())
 

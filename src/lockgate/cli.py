@@ -743,13 +743,15 @@ def alias_ls(ctx: click.Context, name: str, as_json: bool) -> None:
               help="Seconds between looks at the deployments (without REFS).")
 @click.option("--grace", "grace_s", type=float, default=300.0, show_default=True,
               help="Seconds a replaced version stays loaded for an instant rollback.")
+@click.option("--model", "only", multiple=True,
+              help="Serve only this model's deployment (repeatable; without REFS).")
 @click.option("--request-log", type=click.Path(path_type=Path), default=None,
               help="Folder for sampled request logs (overrides [serve] request_log).")
 @click.option("--request-log-rate", type=float, default=None,
               help="Share of requests logged (default 0.01).")
 @click.pass_context
 def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None,
-          poll_s: float, grace_s: float, request_log: Path | None,
+          poll_s: float, grace_s: float, only: tuple[str, ...], request_log: Path | None,
           request_log_rate: float | None) -> None:
     """Serve models over the Open Inference Protocol v2: the versions named, or else every
     model's deployment (its production version unless `lockgate deploy` says otherwise),
@@ -766,11 +768,12 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
             lg.settings, request_log=request_log or lg.settings.request_log,
             request_log_rate=(lg.settings.request_log_rate if request_log_rate is None
                               else request_log_rate))
-    app = lg.create_app(refs, poll_s=poll_s, grace_s=grace_s)
+    app = lg.create_app(refs, poll_s=poll_s, grace_s=grace_s, models=only)
     h = host or lg.settings.serve_host
     p = lg.settings.serve_port if port is None else port
     names = ", ".join(f"{v.name}@{v.number}" for v in lg.serve_refs(refs)) if refs else \
-        ", ".join(f"{n}@{d.stable}" for n, d in lg.deployments().items())
+        ", ".join(f"{n}@{d.stable}" for n, d in lg.deployments().items()
+                  if not only or n in only)
 
     def started(bound_host: str, bound_port: int) -> None:
         err.print(f"serving {names} on http://{bound_host}:{bound_port}/v2 (Ctrl-C stops)")
@@ -1153,6 +1156,65 @@ def report(ctx: click.Context, ref: str, html_out: Path) -> None:
 
     path = write_report(_open(ctx), ref, html_out)
     out.print(f"report written to {path}")
+
+
+# -- deployment files --------------------------------------------------------------------------
+@cli.group()
+def k8s() -> None:
+    """Kubernetes manifests for lockgate servers."""
+
+
+@k8s.command("render")
+@click.argument("name")
+@click.option("--image", default="lockgate:latest", show_default=True)
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--replicas", type=int, default=2, show_default=True)
+@click.option("--max-replicas", type=int, default=10, show_default=True)
+@click.option("--cpu-target", type=int, default=70, show_default=True,
+              help="HPA target CPU utilisation, percent.")
+@click.option("--out", "target", type=click.Path(path_type=Path), default=None,
+              help="Write the YAML here instead of printing it.")
+@click.pass_context
+def k8s_render(ctx: click.Context, name: str, image: str, namespace: str, replicas: int,
+               max_replicas: int, cpu_target: int, target: Path | None) -> None:
+    """Deployment, Service, HPA, PodDisruptionBudget and ConfigMap serving model NAME from the
+    shared registry (database URL and object-store credentials as Secret references)."""
+    from lockgate.config import load_settings
+    from lockgate.deployment_files import K8sOptions, render_manifests, to_yaml
+
+    settings = load_settings(ctx.obj["home"])
+    text = to_yaml(render_manifests(name, K8sOptions(
+        image=image, namespace=namespace, replicas=replicas, max_replicas=max_replicas,
+        cpu_target=cpu_target, artifact_url=settings.artifact_url,
+        s3_endpoint_url=settings.s3_endpoint_url)))
+    if target is None:
+        click.echo(text, nl=False)
+        return
+    target.write_text(text, encoding="utf-8")
+    out.print(f"wrote {target}")
+
+
+@cli.group()
+def docker() -> None:
+    """Container images for lockgate servers."""
+
+
+@docker.command("render")
+@click.option("--requirements", type=click.Path(path_type=Path), required=True,
+              help="requirements.txt with every package pinned (==) and hashed (--hash).")
+@click.option("--python", "python_version", default="3.11", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the Dockerfile here instead of printing it.")
+def docker_render(requirements: Path, python_version: str, out: Path | None) -> None:
+    """A Dockerfile that installs exactly the pinned, hashed requirements."""
+    from lockgate.deployment_files import render_dockerfile
+
+    text = render_dockerfile(requirements, python=python_version)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    out.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {out}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
