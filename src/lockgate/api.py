@@ -586,7 +586,18 @@ class Lockgate:
 
         return create_app([], on_event=self._serve_event, desired=desired,
                           make_spec=make_spec, poll_s=poll_s, grace_s=grace_s,
-                          **self._observing())
+                          subscribe=self._subscriber(), **self._observing())
+
+    def _subscriber(self) -> Callable[[Callable[[], None]], Callable[[], None]] | None:
+        subscribe = getattr(self.meta, "subscribe", None)
+        if subscribe is None:
+            return None
+
+        def sub(callback: Callable[[], None]) -> Callable[[], None]:
+            stop: Callable[[], None] | None = subscribe(callback)
+            return stop if stop is not None else (lambda: None)
+
+        return sub
 
     def _observing(self) -> dict[str, Any]:
         from lockgate.observe.capture import RequestLog

@@ -41,9 +41,11 @@ def _converge(ports: list[int], version: str) -> float:
     return time.monotonic() - start
 
 
+@pytest.mark.parametrize("poll", ["0.1", "30"], ids=["polling", "notify"])
 def test_three_replicas_on_postgres_and_s3_converge(home: Path, postgres_url: str,
-                                                    s3_server: str,
+                                                    s3_server: str, poll: str,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a 30 s poll, only PostgreSQL's NOTIFY can wake the replicas in time."""
     import boto3
 
     for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
@@ -61,14 +63,15 @@ def test_three_replicas_on_postgres_and_s3_converge(home: Path, postgres_url: st
         lg.deploy("m@1")  # a stored deployment: the promotion below keeps 1 as its previous
         assert not (home / "artifacts").exists()  # everything went to S3
     with ExitStack() as stack:
-        ports = [stack.enter_context(lockgate_server(home))[1] for _ in range(3)]
+        ports = [stack.enter_context(lockgate_server(home, "--poll", poll))[1]
+                 for _ in range(3)]
         assert _versions(ports) == ["1", "1", "1"]
         with Lockgate.open(home) as lg:
             lg.promote("m@2", "production")
             promoted = _converge(ports, "2")
             lg.rollback("m", reason="replica test")
             rolled_back = _converge(ports, "1")
-    print(f"replicas converged {promoted:.2f} s after the promotion, "
+    print(f"replicas (poll {poll} s) converged {promoted:.2f} s after the promotion, "
           f"{rolled_back:.2f} s after the rollback")
     assert promoted < BOUND_S
     assert rolled_back < BOUND_S

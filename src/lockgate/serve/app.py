@@ -174,6 +174,7 @@ def create_app(
     capture_window: int = DEFAULT_WINDOW,
     request_log: RequestLog | None = None,
     drift: Callable[[str, int], Mapping[str, Any] | None] | None = None,
+    subscribe: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
 ) -> Starlette:
     """An OIP v2 app serving ``models``.
 
@@ -189,7 +190,8 @@ def create_app(
     ``deploy.unloaded`` events).
     Each version keeps its last ``capture_window`` rows and requests for drift monitors (0:
     no capture); ``request_log`` writes a sample of requests. ``drift(name, version)`` returns
-    the latest monitor result of a served version, shown on ``/metrics``.
+    the latest monitor result of a served version, shown on ``/metrics``. ``subscribe(wake)``
+    registers a callback the store calls when deployments change and returns an unsubscribe.
     Raises InvalidInputError for an empty model list (without ``desired``), a repeated
     ``(name, version)`` or ``workers < 1``.
     """
@@ -234,7 +236,7 @@ def create_app(
         controller = None
         if desired is not None and make_spec is not None:
             controller = Controller(table, desired, make_spec, emit_logged, poll_s=poll_s,
-                                    grace_s=grace_s)
+                                    grace_s=grace_s, subscribe=subscribe)
             controller.start()
         try:
             yield

@@ -12,7 +12,9 @@ candidate with a canary weight, optional shadow) and makes the server match it:
 * versions no route needs stay loaded for ``grace_s`` (an instant rollback target) and are then
   dropped.
 
-Several server processes polling one store converge on the same state within one interval.
+Several server processes polling one store converge on the same state within one interval; a
+store that announces changes (PostgreSQL LISTEN/NOTIFY) wakes them at once, and polling remains
+the fallback.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class Controller:
         *,
         poll_s: float = 0.5,
         grace_s: float = 300.0,
+        subscribe: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
     ) -> None:
         self.table, self.desired, self.make_spec, self.emit = table, desired, make_spec, emit
         self.poll_s, self.grace_s = poll_s, grace_s
@@ -67,16 +70,23 @@ class Controller:
         self._reported: set[tuple[str, int]] = set()
         self._idle_since: dict[tuple[str, int], float] = {}
         self._wake = threading.Event()
+        self._subscribe = subscribe
+        self._unsubscribe: Callable[[], None] | None = None
         self._analysis: dict[tuple[str, int], _Analysis] = {}
         self._shadow_sent: dict[tuple[str, int], tuple[float, float]] = {}
 
     def start(self) -> None:
+        if self._subscribe is not None:
+            # the store says when deployments change (PostgreSQL NOTIFY): look at once
+            self._unsubscribe = self._subscribe(self._wake.set)
         self.reconcile()
         self._thread = threading.Thread(target=self._run, name="lockgate-controller",
                                         daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

@@ -57,6 +57,7 @@ T = TypeVar("T")
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _RETRIES = 20
 _MIGRATE_LOCK = threading.Lock()
+_CHANNEL = "lockgate_changes"
 _WRITE_LOCK = 0x6C6F636B  # "lock": the advisory lock every PostgreSQL write transaction takes
 
 
@@ -262,8 +263,36 @@ class SqlMetadataStore:
                     last_error=dl.last_error))
             for ev in change.events:
                 self._append(conn, ev)
+            if self._postgres and (change.deployments or change.stages):
+                conn.exec_driver_sql(f"NOTIFY {_CHANNEL}")  # delivered at commit
 
         self._retry(write)
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None] | None:
+        """On PostgreSQL, call ``callback`` (on a background thread) whenever a committed
+        change moved a stage or a deployment, until the returned function is called. None on
+        other databases: callers poll."""
+        if not self._postgres:
+            return None
+        import psycopg
+
+        dsn = sa.make_url(self.url).set(drivername="postgresql").render_as_string(
+            hide_password=False)
+        stop = threading.Event()
+
+        def listen() -> None:
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(dsn, autocommit=True) as conn:
+                        conn.execute(f"LISTEN {_CHANNEL}")
+                        while not stop.is_set():
+                            for _ in conn.notifies(timeout=0.5):
+                                callback()
+                except psycopg.Error:
+                    stop.wait(1.0)  # the database went away: polling covers it meanwhile
+
+        threading.Thread(target=listen, name="lockgate-listen", daemon=True).start()
+        return stop.set
 
     def observations(self, name: str, kind: str, *, number: int | None = None,
                      limit: int = 50) -> list[Observation]:
