@@ -4,6 +4,7 @@ that need it, saying why — except under LOCKGATE_REQUIRE_SERVICES=1 (CI), wher
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -45,13 +46,11 @@ def _as_postgres(cmd: list[str]) -> list[str]:
         "su", "postgres", "-c", " ".join(cmd)]
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A PostgreSQL server for the test session; yields its base URL (no database)."""
-    bindir = _pg_bin()
-    if bindir is None:
-        _missing("PostgreSQL server binaries (initdb) not found under /usr/lib/postgresql")
-    assert bindir is not None
+@contextlib.contextmanager
+def start_postgres(bindir: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL server from Debian's binaries in ``bindir``: a temp data dir
+    (owned by the postgres user when run as root), trust auth, 127.0.0.1, a free port. Yields
+    its base URL (no database)."""
     root = Path(tempfile.mkdtemp(prefix="lockgate-pg-"))
     data = root / "data"
     if os.geteuid() == 0:
@@ -70,7 +69,7 @@ def postgres_server() -> Iterator[str]:
         while subprocess.run([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
                              capture_output=True, check=False).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("PostgreSQL did not start")
+                raise RuntimeError("PostgreSQL did not start")
             time.sleep(0.1)
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
     finally:
@@ -80,6 +79,22 @@ def postgres_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def pg_bin() -> Path | None:
+    """Where Debian's PostgreSQL server binaries are, if installed."""
+    return _pg_bin()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server for the test session; yields its base URL (no database)."""
+    bindir = _pg_bin()
+    if bindir is None:
+        _missing("PostgreSQL server binaries (initdb) not found under /usr/lib/postgresql")
+    assert bindir is not None
+    with start_postgres(bindir) as url:
+        yield url
 
 
 @pytest.fixture
