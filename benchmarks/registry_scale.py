@@ -18,10 +18,10 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 import argparse
 import statistics
-import warnings
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
