@@ -279,19 +279,26 @@ class SqlMetadataStore:
         dsn = sa.make_url(self.url).set(drivername="postgresql").render_as_string(
             hide_password=False)
         stop = threading.Event()
+        listening = threading.Event()
 
         def listen() -> None:
             while not stop.is_set():
                 try:
                     with psycopg.connect(dsn, autocommit=True) as conn:
                         conn.execute(f"LISTEN {_CHANNEL}")
+                        if listening.is_set():
+                            callback()  # reconnected: changes may have been missed meanwhile
+                        listening.set()
                         while not stop.is_set():
                             for _ in conn.notifies(timeout=0.5):
                                 callback()
                 except psycopg.Error:
-                    stop.wait(1.0)  # the database went away: polling covers it meanwhile
+                    listening.set()  # give up waiting; polling covers it meanwhile
+                    stop.wait(1.0)
 
         threading.Thread(target=listen, name="lockgate-listen", daemon=True).start()
+        # return once LISTEN is in place: a change committed after this call is never missed
+        listening.wait(timeout=10.0)
         return stop.set
 
     def observations(self, name: str, kind: str, *, number: int | None = None,
