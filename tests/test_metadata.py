@@ -105,3 +105,13 @@ def test_vuln_snapshots_replace_each_other(meta: MetadataStore) -> None:
     assert current is not None
     assert current.sha256 == "b" * 64
     assert meta.vuln_records(["numpy", "scipy"]) == ['{"id":"X-3"}']
+
+
+def test_versions_in_stage_reads_only_the_holders(meta: MetadataStore) -> None:
+    for _ in range(3):
+        meta.create_version("m", lambda n: {"n": n}, "prototype", _ev())
+    meta.create_version("other", lambda n: {"n": n}, "prototype", _ev())
+    meta.apply(Change(stages={("m", 2): "production", ("other", 1): "production"}))
+    assert [r.number for r in meta.versions_in_stage("m", "production")] == [2]
+    assert [r.number for r in meta.versions_in_stage("m", "prototype")] == [1, 3]
+    assert meta.versions_in_stage("m", "archived") == []

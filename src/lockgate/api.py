@@ -350,7 +350,7 @@ class Lockgate:
         raise GateFailedError and move nothing (the refusal is stored and audited). Gates after
         the first failure are skipped unless ``run_all``."""
         v = self.get(ref)
-        holders = [x for x in self.versions(v.name) if x.stage == to]
+        holders = self._holders(v.name, to)
         with _VersionEvidence(self, v) as evidence:
             result = promotion.promote(
                 self.meta, self.settings, v, to, actor=actor or self.settings.user,
@@ -376,7 +376,7 @@ class Lockgate:
     ) -> list[GateResult]:
         """Evaluate the transition's gates without moving or storing anything (a dry run)."""
         v = self.get(ref)
-        holders = [x for x in self.versions(v.name) if x.stage == to]
+        holders = self._holders(v.name, to)
         with _VersionEvidence(self, v) as evidence:
             return promotion.evaluate(
                 self.settings, v, to, actor=actor or self.settings.user,
@@ -384,6 +384,10 @@ class Lockgate:
                 previous=max(holders, key=lambda h: h.number) if holders else None,
                 evidence=evidence, run_all=run_all, on_result=on_result,
             )
+
+    def _holders(self, name: str, stage: str) -> list[Version]:
+        return [Version.from_record(r.name, r.number, r.stage, r.record)
+                for r in self.meta.versions_in_stage(name, stage)]
 
     def _champion(self, name: str, stage: str) -> Version | None:
         alias = self.settings.stage_aliases.get(stage)

@@ -113,6 +113,9 @@ class MemoryMetadataStore:
                 (r for (m, _), r in self._versions.items() if m == name), key=lambda r: r.number
             )
 
+    def versions_in_stage(self, name: str, stage: str) -> list[VersionRow]:
+        return [r for r in self.list_versions(name) if r.stage == stage]
+
     def list_models(self) -> list[str]:
         with self._lock:
             return sorted({m for (m, _) in self._versions})

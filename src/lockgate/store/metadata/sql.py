@@ -391,6 +391,16 @@ class SqlMetadataStore:
             ]
         )
 
+    def versions_in_stage(self, name: str, stage: str) -> list[VersionRow]:
+        def read(conn: Connection) -> list[VersionRow]:
+            rows = conn.execute(
+                sa.select(versions).where(versions.c.name == name, versions.c.stage == stage)
+                .order_by(versions.c.number)
+            ).mappings().all()
+            return [_version(r) for r in rows]
+
+        return self._read(read)
+
     def list_models(self) -> list[str]:
         return self._read(
             lambda conn: [
