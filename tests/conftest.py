@@ -20,7 +20,12 @@ from lockgate.sealing import ensure_default_keys
 from lockgate.store.artifacts import MemoryArtifactStore
 from lockgate.store.metadata import MemoryMetadataStore
 from onnx_models import linear_onnx
-from services import postgres_server, postgres_url, s3_server  # noqa: F401  (fixtures)
+from services import (  # noqa: F401  (fixtures)
+    NEEDS_POSTGRES,
+    postgres_server,
+    postgres_url,
+    s3_server,
+)
 
 PARITY_ONLY = DEFAULT_CONFIG.replace('\n# "*" = ["parity"]\n', '\n"*" = ["parity"]\n')
 assert PARITY_ONLY != DEFAULT_CONFIG
@@ -58,7 +63,7 @@ def mem_lg(tmp_path: Path) -> Lockgate:
     return Lockgate(settings, metadata=MemoryMetadataStore(), artifacts=MemoryArtifactStore())
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=NEEDS_POSTGRES)])
 def sql_lg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lockgate]:
     """Lockgate on a real SQL metadata store — SQLite, then PostgreSQL — for the storage and
     promotion tests."""
@@ -72,7 +77,7 @@ def sql_lg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lockgate]
     lg.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=NEEDS_POSTGRES)])
 def db_home(request: pytest.FixtureRequest, home: Path,
             monkeypatch: pytest.MonkeyPatch) -> Path:
     """``home``, with its metadata in SQLite, then in PostgreSQL (LOCKGATE_DATABASE_URL, which

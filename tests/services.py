@@ -21,12 +21,6 @@ import pytest
 REQUIRED = os.environ.get("LOCKGATE_REQUIRE_SERVICES") == "1"
 
 
-def _missing(what: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"{what} (LOCKGATE_REQUIRE_SERVICES=1)")
-    pytest.skip(f"{what} (LOCKGATE_REQUIRE_SERVICES=1 makes this a failure)")
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -36,6 +30,13 @@ def _free_port() -> int:
 def _pg_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     return Path(found[-1]).parent if found else None
+
+
+NEEDS_POSTGRES = pytest.mark.skipif(
+    _pg_bin() is None and not REQUIRED,
+    reason="PostgreSQL server binaries (initdb) not found under /usr/lib/postgresql "
+           "(LOCKGATE_REQUIRE_SERVICES=1 makes this a failure)")
+"""Mark for tests (or parameters) that need the PostgreSQL server the fixtures start."""
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -90,9 +91,8 @@ def pg_bin() -> Path | None:
 def postgres_server() -> Iterator[str]:
     """A PostgreSQL server for the test session; yields its base URL (no database)."""
     bindir = _pg_bin()
-    if bindir is None:
-        _missing("PostgreSQL server binaries (initdb) not found under /usr/lib/postgresql")
-    assert bindir is not None
+    if bindir is None:  # only reached under LOCKGATE_REQUIRE_SERVICES=1 (see NEEDS_POSTGRES)
+        pytest.fail("PostgreSQL server binaries (initdb) not found under /usr/lib/postgresql")
     with start_postgres(bindir) as url:
         yield url
 
@@ -113,11 +113,7 @@ def postgres_url(postgres_server: str) -> str:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """moto's S3 API server on 127.0.0.1; yields its endpoint URL."""
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        _missing("moto[server] is not installed")
-        raise
+    from moto.server import ThreadedMotoServer  # the dev extra installs it
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -15,9 +15,10 @@ from lockgate.store.metadata import (
     SqlMetadataStore,
     VulnSnapshot,
 )
+from services import NEEDS_POSTGRES
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "memory"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=NEEDS_POSTGRES), "memory"])
 def meta(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MetadataStore]:
     if request.param == "memory":
         yield MemoryMetadataStore()

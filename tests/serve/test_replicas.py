@@ -13,8 +13,9 @@ import pytest
 from lockgate.api import Lockgate
 from onnx_models import linear_onnx
 from servers import http_post, lockgate_server
+from services import NEEDS_POSTGRES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, NEEDS_POSTGRES]
 
 BOUND_S = 5.0  # generous for a loaded 2-CPU machine; the measured figure is printed
 BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
