@@ -171,9 +171,8 @@ def monitor_once(lg: Lockgate, name: str, *, url: str) -> dict[str, Any]:
                                   "drifted": [f["feature"] for f in result["drift"]["features"]
                                               if f["drifted"]],
                                   "targets": [d.target.split(":", 1)[0] for d in deliveries]}))
-    stored = {k: v2 for k, v2 in result.items()}
     lg.meta.apply(Change(observations=[Observation("monitor", name, v.number, result["at"],
-                                                   stored)],
+                                                   dict(result))],
                          events=events, deliveries=deliveries))
     if result["slo"]["status"] == "breached" and policy.rollback_on_slo_breach:
         result["rollback"] = _rollback(lg, name, v, result)
