@@ -49,6 +49,8 @@ from lockgate.store.metadata import (
     GateRun,
     MetadataStore,
     SqlMetadataStore,
+    TokenRow,
+    UserRow,
     VersionRow,
     VulnSnapshot,
 )
@@ -438,7 +440,7 @@ class Lockgate:
                                     hint=f"stages: {list(self.settings.stages)}")
         role = self._approver_role(v, stage)
         problem = None
-        if not self.settings.has_role(who, role):
+        if not self.has_role(who, role, v.name):
             problem = f"{who!r} does not hold the {role!r} role"
         elif kind == "approval" and who == v.creator:
             problem = (f"{who!r} registered {v.ref}; separation of duties forbids approving "
@@ -457,6 +459,46 @@ class Lockgate:
             event, who, v.name, v.number,
             {"stage": stage, "comment": comment, "gate": gate, "expires": expires})]))
         return decision
+
+    # -- identity ----------------------------------------------------------------------------
+    def has_role(self, who: str, role: str, model: str | None = None) -> bool:
+        """``who`` holds ``role`` through the policy's [roles] or as a registry user (a global
+        role or a grant matching ``model``)."""
+        from lockgate import identity
+
+        if self.settings.has_role(who, role):
+            return True
+        principal = identity.principal_of(self.meta, who)
+        return principal is not None and principal.can(role, model)
+
+    def users(self) -> list[UserRow]:
+        return self.meta.list_users()
+
+    def add_user(self, name: str, roles: Sequence[str], *,
+                 grants: Sequence[tuple[str, str]] = (), disabled: bool = False,
+                 actor: str | None = None) -> UserRow:
+        """Create a registry user, or replace its roles and grants (audited)."""
+        from lockgate import identity
+
+        return identity.add_user(self.meta, name, roles, grants=grants, disabled=disabled,
+                                 actor=actor or self.settings.user)
+
+    def create_token(self, user: str, *, description: str = "", days: int | None = None,
+                     actor: str | None = None) -> tuple[TokenRow, str]:
+        """A new API token for ``user``: the row and the token text, which is not stored and
+        cannot be shown again."""
+        from lockgate import identity
+
+        return identity.create_token(self.meta, user, description=description, days=days,
+                                     actor=actor or self.settings.user)
+
+    def revoke_token(self, token_id: str, *, actor: str | None = None) -> TokenRow:
+        from lockgate import identity
+
+        return identity.revoke_token(self.meta, token_id, actor=actor or self.settings.user)
+
+    def tokens(self, user: str | None = None) -> list[TokenRow]:
+        return self.meta.list_tokens(user)
 
     def _approver_role(self, v: Version, stage: str) -> str:
         for spec in self.settings.gates_for(v.stage, stage):
@@ -899,7 +941,8 @@ class Lockgate:
         return assess_vulnerabilities(packages, snapshot, records, self.settings,
                                       today=datetime.now(UTC).date())
 
-    def export_evidence(self, ref: str | ModelRef, out: Path | str) -> Path:
+    def export_evidence(self, ref: str | ModelRef, out: Path | str, *,
+                        actor: str | None = None) -> Path:
         """Write the version's evidence pack into the new or empty folder ``out``."""
         from lockgate.evidence import write_evidence
 
@@ -907,7 +950,7 @@ class Lockgate:
         self.verify(v)
         folder = write_evidence(self, v, Path(out))
         self.meta.append_event(AuditEvent(
-            EventType.EVIDENCE_EXPORTED, self.settings.user, v.name, v.number,
+            EventType.EVIDENCE_EXPORTED, actor or self.settings.user, v.name, v.number,
             {"folder": folder.name},
         ))
         return folder

@@ -57,6 +57,9 @@ class EventType(enum.StrEnum):
     MONITOR_STATE_CHANGED = "monitor.state_changed"
     MONITOR_TRIGGERED = "monitor.triggered"
     MONITOR_ROLLBACK_FAILED = "monitor.rollback_failed"
+    USER_CHANGED = "user.changed"
+    TOKEN_CREATED = "token.created"
+    TOKEN_REVOKED = "token.revoked"
 
 
 @dataclass(frozen=True)

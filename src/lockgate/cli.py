@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -38,6 +38,9 @@ from lockgate.errors import (
     SupplyChainError,
 )
 from lockgate.types import GateResult, Version
+
+if TYPE_CHECKING:
+    from lockgate.remote import RemoteRegistry
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -80,25 +83,48 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def _open(ctx: click.Context) -> Lockgate:
-    lg: Lockgate | None = ctx.obj.get("lg")
-    if lg is None:
-        lg = Lockgate.open(ctx.obj["home"])
-        ctx.obj["lg"] = lg
-        ctx.call_on_close(lg.close)
-    return lg
+def _open(ctx: click.Context) -> Lockgate | RemoteRegistry:
+    """The registry: the server named by --server / LOCKGATE_SERVER, else the local home."""
+    reg: Lockgate | RemoteRegistry | None = ctx.obj.get("lg")
+    if reg is None:
+        url = ctx.obj.get("server")
+        if url:
+            from lockgate.remote import connect
+
+            reg = connect(url)
+        else:
+            reg = Lockgate.open(ctx.obj["home"])
+        ctx.obj["lg"] = reg
+        ctx.call_on_close(reg.close)
+    return reg
+
+
+def _local(ctx: click.Context) -> Lockgate:
+    """The local home, for commands that run models or read local files."""
+    if ctx.obj.get("server"):
+        raise InvalidInputError(
+            f"`lockgate {ctx.command_path.partition(' ')[2]}` works on a home or database, "
+            "not through --server",
+            hint="unset LOCKGATE_SERVER, or point LOCKGATE_DATABASE_URL at the shared database")
+    reg = _open(ctx)
+    assert isinstance(reg, Lockgate)
+    return reg
 
 
 @click.group()
 @click.option("--home", type=click.Path(path_type=Path), default=None,
               help="lockgate home (default: $LOCKGATE_HOME or ./.lockgate).")
+@click.option("--server", envvar="LOCKGATE_SERVER", default=None, metavar="URL",
+              help="Use the registry server at URL (token from $LOCKGATE_TOKEN or "
+                   "$LOCKGATE_TOKEN_FILE) instead of a local home.")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(package_name="lockgate")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, debug: bool) -> None:
+def cli(ctx: click.Context, home: Path | None, server: str | None, debug: bool) -> None:
     """lockgate: register models as parity-checked ONNX, promote them through gates, serve them."""
     ctx.ensure_object(dict)
     ctx.obj["home"] = home
+    ctx.obj["server"] = server or None
     ctx.obj["debug"] = debug
 
 
@@ -262,7 +288,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Show one version: NAME, NAME@V, NAME@STAGE or NAME@ALIAS."""
     lg = _open(ctx)
     v = lg.get(ref)
-    runs = lg.meta.gate_runs(v.name, v.number)
+    runs = lg.gate_runs(v.ref)
     if as_json:
         data = v.to_dict()
         data["gate_runs"] = [dict(r.__dict__) for r in runs]
@@ -453,7 +479,7 @@ def policy_show(ctx: click.Context, as_json: bool) -> None:
     """Print the effective policy (defaults, lockgate.toml and the policy file merged)."""
     from lockgate.gates import GATES
 
-    lg = _open(ctx)
+    lg = _local(ctx)
     s = lg.settings
     effective = {
         f"{a}->{b}": [g.to_dict() for g in s.gates_for(a, b)]
@@ -549,7 +575,7 @@ def reproduce(ctx: click.Context, ref: str, env_kind: str, source: Path | None,
     is stored for the reproducible gate. Exit 1 when it does not reproduce."""
     from lockgate.reproduce import reproduce as run_reproduction
 
-    lg = _open(ctx)
+    lg = _local(ctx)
     v = lg.get(ref)
     with err.status(f"rebuilding {v.name}@{v.number} ({env_kind} environment)"):
         detail = run_reproduction(lg, v, source=source, env=env_kind,
@@ -760,7 +786,7 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
 
     if poll_s <= 0 or grace_s < 0:
         raise InvalidInputError("--poll must be positive and --grace not negative")
-    lg = _open(ctx)
+    lg = _local(ctx)
     if request_log is not None or request_log_rate is not None:
         from dataclasses import replace
 
@@ -782,6 +808,171 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
         run_server(app, host=h, port=p, on_started=started)
     except KeyboardInterrupt:
         err.print("stopped")
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@cli.command("server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
+@click.option("--port", type=int, default=8000, show_default=True,
+              help="Port (0 picks a free one).")
+@click.option("--no-auth", is_flag=True,
+              help="Act as the home's user with every role, no tokens (loopback only).")
+@click.option("--max-upload-mb", type=int, default=2048, show_default=True,
+              help="Largest registration upload.")
+@click.option("--access-log", is_flag=True,
+              help="Log every request line (paths only: headers and tokens never are).")
+@click.pass_context
+def server(ctx: click.Context, host: str, port: int, no_auth: bool,
+           max_upload_mb: int, access_log: bool) -> None:
+    """Serve the registry HTTP API (OpenAPI at /openapi.json) over this home or database:
+    tokens and roles required unless --no-auth on a loopback address."""
+    from lockgate.registry import create_registry_app
+    from lockgate.serve import run_server
+
+    if no_auth and host not in _LOOPBACK:
+        raise InvalidInputError(f"--no-auth serves without access control; bind it to "
+                                f"127.0.0.1, not {host}",
+                                hint="create users and tokens with `lockgate user add`")
+    if max_upload_mb <= 0:
+        raise InvalidInputError("--max-upload-mb must be positive")
+    lg = _local(ctx)
+    if not no_auth and not lg.users():
+        err.print("no users yet: create one with `lockgate user add NAME --role admin`",
+                  highlight=False)
+    app = create_registry_app(lg, auth=not no_auth, max_upload_bytes=max_upload_mb << 20)
+
+    def started(bound_host: str, bound_port: int) -> None:
+        mode = "no auth" if no_auth else "tokens required"
+        err.print(f"registry API on http://{bound_host}:{bound_port}/api/v1 ({mode}; "
+                  f"OpenAPI at /openapi.json; Ctrl-C stops)")
+
+    try:
+        run_server(app, host=host, port=port, on_started=started,
+                   log_level="info" if access_log else "warning", access_log=access_log)
+    except KeyboardInterrupt:
+        err.print("stopped")
+
+
+@cli.group()
+def user() -> None:
+    """Registry users and their roles (viewer, developer, approver, deployer, admin)."""
+
+
+def _grants(items: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        model, sep, role = item.partition("=")
+        if not sep or not model or not role:
+            raise InvalidInputError(f"--grant must look like MODEL_PATTERN=ROLE, got {item!r}")
+        out.append((model, role))
+    return out
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, help="Global role (repeatable).")
+@click.option("--grant", "grants", multiple=True, metavar="MODEL=ROLE",
+              help="A role for the models matching a pattern, e.g. fraud-*=deployer.")
+@click.option("--disabled", is_flag=True, help="Keep the user but refuse its tokens.")
+@click.option("--token/--no-token", "with_token", default=True, show_default=True,
+              help="Also create an API token and print it once.")
+@click.pass_context
+def user_add(ctx: click.Context, name: str, roles: tuple[str, ...], grants: tuple[str, ...],
+             disabled: bool, with_token: bool) -> None:
+    """Create a user, or replace its roles and grants."""
+    reg = _open(ctx)
+    u = reg.add_user(name, list(roles), grants=_grants(grants), disabled=disabled)
+    # the token alone goes to stdout, so TOKEN=$(lockgate user add ...) captures it
+    (err if with_token and not disabled else out).print(f"user {u.name}: roles {', '.join(u.roles) or '-'}"
+              + (f"; grants {', '.join(f'{m}={r}' for m, r in u.grants)}" if u.grants else "")
+              + (" (disabled)" if u.disabled else ""))
+    if with_token and not disabled:
+        row, token = reg.create_token(name, description="created with the user")
+        _print_token(row.id, token)
+
+
+def _print_token(token_id: str, token: str) -> None:
+    err.print(f"token {token_id} (shown once; store it in a secret manager):", highlight=False)
+    click.echo(token)
+
+
+@user.command("ls")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def user_ls(ctx: click.Context, as_json: bool) -> None:
+    """List users."""
+    users = _open(ctx).users()
+    if as_json:
+        _emit_json([u.to_dict() for u in users])
+        return
+    t = Table()
+    for col in ("user", "roles", "grants", "state"):
+        t.add_column(col)
+    for u in users:
+        t.add_row(u.name, ", ".join(u.roles), ", ".join(f"{m}={r}" for m, r in u.grants),
+                  "disabled" if u.disabled else "active")
+    out.print(t)
+
+
+@cli.group()
+def token() -> None:
+    """API tokens: random, shown once, stored as a hash."""
+
+
+@token.command("create")
+@click.argument("user_name")
+@click.option("--description", default="", help="What the token is for.")
+@click.option("--days", type=int, default=None, help="Expire after this many days.")
+@click.pass_context
+def token_create(ctx: click.Context, user_name: str, description: str,
+                 days: int | None) -> None:
+    """Create a token for a user and print it once."""
+    row, text = _open(ctx).create_token(user_name, description=description, days=days)
+    _print_token(row.id, text)
+
+
+@token.command("ls")
+@click.option("--user", "user_name", default=None, help="Only this user's tokens.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def token_ls(ctx: click.Context, user_name: str | None, as_json: bool) -> None:
+    """List tokens (ids, never secrets)."""
+    rows = _open(ctx).tokens(user_name)
+    if as_json:
+        _emit_json([r.to_dict() for r in rows])
+        return
+    t = Table()
+    for col in ("id", "user", "created", "expires", "state", "description"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r.id, r.user, r.created_at[:19], (r.expires_at or "never")[:19],
+                  "revoked" if r.revoked_at else "active", r.description)
+    out.print(t)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@click.pass_context
+def token_revoke(ctx: click.Context, token_id: str) -> None:
+    """Revoke a token; it is refused from the next request on."""
+    row = _open(ctx).revoke_token(token_id)
+    out.print(f"token {row.id} of {row.user} revoked at {row.revoked_at}")
+
+
+@cli.command()
+@click.pass_context
+def whoami(ctx: click.Context) -> None:
+    """Who the registry server takes this token for, and the roles it holds."""
+    reg = _open(ctx)
+    if isinstance(reg, Lockgate):
+        out.print(f"{reg.settings.user} (local home {reg.settings.home}: no server, no tokens)")
+        return
+    me = reg.whoami()
+    grants = ", ".join(f"{g['model']}={g['role']}" for g in me["grants"])
+    out.print(f"{me['name']} at {reg.url}: roles {', '.join(me['roles']) or '-'}"
+              + (f"; grants {grants}" if grants else ""))
 
 
 @cli.group()
@@ -814,7 +1005,7 @@ def vulndb() -> None:
 @click.pass_context
 def vulndb_import(ctx: click.Context, source: Path, as_json: bool) -> None:
     """Import an OSV snapshot: osv.dev's PyPI all.zip, or a folder of OSV JSON files."""
-    snap = _open(ctx).import_vulns(source)
+    snap = _local(ctx).import_vulns(source)
     if as_json:
         _emit_json(snap.to_dict())
         return
@@ -831,7 +1022,7 @@ def vulndb_status(ctx: click.Context, as_json: bool) -> None:
 
     from lockgate.supplychain.vulnpolicy import snapshot_age_days
 
-    lg = _open(ctx)
+    lg = _local(ctx)
     snap = lg.meta.vuln_snapshot()
     if snap is None:
         raise NotFoundError("no vulnerability data imported",
@@ -853,7 +1044,7 @@ def vulndb_status(ctx: click.Context, as_json: bool) -> None:
 def scan(ctx: click.Context, ref: str, as_json: bool) -> None:
     """Match a version's packages against the imported OSV data; exit 10 when the policy
     would block it."""
-    lg = _open(ctx)
+    lg = _local(ctx)
     v = lg.get(ref)
     report = lg.vulnerability_report(v.ref)
     if as_json:
@@ -981,7 +1172,7 @@ def reference() -> None:
 def reference_set(ctx: click.Context, ref: str, data: Path, sample: int | None,
                   as_json: bool) -> None:
     """Profile DATA (.npy, .npz, .csv, .parquet) as the reference of REF (NAME@V)."""
-    record = _open(ctx).set_reference(ref, data, sample=sample)
+    record = _local(ctx).set_reference(ref, data, sample=sample)
     if as_json:
         _emit_json(record)
         return
@@ -995,7 +1186,7 @@ def reference_set(ctx: click.Context, ref: str, data: Path, sample: int | None,
 @click.pass_context
 def reference_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     """The reference profile of REF, feature by feature."""
-    profile = _open(ctx).reference_profile(ref)
+    profile = _local(ctx).reference_profile(ref)
     if profile is None:
         raise NotFoundError(f"{ref} has no reference profile",
                             hint="lockgate reference set NAME@V DATA")
@@ -1040,7 +1231,7 @@ def monitor(ctx: click.Context, name: str, url: str | None, every: str | None, c
     import time
 
     interval = _duration(every) if every else None
-    lg = _open(ctx)
+    lg = _local(ctx)
     runs = 0
     result: dict[str, Any] | None = None
     while True:
@@ -1114,7 +1305,7 @@ def compare(ctx: click.Context, ref: str, factory: str | None, args: tuple[str, 
     optimisation levels) on this machine, at batch 1 and --batch, next to the parity figures;
     the result is stored with the version and shown in its report."""
     model = _load_factory(factory, args)[0] if factory else None
-    result = _open(ctx).compare(ref, model, batch=batch, seconds=seconds,
+    result = _local(ctx).compare(ref, model, batch=batch, seconds=seconds,
                                 compile_=not no_compile)
     if as_json:
         _emit_json(result)
@@ -1154,7 +1345,7 @@ def report(ctx: click.Context, ref: str, html_out: Path) -> None:
     feature with histograms, and the audit trail — one HTML file, no network fetches."""
     from lockgate.report import write_report
 
-    path = write_report(_open(ctx), ref, html_out)
+    path = write_report(_local(ctx), ref, html_out)
     out.print(f"report written to {path}")
 
 

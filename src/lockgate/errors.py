@@ -19,7 +19,10 @@ says what to do. Only the CLI turns them into exit codes; the server turns them 
     │   └── GateFailedError        a gate failed, errored, or the gate list is empty
     ├── AuditChainError            the audit log's hash chain is broken
     ├── SupplyChainError           a BOM, vulnerability or license check could not be made
-    └── ServeError                 a model could not be served
+    ├── ServeError                 a model could not be served
+    ├── AuthenticationError        no valid API token (HTTP 401)
+    ├── AccessDeniedError          the actor lacks the role, or separation of duties (HTTP 403)
+    └── ReproductionError          a version did not rebuild to the same model
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 __all__ = [
+    "AccessDeniedError",
     "AuditChainError",
+    "AuthenticationError",
     "ConfigError",
     "ConversionError",
     "Error",
@@ -38,6 +43,7 @@ __all__ = [
     "NotFoundError",
     "ParityError",
     "PromotionError",
+    "ReproductionError",
     "ServeError",
     "SignatureError",
     "StorageError",
@@ -154,6 +160,13 @@ class ServeError(Error):
 class SupplyChainError(Error):
     exit_code = 10
     http_status = 422
+
+
+class AuthenticationError(Error):
+    """No token, or one that is unknown, revoked, expired or belongs to a disabled user."""
+
+    exit_code = 12
+    http_status = 401
 
 
 class AccessDeniedError(Error):

@@ -21,7 +21,7 @@ from lockgate.onnxmeta import default_opset, signature_of
 from lockgate.progress import Progress
 from lockgate.types import Signature, TensorSpec
 
-__all__ = ["OnnxFileConverter", "sample_for"]
+__all__ = ["OnnxFileConverter", "external_files", "sample_for"]
 
 _MAX_BYTES = 2**31 - 1
 _SAMPLE_SEED = 0
@@ -114,6 +114,25 @@ def _load(path: Path) -> onnx.ModelProto:
                 f"could not read external data of tensor {tensor.name!r}: {first_line(exc)}"
             ) from exc
     return proto
+
+
+def external_files(path: Path) -> list[str]:
+    """The external-data files the ONNX file at ``path`` names, relative to its folder, each
+    checked to stay inside it."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ConversionError(
+            f"{path} is not a readable ONNX model: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
+    root = path.parent.resolve()
+    found: list[str] = []
+    for tensor in _tensors(proto):
+        if external_data_helper.uses_external_data(tensor):
+            rel = _safe_location(path.parent, tensor).relative_to(root).as_posix()
+            if rel not in found:
+                found.append(rel)
+    return found
 
 
 def _safe_location(folder: Path, tensor: onnx.TensorProto) -> Path:

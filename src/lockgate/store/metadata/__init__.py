@@ -8,6 +8,8 @@ from lockgate.store.metadata.interface import (
     GateRun,
     MetadataStore,
     RecordBuilder,
+    TokenRow,
+    UserRow,
     VersionRow,
     VulnSnapshot,
 )
@@ -24,6 +26,8 @@ __all__ = [
     "MetadataStore",
     "RecordBuilder",
     "SqlMetadataStore",
+    "TokenRow",
+    "UserRow",
     "VersionRow",
     "VulnSnapshot",
 ]

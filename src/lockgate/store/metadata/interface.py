@@ -18,6 +18,8 @@ __all__ = [
     "MetadataStore",
     "Observation",
     "RecordBuilder",
+    "TokenRow",
+    "UserRow",
     "VersionRow",
     "VulnSnapshot",
 ]
@@ -151,6 +153,43 @@ class VulnSnapshot:
                 "imported_at": self.imported_at, "source": self.source, "records": self.records}
 
 
+@dataclass(frozen=True)
+class UserRow:
+    """A user of a shared registry: global ``roles`` and per-model ``grants`` as
+    ``(model pattern, role)`` pairs (fnmatch patterns: ``fraud-*``)."""
+
+    name: str
+    roles: tuple[str, ...]
+    grants: tuple[tuple[str, str], ...] = ()
+    disabled: bool = False
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "roles": list(self.roles),
+                "grants": [{"model": m, "role": r} for m, r in self.grants],
+                "disabled": self.disabled, "created_at": self.created_at}
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """An API token: ``hash`` is the SHA-256 of its secret; the secret itself is never
+    stored."""
+
+    id: str
+    user: str
+    hash: str
+    created_at: str
+    description: str = ""
+    expires_at: str | None = None
+    revoked_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the hash."""
+        return {"id": self.id, "user": self.user, "description": self.description,
+                "created_at": self.created_at, "expires_at": self.expires_at,
+                "revoked_at": self.revoked_at}
+
+
 class MetadataStore(Protocol):
     def create_version(
         self, name: str, build: RecordBuilder, stage: str, event: AuditEvent | EventBuilder
@@ -228,5 +267,21 @@ class MetadataStore(Protocol):
     def vuln_records(self, packages: Sequence[str]) -> list[str]:
         """Record JSON of the current snapshot affecting any of ``packages`` (normalised)."""
         ...
+
+    def put_user(self, user: UserRow, event: AuditEvent) -> None:
+        """Create or replace the user, with its audit event, in one transaction."""
+        ...
+
+    def get_user(self, name: str) -> UserRow | None: ...
+
+    def list_users(self) -> list[UserRow]: ...
+
+    def put_token(self, token: TokenRow, event: AuditEvent) -> None:
+        """Create or replace (revoke) the token, with its audit event, in one transaction."""
+        ...
+
+    def get_token(self, id: str) -> TokenRow | None: ...
+
+    def list_tokens(self, user: str | None = None) -> list[TokenRow]: ...
 
     def close(self) -> None: ...

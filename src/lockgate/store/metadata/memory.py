@@ -17,6 +17,8 @@ from lockgate.store.metadata.interface import (
     GateRun,
     Observation,
     RecordBuilder,
+    TokenRow,
+    UserRow,
     VersionRow,
     VulnSnapshot,
 )
@@ -37,6 +39,8 @@ class MemoryMetadataStore:
         self.records: list[AuditRecord] = []
         self._snapshots: list[VulnSnapshot] = []
         self._vulns: dict[int, list[tuple[str, str, str]]] = {}
+        self._users: dict[str, UserRow] = {}
+        self._tokens: dict[str, TokenRow] = {}
 
     def _append(self, event: AuditEvent) -> AuditRecord:
         rec = seal(self.records[-1] if self.records else None, event)
@@ -188,6 +192,30 @@ class MemoryMetadataStore:
             wanted = set(packages)
             rows = self._vulns[self._snapshots[-1].id]
             return [rec for (_, pkg, rec) in rows if pkg in wanted]
+
+    def put_user(self, user: UserRow, event: AuditEvent) -> None:
+        with self._lock:
+            self._users[user.name] = user
+            self._append(event)
+
+    def get_user(self, name: str) -> UserRow | None:
+        return self._users.get(name)
+
+    def list_users(self) -> list[UserRow]:
+        with self._lock:
+            return [self._users[n] for n in sorted(self._users)]
+
+    def put_token(self, token: TokenRow, event: AuditEvent) -> None:
+        with self._lock:
+            self._tokens[token.id] = token
+            self._append(event)
+
+    def get_token(self, id: str) -> TokenRow | None:
+        return self._tokens.get(id)
+
+    def list_tokens(self, user: str | None = None) -> list[TokenRow]:
+        with self._lock:
+            return [t for t in self._tokens.values() if user is None or t.user == user]
 
     def close(self) -> None:
         return None

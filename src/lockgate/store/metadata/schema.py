@@ -22,6 +22,8 @@ __all__ = [
     "metadata",
     "observations",
     "outbox",
+    "tokens",
+    "users",
     "versions",
     "vuln_records",
     "vuln_snapshots",
@@ -145,4 +147,26 @@ outbox = Table(
     Column("attempts", Integer, nullable=False),
     Column("delivered_at", String(40), nullable=True),
     Column("last_error", Text, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("roles", Text, nullable=False),
+    Column("grants", Text, nullable=False),
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", String(40), nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user", String(128), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", String(40), nullable=False),
+    Column("expires_at", String(40), nullable=True),
+    Column("revoked_at", String(40), nullable=True),
 )

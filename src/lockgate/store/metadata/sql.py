@@ -35,6 +35,8 @@ from lockgate.store.metadata.interface import (
     GateRun,
     Observation,
     RecordBuilder,
+    TokenRow,
+    UserRow,
     VersionRow,
     VulnSnapshot,
 )
@@ -46,6 +48,8 @@ from lockgate.store.metadata.schema import (
     gate_runs,
     observations,
     outbox,
+    tokens,
+    users,
     versions,
     vuln_records,
     vuln_snapshots,
@@ -500,6 +504,60 @@ class SqlMetadataStore:
 
         return self._read(read)
 
+    # -- identity ----------------------------------------------------------------------------
+    def put_user(self, user: UserRow, event: AuditEvent) -> None:
+        values = {"roles": json.dumps(list(user.roles)),
+                  "grants": json.dumps([list(g) for g in user.grants]),
+                  "disabled": user.disabled, "created_at": user.created_at}
+
+        def write(conn: Connection) -> None:
+            done = conn.execute(users.update().where(users.c.name == user.name).values(**values))
+            if done.rowcount == 0:
+                conn.execute(users.insert().values(name=user.name, **values))
+            self._append(conn, event)
+
+        self._retry(write)
+
+    def get_user(self, name: str) -> UserRow | None:
+        def read(conn: Connection) -> UserRow | None:
+            row = conn.execute(sa.select(users).where(users.c.name == name)).first()
+            return _user(row) if row else None
+
+        return self._read(read)
+
+    def list_users(self) -> list[UserRow]:
+        return self._read(lambda conn: [
+            _user(r) for r in conn.execute(sa.select(users).order_by(users.c.name))])
+
+    def put_token(self, token: TokenRow, event: AuditEvent) -> None:
+        values = {"user": token.user, "hash": token.hash, "description": token.description,
+                  "created_at": token.created_at, "expires_at": token.expires_at,
+                  "revoked_at": token.revoked_at}
+
+        def write(conn: Connection) -> None:
+            done = conn.execute(tokens.update().where(tokens.c.id == token.id).values(**values))
+            if done.rowcount == 0:
+                conn.execute(tokens.insert().values(id=token.id, **values))
+            self._append(conn, event)
+
+        self._retry(write)
+
+    def get_token(self, id: str) -> TokenRow | None:
+        def read(conn: Connection) -> TokenRow | None:
+            row = conn.execute(sa.select(tokens).where(tokens.c.id == id)).first()
+            return _token(row) if row else None
+
+        return self._read(read)
+
+    def list_tokens(self, user: str | None = None) -> list[TokenRow]:
+        def read(conn: Connection) -> list[TokenRow]:
+            q = sa.select(tokens).order_by(tokens.c.created_at, tokens.c.id)
+            if user is not None:
+                q = q.where(tokens.c.user == user)
+            return [_token(r) for r in conn.execute(q)]
+
+        return self._read(read)
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -517,6 +575,18 @@ def _record(row: Any) -> AuditRecord:
         model=row["model"], version=row["version"], payload=json.loads(row["payload"]),
         prev_hash=row["prev_hash"], hash=row["hash"],
     )
+
+
+def _user(row: Any) -> UserRow:
+    return UserRow(name=row.name, roles=tuple(json.loads(row.roles)),
+                   grants=tuple((str(m), str(r)) for m, r in json.loads(row.grants)),
+                   disabled=bool(row.disabled), created_at=row.created_at)
+
+
+def _token(row: Any) -> TokenRow:
+    return TokenRow(id=row.id, user=row.user, hash=row.hash, created_at=row.created_at,
+                    description=row.description, expires_at=row.expires_at,
+                    revoked_at=row.revoked_at)
 
 
 def _safe(url: str) -> str:

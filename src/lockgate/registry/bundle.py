@@ -1,0 +1,152 @@
+"""Registration uploads: a bare ONNX file, or a bundle (a tar archive, gzip allowed) holding
+one ``.onnx`` file at its top, the external-data files it names, and optionally:
+
+    registration.json     options: description, tags, metrics, seed, seeds, atol, rtol,
+                          considerations, datasets
+    pylock.toml | requirements.txt          the lock file for the BOM's hashes
+    reference.npy|.npz|.csv|.parquet        reference data for drift monitors
+
+Extraction refuses anything but plain files and folders, absolute paths, ``..``, more than
+``MAX_MEMBERS`` members or more bytes than the upload limit; ONNX external data is then read
+only from inside the folder (see lockgate.convert.onnxfile).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from lockgate.errors import InvalidInputError, UnsafePathError
+
+__all__ = ["MAX_MEMBERS", "Upload", "make_bundle", "read_bundle"]
+
+MAX_MEMBERS = 1000
+OPTIONS_FILE = "registration.json"
+_LOCK_FILES = ("pylock.toml", "requirements.txt")
+_REFERENCE_SUFFIXES = (".npy", ".npz", ".csv", ".parquet")
+_OPTIONS = {"description": str, "considerations": str, "tags": dict, "metrics": dict,
+            "seed": int, "seeds": dict, "atol": float, "rtol": float, "datasets": list}
+
+
+@dataclass
+class Upload:
+    """What a registration upload holds, on disk under ``folder``."""
+
+    model: Path
+    options: dict[str, Any] = field(default_factory=dict)
+    lock_file: Path | None = None
+    reference: Path | None = None
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The registration options, type-checked: unknown keys and wrong types are refused."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        want = _OPTIONS.get(key)
+        if want is None:
+            raise InvalidInputError(f"unknown registration option {key!r}",
+                                    hint=f"options: {', '.join(sorted(_OPTIONS))}")
+        if value is None:
+            continue
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or isinstance(value, bool):
+            raise InvalidInputError(f"registration option {key!r} must be a {want.__name__}")
+        out[key] = value
+    for key in ("tags", "seeds"):
+        for k, v in out.get(key, {}).items():
+            ok = isinstance(v, str) if key == "tags" else (
+                isinstance(v, int) and not isinstance(v, bool))
+            if not ok:
+                raise InvalidInputError(f"registration option {key}.{k} has the wrong type")
+    for k, v in out.get("metrics", {}).items():
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            raise InvalidInputError(f"metric {k!r} is not a number")
+    for d in out.get("datasets", []):
+        if not isinstance(d, dict) or not all(isinstance(x, str) for x in d.values()):
+            raise InvalidInputError("datasets must be objects of strings (name, fingerprint)")
+    return out
+
+
+def read_bundle(data: Path, folder: Path, limit: int) -> Upload:
+    """Extract the tar archive at ``data`` into ``folder`` (empty) and say what it holds."""
+    try:
+        with tarfile.open(data, mode="r:*") as tar:
+            members = tar.getmembers()
+            if len(members) > MAX_MEMBERS:
+                raise InvalidInputError(f"the bundle has over {MAX_MEMBERS} members")
+            total = 0
+            for m in members:
+                _check_member(m)
+                total += m.size
+            if total > limit:
+                raise InvalidInputError(f"the bundle unpacks to over {limit} bytes")
+            tar.extractall(folder, filter="data")
+    except tarfile.TarError as exc:
+        raise InvalidInputError(f"the upload is not a valid tar bundle: {exc}") from None
+    except (OSError, EOFError) as exc:
+        raise InvalidInputError(f"the bundle cannot be read: {exc}") from None
+    models = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".onnx" and p.is_file())
+    if len(models) != 1:
+        raise InvalidInputError(f"a bundle holds exactly one .onnx file at its top, found "
+                                f"{len(models)}")
+    upload = Upload(model=models[0])
+    options_file = folder / OPTIONS_FILE
+    if options_file.is_file():
+        try:
+            options = json.loads(options_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"{OPTIONS_FILE} is not valid JSON: {exc}") from None
+        if not isinstance(options, dict):
+            raise InvalidInputError(f"{OPTIONS_FILE} must hold a JSON object")
+        upload.options = check_options(options)
+    for name in _LOCK_FILES:
+        if (folder / name).is_file():
+            upload.lock_file = folder / name
+    refs = [folder / f"reference{s}" for s in _REFERENCE_SUFFIXES
+            if (folder / f"reference{s}").is_file()]
+    if len(refs) > 1:
+        raise InvalidInputError("a bundle holds one reference data file at most")
+    upload.reference = refs[0] if refs else None
+    return upload
+
+
+def _check_member(m: tarfile.TarInfo) -> None:
+    path = PurePosixPath(m.name)
+    if path.is_absolute() or ".." in path.parts or m.name.startswith(("/", "\\")):
+        raise UnsafePathError(f"bundle member {m.name!r} escapes the bundle")
+    if not (m.isfile() or m.isdir()):
+        raise UnsafePathError(f"bundle member {m.name!r} is not a plain file or folder")
+
+
+def make_bundle(model: Path, *, options: Mapping[str, Any] | None = None,
+                lock_file: Path | None = None, reference: Path | None = None) -> bytes:
+    """A gzip'd tar bundle of the ONNX file ``model``, every other file in its folder that it
+    names as external data, and the optional parts."""
+    from lockgate.convert.onnxfile import external_files
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(model, arcname=model.name, recursive=False)
+        for rel in external_files(model):
+            tar.add(model.parent / rel, arcname=rel, recursive=False)
+        if options:
+            body = json.dumps(dict(options)).encode()
+            info = tarfile.TarInfo(OPTIONS_FILE)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+        if lock_file is not None:
+            tar.add(lock_file, arcname="pylock.toml" if lock_file.suffix == ".toml"
+                    else "requirements.txt", recursive=False)
+        if reference is not None:
+            suffix = reference.suffix.lower()
+            if suffix not in _REFERENCE_SUFFIXES:
+                raise InvalidInputError(f"reference data must be one of "
+                                        f"{', '.join(_REFERENCE_SUFFIXES)}, not {suffix!r}")
+            tar.add(reference, arcname=f"reference{suffix}", recursive=False)
+    return buf.getvalue()
