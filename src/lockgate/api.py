@@ -285,6 +285,8 @@ class Lockgate:
 
     def _resolve(self, r: ModelRef) -> VersionRow:
         if isinstance(r.selector, int):
+            if not 0 < r.selector < 2**31:
+                raise NotFoundError(f"model {r.name} has no version {r.selector}")
             row = self.meta.get_version(r.name, r.selector)
             if row is not None:
                 return row

@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +41,7 @@ from lockgate.errors import (
 )
 from lockgate.identity import ROLES, Principal, authenticate
 from lockgate.registry.bundle import Upload, check_options, read_bundle
-from lockgate.registry.schemas import SCHEMAS, ref
+from lockgate.registry.schemas import NAME_PATTERN, SCHEMAS, ref
 from lockgate.types import ModelRef, validate_name
 
 if TYPE_CHECKING:
@@ -133,6 +133,8 @@ class Operation:
     media: str = "application/json"
     query: tuple[Param, ...] = ()
     model_scoped: bool = True
+    role_by_body: bool = False
+    """The handler checks the role itself, from the body (a promotion's target stage)."""
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -196,17 +198,19 @@ def _remove_alias(c: Call) -> dict[str, Any]:
 
 
 def _promote_role(c: Call, to: str) -> None:
+    """Developers promote up to the serving stage; into it and beyond takes a deployer."""
     stages = list(c.lg.settings.stages)
     serving = c.lg.serving_stage
-    if to in stages and stages.index(to) >= stages.index(serving):
-        c.require("deployer", c.model, action="promote")
+    late = to in stages and stages.index(to) >= stages.index(serving)
+    c.require("deployer" if late else "developer", c.model, action="promoteVersion")
 
 
 def _promote(c: Call) -> dict[str, Any]:
     to = str(c.body["to"])
     _promote_role(c, to)
     r = c.lg.promote(c.ref(), to, actor=c.actor, run_all=bool(c.body.get("run_all", False)))
-    return {"model": r.version.name, "version": r.version.to_dict(), "from": r.from_stage,
+    moved = replace(r.version, stage=r.to_stage)
+    return {"model": moved.name, "version": moved.to_dict(), "from": r.from_stage,
             "to": r.to_stage, "gates": [g.to_dict() for g in r.results],
             "retired": list(r.retired), "alias": r.alias}
 
@@ -379,7 +383,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", _V + "/promote", "promoteVersion",
               "Run the transition's gates and move the version (deployer role for the "
               "serving stage and later)", "developer", _promote, "promotion",
-              body="PromoteRequest", response="Promotion"),
+              body="PromoteRequest", response="Promotion", role_by_body=True),
     Operation("POST", _V + "/gates", "checkGates",
               "Evaluate the transition's gates without moving anything", "developer", _gates,
               "promotion", body="PromoteRequest", response="GateReport"),
@@ -530,7 +534,8 @@ def create_registry_app(lg: Lockgate, *, auth: bool = True,
                 call = Call(lg, principal, dict(request.path_params), _query(request, op),
                             auth=auth)
                 scope = call.model if op.model_scoped and "name" in call.path else None
-                await run_in_threadpool(call.require, op.role, scope, op.op_id)
+                if not op.role_by_body:
+                    await run_in_threadpool(call.require, op.role, scope, op.op_id)
                 if op.body == "upload":
                     return await _upload(request, op, call)
                 if op.body is not None:
@@ -612,7 +617,8 @@ def openapi_document() -> dict[str, Any]:
     for op in OPERATIONS:
         params: list[dict[str, Any]] = []
         for name in re.findall(r"{(\w+)}", op.path):
-            schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 128}
+            schema: dict[str, Any] = {"type": "string", "pattern": (
+                r"^[0-9a-f]{12}$" if name == "token_id" else NAME_PATTERN)}
             params.append({"name": name, "in": "path", "required": True, "schema": schema})
         for p in op.query:
             qs: dict[str, Any] = {"type": {int: "integer", float: "number", str: "string"}[
@@ -630,7 +636,9 @@ def openapi_document() -> dict[str, Any]:
             ok["content"] = {op.media: {"schema": {"type": "string", "format": "binary"}}}
         entry: dict[str, Any] = {
             "operationId": op.op_id, "summary": op.summary, "tags": [op.tag],
-            "description": f"Role: {op.role}.", "parameters": params,
+            "description": "Role: deployer into the serving stage and later, developer "
+                           "before it." if op.role_by_body else f"Role: {op.role}.",
+            "parameters": params,
             "responses": {str(op.status): ok, "default": error},
             "security": [{"bearer": []}],
         }

@@ -15,6 +15,7 @@ ROLE = {"type": "string", "enum": ["viewer", "developer", "approver", "deployer"
 _OBJ: dict[str, Any] = {"type": "object"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
+_VERSION = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -215,9 +216,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "expires": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$",
                     "description": "Last day the waiver applies (YYYY-MM-DD)."},
     }, ["stage", "gate", "reason", "expires"]),
-    "AliasRequest": _closed({"version": {"type": "integer", "minimum": 1}}, ["version"]),
+    "AliasRequest": _closed({"version": _VERSION}, ["version"]),
     "DeployRequest": _closed({
-        "version": {"type": "integer", "minimum": 1},
+        "version": _VERSION,
         "canary": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
         "shadow": {"type": "boolean"},
         "analysis": {"type": ["object", "null"]},

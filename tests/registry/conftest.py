@@ -1,0 +1,1 @@
+from registry_server import registry  # noqa: F401  (fixture)
