@@ -885,9 +885,11 @@ def user_add(ctx: click.Context, name: str, roles: tuple[str, ...], grants: tupl
     reg = _open(ctx)
     u = reg.add_user(name, list(roles), grants=_grants(grants), disabled=disabled)
     # the token alone goes to stdout, so TOKEN=$(lockgate user add ...) captures it
-    (err if with_token and not disabled else out).print(f"user {u.name}: roles {', '.join(u.roles) or '-'}"
-              + (f"; grants {', '.join(f'{m}={r}' for m, r in u.grants)}" if u.grants else "")
-              + (" (disabled)" if u.disabled else ""))
+    console = err if with_token and not disabled else out
+    console.print(f"user {u.name}: roles {', '.join(u.roles) or '-'}"
+                  + (f"; grants {', '.join(f'{m}={r}' for m, r in u.grants)}" if u.grants
+                     else "")
+                  + (" (disabled)" if u.disabled else ""))
     if with_token and not disabled:
         row, token = reg.create_token(name, description="created with the user")
         _print_token(row.id, token)

@@ -154,7 +154,8 @@ def test_write_route_refused_without_the_role(registry: Registry, op_id: str) ->
     after = _audit(registry)
     new = after[len(before):]
     assert [e["type"] for e in new] == ["access.denied"]  # nothing else happened
-    assert new[0]["actor"] == case.refused and new[0]["payload"]["action"] == op_id
+    assert new[0]["actor"] == case.refused
+    assert new[0]["payload"]["action"] == op_id
 
 
 @pytest.mark.parametrize("op_id", sorted(CASES))
@@ -195,7 +196,8 @@ def test_disabled_user_revoked_and_unprivileged_tokens(registry: Registry) -> No
     with registry.client("admin") as admin:
         assert admin.delete(f"/api/v1/tokens/{row.id}").json()["revoked_at"]
     r = c.get("/api/v1/whoami")
-    assert r.status_code == 401 and "revoked" in r.json()["error"]
+    assert r.status_code == 401
+    assert "revoked" in r.json()["error"]
     c.close()
 
 
@@ -206,11 +208,13 @@ def test_promotion_into_production_needs_the_deployer_role(registry: Registry) -
     path = f"/api/v1/models/{name}/versions/1/promote"
     with registry.client("dev") as c:
         r = c.post(path, json={"to": "production"})
-    assert r.status_code == 403 and "deployer" in r.json()["error"]
+    assert r.status_code == 403
+    assert "deployer" in r.json()["error"]
     with registry.client("depl") as c:
         r = c.post(path, json={"to": "production"})
     assert r.status_code == 200, r.text
-    assert r.json()["to"] == "production" and r.json()["version"]["stage"] == "production"
+    assert r.json()["to"] == "production"
+    assert r.json()["version"]["stage"] == "production"
 
 
 def test_per_model_grants(registry: Registry) -> None:
@@ -223,7 +227,8 @@ def test_per_model_grants(registry: Registry) -> None:
                       ).status_code == 403
         ok = c.post(f"/api/v1/models/gm-new-{next(_seq)}/versions",
                     content=registry.onnx.read_bytes(), headers=OCTET)
-        assert ok.status_code == 201 and ok.json()["creator"] == "gdep"
+        assert ok.status_code == 201
+        assert ok.json()["creator"] == "gdep"
         assert c.post("/api/v1/models/other-new/versions", content=registry.onnx.read_bytes(),
                       headers=OCTET).status_code == 403
         assert c.get(f"/api/v1/models/{other}/versions/1").status_code == 200  # reads: all
@@ -234,7 +239,8 @@ def test_separation_of_duties_holds_over_http(registry: Registry) -> None:
     _register(registry, name, user="admin")  # admin holds every role, approver included
     with registry.client("admin") as c:
         r = c.post(f"/api/v1/models/{name}/versions/1/approve", json={"stage": "production"})
-    assert r.status_code == 403 and "separation of duties" in r.json()["error"]
+    assert r.status_code == 403
+    assert "separation of duties" in r.json()["error"]
 
 
 def test_tokens_never_reach_logs_or_storage(registry: Registry) -> None:
@@ -252,7 +258,8 @@ def test_tokens_never_reach_logs_or_storage(registry: Registry) -> None:
     assert "POST /api/v1/models/x/versions/1/promote" in log  # the access log is on
     for token in registry.tokens.values():
         secret = token.split("_", 2)[2]
-        assert secret not in log and secret not in stored
+        assert secret not in log
+        assert secret not in stored
         assert token not in hashes
     db = b"".join(p.read_bytes() for p in registry.home.glob("lockgate.db*"))
     assert all(t.split("_", 2)[2].encode() not in db for t in registry.tokens.values())
