@@ -20,7 +20,10 @@ from lockgate.api import Lockgate
 from lockgate.config import DEFAULT_CONFIG
 from onnx_models import linear_onnx
 
-SIGNATURE_ONLY = DEFAULT_CONFIG.replace('\n# "*" = ["parity"]\n', '\n"*" = ["signature"]\n')
+# signature alone gates promotions (ONNX uploads carry no parity report), except archiving
+# straight from prototype, which demands parity: a refusal to test
+SIGNATURE_ONLY = DEFAULT_CONFIG.replace(
+    '\n# "*" = ["parity"]\n', '\n"*" = ["signature"]\n"prototype->archived" = ["parity"]\n')
 assert SIGNATURE_ONLY != DEFAULT_CONFIG
 
 # user -> (global roles, per-model grants, disabled)

@@ -9,6 +9,8 @@ The short path, on the home in ``$LOCKGATE_HOME`` (default ``./.lockgate``)::
     predictor.run({"input": batch})
 
 For more than one call, hold a :class:`Lockgate` instead of reopening the home each time.
+A shared registry server is reached with ``lockgate.connect(url, token)``: the same registry
+methods, over HTTP.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from lockgate.deploy import Deployment
 from lockgate.errors import (
     AccessDeniedError,
     AuditChainError,
+    AuthenticationError,
     ConfigError,
     ConversionError,
     Error,
@@ -47,6 +50,7 @@ from lockgate.errors import (
 )
 from lockgate.frameworks import FrameworkPolicyError
 from lockgate.promotion import PromotionResult
+from lockgate.remote import RemoteRegistry, connect
 from lockgate.runtime import Predictor
 from lockgate.types import (
     Digest,
@@ -64,6 +68,7 @@ __all__ = [
     "AccessDeniedError",
     "AuditChainError",
     "AuditRecord",
+    "AuthenticationError",
     "ChainReport",
     "ConfigError",
     "ConversionError",
@@ -88,6 +93,7 @@ __all__ = [
     "Predictor",
     "PromotionError",
     "PromotionResult",
+    "RemoteRegistry",
     "ReproductionError",
     "ServeError",
     "Settings",
@@ -99,6 +105,7 @@ __all__ = [
     "UnsafePathError",
     "UnsupportedModelError",
     "Version",
+    "connect",
     "init_home",
     "load",
     "load_settings",

@@ -185,6 +185,10 @@ def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, na
     """Register an ONNX file, or the model returned by --from MODULE:FUNCTION."""
     if (onnx_file is None) == (factory is None):
         raise InvalidInputError("give either an .onnx file or --from MODULE:FUNCTION")
+    if factory is not None and ctx.obj.get("server"):
+        raise InvalidInputError(
+            "a remote registration uploads an .onnx file; --from converts in this process",
+            hint="export to ONNX first, or point LOCKGATE_DATABASE_URL at the shared database")
     metric_values = _parse_pairs(metrics, "--metric")
     lg = _open(ctx)
     model, sample = (str(onnx_file), None) if onnx_file is not None else _load_factory(
