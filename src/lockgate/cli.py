@@ -779,10 +779,14 @@ def alias_ls(ctx: click.Context, name: str, as_json: bool) -> None:
               help="Folder for sampled request logs (overrides [serve] request_log).")
 @click.option("--request-log-rate", type=float, default=None,
               help="Share of requests logged (default 0.01).")
+@click.option("--ui", "with_ui", is_flag=True,
+              help="Also serve the web console at /ui, with this server's live figures.")
+@click.option("--no-auth", is_flag=True,
+              help="With --ui: no login, act as the home's user (loopback only).")
 @click.pass_context
 def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None,
           poll_s: float, grace_s: float, only: tuple[str, ...], request_log: Path | None,
-          request_log_rate: float | None) -> None:
+          request_log_rate: float | None, with_ui: bool, no_auth: bool) -> None:
     """Serve models over the Open Inference Protocol v2: the versions named, or else every
     model's deployment (its production version unless `lockgate deploy` says otherwise),
     following changes without a restart."""
@@ -801,6 +805,13 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
     app = lg.create_app(refs, poll_s=poll_s, grace_s=grace_s, models=only)
     h = host or lg.settings.serve_host
     p = lg.settings.serve_port if port is None else port
+    if with_ui:
+        from lockgate.ui import ui_routes
+
+        metrics = app.state.metrics
+        app.router.routes.extend(ui_routes(
+            lg, auth=_auth_on(lg, h, no_auth),
+            metrics_source=lambda: metrics.render().decode("utf-8")))
     names = ", ".join(f"{v.name}@{v.number}" for v in lg.serve_refs(refs)) if refs else \
         ", ".join(f"{n}@{d.stable}" for n, d in lg.deployments().items()
                   if not only or n in only)
@@ -815,6 +826,21 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _auth_on(lg: Lockgate, host: str, no_auth: bool) -> bool:
+    """Tokens are required once any user exists, and always off loopback; a home with no
+    users served on loopback is one person's (zero-config), as the CLI is."""
+    if host not in _LOOPBACK:
+        if no_auth:
+            raise InvalidInputError(f"--no-auth serves without access control; bind it to "
+                                    f"127.0.0.1, not {host}")
+        if not lg.users():
+            raise InvalidInputError(
+                f"no users: serving on {host} needs tokens",
+                hint="create an admin with `lockgate user add NAME --role admin`")
+        return True
+    return not no_auth and bool(lg.users())
 
 
 @cli.command("server")
@@ -835,26 +861,61 @@ def server(ctx: click.Context, host: str, port: int, no_auth: bool,
     from lockgate.registry import create_registry_app
     from lockgate.serve import run_server
 
-    if no_auth and host not in _LOOPBACK:
-        raise InvalidInputError(f"--no-auth serves without access control; bind it to "
-                                f"127.0.0.1, not {host}",
-                                hint="create users and tokens with `lockgate user add`")
     if max_upload_mb <= 0:
         raise InvalidInputError("--max-upload-mb must be positive")
     lg = _local(ctx)
-    if not no_auth and not lg.users():
-        err.print("no users yet: create one with `lockgate user add NAME --role admin`",
-                  highlight=False)
-    app = create_registry_app(lg, auth=not no_auth, max_upload_bytes=max_upload_mb << 20)
+    auth = _auth_on(lg, host, no_auth)
+    app = create_registry_app(lg, auth=auth, max_upload_bytes=max_upload_mb << 20)
 
     def started(bound_host: str, bound_port: int) -> None:
-        mode = "no auth" if no_auth else "tokens required"
+        mode = "tokens required" if auth else f"no auth: acting as {lg.settings.user}"
         err.print(f"registry API on http://{bound_host}:{bound_port}/api/v1 ({mode}; "
                   f"OpenAPI at /openapi.json; Ctrl-C stops)")
 
     try:
         run_server(app, host=host, port=port, on_started=started,
                    log_level="info" if access_log else "warning", access_log=access_log)
+    except KeyboardInterrupt:
+        err.print("stopped")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
+@click.option("--port", type=int, default=8090, show_default=True,
+              help="Port (0 picks a free one).")
+@click.option("--no-auth", is_flag=True,
+              help="No login: act as the home's user with every role (loopback only).")
+@click.option("--serving-url", default=None, metavar="URL",
+              help="A `lockgate serve` to read live figures from (its /metrics).")
+@click.pass_context
+def ui(ctx: click.Context, host: str, port: int, no_auth: bool,
+       serving_url: str | None) -> None:
+    """Serve the web console: models, versions, gates, approvals, deployments, drift and the
+    audit trail. Login with an API token once users exist."""
+    from lockgate.serve import run_server
+    from lockgate.ui import create_ui_app
+
+    lg = _local(ctx)
+    auth = _auth_on(lg, host, no_auth)
+    source = None
+    if serving_url is not None:
+        if not serving_url.startswith(("http://", "https://")):
+            raise InvalidInputError("--serving-url must start with http:// or https://")
+        import httpx
+
+        url = serving_url.rstrip("/") + "/metrics"
+
+        def source() -> str:
+            return httpx.get(url, timeout=2.0).text
+
+    app = create_ui_app(lg, auth=auth, metrics_source=source)
+
+    def started(bound_host: str, bound_port: int) -> None:
+        mode = "login with a token" if auth else f"no login: acting as {lg.settings.user}"
+        err.print(f"console on http://{bound_host}:{bound_port}/ui/ ({mode}; Ctrl-C stops)")
+
+    try:
+        run_server(app, host=host, port=port, on_started=started)
     except KeyboardInterrupt:
         err.print("stopped")
 

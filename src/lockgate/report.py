@@ -22,12 +22,30 @@ if TYPE_CHECKING:
     from lockgate.observe.profile import Profile
     from lockgate.types import Version
 
-__all__ = ["render_report", "write_report"]
+__all__ = [
+    "CSS",
+    "audit_section",
+    "decisions_section",
+    "drift_section",
+    "esc",
+    "gates_section",
+    "histogram_svg",
+    "kv",
+    "latency_section",
+    "lineage_section",
+    "markdown",
+    "num",
+    "overview_section",
+    "parity_section",
+    "pill",
+    "render_report",
+    "write_report",
+]
 
 _REF_COLOR = "#4c78a8"
 _CUR_COLOR = "#f58518"
 
-_CSS = """
+CSS = """
 :root { --fg: #1f2933; --muted: #616e7c; --line: #e4e7eb; --bg: #f5f7fa; --ok: #2f855a;
         --bad: #c53030; --warn: #b7791f; }
 * { box-sizing: border-box; }
@@ -69,27 +87,27 @@ pre { background: #f0f4f8; padding: 10px; border-radius: 6px; overflow-x: auto;
 """
 
 
-def _e(value: Any) -> str:
+def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _pill(status: str) -> str:
+def pill(status: str) -> str:
     css = re.sub(r"[^a-z_]", "", status.lower().split("+")[0]) or "review"
-    return f'<span class="pill {css}">{_e(status)}</span>'
+    return f'<span class="pill {css}">{esc(status)}</span>'
 
 
-def _num(value: Any, fmt: str = ".4g") -> str:
+def num(value: Any, fmt: str = ".4g") -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return format(value, fmt)
-    return _e(value)
+    return esc(value)
 
 
-def _markdown(text: str) -> str:
+def markdown(text: str) -> str:
     """The subset of Markdown the model card uses: headings, lists, tables, paragraphs,
     inline code and bold."""
 
     def inline(s: str) -> str:
-        s = _e(s)
+        s = esc(s)
         s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
         return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
 
@@ -134,7 +152,7 @@ def _markdown(text: str) -> str:
     return "\n".join(out)
 
 
-def _histogram_svg(title: str, ref: Mapping[str, Any] | None, cur: Mapping[str, Any] | None,
+def histogram_svg(title: str, ref: Mapping[str, Any] | None, cur: Mapping[str, Any] | None,
                    width: int = 320, height: int = 150) -> str:
     """Reference and current shares per bin (numerical) or per category, side by side."""
     labels: list[str] = []
@@ -163,7 +181,7 @@ def _histogram_svg(title: str, ref: Mapping[str, Any] | None, cur: Mapping[str, 
         lo, hi = "", ""
         ticks = len(labels) <= 12
     else:
-        return f'<p class="muted">{_e(title)}: no histogram</p>'
+        return f'<p class="muted">{esc(title)}: no histogram</p>'
     n = max(len(ref_shares), 1)
     top = max([*ref_shares, *cur_shares, 1e-9])
     pad_l, pad_b, pad_t = 6, 20, 6
@@ -181,99 +199,99 @@ def _histogram_svg(title: str, ref: Mapping[str, Any] | None, cur: Mapping[str, 
             y = pad_t + plot_h - h
             label = labels[i] if i < len(labels) else ""
             bars.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
-                        f'fill="{color}" opacity="0.85"><title>{_e(label)}: '
+                        f'fill="{color}" opacity="0.85"><title>{esc(label)}: '
                         f'{share:.1%}</title></rect>')
     if ticks:
         bars.extend(f'<text x="{pad_l + (i + 0.5) * slot:.1f}" y="{height - 5}" font-size="10" '
-                     f'fill="#616e7c" text-anchor="middle">{_e(label)}</text>'
+                     f'fill="#616e7c" text-anchor="middle">{esc(label)}</text>'
                      for i, label in enumerate(labels))
     axis = (f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{width - pad_l}" '
             f'y2="{pad_t + plot_h}" stroke="#9aa5b1"/>'
-            f'<text x="{pad_l}" y="{height - 5}" font-size="10" fill="#616e7c">{_e(lo)}</text>'
+            f'<text x="{pad_l}" y="{height - 5}" font-size="10" fill="#616e7c">{esc(lo)}</text>'
             f'<text x="{width - pad_l}" y="{height - 5}" font-size="10" fill="#616e7c" '
-            f'text-anchor="end">{_e(hi)}</text>')
-    return (f'<svg class="hist" role="img" aria-label="{_e(title)}" width="{width}" '
+            f'text-anchor="end">{esc(hi)}</text>')
+    return (f'<svg class="hist" role="img" aria-label="{esc(title)}" width="{width}" '
             f'height="{height}" '
             f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
             + "".join(bars) + axis + "</svg>")
 
 
-def _kv(pairs: Sequence[tuple[str, Any]]) -> str:
-    return '<div class="kv">' + "".join(f"<div>{_e(k)}</div><div>{v}</div>"
+def kv(pairs: Sequence[tuple[str, Any]]) -> str:
+    return '<div class="kv">' + "".join(f"<div>{esc(k)}</div><div>{v}</div>"
                                          for k, v in pairs) + "</div>"
 
 
-def _overview(v: Version, aliases: Mapping[str, int]) -> str:
+def overview_section(v: Version, aliases: Mapping[str, int]) -> str:
     mine = sorted(a for a, n in aliases.items() if n == v.number)
-    return _kv([
-        ("stage", _pill(v.stage)), ("digest", f"<code>{_e(v.digest)}</code>"),
-        ("created", f"{_e(v.created_at)} by {_e(v.creator)}"),
-        ("signed by key", f"<code>{_e(v.signed_by[:16] or 'unsigned')}</code>"),
-        ("aliases", _e(", ".join(mine) or "none")),
-        ("description", _e(v.description or "-")),
-        ("metrics", _e(", ".join(f"{k} = {x:g}" for k, x in v.metrics.items()) or "-")),
+    return kv([
+        ("stage", pill(v.stage)), ("digest", f"<code>{esc(v.digest)}</code>"),
+        ("created", f"{esc(v.created_at)} by {esc(v.creator)}"),
+        ("signed by key", f"<code>{esc(v.signed_by[:16] or 'unsigned')}</code>"),
+        ("aliases", esc(", ".join(mine) or "none")),
+        ("description", esc(v.description or "-")),
+        ("metrics", esc(", ".join(f"{k} = {x:g}" for k, x in v.metrics.items()) or "-")),
     ])
 
 
-def _lineage(v: Version, siblings: Sequence[Version]) -> str:
+def lineage_section(v: Version, siblings: Sequence[Version]) -> str:
     env = v.environment
     packages = env.get("packages", {}) if isinstance(env.get("packages"), dict) else {}
     git = env.get("git", {}) if isinstance(env.get("git"), dict) else {}
     rows = [
-        ("source framework", _e(f"{v.framework} {v.framework_version}")),
-        ("converter", _e(env.get("converter", "-"))),
-        ("ONNX opset / IR", _e(f"{v.opset} / {v.ir_version}")),
-        ("python", _e(env.get("python", {}).get("version", "-")
+        ("source framework", esc(f"{v.framework} {v.framework_version}")),
+        ("converter", esc(env.get("converter", "-"))),
+        ("ONNX opset / IR", esc(f"{v.opset} / {v.ir_version}")),
+        ("python", esc(env.get("python", {}).get("version", "-")
                       if isinstance(env.get("python"), dict) else env.get("python", "-"))),
-        ("onnxruntime", _e(packages.get("onnxruntime", "-"))),
-        ("git commit", f"<code>{_e(git.get('commit', '-'))}</code>"
+        ("onnxruntime", esc(packages.get("onnxruntime", "-"))),
+        ("git commit", f"<code>{esc(git.get('commit', '-'))}</code>"
          + (" (dirty)" if git.get("dirty") else "")),
-        ("seeds", _e(", ".join(f"{k}={x}" for k, x in v.seeds.items()) or "-")),
-        ("files", _e(", ".join(sorted(v.files)) or "-")),
+        ("seeds", esc(", ".join(f"{k}={x}" for k, x in v.seeds.items()) or "-")),
+        ("files", esc(", ".join(sorted(v.files)) or "-")),
     ]
     table = ("<h3>Versions of this model</h3><table><tr><th>version</th><th>stage</th>"
              "<th>created</th><th>creator</th><th>digest</th></tr>"
              + "".join(f"<tr><td>{'<strong>' if s.number == v.number else ''}{s.number}"
                        f"{'</strong>' if s.number == v.number else ''}</td>"
-                       f"<td>{_pill(s.stage)}</td><td>{_e(s.created_at)}</td>"
-                       f"<td>{_e(s.creator)}</td><td><code>{_e(str(s.digest)[:23])}</code></td>"
+                       f"<td>{pill(s.stage)}</td><td>{esc(s.created_at)}</td>"
+                       f"<td>{esc(s.creator)}</td><td><code>{esc(str(s.digest)[:23])}</code></td>"
                        "</tr>" for s in siblings)
              + "</table>")
-    return _kv(rows) + table
+    return kv(rows) + table
 
 
-def _parity(v: Version) -> str:
+def parity_section(v: Version) -> str:
     if v.parity is None:
         return '<p class="muted">Not checked: registered from an ONNX file.</p>'
     p = v.parity
     rows = "".join(
-        f"<tr><td>{_e(o.name)}</td><td class='num'>{o.max_abs_error:.3g}</td>"
+        f"<tr><td>{esc(o.name)}</td><td class='num'>{o.max_abs_error:.3g}</td>"
         f"<td class='num'>{o.max_rel_error:.3g}</td><td class='num'>{o.atol:g}</td>"
         f"<td class='num'>{o.rtol:g}</td><td class='num'>{o.elements}</td>"
-        f"<td>{_pill('pass' if o.passed else 'fail')}</td></tr>" for o in p.outputs)
-    return (f"<p>Batch sizes {_e(list(p.batch_sizes))}, seed {p.seed}.</p><table><tr>"
+        f"<td>{pill('pass' if o.passed else 'fail')}</td></tr>" for o in p.outputs)
+    return (f"<p>Batch sizes {esc(list(p.batch_sizes))}, seed {p.seed}.</p><table><tr>"
             "<th>output</th><th>max abs error</th><th>max rel error</th><th>atol</th>"
             f"<th>rtol</th><th>elements</th><th>result</th></tr>{rows}</table>")
 
 
-def _gates(lg: Lockgate, v: Version) -> str:
+def gates_section(lg: Lockgate, v: Version) -> str:
     runs = lg.gate_runs(v.ref)
     if not runs:
         return '<p class="muted">No promotion attempted yet.</p>'
     parts = []
     for run in reversed(runs[-5:]):
         rows = "".join(
-            f"<tr><td>{_e(r['gate'])}</td><td>{_pill(str(r['status']))}</td>"
-            f"<td>{_e(r['message'])}</td></tr>" for r in run.results)
-        parts.append(f"<h3>{_e(run.from_stage)} → {_e(run.to_stage)} "
-                     f"{_pill('pass' if run.passed else 'fail')} "
-                     f"<span class='muted'>{_e(run.created_at)} by {_e(run.actor)}</span></h3>"
+            f"<tr><td>{esc(r['gate'])}</td><td>{pill(str(r['status']))}</td>"
+            f"<td>{esc(r['message'])}</td></tr>" for r in run.results)
+        parts.append(f"<h3>{esc(run.from_stage)} → {esc(run.to_stage)} "
+                     f"{pill('pass' if run.passed else 'fail')} "
+                     f"<span class='muted'>{esc(run.created_at)} by {esc(run.actor)}</span></h3>"
                      f"<table><tr><th>gate</th><th>status</th><th>message</th></tr>{rows}"
                      "</table>")
     return "".join(parts)
 
 
-def _latency(lg: Lockgate, v: Version, monitor: Mapping[str, Any] | None) -> str:
+def latency_section(lg: Lockgate, v: Version, monitor: Mapping[str, Any] | None) -> str:
     rows = []
     for run in lg.gate_runs(v.ref):
         for r in run.results:
@@ -285,10 +303,10 @@ def _latency(lg: Lockgate, v: Version, monitor: Mapping[str, Any] | None) -> str
     if not rows:
         return '<p class="muted">No latency measured yet (latency_budget gate or monitor).</p>'
     body = "".join(
-        f"<tr><td>{_e(where)}</td>"
-        + "".join(f"<td class='num'>{_num(m.get(k), '.2f')}</td>"
+        f"<tr><td>{esc(where)}</td>"
+        + "".join(f"<td class='num'>{num(m.get(k), '.2f')}</td>"
                   for k in ("p50_ms", "p95_ms", "p99_ms"))
-        + f"<td class='num'>{_num(m.get('throughput_rps', m.get('requests', '-')), '.1f')}</td>"
+        + f"<td class='num'>{num(m.get('throughput_rps', m.get('requests', '-')), '.1f')}</td>"
         "</tr>" for where, m in rows)
     return ("<table><tr><th>measured by</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th>"
             f"<th>throughput (req/s) / requests</th></tr>{body}</table>")
@@ -306,21 +324,21 @@ def _comparison(found: Sequence[Mapping[str, Any]]) -> str:
     head = "".join(f"<th>batch {n} p50 ms</th><th>batch {n} rows/s</th>" for n in sizes)
     body = ""
     for name, by_batch in cells.items():
-        body += f"<tr><td>{_e(name)}</td>"
+        body += f"<tr><td>{esc(name)}</td>"
         for n in sizes:
             r = by_batch.get(n, {})
-            body += (f"<td class='num'>{_num(r['p50_ms'], '.3f')}</td>"
-                     f"<td class='num'>{_num(r['rows_per_s'], '.0f')}</td>" if "p50_ms" in r
-                     else f"<td colspan='2' class='muted'>{_e(r.get('error', '-'))}</td>")
+            body += (f"<td class='num'>{num(r['p50_ms'], '.3f')}</td>"
+                     f"<td class='num'>{num(r['rows_per_s'], '.0f')}</td>" if "p50_ms" in r
+                     else f"<td colspan='2' class='muted'>{esc(r.get('error', '-'))}</td>")
         body += "</tr>"
     m = c.get("machine", {})
     parity = ", ".join(f"{k}: max |Δ| {x:.2g}" for k, x in c.get("parity", {}).items())
-    return (f"<p>Measured {_e(c.get('at', ''))} on {_e(m.get('system'))} "
-            f"{_e(m.get('machine'))}, {_e(m.get('cpus'))} CPUs. Parity: {_e(parity or '-')}.</p>"
+    return (f"<p>Measured {esc(c.get('at', ''))} on {esc(m.get('system'))} "
+            f"{esc(m.get('machine'))}, {esc(m.get('cpus'))} CPUs. Parity: {esc(parity or '-')}.</p>"
             f"<table><tr><th>runtime</th>{head}</tr>{body}</table>")
 
 
-def _drift(profile: Profile | None, monitor: Mapping[str, Any] | None) -> str:
+def drift_section(profile: Profile | None, monitor: Mapping[str, Any] | None) -> str:
     if profile is None:
         return ('<p class="muted">No reference profile: <code>lockgate reference set '
                 'NAME@V DATA</code>.</p>')
@@ -328,37 +346,37 @@ def _drift(profile: Profile | None, monitor: Mapping[str, Any] | None) -> str:
     results = {f["feature"]: f for f in drift.get("features", [])}
     current = drift.get("current", {})
     if monitor is None:
-        head = (f"<p>Reference: {profile.rows} rows from {_e(profile.source)}. "
+        head = (f"<p>Reference: {profile.rows} rows from {esc(profile.source)}. "
                 "No monitor run yet.</p>")
     elif "features" in drift:
-        head = (f"<p>Latest window ({_e(monitor.get('at', ''))}, {drift.get('rows')} rows): "
-                f"{_pill(str(drift.get('status')))} — {drift['share']:.0%} of features drifted "
+        head = (f"<p>Latest window ({esc(monitor.get('at', ''))}, {drift.get('rows')} rows): "
+                f"{pill(str(drift.get('status')))} — {drift['share']:.0%} of features drifted "
                 f"(dataset drift at {drift['drift_share']:.0%}). Reference: {profile.rows} "
-                f"rows from {_e(profile.source)}.</p>")
+                f"rows from {esc(profile.source)}.</p>")
     else:
-        head = (f"<p>Latest window: {_pill(str(drift.get('status')))} "
-                f"{_e(drift.get('reason', ''))}</p>")
+        head = (f"<p>Latest window: {pill(str(drift.get('status')))} "
+                f"{esc(drift.get('reason', ''))}</p>")
     legend = (f'<p class="legend muted"><span style="background:{_REF_COLOR}"></span>reference'
               f'<span style="background:{_CUR_COLOR}"></span>current window</p>')
     cards = []
     for name, summary in profile.features.items():
         r = results.get(name)
-        verdict = (f"{_pill('drift' if r['drifted'] else 'ok')} {_e(r['method'])} "
+        verdict = (f"{pill('drift' if r['drifted'] else 'ok')} {esc(r['method'])} "
                    f"{r['score']:.4g} (threshold {r['threshold']:g})" if r else
                    '<span class="muted">not judged</span>')
-        cards.append(f'<div class="card"><h4>{_e(name)}</h4><div class="muted">{verdict}</div>'
-                     f"{_histogram_svg(name, summary, current.get(name))}</div>")
+        cards.append(f'<div class="card"><h4>{esc(name)}</h4><div class="muted">{verdict}</div>'
+                     f"{histogram_svg(name, summary, current.get(name))}</div>")
     return head + legend + '<div class="grid">' + "".join(cards) + "</div>"
 
 
-def _audit(lg: Lockgate, v: Version) -> str:
+def audit_section(lg: Lockgate, v: Version) -> str:
     records = [r for r in lg.audit_log(model=v.name)][-200:]
     rows = "".join(
-        f"<tr><td class='num'>{r.seq}</td><td>{_e(r.ts)}</td><td>{_e(r.type)}</td>"
-        f"<td>{_e(r.actor)}</td><td>{_e(r.version if r.version is not None else '-')}</td>"
-        f"<td><code>{_e(_short(r.payload))}</code></td></tr>" for r in reversed(records))
+        f"<tr><td class='num'>{r.seq}</td><td>{esc(r.ts)}</td><td>{esc(r.type)}</td>"
+        f"<td>{esc(r.actor)}</td><td>{esc(r.version if r.version is not None else '-')}</td>"
+        f"<td><code>{esc(_short(r.payload))}</code></td></tr>" for r in reversed(records))
     report = lg.audit_verify()
-    state = _pill("ok" if report.ok else "fail")
+    state = pill("ok" if report.ok else "fail")
     return (f"<p>Hash chain {state} over {report.count} records.</p>"
             "<table><tr><th>#</th><th>time</th><th>event</th><th>actor</th><th>version</th>"
             f"<th>detail</th></tr>{rows}</table>")
@@ -371,13 +389,13 @@ def _short(payload: Mapping[str, Any], limit: int = 220) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _decisions(lg: Lockgate, v: Version) -> str:
+def decisions_section(lg: Lockgate, v: Version) -> str:
     found = lg.decisions(v.ref)
     if not found:
         return '<p class="muted">None recorded.</p>'
     rows = "".join(
-        f"<tr><td>{_e(d.kind)}</td><td>{_e(d.stage)}</td><td>{_e(d.gate or '-')}</td>"
-        f"<td>{_e(d.actor)}</td><td>{_e(d.created_at)}</td><td>{_e(d.comment)}</td></tr>"
+        f"<tr><td>{esc(d.kind)}</td><td>{esc(d.stage)}</td><td>{esc(d.gate or '-')}</td>"
+        f"<td>{esc(d.actor)}</td><td>{esc(d.created_at)}</td><td>{esc(d.comment)}</td></tr>"
         for d in found)
     return ("<table><tr><th>kind</th><th>stage</th><th>gate</th><th>by</th><th>at</th>"
             f"<th>comment</th></tr>{rows}</table>")
@@ -395,27 +413,27 @@ def render_report(lg: Lockgate, ref: str) -> str:
     monitor = runs[0] if runs else None
     siblings = lg.versions(v.name)
     sections = [
-        ("overview", "Overview", _overview(v, lg.aliases(v.name))),
-        ("card", "Model card", f'<div class="card-md">{_markdown(card)}</div>'),
-        ("lineage", "Lineage and environment", _lineage(v, siblings)),
-        ("parity", "Parity with the source framework", _parity(v)),
-        ("gates", "Gate results", _gates(lg, v)),
-        ("decisions", "Approvals, waivers and other decisions", _decisions(lg, v)),
-        ("latency", "Serving latency", _latency(lg, v, monitor)),
+        ("overview", "Overview", overview_section(v, lg.aliases(v.name))),
+        ("card", "Model card", f'<div class="card-md">{markdown(card)}</div>'),
+        ("lineage", "Lineage and environment", lineage_section(v, siblings)),
+        ("parity", "Parity with the source framework", parity_section(v)),
+        ("gates", "Gate results", gates_section(lg, v)),
+        ("decisions", "Approvals, waivers and other decisions", decisions_section(lg, v)),
+        ("latency", "Serving latency", latency_section(lg, v, monitor)),
         ("compare", "Runtime comparison", _comparison(lg.comparisons(v.ref))),
-        ("drift", "Drift against the reference", _drift(profile, monitor)),
-        ("audit", "Audit trail", _audit(lg, v)),
+        ("drift", "Drift against the reference", drift_section(profile, monitor)),
+        ("audit", "Audit trail", audit_section(lg, v)),
     ]
-    nav = "".join(f'<a href="#{sid}">{_e(title)}</a>' for sid, title, _ in sections)
-    body = "".join(f'<section id="{sid}"><h2>{_e(title)}</h2>{content}</section>'
+    nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title, _ in sections)
+    body = "".join(f'<section id="{sid}"><h2>{esc(title)}</h2>{content}</section>'
                    for sid, title, content in sections)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
             "style-src 'unsafe-inline'; img-src data:\">"
-            f"<title>{_e(v.ref)} — lockgate report</title><style>{_CSS}</style></head><body>"
-            f"<header><h1>{_e(v.ref)}</h1><div class=\"sub\">lockgate model report · stage "
-            f"{_e(v.stage)} · {_e(v.framework)} {_e(v.framework_version)}</div></header>"
+            f"<title>{esc(v.ref)} — lockgate report</title><style>{CSS}</style></head><body>"
+            f"<header><h1>{esc(v.ref)}</h1><div class=\"sub\">lockgate model report · stage "
+            f"{esc(v.stage)} · {esc(v.framework)} {esc(v.framework_version)}</div></header>"
             f"<nav>{nav}</nav><main>{body}</main></body></html>\n")
 
 

@@ -47,7 +47,13 @@ from lockgate.types import ModelRef, validate_name
 if TYPE_CHECKING:
     from lockgate.api import Lockgate
 
-__all__ = ["DEFAULT_MAX_UPLOAD_BYTES", "OPERATIONS", "create_registry_app", "openapi_document"]
+__all__ = [
+    "DEFAULT_MAX_UPLOAD_BYTES",
+    "OPERATIONS",
+    "create_registry_app",
+    "invoke",
+    "openapi_document",
+]
 
 log = logging.getLogger("lockgate.registry")
 
@@ -444,6 +450,23 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("DELETE", _PREFIX + "/tokens/{token_id}", "revokeToken", "Revoke a token",
               "admin", _revoke_token, "identity", response="Token", model_scoped=False),
 )
+
+
+_BY_ID = {op.op_id: op for op in OPERATIONS}
+
+
+def invoke(lg: Lockgate, principal: Principal, op_id: str, path: dict[str, str],
+           body: dict[str, Any] | None = None) -> Any:
+    """Run one JSON operation as ``principal``, with the same role checks and body
+    validation as over HTTP (the web console's actions go through here). Blocking."""
+    op = _BY_ID[op_id]
+    call = Call(lg, principal, dict(path), {})
+    if not op.role_by_body:
+        scope = call.model if op.model_scoped and "name" in call.path else None
+        call.require(op.role, scope, op.op_id)
+    if op.body is not None and op.body != "upload":
+        call.body = _json_body(json.dumps(body or {}).encode(), op.body)
+    return op.handler(call)
 
 
 # -- decoding ----------------------------------------------------------------------------------

@@ -1,0 +1,311 @@
+"""The web console (``lockgate ui``, ``lockgate serve --ui``): routes, session and actions.
+
+Pages are GET routes under ``/ui``. Actions (approve, reject, promote, canary, weight, promote
+the candidate, roll back) are POSTs that first render a confirmation page and, once confirmed,
+run through the registry API's own operations (same role checks, same validation), then show
+the audit events they appended. With auth on, a login form takes an API token; the session is
+an HttpOnly, SameSite=Strict cookie and every POST carries a form token derived from it. No
+script runs and nothing is fetched from another host: styles are inline, charts inline SVG,
+and the Content-Security-Policy says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, quote
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from lockgate.errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    Error,
+    InvalidInputError,
+    NotFoundError,
+)
+from lockgate.identity import ROLES, Principal, authenticate
+from lockgate.registry.app import invoke
+from lockgate.report import esc
+from lockgate.types import validate_name
+from lockgate.ui import pages
+from lockgate.ui.live import LiveMetrics
+
+if TYPE_CHECKING:
+    from lockgate.api import Lockgate
+
+__all__ = ["MetricsSource", "create_ui_app", "ui_routes"]
+
+log = logging.getLogger("lockgate.ui")
+
+MetricsSource = Callable[[], str]
+"""Returns a serving process's Prometheus exposition text (for live figures)."""
+
+_COOKIE = "lockgate_session"
+_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
+_MAX_FORM = 64 << 10
+
+
+def _csrf(token: str) -> str:
+    return hmac.new(b"lockgate-ui-form", token.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _html(text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status_code=status, headers={
+        "Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > _MAX_FORM:
+        raise InvalidInputError("the form is too large")
+    try:
+        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise InvalidInputError("the form is not UTF-8") from None
+    return {k: v[-1] for k, v in parsed.items()}
+
+
+def _int(fields: Mapping[str, str], key: str) -> int:
+    try:
+        return int(fields.get(key, ""))
+    except ValueError:
+        raise InvalidInputError(f"{key} must be a whole number") from None
+
+
+def ui_routes(lg: Lockgate, *, auth: bool = True,
+              metrics_source: MetricsSource | None = None) -> list[Route]:
+    """The console's routes (all under ``/ui``), to serve alone or beside the OIP routes."""
+    local = Principal(lg.settings.user, frozenset(ROLES))
+    live = LiveMetrics(metrics_source) if metrics_source is not None else None
+    lock = threading.Lock()
+
+    def viewer_of(request: Request) -> pages.Viewer:
+        if not auth:
+            return pages.Viewer(local, _csrf("local:" + lg.settings.user), auth=False)
+        token = request.cookies.get(_COOKIE)
+        if not token:
+            raise AuthenticationError("log in first")
+        return pages.Viewer(authenticate(lg.meta, token), _csrf(token), auth=True)
+
+    def guarded(render: Callable[[Request, pages.Viewer], tuple[str, str]]
+                ) -> Callable[[Request], Any]:
+        async def handle(request: Request) -> Response:
+            try:
+                viewer = await run_in_threadpool(viewer_of, request)
+            except AuthenticationError:
+                return RedirectResponse("/ui/login", status_code=303)
+            try:
+                if not viewer.principal.can("viewer"):
+                    raise AccessDeniedError(f"{viewer.principal.name!r} holds no role")
+                title, body = await run_in_threadpool(render, request, viewer)
+                return _html(pages.page(title, body, viewer))
+            except Error as exc:
+                return _html(pages.page("Error", "", viewer, flash=esc(exc.diagnostics()),
+                                        error=True), exc.http_status)
+            except Exception:
+                log.exception("internal error in %s", request.url.path)
+                return _html(pages.page("Error", "", viewer, flash="internal error",
+                                        error=True), 500)
+
+        return handle
+
+    def name_of(request: Request) -> str:
+        return validate_name(str(request.path_params["name"]))
+
+    def number_of(request: Request) -> int:
+        text = str(request.path_params["number"])
+        if not text.isdigit() or len(text) > 9:
+            raise NotFoundError(f"no version {text!r}")
+        return int(text)
+
+    def models(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
+        return "Models", pages.models_page(lg, viewer)
+
+    def model(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
+        name = name_of(request)
+        return name, pages.model_page(lg, viewer, name)
+
+    def version(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
+        name, number = name_of(request), number_of(request)
+        return f"{name}@{number}", pages.version_page(lg, viewer, name, number)
+
+    def drift(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
+        name, number = name_of(request), number_of(request)
+        return f"Drift of {name}@{number}", pages.drift_page(lg, viewer, name, number)
+
+    def deployments(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
+        return "Deployments", pages.deployments_page(lg, viewer)
+
+    def deployment(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
+        name = name_of(request)
+        figures = None
+        if live is not None:
+            with lock:
+                figures = live.model(name)
+        return f"Deployment of {name}", pages.deployment_page(lg, viewer, name, figures)
+
+    def audit(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
+        filters = {k: str(request.query_params.get(k, ""))[:128]
+                   for k in ("model", "type", "actor")}
+        return "Audit trail", pages.audit_page(lg, viewer, filters)
+
+    async def bom_file(request: Request) -> Response:
+        try:
+            await run_in_threadpool(viewer_of, request)
+            v = await run_in_threadpool(lg.get, f"{name_of(request)}@{number_of(request)}")
+            data = await run_in_threadpool(lg.file_bytes, v, "bom.cdx.json")
+        except AuthenticationError:
+            return RedirectResponse("/ui/login", status_code=303)
+        except Error as exc:
+            return _html(pages.page("Error", "", None, flash=esc(exc.diagnostics()),
+                                    error=True), exc.http_status)
+        return Response(data, media_type="application/vnd.cyclonedx+json", headers={
+            "Content-Disposition": f'attachment; filename="{v.name}-{v.number}.cdx.json"'})
+
+    async def login_form(request: Request) -> Response:
+        if not auth:
+            return RedirectResponse("/ui/", status_code=303)
+        return _html(pages.page("lockgate", pages.login_page(), None))
+
+    async def login(request: Request) -> Response:
+        try:
+            token = (await _form(request)).get("token", "").strip()
+            await run_in_threadpool(authenticate, lg.meta, token)
+        except Error as exc:
+            return _html(pages.page("lockgate", pages.login_page(exc.message), None), 401)
+        response = RedirectResponse("/ui/", status_code=303)
+        response.set_cookie(_COOKIE, token, httponly=True, samesite="strict", path="/ui",
+                            secure=request.url.scheme == "https")
+        return response
+
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse("/ui/login", status_code=303)
+        response.delete_cookie(_COOKIE, path="/ui")
+        return response
+
+    async def action(request: Request) -> Response:
+        try:
+            viewer = await run_in_threadpool(viewer_of, request)
+        except AuthenticationError:
+            return RedirectResponse("/ui/login", status_code=303)
+        back = "/ui/"
+        try:
+            fields = await _form(request)
+            if not hmac.compare_digest(fields.get("csrf", ""), viewer.csrf):
+                raise InvalidInputError("the form is stale or forged: reload the page")
+            kind = str(request.path_params["action"])
+            name = validate_name(fields.get("model", ""))
+            back = (pages.version_path(name, _int(fields, "version"))
+                    if kind in ("approve", "promote") else f"/ui/deployments/{quote(name)}")
+            op, path, body, summary = _plan(kind, name, fields)
+            if fields.get("confirm") != "yes":
+                keep = {k: v for k, v in fields.items() if k not in ("csrf", "confirm")}
+                return _html(pages.page("Confirm", pages.confirm_page(
+                    viewer, kind, summary, keep, back), viewer))
+
+            def run() -> list[Any]:
+                before = lg.meta.audit_records()[-1].seq if lg.meta.audit_records() else 0
+                invoke(lg, viewer.principal, op, path, body)
+                return [r for r in lg.audit_log(model=name) if r.seq > before]
+
+            events = await run_in_threadpool(run)
+            return _html(pages.page("Done", pages.result_page(summary, events, back), viewer))
+        except Error as exc:
+            return _html(pages.page("Refused", f"<p><a href='{esc(back)}'>Back</a></p>", viewer,
+                                    flash=esc(exc.diagnostics()), error=True),
+                         exc.http_status)
+        except Exception:
+            log.exception("internal error in a console action")
+            return _html(pages.page("Error", "", viewer, flash="internal error", error=True),
+                         500)
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
+    return [
+        Route("/ui", root, methods=["GET"]),
+        Route("/ui/", guarded(models), methods=["GET"]),
+        Route("/ui/login", login_form, methods=["GET"]),
+        Route("/ui/login", login, methods=["POST"]),
+        Route("/ui/logout", logout, methods=["POST"]),
+        Route("/ui/models/{name}", guarded(model), methods=["GET"]),
+        Route("/ui/models/{name}/versions/{number}", guarded(version), methods=["GET"]),
+        Route("/ui/models/{name}/versions/{number}/drift", guarded(drift), methods=["GET"]),
+        Route("/ui/models/{name}/versions/{number}/files/bom.cdx.json", bom_file,
+              methods=["GET"]),
+        Route("/ui/deployments", guarded(deployments), methods=["GET"]),
+        Route("/ui/deployments/{name}", guarded(deployment), methods=["GET"]),
+        Route("/ui/audit", guarded(audit), methods=["GET"]),
+        Route("/ui/actions/{action}", action, methods=["POST"]),
+    ]
+
+
+def _plan(kind: str, name: str, f: Mapping[str, str]
+          ) -> tuple[str, dict[str, str], dict[str, Any] | None, str]:
+    """The registry operation an action runs: (operation id, path, body, summary)."""
+    m = esc(name)
+    if kind == "approve":
+        n = _int(f, "version")
+        decision = f.get("decision", "approve")
+        if decision not in ("approve", "reject"):
+            raise InvalidInputError("decision must be approve or reject")
+        op = "approveVersion" if decision == "approve" else "rejectVersion"
+        body: dict[str, Any] = {"stage": f.get("stage", ""), "comment": f.get("comment", "")}
+        return (op, {"name": name, "ref": str(n)}, body,
+                f"{'Approve' if decision == 'approve' else 'Reject'} <strong>{m}@{n}</strong> "
+                f"for stage <strong>{esc(body['stage'])}</strong>"
+                + (f" with comment “{esc(body['comment'])}”" if body["comment"] else "") + ".")
+    if kind == "promote":
+        n = _int(f, "version")
+        to = f.get("to", "")
+        return ("promoteVersion", {"name": name, "ref": str(n)}, {"to": to},
+                f"Promote <strong>{m}@{n}</strong> to <strong>{esc(to)}</strong> through its "
+                "gates.")
+    if kind == "canary":
+        n, w = _int(f, "version"), _int(f, "weight")
+        return ("deploy", {"name": name}, {"version": n, "canary": w},
+                f"Start <strong>{m}@{n}</strong> as the canary taking <strong>{w}%</strong> "
+                "of traffic.")
+    if kind == "weight":
+        w = _int(f, "weight")
+        return ("setCanaryWeight", {"name": name}, {"weight": w},
+                f"Move the canary of <strong>{m}</strong> to <strong>{w}%</strong>.")
+    if kind == "promote-candidate":
+        return ("promoteCandidate", {"name": name}, None,
+                f"Make the candidate of <strong>{m}</strong> the stable version.")
+    if kind == "rollback":
+        reason = f.get("reason", "")
+        return ("rollback", {"name": name}, {"reason": reason},
+                f"Roll back <strong>{m}</strong>"
+                + (f" because “{esc(reason)}”" if reason else "") + ".")
+    raise NotFoundError(f"no action {kind!r}")
+
+
+def create_ui_app(lg: Lockgate, *, auth: bool = True,
+                  metrics_source: MetricsSource | None = None) -> Starlette:
+    """The console alone (``lockgate ui``)."""
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        return _html(pages.page("Not found" if status == 404 else "Error", "", None,
+                                flash=esc(str(getattr(exc, "detail", "error"))), error=True),
+                     status)
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/ui/", status_code=307)
+
+    return Starlette(routes=[Route("/", home, methods=["GET"]),
+                             *ui_routes(lg, auth=auth, metrics_source=metrics_source)],
+                     exception_handlers={HTTPException: not_found})
