@@ -323,15 +323,17 @@ class Lockgate:
         return [Version.from_record(r.name, r.number, r.stage, r.record) for r in rows]
 
     def models(self) -> list[ModelSummary]:
-        out = []
-        for name in self.meta.list_models():
-            rows = self.meta.list_versions(name)
-            stages: dict[str, list[int]] = {}
-            for r in rows:
-                stages.setdefault(r.stage, []).append(r.number)
-            out.append(ModelSummary(name, len(rows), rows[-1].number, stages,
-                                    self.meta.aliases(name)))
-        return out
+        """Every model: version count, latest, versions per stage, aliases (two queries, no
+        version record read)."""
+        index: dict[str, dict[str, list[int]]] = {}
+        counts: dict[str, tuple[int, int]] = {}
+        for name, number, stage in self.meta.version_index():
+            index.setdefault(name, {}).setdefault(stage, []).append(number)
+            seen, top = counts.get(name, (0, 0))
+            counts[name] = (seen + 1, max(top, number))
+        all_aliases = self.meta.all_aliases()
+        return [ModelSummary(name, counts[name][0], counts[name][1], stages,
+                             all_aliases.get(name, {})) for name, stages in index.items()]
 
     def aliases(self, name: str) -> dict[str, int]:
         return self.meta.aliases(validate_name(name))

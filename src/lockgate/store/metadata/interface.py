@@ -213,12 +213,21 @@ class MetadataStore(Protocol):
 
     def list_models(self) -> list[str]: ...
 
+    def version_index(self) -> list[tuple[str, int, str]]:
+        """Every version as (model, number, stage), by model and number: no records read
+        (model listings need only this)."""
+        ...
+
     def versions_in_stage(self, name: str, stage: str) -> list[VersionRow]:
         """The model's versions now in ``stage``, by number (one indexed query: a promotion
         needs the holders, not every version)."""
         ...
 
     def aliases(self, name: str) -> dict[str, int]: ...
+
+    def all_aliases(self) -> dict[str, dict[str, int]]:
+        """Every model's aliases, by model."""
+        ...
 
     def gate_runs(self, name: str, number: int) -> list[GateRun]: ...
 

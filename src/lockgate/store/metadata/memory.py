@@ -124,6 +124,17 @@ class MemoryMetadataStore:
         with self._lock:
             return sorted({m for (m, _) in self._versions})
 
+    def version_index(self) -> list[tuple[str, int, str]]:
+        with self._lock:
+            return sorted((m, n, r.stage) for (m, n), r in self._versions.items())
+
+    def all_aliases(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            out: dict[str, dict[str, int]] = {}
+            for (m, a), n in self._aliases.items():
+                out.setdefault(m, {})[a] = n
+            return out
+
     def aliases(self, name: str) -> dict[str, int]:
         with self._lock:
             return {a: n for (m, a), n in self._aliases.items() if m == name}

@@ -415,6 +415,21 @@ class SqlMetadataStore:
             ]
         )
 
+    def version_index(self) -> list[tuple[str, int, str]]:
+        return self._read(lambda conn: [
+            (str(r.name), int(r.number), str(r.stage)) for r in conn.execute(
+                sa.select(versions.c.name, versions.c.number, versions.c.stage)
+                .order_by(versions.c.name, versions.c.number))])
+
+    def all_aliases(self) -> dict[str, dict[str, int]]:
+        def read(conn: Connection) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for r in conn.execute(sa.select(aliases)):
+                out.setdefault(str(r.name), {})[str(r.alias)] = int(r.number)
+            return out
+
+        return self._read(read)
+
     def aliases(self, name: str) -> dict[str, int]:
         return self._read(
             lambda conn: {
