@@ -107,3 +107,6 @@ def test_demo_runs_the_whole_journey() -> None:
     assert any(line.startswith("monitor, traffic like the training data: ok")
                for line in view.lines)
     assert any(line.startswith("retraining trigger ") for line in view.lines)
+    assert any(line.startswith("ci-bot uploaded demo-uploaded@1 over HTTP")
+               for line in view.lines)
+    assert any(line.startswith("ci-bot may not approve") for line in view.lines)

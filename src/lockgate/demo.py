@@ -380,5 +380,36 @@ def _journey(view: DemoView, home: Path) -> None:
         page = write_report(lg, f"{v_torch.name}@{v_torch.number}", home / "report.html")
         view.say(f"{page} ({page.stat().st_size // 1024} KiB): card, lineage, parity, gates, "
                  "latency, drift histograms, audit trail")
+        _team(view, lg, home, v_torch)
     finally:
         lg.close()
+
+
+def _team(view: DemoView, lg: Lockgate, home: Path, v: Version) -> None:
+    """The registry over HTTP: users with roles, tokens, a CI upload, a refused action."""
+    from starlette.applications import Starlette
+
+    from lockgate.errors import AccessDeniedError
+    from lockgate.registry import create_registry_app
+    from lockgate.remote import connect
+    from lockgate.ui import ui_routes
+
+    view.step("9. a team registry: users, roles, API tokens, the HTTP API and the console")
+    lg.add_user("ci-bot", ["developer"], actor="admin")
+    lg.add_user("reviewer", ["approver"], actor="admin")
+    _, ci_token = lg.create_token("ci-bot", description="CI uploads", days=90, actor="admin")
+    api = create_registry_app(lg)
+    app = Starlette(routes=[*api.routes, *ui_routes(lg)])
+    exported = home / "exported.onnx"
+    exported.write_bytes(lg.model_bytes(v))
+    with _Server(app) as server, connect(f"http://127.0.0.1:{server.port}", ci_token) as reg:
+        uploaded = reg.register(exported, name="demo-uploaded", metrics=dict(v.metrics))
+        view.say(f"ci-bot uploaded {uploaded.name}@{uploaded.number} over HTTP "
+                 f"(signed by the registry, creator {uploaded.creator})")
+        try:
+            reg.approve(f"{uploaded.name}@{uploaded.number}", "production")
+        except AccessDeniedError as exc:
+            view.say(f"ci-bot may not approve: {exc.message} (403, audited)")
+        denied = [r for r in lg.audit_log() if r.type == "access.denied"]
+        view.say(f"audit: {denied[-1].type} by {denied[-1].actor}; OpenAPI document at "
+                 f"/openapi.json, console at /ui (`lockgate ui`, login with a token)")
