@@ -33,10 +33,12 @@ bench: $(STAMP)
 	$(PY) benchmarks/register_overhead.py
 	$(PY) benchmarks/capture_cost.py
 
-# Debian's Chromium for the report's browser test (skipped without it, except in CI).
+# Debian's Chromium (and its driver) for the report's and the console's browser tests
+# (skipped without it, except in CI). Playwright drives /usr/bin/chromium; no browser download.
 browser:
-	command -v chromium >/dev/null || { apt-get install -y -qq chromium >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }
+	{ command -v chromium && command -v chromedriver; } >/dev/null || \
+	  { apt-get install -y -qq chromium chromium-driver >/dev/null || \
+	    { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }; }
 
 clean:
 	rm -rf $(VENV) .lockgate .pytest_cache .mypy_cache .ruff_cache
