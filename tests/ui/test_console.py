@@ -171,3 +171,19 @@ lockgate_request_duration_seconds_sum{model="m",version="1"} 0.3
     assert f["p99"] == pytest.approx(0.01)
     assert figures(text, "absent") == {}
     assert LiveMetrics(lambda: (_ for _ in ()).throw(OSError("down"))).model("m") is None
+
+
+def test_audit_trail_names_the_first_broken_row(
+        console: tuple[Lockgate, dict[str, str]]) -> None:
+    import sqlalchemy as sa
+
+    lg, tokens = console
+    c = _client(lg, tokens["view"])
+    assert "intact over" in c.get("/ui/audit").text
+    engine = sa.create_engine(lg.settings.database_url)
+    with engine.begin() as conn:  # an edit behind lockgate's back
+        conn.execute(sa.text("UPDATE audit_log SET actor = 'mallory' WHERE seq = 12"))
+    engine.dispose()
+    page = c.get("/ui/audit").text
+    assert "broken at row 12" in page
+    assert '<tr class="broken">' in page

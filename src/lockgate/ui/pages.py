@@ -62,6 +62,7 @@ input, select, textarea { font: inherit; padding: 5px 8px; border: 1px solid #9a
   color: #fff; }
 .bar div { display: flex; align-items: center; padding: 0 8px; white-space: nowrap; }
 .spark { width: 260px; height: 60px; }
+tr.broken td { background: #ffe3e3; font-weight: 600; }
 """
 
 
@@ -460,8 +461,8 @@ def audit_page(lg: Lockgate, viewer: Viewer, filters: Mapping[str, str]) -> str:
              and (not kind or r.type == kind) and (not actor or r.actor == actor)]
     limit = 500
     rows = "".join(
-        f"<tr{' class=broken' if report.first_broken == r.seq else ''}>"
-        f"<td class='num'>{r.seq}</td><td>{esc(r.ts[:19])}</td><td>{esc(r.type)}</td>"
+        ('<tr class="broken">' if report.first_broken == r.seq else "<tr>")
+        + f"<td class='num'>{r.seq}</td><td>{esc(r.ts[:19])}</td><td>{esc(r.type)}</td>"
         f"<td>{esc(r.actor)}</td><td>{esc(r.model or '-')}</td>"
         f"<td>{esc(r.version if r.version is not None else '-')}</td>"
         f"<td><code>{esc(json.dumps(dict(r.payload), default=str)[:200])}</code></td></tr>"
