@@ -31,13 +31,8 @@ from starlette.testclient import TestClient
 
 from lockgate.api import Lockgate
 from lockgate.audit import AuditEvent, EventType
-from lockgate.observe.features import columns
-from lockgate.observe.monitor import evaluate
-from lockgate.observe.policy import MonitorPolicy
-from lockgate.observe.service import reference_profile
-from lockgate.store.metadata import Change
-from lockgate.store.metadata.interface import Observation
 from lockgate.ui import create_ui_app
+from monitor_windows import store_window
 from onnx_models import linear_onnx
 
 
@@ -57,19 +52,9 @@ def build(home: Path, models: int, versions: int) -> Lockgate:
                                    AuditEvent(EventType.MODEL_REGISTERED, "bench"))
     lg.promote("m0@1", "stabilized", actor="ops")
     lg.promote("m0@1", "production", actor="ops")
-    profile = reference_profile(lg, lg.get("m0@1"))
-    assert profile is not None
-    predictor = lg.load("m0@1")
     for w in range(20):
         x = rng.normal(w / 20, 1.0, size=(300, 4)).astype(np.float32)
-        feats = {k: {"kind": kind, "values": vals.tolist()} for k, (kind, vals) in
-                 columns({"input": x}, {"output": predictor({"input": x})["output"]}).items()}
-        result = evaluate(profile, {"rows": {"from": 0, "to": 300, "features": feats},
-                                    "requests": {"from": 0, "to": 30, "count": 30, "errors": 0,
-                                                 "latencies": [0.002] * 30}}, MonitorPolicy())
-        result.update(model="m0", version=1, at=f"2026-11-26T{w:02d}:00:00Z", server="bench")
-        lg.meta.apply(Change(observations=[Observation("monitor", "m0", 1, result["at"],
-                                                       result)]))
+        store_window(lg, "m0@1", x, f"2026-11-26T{w:02d}:00:00Z")
     return lg
 
 

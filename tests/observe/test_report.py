@@ -13,11 +13,7 @@ import pytest
 from binaries import needs
 from lockgate.api import Lockgate
 from lockgate.cli import main
-from lockgate.observe.monitor import evaluate
-from lockgate.observe.policy import MonitorPolicy
-from lockgate.observe.service import reference_profile
-from lockgate.store.metadata import Change
-from lockgate.store.metadata.interface import Observation
+from monitor_windows import store_window
 from onnx_models import linear_onnx
 
 POLICY = '[gates]\n"*" = ["seeds_recorded"]\n'
@@ -33,22 +29,8 @@ def _version_with_a_monitor_run(home: Path, tmp_path: Path) -> None:
         lg.register(str(tmp_path / "m.onnx"), name="m", seed=3, description="<b>demo</b>",
                     reference={"input": rng.normal(size=(2000, 4)).astype(np.float32)})
         lg.promote("m@1", "production")
-        v = lg.get("m@1")
-        profile = reference_profile(lg, v)
-        assert profile is not None
         x = rng.normal(1.0, 1.0, size=(300, 4)).astype(np.float32)
-        y = lg.load("m@1")({"input": x})["output"]
-        from lockgate.observe.features import columns
-
-        feats = {k: {"kind": kind, "values": vals.tolist()}
-                 for k, (kind, vals) in columns({"input": x}, {"output": y}).items()}
-        snap = {"rows": {"from": 0, "to": 300, "features": feats},
-                "requests": {"from": 0, "to": 30, "count": 30, "errors": 0,
-                             "latencies": [0.002] * 30}}
-        result = evaluate(profile, snap, MonitorPolicy())
-        result.update(model="m", version=1, at="2026-11-26T00:00:00Z", server="test")
-        lg.meta.apply(Change(observations=[Observation("monitor", "m", 1, result["at"],
-                                                       result)]))
+        store_window(lg, "m@1", x, "2026-11-26T00:00:00Z")
 
 
 def test_report_has_every_section_and_escapes_user_text(home: Path, tmp_path: Path) -> None:

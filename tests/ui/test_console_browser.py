@@ -25,12 +25,7 @@ import pytest
 
 from binaries import needs
 from lockgate.api import Lockgate
-from lockgate.observe.features import columns
-from lockgate.observe.monitor import evaluate
-from lockgate.observe.policy import MonitorPolicy
-from lockgate.observe.service import reference_profile
-from lockgate.store.metadata import Change
-from lockgate.store.metadata.interface import Observation
+from monitor_windows import store_window
 from registry_server import make_home
 from servers import lockgate_server
 
@@ -49,22 +44,9 @@ def _prepare(home: Path, onnx: Path) -> None:
         lg.promote("m@1", "stabilized", actor="ops")
         lg.promote("m@1", "production", actor="ops")
         lg.promote("m@2", "stabilized", actor="ops")
-        v = lg.get("m@1")
-        profile = reference_profile(lg, v)
-        assert profile is not None
-        for shift in (0.0, 1.0):
+        for hour, shift in enumerate((0.0, 1.0)):
             x = rng.normal(shift, 1.0, size=(300, 4)).astype(np.float32)
-            y = lg.load("m@1")({"input": x})["output"]
-            feats = {k: {"kind": kind, "values": vals.tolist()}
-                     for k, (kind, vals) in columns({"input": x}, {"output": y}).items()}
-            snap = {"rows": {"from": 0, "to": 300, "features": feats},
-                    "requests": {"from": 0, "to": 30, "count": 30, "errors": 0,
-                                 "latencies": [0.002] * 30}}
-            result = evaluate(profile, snap, MonitorPolicy())
-            result.update(model="m", version=1, at=f"2026-11-26T0{int(shift)}:00:00Z",
-                          server="test")
-            lg.meta.apply(Change(observations=[Observation("monitor", "m", 1, result["at"],
-                                                           result)]))
+            store_window(lg, "m@1", x, f"2026-11-26T0{hour}:00:00Z")
 
 
 @contextmanager
