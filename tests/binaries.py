@@ -16,3 +16,15 @@ def needs(program: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(missing and not required,
                               reason=f"{program} is not on PATH (LOCKGATE_REQUIRE_SERVICES=1 "
                                      "makes this a failure)")
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def launch_chromium(playwright: object) -> object:
+    """Debian's /usr/bin/chromium under Playwright (never a downloaded browser), with the
+    background services that would phone home turned off."""
+    return playwright.chromium.launch(  # type: ignore[attr-defined]
+        executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)

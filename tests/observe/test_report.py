@@ -3,14 +3,14 @@ console errors, no request leaving the page, a screenshot taken)."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 
-from binaries import needs
+from binaries import launch_chromium, needs
 from lockgate.api import Lockgate
 from lockgate.cli import main
 from monitor_windows import store_window
@@ -79,11 +79,7 @@ def test_report_renders_in_headless_chromium(home: Path, tmp_path: Path) -> None
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
+        browser: Any = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)

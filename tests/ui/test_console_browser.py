@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from binaries import needs
+from binaries import launch_chromium, needs
 from lockgate.api import Lockgate
 from monitor_windows import store_window
 from registry_server import make_home
@@ -97,11 +96,7 @@ def test_console_journey_in_chromium(tmp_path: Path) -> None:
     with lockgate_server(home) as (_, serve_port), \
             _console(home, f"http://127.0.0.1:{serve_port}") as base, sync_playwright() as p:
         _infer(serve_port, 25)
-        browser = p.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"])
+        browser: Any = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("request", lambda r: requests.append(r.url))
