@@ -129,6 +129,15 @@ def _observe(slot: Slot, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
         requests.offer(slot.spec.name, slot.version_text, inputs, outputs)
 
 
+def _answer_batched(slot: Slot, req: Any, outputs: Mapping[str, Any],
+                    requests: RequestLog | None) -> tuple[bytes, int | None]:
+    """Encode a batched request's slice of outputs and capture it (on a worker thread: the
+    encoding is the per-request cost batching cannot share)."""
+    content, head = encode_binary_response(slot.spec.name, slot.version_text, outputs, req)
+    _observe(slot, req.inputs, outputs, requests)
+    return content, head
+
+
 def _infer(slot: Slot, predictor: Predictor, body: bytes, header: int | None, enqueued: float,
            shadow: Slot | None, mirror: ShadowMirror, requests: RequestLog | None
            ) -> tuple[bytes, int | None, int, float, float]:
@@ -337,15 +346,14 @@ def create_app(
                 t_queue = time.perf_counter()
                 outputs, size = await batcher.submit(req.inputs, req.outputs)
                 queued = time.perf_counter() - t_queue
-                content, head = encode_binary_response(slot.spec.name, slot.version_text,
-                                                       outputs, req)
+                content, head = await pool.run(_answer_batched, slot, req, outputs,
+                                               request_log)
                 rows = max((int(a.shape[0]) for a in req.inputs.values() if a.ndim),
                            default=1)
                 computed = 0.0
                 executions = rows / size if size else 1.0
                 if shadow is not None and req.outputs is None:
                     mirror.offer(shadow, dict(req.inputs), outputs)
-                _observe(slot, req.inputs, outputs, request_log)
             ok = True
         except Error as exc:
             m.failed(exc.http_status)

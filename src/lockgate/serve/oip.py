@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from lockgate.errors import InvalidInputError, ServeError
 from lockgate.types import Dim
@@ -355,9 +356,12 @@ def parse_infer_request(body: bytes | str, header_length: int | None = None) -> 
                 f"{len(raw)}-byte body")
         body, binary = raw[:header_length], _Binary(raw[header_length:])
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:  # the stdlib also reads NaN and Infinity, as Triton's clients may send
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidInputError("request body must be a JSON object")
     rid = doc.get("id")
@@ -387,11 +391,37 @@ def parse_infer_request(body: bytes | str, header_length: int | None = None) -> 
     )
 
 
-def _data(arr: np.ndarray[Any, Any]) -> list[Any]:
-    flat: list[Any] = arr.ravel().tolist()
+_FAST_KINDS = frozenset("fiub")
+
+
+class _NonFinite(list[Any]):
+    """Tensor data with NaN or an infinity: written by the stdlib, as ``NaN``/``Infinity``."""
+
+
+def _data(arr: np.ndarray[Any, Any]) -> Any:
+    """The flat data of a tensor for JSON: the array itself where orjson writes it natively
+    (finite numbers), else a list."""
+    if arr.dtype.kind in _FAST_KINDS and arr.dtype.isnative:
+        flat = np.ascontiguousarray(arr.ravel())
+        if arr.dtype.kind != "f" or bool(np.isfinite(flat).all()):
+            return flat
+        return _NonFinite(flat.tolist())
+    flat_list: list[Any] = arr.ravel().tolist()
     if arr.dtype.kind in "OS":
-        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in flat]
-    return flat
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in flat_list]
+    return flat_list
+
+
+def _dumps(doc: Mapping[str, Any]) -> bytes:
+    """Compact JSON; numpy arrays (finite) by orjson, anything non-finite by the stdlib, which
+    writes NaN and Infinity as Python's and Triton's JSON do."""
+    if not any(isinstance(t.get("data"), _NonFinite) for t in doc.get("outputs", ())):
+        try:
+            return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        except TypeError:  # something orjson does not write natively
+            pass
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False,
+                      default=lambda a: a.tolist()).encode()
 
 
 def encode_binary_response(
@@ -420,7 +450,7 @@ def encode_binary_response(
             entry["data"] = _data(arr)
         tensors.append(entry)
     doc["outputs"] = tensors
-    head = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    head = _dumps(doc)
     return head + b"".join(blobs), len(head)
 
 
@@ -447,4 +477,4 @@ def encode_response(
         }
         for name, arr in outputs.items()
     ]
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return _dumps(doc)
