@@ -162,8 +162,9 @@ def _versions(c: Call) -> list[dict[str, Any]]:
 
 def _show(c: Call) -> dict[str, Any]:
     v = c.lg.get(c.ref())
-    return {**v.to_dict(), "gate_runs": [dict(r.__dict__) for r in c.lg.gate_runs(v.ref)],
-            "decisions": [d.to_dict() for d in c.lg.decisions(v.ref)]}
+    runs = c.lg.meta.gate_runs(v.name, v.number)  # v is resolved: no second look-up
+    return {**v.to_dict(), "gate_runs": [dict(r.__dict__) for r in runs],
+            "decisions": [d.to_dict() for d in c.lg.meta.decisions(v.name, v.number)]}
 
 
 def _register(c: Call) -> dict[str, Any]:
@@ -455,15 +456,21 @@ OPERATIONS: tuple[Operation, ...] = (
 _BY_ID = {op.op_id: op for op in OPERATIONS}
 
 
+def _authorize(call: Call, op: Operation) -> None:
+    """The operation's role check (for the model in the path, when there is one); a
+    promotion checks its own, by target stage."""
+    if not op.role_by_body:
+        scope = call.model if op.model_scoped and "name" in call.path else None
+        call.require(op.role, scope, op.op_id)
+
+
 def invoke(lg: Lockgate, principal: Principal, op_id: str, path: dict[str, str],
            body: dict[str, Any] | None = None) -> Any:
     """Run one JSON operation as ``principal``, with the same role checks and body
     validation as over HTTP (the web console's actions go through here). Blocking."""
     op = _BY_ID[op_id]
     call = Call(lg, principal, dict(path), {})
-    if not op.role_by_body:
-        scope = call.model if op.model_scoped and "name" in call.path else None
-        call.require(op.role, scope, op.op_id)
+    _authorize(call, op)
     if op.body is not None and op.body != "upload":
         call.body = _json_body(json.dumps(body or {}).encode(), op.body)
     return op.handler(call)
@@ -556,9 +563,7 @@ def create_registry_app(lg: Lockgate, *, auth: bool = True,
                              if auth else local)
                 call = Call(lg, principal, dict(request.path_params), _query(request, op),
                             auth=auth)
-                scope = call.model if op.model_scoped and "name" in call.path else None
-                if not op.role_by_body:
-                    await run_in_threadpool(call.require, op.role, scope, op.op_id)
+                await run_in_threadpool(_authorize, call, op)
                 if op.body == "upload":
                     return await _upload(request, op, call)
                 if op.body is not None:

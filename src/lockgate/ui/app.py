@@ -216,9 +216,9 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
                     viewer, kind, summary, keep, back), viewer))
 
             def run() -> list[Any]:
-                before = lg.meta.audit_records()[-1].seq if lg.meta.audit_records() else 0
+                before = len(lg.meta.audit_records())  # seq numbers run 1, 2, 3, ...
                 invoke(lg, viewer.principal, op, path, body)
-                return [r for r in lg.audit_log(model=name) if r.seq > before]
+                return [r for r in lg.meta.audit_records()[before:] if r.model == name]
 
             events = await run_in_threadpool(run)
             return _html(pages.page("Done", pages.result_page(summary, events, back), viewer))
