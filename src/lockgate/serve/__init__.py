@@ -1,4 +1,4 @@
-"""Serving: an Open Inference Protocol v2 app over ONNX Runtime, and a uvicorn runner.
+"""Serving: an Open Inference Protocol v2 app over ONNX Runtime, and its HTTP server.
 
 ::
 
@@ -10,13 +10,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
-from lockgate.serve.app import create_app
+from lockgate.errors import InvalidInputError
+from lockgate.serve.app import DEFAULT_MAX_REQUEST_BYTES, create_app
+from lockgate.serve.http import HTTPServer
 from lockgate.serve.slots import EventHook, ServedModel, SlotState
 
 __all__ = ["EventHook", "ServedModel", "SlotState", "create_app", "run_server"]
@@ -44,16 +47,36 @@ def run_server(
     log_level: str = "warning",
     access_log: bool = False,
     on_started: Callable[[str, int], None] | None = None,
+    http: str = "auto",
     **uvicorn_options: Any,
 ) -> None:
-    """Serve ``app`` with uvicorn until SIGINT/SIGTERM; blocks.
+    """Serve ``app`` until SIGINT/SIGTERM; blocks.
+
+    ``http`` picks the HTTP layer: ``"lockgate"`` (:mod:`lockgate.serve.http`, which answers
+    infer requests of an app from :func:`create_app` without going through ASGI), ``"uvicorn"``,
+    or ``"auto"`` (the default: lockgate's for an inference app, uvicorn for any other app,
+    such as the registry API or the console).
 
     ``port=0`` binds a free port: ``on_started(host, port)`` is called with the bound address
     once the socket listens (models may still be loading — poll ``/v2/health/ready``). The
     lifespan is always on. On a signal the server shuts down gracefully (lifespan shutdown runs,
     ``serve.stop`` is emitted) and then, as under the uvicorn CLI, the signal is re-raised:
     SIGINT surfaces as KeyboardInterrupt, SIGTERM ends the process.
+    Raises InvalidInputError for an unknown ``http``, and ServeError when the app's startup
+    fails under lockgate's HTTP layer.
     """
+    if http not in ("auto", "lockgate", "uvicorn"):
+        raise InvalidInputError(f"unknown HTTP layer {http!r}", hint="use auto, lockgate or "
+                                "uvicorn")
+    state = getattr(app, "state", None)
+    inference = getattr(state, "inference", None)
+    if http == "lockgate" or (http == "auto" and inference is not None):
+        if access_log:
+            _log_access()
+        HTTPServer(app, inference, access_log=access_log,
+                   max_body=getattr(state, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES),
+                   ).run(host, port, on_started)
+        return
     config = uvicorn.Config(
         app,
         host=host,
@@ -64,3 +87,13 @@ def run_server(
         **uvicorn_options,
     )
     _Server(config, on_started).run()
+
+
+def _log_access() -> None:
+    logger = logging.getLogger("lockgate.serve.access")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

@@ -24,8 +24,11 @@ for an unknown model or version, 413 for a body over ``max_request_bytes``, 503 
 is not ready, failed to load, or that ONNX Runtime failed to run. Anything unexpected is logged
 and answers 500 ``{"error": "internal error"}``; no traceback reaches the client.
 
-Infer requests are decoded, run and encoded on a :class:`~lockgate.serve.workers.WorkerPool`
-thread, one hop per request, so the event loop only moves bytes.
+Infer requests go through :class:`~lockgate.serve.inference.InferenceService` (``app.state.
+inference``): decoded, run and encoded on a :class:`~lockgate.serve.workers.WorkerPool` thread,
+one hop per request, or inline on the event loop for a model measured faster than that hop.
+:func:`lockgate.serve.run_server` hands infer requests straight to the service from its own
+HTTP/1.1 layer and everything else to this app.
 """
 
 from __future__ import annotations
@@ -47,10 +50,9 @@ from starlette.routing import Route
 
 from lockgate.errors import Error, InvalidInputError
 from lockgate.observe.capture import DEFAULT_WINDOW, Capture, RequestLog
-from lockgate.runtime import Predictor
 from lockgate.serve.controller import Controller, Desired
+from lockgate.serve.inference import DEFAULT_INLINE_BELOW_S, Answer, InferenceService, error_answer
 from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
-from lockgate.serve.oip import encode_binary_response, parse_infer_request
 from lockgate.serve.shadow import ShadowMirror
 from lockgate.serve.slots import PLATFORM, EventHook, ModelTable, ServedModel, Slot, SlotState
 from lockgate.serve.workers import WorkerPool
@@ -75,10 +77,16 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _error(exc: Error) -> JSONResponse:
-    if exc.http_status >= 500:
-        log.warning("%s", exc.diagnostics())
-    return JSONResponse({"error": exc.diagnostics()}, status_code=exc.http_status)
+def _error(exc: Error) -> Response:
+    return _response(error_answer(exc))
+
+
+def _response(answer: Answer) -> Response:
+    if answer.binary_header is None:
+        return Response(answer.body, status_code=answer.status, media_type=_JSON)
+    return Response(answer.body, status_code=answer.status,
+                    media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(answer.binary_header)})
 
 
 def _internal() -> Response:
@@ -120,51 +128,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _observe(slot: Slot, inputs: Mapping[str, Any], outputs: Mapping[str, Any],
-             requests: RequestLog | None) -> None:
-    capture = slot.capture
-    if capture is not None:
-        capture.record(inputs, outputs)
-    if requests is not None:
-        requests.offer(slot.spec.name, slot.version_text, inputs, outputs)
-
-
-def _answer_batched(slot: Slot, req: Any, outputs: Mapping[str, Any],
-                    requests: RequestLog | None) -> tuple[bytes, int | None]:
-    """Encode a batched request's slice of outputs and capture it (on a worker thread: the
-    encoding is the per-request cost batching cannot share)."""
-    content, head = encode_binary_response(slot.spec.name, slot.version_text, outputs, req)
-    _observe(slot, req.inputs, outputs, requests)
-    return content, head
-
-
-def _infer(slot: Slot, predictor: Predictor, body: bytes, header: int | None, enqueued: float,
-           shadow: Slot | None, mirror: ShadowMirror, requests: RequestLog | None
-           ) -> tuple[bytes, int | None, int, float, float]:
-    """Decode, run, encode: the whole CPU-bound part of a request, in one worker-thread hop.
-    Returns the response, its binary header length (or None), the rows inferred, and the queue
-    and compute seconds. With a ``shadow``, the request and the answer are handed to the mirror
-    (never waited on). The rows go to the slot's capture and the sampled request log."""
-    started = time.perf_counter()
-    request = parse_infer_request(body, header)
-    outputs = predictor.run(request.inputs, request.outputs)
-    content, head = encode_binary_response(slot.spec.name, slot.version_text, outputs, request)
-    rows = max((int(a.shape[0]) for a in request.inputs.values() if a.ndim), default=1)
-    if shadow is not None and request.outputs is None:
-        mirror.offer(shadow, dict(request.inputs), dict(outputs))
-    _observe(slot, request.inputs, outputs, requests)
-    return content, head, rows, started - enqueued, time.perf_counter() - started
-
-
-def _header_length(request: Request) -> int | None:
-    raw = request.headers.get("inference-header-content-length")
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise InvalidInputError(f"Inference-Header-Content-Length {raw!r} is not a number")
-    return int(raw)
-
-
 def _slot_status(slot: Slot) -> dict[str, Any]:
     return {"name": slot.spec.name, "version": slot.version_text, "state": str(slot.state)}
 
@@ -184,6 +147,7 @@ def create_app(
     request_log: RequestLog | None = None,
     drift: Callable[[str, int], Mapping[str, Any] | None] | None = None,
     subscribe: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
+    inline_below_s: float = DEFAULT_INLINE_BELOW_S,
 ) -> Starlette:
     """An OIP v2 app serving ``models``.
 
@@ -201,8 +165,10 @@ def create_app(
     no capture); ``request_log`` writes a sample of requests. ``drift(name, version)`` returns
     the latest monitor result of a served version, shown on ``/metrics``. ``subscribe(wake)``
     registers a callback the store calls when deployments change and returns an unsubscribe.
+    A version whose requests measure under ``inline_below_s`` seconds (decode, run and
+    encode) runs them on the event loop instead of a worker (0: never).
     Raises InvalidInputError for an empty model list (without ``desired``), a repeated
-    ``(name, version)`` or ``workers < 1``.
+    ``(name, version)``, ``workers < 1`` or a negative ``inline_below_s``.
     """
     dynamic = desired is not None
     table = ModelTable(models, dynamic=dynamic)
@@ -220,6 +186,9 @@ def create_app(
         if capture_window > 0 and slot.capture is None:
             slot.capture = Capture(capture_window)
         return slot
+
+    service = InferenceService(table, metrics, pool, mirror, with_capture=with_capture,
+                               request_log=request_log, inline_below_s=inline_below_s)
 
     def emit_logged(name: str, payload: dict[str, Any]) -> None:
         if hook is None:
@@ -319,64 +288,17 @@ def create_app(
         return JSONResponse({**status, "ready": False}, status_code=503)
 
     async def infer(request: Request) -> Response:
-        slot = resolve(request)
-        m = metrics.for_model(slot.spec.name, slot.version_text)
-        started = time.perf_counter()
-        m.requests.inc()
-        m.pending.inc()
-        ok = False
-        shadow = None
-        if "version" not in request.path_params:
-            route = table.route(slot.spec.name)
-            if route is not None and route.shadow is not None and slot is route.stable:
-                shadow = route.shadow
+        params = request.path_params
+        model, version = params["model"], params.get("version")
         try:
-            predictor = slot.predictor()
             body = await _read_body(request, max_request_bytes)
-            batcher = slot.batcher
-            header = _header_length(request)
-            if batcher is None:
-                content, head, rows, queued, computed = await pool.run(
-                    _infer, slot, predictor, body, header, time.perf_counter(), shadow, mirror,
-                    request_log)
-                executions = 1.0
-                size = rows
-            else:
-                req = await pool.run(parse_infer_request, body, header)
-                t_queue = time.perf_counter()
-                outputs, size = await batcher.submit(req.inputs, req.outputs)
-                queued = time.perf_counter() - t_queue
-                content, head = await pool.run(_answer_batched, slot, req, outputs,
-                                               request_log)
-                rows = max((int(a.shape[0]) for a in req.inputs.values() if a.ndim),
-                           default=1)
-                computed = 0.0
-                executions = rows / size if size else 1.0
-                if shadow is not None and req.outputs is None:
-                    mirror.offer(shadow, dict(req.inputs), outputs)
-            ok = True
-        except Error as exc:
-            m.failed(exc.http_status)
-            raise
-        except Exception:
-            m.failed(500)
-            raise
-        finally:
-            m.pending.dec()
-            elapsed = time.perf_counter() - started
-            m.request_seconds.observe(elapsed)
-            slot.window.record(elapsed, ok)
-            if slot.capture is not None:
-                slot.capture.record_request(elapsed, ok)
-        m.queue_seconds.observe(queued)
-        m.compute_seconds.observe(computed)
-        m.inferences.inc(rows)
-        m.executions.inc(executions)
-        m.batch_size.observe(size)
-        if head is not None:
-            return Response(content, media_type="application/octet-stream",
-                            headers={"Inference-Header-Content-Length": str(head)})
-        return Response(content, media_type=_JSON)
+        except _PayloadTooLargeError as exc:
+            return _response(service.refuse(model, version, exc))
+        answer = service.infer(model, version, body,
+                               request.headers.get("inference-header-content-length"))
+        if not isinstance(answer, Answer):
+            answer = await answer
+        return _response(answer)
 
     def refresh_drift(ready: list[Slot]) -> None:
         """Latest monitor results of the ready versions, at most every 5 s."""
@@ -456,4 +378,6 @@ def create_app(
     )
     app.state.models = table
     app.state.metrics = metrics
+    app.state.inference = service
+    app.state.max_request_bytes = max_request_bytes
     return app

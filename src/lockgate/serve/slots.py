@@ -25,7 +25,7 @@ from lockgate.serve.batching import Batcher, BatchingConfig
 from lockgate.serve.oip import oip_datatype, oip_shape
 from lockgate.types import TensorSpec, validate_name
 
-__all__ = ["EventHook", "ModelTable", "ServedModel", "Slot", "SlotState"]
+__all__ = ["EventHook", "ModelTable", "RunCost", "ServedModel", "Slot", "SlotState"]
 
 log = logging.getLogger("lockgate.serve")
 
@@ -77,6 +77,42 @@ def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, Error):
         return exc.diagnostics()
     return f"{type(exc).__name__}: {exc}"
+
+
+class RunCost:
+    """Exponentially weighted means of what one request's decode, run and encode costs: wall
+    seconds when it ran on the event loop, thread CPU seconds when it ran on a worker (a
+    worker's wall time counts its waits for the interpreter lock, which the loop would not
+    pay). Which request runs where is decided from them by :meth:`inline`."""
+
+    __slots__ = ("_worker_runs", "inline_s", "worker_s")
+    REPROBE = 512
+    """Worker runs after which a version measured too slow inline is tried inline again."""
+
+    def __init__(self) -> None:
+        self.inline_s: float | None = None
+        self.worker_s: float | None = None
+        self._worker_runs = 0
+
+    def inline(self, threshold_s: float) -> bool:
+        """Whether the next request should run on the event loop: never before one has run
+        on a worker; then by the inline measure once there is one, else the worker's."""
+        if self.inline_s is not None:
+            return self.inline_s < threshold_s
+        return self.worker_s is not None and self.worker_s < threshold_s
+
+    def ran_inline(self, wall_s: float) -> None:
+        self.inline_s = _ewma(self.inline_s, wall_s)
+
+    def ran_on_worker(self, cpu_s: float) -> None:
+        self.worker_s = _ewma(self.worker_s, cpu_s)
+        self._worker_runs += 1
+        if self._worker_runs % self.REPROBE == 0:
+            self.inline_s = None
+
+
+def _ewma(mean: float | None, sample: float) -> float:
+    return sample if mean is None else mean + 0.1 * (sample - mean)
 
 
 class WindowStats:
@@ -160,6 +196,8 @@ class Slot:
         self.version_text = str(spec.version)
         self.capture: Capture | None = None
         """The last rows and requests, for drift monitors (None: capture off)."""
+        self.cost = RunCost()
+        """What one request costs: whether its requests may run on the event loop."""
 
     def set_batching(self, config: BatchingConfig | None) -> None:
         """Switch batching on, off or to new settings; queued requests finish first."""
