@@ -604,18 +604,22 @@ class Lockgate:
         return "production" if "production" in st else st[-2]
 
     def create_app(self, refs: Sequence[str] = (), *, poll_s: float = 0.5,
-                   grace_s: float = 300.0, models: Sequence[str] = ()) -> Starlette:
+                   grace_s: float = 300.0, models: Sequence[str] = (),
+                   inline_below_s: float | None = None) -> Starlette:
         """The OIP v2 ASGI app. With ``refs``, exactly those versions. Without, the app follows
         the deployments in the store (a model without one serves its production version),
         polling every ``poll_s``: switches, canaries and rollbacks need no restart; ``models``
-        limits it to those model names."""
+        limits it to those model names. ``inline_below_s`` overrides the default threshold
+        under which a version's requests run on the event loop (see
+        :mod:`lockgate.serve.inference`)."""
         from lockgate.serve import ServedModel, create_app
 
         if refs:
             versions = self.serve_refs(refs)
             served = [ServedModel(v.name, v.number, _loader(self, v), _describe(v))
                       for v in versions]
-            return create_app(served, on_event=self._serve_event, **self._observing())
+            return create_app(served, on_event=self._serve_event,
+                              **self._observing(inline_below_s))
         wanted = frozenset(models)
 
         def desired() -> dict[str, Desired]:
@@ -636,7 +640,7 @@ class Lockgate:
 
         return create_app([], on_event=self._serve_event, desired=desired,
                           make_spec=make_spec, poll_s=poll_s, grace_s=grace_s,
-                          subscribe=self._subscriber(), **self._observing())
+                          subscribe=self._subscriber(), **self._observing(inline_below_s))
 
     def _subscriber(self) -> Callable[[Callable[[], None]], Callable[[], None]] | None:
         subscribe = getattr(self.meta, "subscribe", None)
@@ -649,7 +653,7 @@ class Lockgate:
 
         return sub
 
-    def _observing(self) -> dict[str, Any]:
+    def _observing(self, inline_below_s: float | None = None) -> dict[str, Any]:
         from lockgate.observe.capture import RequestLog
         from lockgate.observe.service import latest_monitor
 
@@ -660,8 +664,12 @@ class Lockgate:
                 log_ = RequestLog(s.request_log, s.request_log_rate, s.request_log_format)
             except (ValueError, ImportError, OSError) as exc:
                 raise InvalidInputError(f"request log: {exc}") from None
-        return {"capture_window": s.capture_window, "request_log": log_,
-                "drift": lambda name, number: latest_monitor(self, name, number)}
+        options: dict[str, Any] = {
+            "capture_window": s.capture_window, "request_log": log_,
+            "drift": lambda name, number: latest_monitor(self, name, number)}
+        if inline_below_s is not None:
+            options["inline_below_s"] = inline_below_s
+        return options
 
     # -- deployments -------------------------------------------------------------------------
     def deployments(self) -> dict[str, Deployment]:

@@ -783,10 +783,17 @@ def alias_ls(ctx: click.Context, name: str, as_json: bool) -> None:
               help="Also serve the web console at /ui, with this server's live figures.")
 @click.option("--no-auth", is_flag=True,
               help="With --ui: no login, act as the home's user (loopback only).")
+@click.option("--http", "http_layer", type=click.Choice(["lockgate", "uvicorn"]),
+              default="lockgate", show_default=True,
+              help="HTTP layer: lockgate's own (infer requests skip ASGI) or uvicorn.")
+@click.option("--inline-below-us", type=float, default=None,
+              help="Run a version's requests on the event loop when they measure under this "
+                   "many microseconds (default 1000; 0: always on worker threads).")
 @click.pass_context
 def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None,
           poll_s: float, grace_s: float, only: tuple[str, ...], request_log: Path | None,
-          request_log_rate: float | None, with_ui: bool, no_auth: bool) -> None:
+          request_log_rate: float | None, with_ui: bool, no_auth: bool, http_layer: str,
+          inline_below_us: float | None) -> None:
     """Serve models over the Open Inference Protocol v2: the versions named, or else every
     model's deployment (its production version unless `lockgate deploy` says otherwise),
     following changes without a restart."""
@@ -794,6 +801,8 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
 
     if poll_s <= 0 or grace_s < 0:
         raise InvalidInputError("--poll must be positive and --grace not negative")
+    if inline_below_us is not None and inline_below_us < 0:
+        raise InvalidInputError("--inline-below-us cannot be negative")
     lg = _local(ctx)
     if request_log is not None or request_log_rate is not None:
         from dataclasses import replace
@@ -802,7 +811,8 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
             lg.settings, request_log=request_log or lg.settings.request_log,
             request_log_rate=(lg.settings.request_log_rate if request_log_rate is None
                               else request_log_rate))
-    app = lg.create_app(refs, poll_s=poll_s, grace_s=grace_s, models=only)
+    app = lg.create_app(refs, poll_s=poll_s, grace_s=grace_s, models=only,
+                        inline_below_s=None if inline_below_us is None else inline_below_us / 1e6)
     h = host or lg.settings.serve_host
     p = lg.settings.serve_port if port is None else port
     if with_ui:
@@ -820,7 +830,7 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
         err.print(f"serving {names} on http://{bound_host}:{bound_port}/v2 (Ctrl-C stops)")
 
     try:
-        run_server(app, host=h, port=p, on_started=started)
+        run_server(app, host=h, port=p, on_started=started, http=http_layer)
     except KeyboardInterrupt:
         err.print("stopped")
 

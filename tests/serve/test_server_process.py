@@ -1,4 +1,5 @@
-"""A real uvicorn server process on 127.0.0.1, driven over HTTP with httpx."""
+"""A real server process on 127.0.0.1 — lockgate's own HTTP layer and uvicorn — driven over
+HTTP with httpx."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ app = create_app(
     [ServedModel("lin", 1, lambda: Predictor(model, intra_op_threads=1))], on_event=on_event
 )
 try:
-    run_server(app, "127.0.0.1", 0, on_started=lambda host, port: say("LISTENING", host, str(port)))
+    run_server(app, "127.0.0.1", 0, http=sys.argv[2],
+               on_started=lambda host, port: say("LISTENING", host, str(port)))
 except KeyboardInterrupt:
     say("INTERRUPTED")
 """
@@ -106,8 +108,9 @@ def model_file(tmp_path: Path, make_linear: Callable[[float], bytes]) -> Path:
     return path
 
 
-@pytest.fixture
-def start_server(tmp_path: Path, model_file: Path) -> Iterator[Callable[[], ServerProcess]]:
+@pytest.fixture(params=["lockgate", "uvicorn"])
+def start_server(request: pytest.FixtureRequest, tmp_path: Path,
+                 model_file: Path) -> Iterator[Callable[[], ServerProcess]]:
     script = tmp_path / "serve_lin.py"
     script.write_text(SERVER_SCRIPT)
     started: list[ServerProcess] = []
@@ -116,7 +119,7 @@ def start_server(tmp_path: Path, model_file: Path) -> Iterator[Callable[[], Serv
     def start() -> ServerProcess:
         env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
-            [sys.executable, str(script), str(model_file)],
+            [sys.executable, str(script), str(model_file), request.param],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -163,7 +166,7 @@ def check(doc: dict[str, Any], expected: dict[str, np.ndarray]) -> None:
         np.testing.assert_array_equal(got, expected[out["name"]])
 
 
-def test_real_uvicorn_serves_onnx_runtime_results(
+def test_a_real_server_serves_onnx_runtime_results(
     start_server: Callable[[], ServerProcess], model_file: Path
 ) -> None:
     session = ort.InferenceSession(model_file.read_bytes(), providers=["CPUExecutionProvider"])
@@ -208,6 +211,6 @@ def test_sigterm_shuts_down_gracefully(start_server: Callable[[], ServerProcess]
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
         wait_ready(client)
     server.stop(signal.SIGTERM)
-    # uvicorn re-raises the signal after its graceful shutdown, as its CLI does
+    # both re-raise the signal after their graceful shutdown, as uvicorn's CLI does
     assert server.proc.returncode == -signal.SIGTERM
     assert [name for name, _ in server.events()][-1] == "serve.stop"
