@@ -43,8 +43,11 @@ SERVER = textwrap.dedent("""
     batching = BatchingConfig(max_batch_size=32, max_queue_delay_us=2000) \\
         if sys.argv[2] == "batched" else None
     app = create_app([ServedModel("mlp", 1, lambda: Predictor(model), batching=batching)])
-    run_server(app, "127.0.0.1", 0,
-               on_started=lambda host, port: print(f"LISTENING {port}", flush=True))
+    try:
+        run_server(app, "127.0.0.1", 0,
+                   on_started=lambda host, port: print(f"LISTENING {port}", flush=True))
+    except KeyboardInterrupt:
+        pass
 """)
 
 

@@ -1,6 +1,6 @@
 """What live capture (the drift monitors' sliding window) costs the server.
 
-Runs the serve_overhead benchmark's server (MLP 64-256-256-10, batch 1, real uvicorn on
+Runs the serve_overhead benchmark's server (MLP 64-256-256-10, batch 1, real server on
 127.0.0.1) with capture off (``capture_window=0``) and on (the default, 5000 rows), alternating
 off/on for ``--rounds`` rounds so both see the same machine, and prints the median requests/s
 at 1 and at ``--clients`` concurrent clients and the on/off ratio (of the medians, and the

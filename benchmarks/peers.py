@@ -4,7 +4,8 @@ Servers, each on 127.0.0.1 in its own process, all serving the MLP 64-256-256-10
 batch 1, ONNX Runtime with 1 intra-op thread where the server lets us choose):
 
 * bare:     uvicorn + Starlette + ONNX Runtime, a handler that parses OIP JSON, runs, answers;
-* lockgate: ``lockgate.serve`` (OIP v2, signature-free ServedModel, default workers);
+* lockgate: ``lockgate.serve`` (OIP v2, signature-free ServedModel, its own HTTP layer,
+            default settings);
 * mlflow:   ``mlflow models serve`` on the model saved with ``mlflow.onnx`` (env-manager local);
 * bentoml:  a ``@bentoml.service`` calling ONNX Runtime.
 
@@ -12,10 +13,13 @@ Peers install into their own venvs under ``benchmarks/.peers/`` (git-ignored) wi
 ``--setup``; a peer whose venv is missing is skipped and said so. The load generator is the
 bounded asyncio client of ``serve_overhead.py`` (one keep-alive connection per client); each
 phase runs ``--seconds``. Prints requests/s, p50 and p99 at 1 and ``--clients`` connections,
-and lockgate's throughput as a ratio of each other server's in the same run.
+and lockgate's throughput as a ratio of each other server's in the same run. The bare handler
+and lockgate, the closest pair, are measured alternately ``--rounds`` times and compared round by
+round (this shared 2-CPU machine drifts by tens of percent between minutes); medians are
+reported.
 
     .venv/bin/python benchmarks/peers.py --setup          # once: create the peer venvs
-    .venv/bin/python benchmarks/peers.py [--seconds 6] [--clients 32]
+    .venv/bin/python benchmarks/peers.py [--seconds 6] [--clients 32] [--rounds 3]
 
 Not part of ``make test``.
 """
@@ -39,7 +43,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -223,42 +226,83 @@ def measure(server: Server, model: Path, x: np.ndarray, clients: int, seconds: f
             proc.stderr.close()
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setup", action="store_true", help="create the peer venvs and exit")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bare handler and lockgate measured alternately this many times "
+                             "(the other peers once)")
     args = parser.parse_args()
     if args.setup:
         setup()
         return
     x = np.random.default_rng(1).normal(size=(1, 64)).astype(np.float32)
-    results: dict[str, Any] = {}
+    results: dict[str, list[tuple[Phase, Phase]] | str] = {}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         model = tmp / "mlp.onnx"
         model.write_bytes(build_mlp())
-        for server in servers(tmp):
-            results[server.name] = measure(server, model, x, args.clients, args.seconds, tmp)
-    print(f"peers: MLP 64-256-256-10, batch 1 JSON, {args.seconds:g} s per phase; "
+        every = servers(tmp)
+        paired, others = every[:2], every[2:]
+        for _ in range(args.rounds):
+            for server in paired:
+                got = measure(server, model, x, args.clients, args.seconds, tmp)
+                found = results.setdefault(server.name, [])
+                if isinstance(got, str) or isinstance(found, str):
+                    results[server.name] = got if isinstance(got, str) else found
+                else:
+                    found.append(got)
+        for server in others:
+            got = measure(server, model, x, args.clients, args.seconds, tmp)
+            results[server.name] = got if isinstance(got, str) else [got]
+    print(f"peers: MLP 64-256-256-10, batch 1 JSON, {args.seconds:g} s per phase, "
+          f"{args.rounds} alternating rounds of the first two; "
           f"{platform.machine()}, {os.cpu_count()} CPUs")
+    if args.rounds > 1:
+        print("per round (1 conn rps, p50 ms | 32 conn rps):")
+        for name, r in results.items():
+            if not isinstance(r, str) and len(r) > 1:
+                print(f"  {name:<28}" + "  ".join(
+                    f"{one.rate:6.0f} {one.pct(50):5.3f} | {many.rate:5.0f}" for one, many in r))
     print(f"{'server':<30}{'1 conn rps':>11}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{f'{args.clients} conn rps':>14}{'p50 ms':>8}{'p99 ms':>8}")
-    ours = results.get("lockgate")
+          f"{f'{args.clients} conn rps':>14}{'p50 ms':>8}{'p99 ms':>8}"
+          "   (medians over rounds)")
     for name, r in results.items():
         if isinstance(r, str):
             print(f"{name:<30}{r}")
             continue
-        one, many = r
-        print(f"{name:<30}{one.rate:>11.0f}{one.pct(50):>8.2f}{one.pct(99):>8.2f}"
-              f"{many.rate:>14.0f}{many.pct(50):>8.2f}{many.pct(99):>8.2f}")
-    if isinstance(ours, tuple):
-        print("lockgate throughput as a ratio of each server's, same run "
-              f"(1 conn / {args.clients} conn):")
-        for name, r in results.items():
-            if name != "lockgate" and isinstance(r, tuple):
-                print(f"  vs {name:<28}{ours[0].rate / r[0].rate:>7.2f}"
-                      f"{ours[1].rate / r[1].rate:>8.2f}")
+        print(f"{name:<30}{_median([o.rate for o, _ in r]):>11.0f}"
+              f"{_median([o.pct(50) for o, _ in r]):>8.2f}"
+              f"{_median([o.pct(99) for o, _ in r]):>8.2f}"
+              f"{_median([m.rate for _, m in r]):>14.0f}"
+              f"{_median([m.pct(50) for _, m in r]):>8.2f}"
+              f"{_median([m.pct(99) for _, m in r]):>8.2f}")
+    ours = results.get("lockgate")
+    if isinstance(ours, str) or not ours:
+        return
+    bare = results.get(every[0].name)
+    if isinstance(bare, list) and len(bare) == len(ours):
+        ratios = [o[1].rate / b[1].rate for o, b in zip(ours, bare, strict=True)]
+        deltas = [1000 * (o[0].pct(50) - b[0].pct(50)) for o, b in zip(ours, bare, strict=True)]
+        print(f"lockgate vs the bare handler, per round: {args.clients} conn throughput "
+              + " ".join(f"{r:.2f}x" for r in ratios) + f" (median {_median(ratios):.2f}x); "
+              "1 conn p50 " + " ".join(f"{d:+.0f}" for d in deltas)
+              + f" us (median {_median(deltas):+.0f} us)")
+    print("lockgate throughput as a ratio of each server's median "
+          f"(1 conn / {args.clients} conn):")
+    mine = (_median([o.rate for o, _ in ours]), _median([m.rate for _, m in ours]))
+    for name, r in results.items():
+        if name != "lockgate" and not isinstance(r, str):
+            print(f"  vs {name:<28}{mine[0] / _median([o.rate for o, _ in r]):>7.2f}"
+                  f"{mine[1] / _median([m.rate for _, m in r]):>8.2f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Measures, in one run and on one machine:
 
 1. raw: ``InferenceSession.run`` in this process, batch 1, back to back;
 2. for reference, the HTTP floor: ``GET /v2/health/live`` on the server, 1 client;
-3. the server (a real uvicorn on 127.0.0.1, in a subprocess) with 1 keep-alive client;
+3. the server (`lockgate.serve.run_server`: its own HTTP layer on 127.0.0.1, in a subprocess)
+   with 1 keep-alive client;
 4. the same server with ``--clients`` concurrent keep-alive clients;
 
 and prints requests/s, latency percentiles and each rate as a ratio of the raw rate. The model
@@ -324,7 +325,7 @@ def main() -> None:
         f"Python {platform.python_version()}, onnxruntime {ort.__version__}, "
         f"starlette {version('starlette')}, uvicorn {version('uvicorn')}"
     )
-    print(f"server: uvicorn on 127.0.0.1, {args.workers or 'default'} infer workers")
+    print(f"server: lockgate's HTTP layer on 127.0.0.1, {args.workers or 'default'} infer workers")
     print()
     print(f"{'phase':<36}{'requests/s':>12}{'vs raw':>9}{'p50 ms':>9}{'p99 ms':>9}")
     for phase in [raw, *phases]:

@@ -107,28 +107,27 @@ def train_sklearn(x: np.ndarray, y: np.ndarray) -> Any:
 
 
 class _Server:
-    """uvicorn on a free 127.0.0.1 port, in a thread."""
+    """lockgate's HTTP server on a free 127.0.0.1 port, in a thread."""
 
     def __init__(self, app: Any) -> None:
-        import uvicorn
+        from lockgate.serve.http import HTTPServer
 
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.server = HTTPServer(app, getattr(app.state, "inference", None))
+        self.thread = threading.Thread(target=self.server.run, args=("127.0.0.1", 0),
+                                       daemon=True)
 
     def __enter__(self) -> _Server:
         self.thread.start()
         deadline = time.monotonic() + 60
-        while not self.server.started:
+        while self.server.address is None:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise ServeError("the demo server did not start")
             time.sleep(0.02)
-        self.port = int(self.server.servers[0].sockets[0].getsockname()[1])
+        self.port = self.server.address[1]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
+        self.server.shutdown()
         self.thread.join(timeout=30)
 
     def request(self, method: str, path: str, body: Any = None) -> Any:

@@ -89,8 +89,8 @@ class _Clock:
 class HTTPServer:
     """Serves ``app`` (ASGI) with ``inference`` answering infer requests directly.
 
-    ``run(host, port)`` blocks until a signal; :meth:`start` / :meth:`stop` drive it from
-    inside a running event loop (tests, embedding).
+    ``run(host, port)`` blocks until a signal or :meth:`shutdown`; :meth:`start` /
+    :meth:`stop` drive it from inside a running event loop (tests, embedding).
     """
 
     def __init__(self, app: ASGIApp, inference: InferenceService | None = None, *,
@@ -107,9 +107,12 @@ class HTTPServer:
         self.head = b"\r\nserver: " + server_name + b"\r\ndate: "
         self.connections: set[_Connection] = set()
         self.state: dict[str, Any] = {}
+        self.address: tuple[str, int] | None = None
+        """Where :meth:`run` listens, once it does."""
         self._server: asyncio.AbstractServer | None = None
         self._lifespan: _Lifespan | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._stop_soon: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -171,8 +174,12 @@ class HTTPServer:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, on_signal, sig)
                     handled.append(sig)
+            def stop_soon() -> None:
+                loop.call_soon_threadsafe(stopping.set)
+
+            self._stop_soon = stop_soon
             try:
-                bound = await self.start(host, port)
+                self.address = bound = await self.start(host, port)
                 if on_started is not None:
                     on_started(*bound)
                 await stopping.wait()
@@ -185,6 +192,11 @@ class HTTPServer:
             runner.run(main())
         for sig in received[:1]:
             signal.raise_signal(sig)
+
+    def shutdown(self) -> None:
+        """Ask :meth:`run` to stop, gracefully, from any thread (no-op before it starts)."""
+        if self._stop_soon is not None:
+            self._stop_soon()
 
     # -- requests --------------------------------------------------------------------------------
 
