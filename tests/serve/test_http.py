@@ -101,6 +101,21 @@ def exchange(port: int, raw: bytes, answers: int = 1) -> list[Response]:
         return [read_response(f) for _ in range(answers)]
 
 
+def refused_and_closed(port: int, raw: bytes, status: int) -> str:
+    """Send ``raw``; expect a JSON error with ``status``, then the server's close. Returns the
+    error message."""
+    with connect(port) as sock:
+        sock.sendall(raw)
+        f = sock.makefile("rb")
+        got, headers, body = read_response(f)
+        assert got == status
+        assert headers["content-type"] == "application/json"
+        assert headers["connection"] == "close"
+        assert f.read() == b""  # the server closed its side
+        error: str = json.loads(body)["error"]
+        return error
+
+
 def wait_ready(port: int) -> None:
     deadline = time.monotonic() + 60
     while exchange(port, request("GET", "/v2/health/ready"))[0][0] != 200:
@@ -206,14 +221,7 @@ def test_body_over_the_limit_is_413_counted_and_closed(make_app: Callable[..., A
         for raw in (request("POST", "/v2/models/lin/infer", big),
                     b"POST /v2/models/lin/infer HTTP/1.1\r\nhost: x\r\n"
                     b"transfer-encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(big), big)):
-            with connect(srv.port) as sock:
-                sock.sendall(raw)
-                f = sock.makefile("rb")
-                status, headers, body = read_response(f)
-                assert status == 413
-                assert headers["connection"] == "close"
-                assert "exceeds 512 bytes" in json.loads(body)["error"]
-                assert f.read() == b""
+            assert "exceeds 512 bytes" in refused_and_closed(srv.port, raw, 413)
         seen = metrics(srv.port)
     key = ("lockgate_request_failures_total",
            (("model", "lin"), ("reason", "too_large"), ("version", "1")))
@@ -224,14 +232,7 @@ def test_malformed_requests_get_a_json_400_and_a_close(make_app: Callable[..., A
     with running(make_app()) as srv:
         for raw in (b"NOT HTTP AT ALL\r\n\r\n",
                     b"GET /v2 HTTP/1.1\r\nhost: x\r\ncontent-length: nope\r\n\r\n"):
-            with connect(srv.port) as sock:
-                sock.sendall(raw)
-                f = sock.makefile("rb")
-                status, headers, body = read_response(f)
-                assert status == 400
-                assert headers["content-type"] == "application/json"
-                assert "malformed HTTP request" in json.loads(body)["error"]
-                assert f.read() == b""
+            assert "malformed HTTP request" in refused_and_closed(srv.port, raw, 400)
         # the server still serves
         assert exchange(srv.port, request("GET", "/v2/health/live"))[0][0] == 200
 

@@ -51,7 +51,13 @@ from starlette.routing import Route
 from lockgate.errors import Error, InvalidInputError
 from lockgate.observe.capture import DEFAULT_WINDOW, Capture, RequestLog
 from lockgate.serve.controller import Controller, Desired
-from lockgate.serve.inference import DEFAULT_INLINE_BELOW_S, Answer, InferenceService, error_answer
+from lockgate.serve.inference import (
+    DEFAULT_INLINE_BELOW_S,
+    Answer,
+    InferenceService,
+    PayloadTooLargeError,
+    error_answer,
+)
 from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
 from lockgate.serve.shadow import ShadowMirror
 from lockgate.serve.slots import PLATFORM, EventHook, ModelTable, ServedModel, Slot, SlotState
@@ -64,10 +70,6 @@ log = logging.getLogger("lockgate.serve")
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 _JSON = "application/json"
 _INTERNAL = b'{"error":"internal error"}'
-
-
-class _PayloadTooLargeError(InvalidInputError):
-    http_status = 413
 
 
 def _version() -> str:
@@ -116,14 +118,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit():
         if int(length) > limit:
-            raise _PayloadTooLargeError(f"request body exceeds {limit} bytes")
+            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
         return await request.body()
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise _PayloadTooLargeError(f"request body exceeds {limit} bytes")
+            raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -292,7 +294,7 @@ def create_app(
         model, version = params["model"], params.get("version")
         try:
             body = await _read_body(request, max_request_bytes)
-        except _PayloadTooLargeError as exc:
+        except PayloadTooLargeError as exc:
             return _response(service.refuse(model, version, exc))
         answer = service.infer(model, version, body,
                                request.headers.get("inference-header-content-length"))

@@ -41,7 +41,7 @@ import httptools
 from starlette.types import ASGIApp, Message
 
 from lockgate.errors import Error, ServeError
-from lockgate.serve.inference import Answer, InferenceService
+from lockgate.serve.inference import Answer, InferenceService, PayloadTooLargeError
 
 __all__ = ["HTTPServer", "serve"]
 
@@ -54,10 +54,6 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _PIPELINE_LIMIT = 64
 """Complete requests queued on one connection before it stops reading."""
-
-
-class _TooLargeError(ServeError):
-    http_status = 413
 
 
 @dataclass(slots=True)
@@ -226,7 +222,7 @@ class HTTPServer:
     def handle(self, conn: _Connection, req: _Request) -> Awaitable[None] | None:
         """Answer ``req``: now (returns None) or later (returns what to wait for)."""
         if req.too_large:
-            error = _TooLargeError(f"request body exceeds {self.max_body} bytes")
+            error = PayloadTooLargeError(f"request body exceeds {self.max_body} bytes")
             req.keep_alive = False
             match = _INFER.fullmatch(req.url.partition(b"?")[0])
             if match is not None and self.inference is not None and req.method == b"POST":

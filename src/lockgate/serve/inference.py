@@ -35,7 +35,7 @@ from lockgate.serve.slots import ModelTable, Slot
 from lockgate.serve.workers import WorkerPool
 
 __all__ = ["DEFAULT_INLINE_BELOW_S", "INLINE_MAX_BODY", "Answer", "InferenceService",
-           "error_answer"]
+           "PayloadTooLargeError", "error_answer"]
 
 log = logging.getLogger("lockgate.serve")
 
@@ -45,6 +45,12 @@ INLINE_MAX_BODY = 64 << 10
 """Bodies larger than this always go to a worker, whatever the model's measure."""
 _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request body over the server's limit (HTTP 413)."""
+
+    http_status = 413
 
 
 @dataclass(frozen=True, slots=True)
