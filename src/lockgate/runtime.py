@@ -64,6 +64,8 @@ class Predictor:
         self.signature: Signature = signature_of(onnx.load_model_from_string(model_bytes))
         self._input_names = [i.name for i in self._session.get_inputs()]
         self._output_names = [o.name for o in self._session.get_outputs()]
+        self._input_set = frozenset(self._input_names)
+        self._output_set = frozenset(self._output_names)
         # (name, dtype, fixed dims) per input, precomputed for the per-request checks.
         self._checks = [
             (spec.name, _np_dtype(spec.dtype), spec.shape) for spec in self.signature.inputs
@@ -85,19 +87,22 @@ class Predictor:
     def run(
         self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
-        missing = [n for n in self._input_names if n not in inputs]
-        extra = [n for n in inputs if n not in self._input_names]
-        if missing or extra:
+        if inputs.keys() != self._input_set:
+            missing = [n for n in self._input_names if n not in inputs]
+            extra = [n for n in inputs if n not in self._input_set]
             raise InvalidInputError(
                 f"inputs do not match the model: missing {missing}, unexpected {extra}",
                 hint=f"the model takes {self._input_names}",
             )
-        wanted = list(outputs) if outputs else self._output_names
-        unknown = [n for n in wanted if n not in self._output_names]
-        if unknown:
-            raise InvalidInputError(
-                f"unknown outputs {unknown}", hint=f"the model returns {self._output_names}"
-            )
+        if outputs:
+            wanted = list(outputs)
+            unknown = [n for n in wanted if n not in self._output_set]
+            if unknown:
+                raise InvalidInputError(
+                    f"unknown outputs {unknown}", hint=f"the model returns {self._output_names}"
+                )
+        else:
+            wanted = self._output_names
         for name, dtype, shape in self._checks:
             arr = inputs[name]
             if dtype is not None and arr.dtype != dtype:
@@ -112,10 +117,11 @@ class Predictor:
                     f"input {name!r} has shape {list(arr.shape)}, the model wants {list(shape)}"
                 )
         try:
-            result = self._session.run(wanted, dict(inputs))
+            result = self._session.run(wanted, inputs if type(inputs) is dict else dict(inputs))
         except Exception as exc:
             raise ServeError(f"ONNX Runtime failed to run the model: {exc}") from exc
-        return {n: np.asarray(v) for n, v in zip(wanted, result, strict=True)}
+        return {n: v if type(v) is np.ndarray else np.asarray(v)  # sequences, maps
+                for n, v in zip(wanted, result, strict=True)}
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.run(inputs)
