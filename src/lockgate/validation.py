@@ -6,7 +6,7 @@ the recorded sample requests over OIP, and a latency measurement.
         stats = measure_latency(server.base_url, "clf", body, concurrency=4, requests=200)
 
 The child is the production code path: it verifies the version's signature, loads it into ONNX
-Runtime and answers over uvicorn exactly as ``lockgate serve`` does in production.
+Runtime and answers over HTTP exactly as ``lockgate serve`` does in production.
 """
 
 from __future__ import annotations
