@@ -313,6 +313,8 @@ def test_stop_lets_requests_in_progress_finish(make_app: Callable[..., Any],
         with connect(srv.port) as sock:
             sock.sendall(request("POST", "/v2/models/lin/infer", infer_body(x)))
             time.sleep(0.2)
+            [conn] = [c for c in srv.server.connections if c.busy]
+            assert conn.paused_reading  # nothing more is read while an answer is pending
             stopping = asyncio.run_coroutine_threadsafe(srv.server.stop(), srv.loop)
             status, headers, body = read_response(sock.makefile("rb"))
         stopping.result(timeout=60)

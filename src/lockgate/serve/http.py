@@ -9,7 +9,8 @@ capture, the console) goes to the ASGI app through a small bridge, whole body in
 out. The app's lifespan runs around the server, as under uvicorn.
 
 HTTP/1.1 as clients expect it: keep-alive (HTTP/1.0 only when asked), pipelined requests
-answered in order, chunked request bodies, ``Expect: 100-continue``, ``HEAD``. A body over
+answered in order (reading pauses while an answer is pending, so memory per connection stays
+bounded), chunked request bodies, ``Expect: 100-continue``, ``HEAD``. A body over
 ``max_body`` bytes is answered 413 and the connection closed; a request the parser refuses
 gets 400 and a close; an idle connection is closed after ``keep_alive_s``. Answers carry
 ``date``, ``server`` and ``content-length``; every error body is JSON ``{"error": ...}``.
@@ -52,8 +53,6 @@ _INFER = re.compile(rb"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_PIPELINE_LIMIT = 64
-"""Complete requests queued on one connection before it stops reading."""
 
 
 @dataclass(slots=True)
@@ -439,9 +438,6 @@ class _Connection(asyncio.Protocol):
             body[0] if len(body) == 1 else b"".join(body), parser.should_keep_alive(),
             parser.get_http_version(), self._too_large))
         self._body = []
-        if len(self.queue) >= _PIPELINE_LIMIT and not self.paused_reading:
-            self.paused_reading = True
-            self.transport.pause_reading()
 
     # -- answering -------------------------------------------------------------------------------
 
@@ -458,13 +454,22 @@ class _Connection(asyncio.Protocol):
                 asyncio.ensure_future(pending).add_done_callback(self._finished)
             if self.closing:
                 queue.clear()
-        if self.paused_reading and len(queue) < _PIPELINE_LIMIT // 2 and not self.lost:
-            self.paused_reading = False
-            self.transport.resume_reading()
+        if self.lost:
+            return
         if not self.busy and not queue:
-            if self.closing and not self.lost:
+            if self.closing:
                 self.transport.close()
+                return
+            if self.paused_reading:
+                self.paused_reading = False
+                self.transport.resume_reading()
             self.idle_since = time.monotonic()
+        elif not self.paused_reading and not self.closing:
+            # While an answer is pending, read no further: what a pipelining client sends next
+            # waits in the kernel's buffer, so a connection never holds more than one read's
+            # worth of queued requests and one body being received.
+            self.paused_reading = True
+            self.transport.pause_reading()
 
     def _finished(self, task: asyncio.Future[None]) -> None:
         self.busy = False
