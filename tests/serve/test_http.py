@@ -226,6 +226,7 @@ def test_body_over_the_limit_is_413_counted_and_closed(make_app: Callable[..., A
     key = ("lockgate_request_failures_total",
            (("model", "lin"), ("reason", "too_large"), ("version", "1")))
     assert seen[key] == 2.0
+    assert seen[("lockgate_requests_total", (("model", "lin"), ("version", "1")))] == 2.0
 
 
 def test_malformed_requests_get_a_json_400_and_a_close(make_app: Callable[..., Any]) -> None:

@@ -117,7 +117,9 @@ class InferenceService:
             slot = self.table.resolve(model, version)
         except Error:
             return error_answer(exc)
-        self.metrics.for_model(slot.spec.name, slot.version_text).failed(exc.http_status)
+        m = self.metrics.for_model(slot.spec.name, slot.version_text)
+        m.requests.inc()
+        m.failed(exc.http_status)
         return error_answer(exc)
 
     def infer(self, model: str, version: str | None, body: bytes,
