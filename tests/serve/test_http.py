@@ -62,8 +62,7 @@ def running(app: Any, **options: Any) -> Iterator[Running]:
 
 
 def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    return sock
+    return socket.create_connection(("127.0.0.1", port), timeout=30)
 
 
 def read_response(f: Any) -> Response:

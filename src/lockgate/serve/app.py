@@ -53,6 +53,7 @@ from lockgate.observe.capture import DEFAULT_WINDOW, Capture, RequestLog
 from lockgate.serve.controller import Controller, Desired
 from lockgate.serve.inference import (
     DEFAULT_INLINE_BELOW_S,
+    INTERNAL_ERROR,
     Answer,
     InferenceService,
     PayloadTooLargeError,
@@ -69,7 +70,6 @@ log = logging.getLogger("lockgate.serve")
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 _JSON = "application/json"
-_INTERNAL = b'{"error":"internal error"}'
 
 
 def _version() -> str:
@@ -92,7 +92,7 @@ def _response(answer: Answer) -> Response:
 
 
 def _internal() -> Response:
-    return Response(_INTERNAL, status_code=500, media_type=_JSON)
+    return _response(INTERNAL_ERROR)
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -41,10 +41,16 @@ from urllib.parse import unquote
 import httptools
 from starlette.types import ASGIApp, Message
 
-from lockgate.errors import Error, ServeError
-from lockgate.serve.inference import Answer, InferenceService, PayloadTooLargeError
+from lockgate.errors import InvalidInputError, ServeError
+from lockgate.serve.inference import (
+    INTERNAL_ERROR,
+    Answer,
+    InferenceService,
+    PayloadTooLargeError,
+    error_answer,
+)
 
-__all__ = ["HTTPServer", "serve"]
+__all__ = ["HTTPServer"]
 
 log = logging.getLogger("lockgate.serve")
 access = logging.getLogger("lockgate.serve.access")
@@ -220,30 +226,26 @@ class HTTPServer:
 
     def handle(self, conn: _Connection, req: _Request) -> Awaitable[None] | None:
         """Answer ``req``: now (returns None) or later (returns what to wait for)."""
+        inference = self.inference
+        target = _infer_target(req) if inference is not None else None
         if req.too_large:
             error = PayloadTooLargeError(f"request body exceeds {self.max_body} bytes")
             req.keep_alive = False
-            match = _INFER.fullmatch(req.url.partition(b"?")[0])
-            if match is not None and self.inference is not None and req.method == b"POST":
-                self.answer(conn, req, self.inference.refuse(*_names(match), error))
-            else:
-                self.answer(conn, req, Answer(413, _error_body(error)))
+            self.answer(conn, req, error_answer(error) if inference is None or target is None
+                        else inference.refuse(*target, error))
             return None
-        inference = self.inference
-        if inference is not None and req.method == b"POST":
-            path = req.url.partition(b"?")[0]
-            match = _INFER.fullmatch(path) if b"%" not in path else None
-            if match is not None:
-                header = None
-                for name, value in req.headers:
-                    if name == b"inference-header-content-length":
-                        header = value.decode("latin-1")
-                result = inference.infer(*_names(match), req.body, header)
-                if isinstance(result, Answer):
-                    self.answer(conn, req, result)
-                    return None
-                return self._later(conn, req, result)
-        return self._bridge(conn, req)
+        if inference is None or target is None:
+            return self._bridge(conn, req)
+        header = None
+        for name, value in req.headers:
+            if name == b"inference-header-content-length":
+                header = value.decode("latin-1")
+                break
+        result = inference.infer(*target, req.body, header)
+        if isinstance(result, Answer):
+            self.answer(conn, req, result)
+            return None
+        return self._later(conn, req, result)
 
     async def _later(self, conn: _Connection, req: _Request, pending: Awaitable[Answer]) -> None:
         answer = await pending
@@ -291,14 +293,15 @@ class HTTPServer:
             if status:  # the answer began: the connection cannot carry a clean one any more
                 conn.abort()
                 return
-            status, headers, chunks = 500, [], [b'{"error":"internal error"}']
-            headers = [(b"content-type", b"application/json")]
+        else:
+            if not status:
+                log.error("the app answered %s %s with nothing", scope["method"],
+                          scope["path"])
         if conn.lost:
             return
         if not status:
-            log.error("the app answered %s %s with nothing", scope["method"], scope["path"])
-            status, chunks = 500, [b'{"error":"internal error"}']
-            headers = [(b"content-type", b"application/json")]
+            self.answer(conn, req, INTERNAL_ERROR)
+            return
         content_type = b"text/plain; charset=utf-8"
         extra = []
         for name, value in headers:
@@ -311,16 +314,18 @@ class HTTPServer:
         self.respond(conn, req, status, content_type, b"".join(chunks), b"".join(extra))
 
 
-def _names(match: re.Match[bytes]) -> tuple[str, str | None]:
+def _infer_target(req: _Request) -> tuple[str, str | None] | None:
+    """``(model, version)`` when ``req`` is an infer request (POST to an infer path written
+    without percent-escapes; anything else goes through the app, which decodes them)."""
+    if req.method != b"POST":
+        return None
+    path = req.url.partition(b"?")[0]
+    match = _INFER.fullmatch(path) if b"%" not in path else None
+    if match is None:
+        return None
     version = match.group(2)
     return match.group(1).decode("latin-1"), None if version is None else version.decode(
         "latin-1")
-
-
-def _error_body(exc: Error) -> bytes:
-    import orjson
-
-    return orjson.dumps({"error": exc.diagnostics()})
 
 
 class _Connection(asyncio.Protocol):
@@ -377,10 +382,10 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(400, "protocol upgrades are not supported")
+            self._refuse("protocol upgrades are not supported")
             return
         except httptools.HttpParserError as exc:
-            self._refuse(400, f"malformed HTTP request: {exc}")
+            self._refuse(f"malformed HTTP request: {exc}")
             return
         self.drain()
 
@@ -479,13 +484,13 @@ class _Connection(asyncio.Protocol):
             return
         self.drain()
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, message: str) -> None:
+        """Answer 400 and close: the input cannot be parsed any further."""
         self.closing = True
         self.queue.clear()
         if not self.busy:
             req = _Request(b"GET", b"", [], b"", False, "1.1", False)
-            self.server.respond(self, req, status, b"application/json",
-                                _error_body(ServeError(message)))
+            self.server.answer(self, req, error_answer(InvalidInputError(message)))
         else:
             self.transport.close()
 
@@ -572,9 +577,3 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         return asyncio.new_event_loop
     return uvloop.new_event_loop
-
-
-def serve(app: ASGIApp, inference: InferenceService | None, host: str, port: int, *,
-          on_started: Callable[[str, int], None] | None = None, **options: Any) -> None:
-    """Build an :class:`HTTPServer` and run it until a signal; blocks."""
-    HTTPServer(app, inference, **options).run(host, port, on_started)

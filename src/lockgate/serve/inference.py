@@ -34,8 +34,8 @@ from lockgate.serve.shadow import ShadowMirror
 from lockgate.serve.slots import ModelTable, Slot
 from lockgate.serve.workers import WorkerPool
 
-__all__ = ["DEFAULT_INLINE_BELOW_S", "INLINE_MAX_BODY", "Answer", "InferenceService",
-           "PayloadTooLargeError", "error_answer"]
+__all__ = ["DEFAULT_INLINE_BELOW_S", "INLINE_MAX_BODY", "INTERNAL_ERROR", "Answer",
+           "InferenceService", "PayloadTooLargeError", "error_answer"]
 
 log = logging.getLogger("lockgate.serve")
 
@@ -66,7 +66,8 @@ class Answer:
         return _JSON if self.binary_header is None else _BINARY
 
 
-_INTERNAL = Answer(500, b'{"error":"internal error"}')
+INTERNAL_ERROR = Answer(500, b'{"error":"internal error"}')
+"""What an unexpected failure answers: logged on the server, never shown to the client."""
 
 
 def error_answer(exc: Error) -> Answer:
@@ -132,7 +133,7 @@ class InferenceService:
             return error_answer(exc)
         except Exception:
             log.exception("unexpected error resolving %r", model)
-            return _INTERNAL
+            return INTERNAL_ERROR
         m = self.metrics.for_model(slot.spec.name, slot.version_text)
         started = time.perf_counter()
         m.requests.inc()
@@ -256,4 +257,4 @@ class InferenceService:
             return error_answer(exc)
         m.failed(500)
         log.error("unexpected error serving %s", slot.label, exc_info=exc)
-        return _INTERNAL
+        return INTERNAL_ERROR

@@ -41,6 +41,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["CONTENT_TYPE", "ModelMetrics", "ServerMetrics", "failure_reason"]
 
@@ -96,14 +97,8 @@ class Buckets:
         out, total = [], 0
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
             total += count
-            out.append((_le(bound), float(total)))
+            out.append((floatToGoString(bound), float(total)))  # type: ignore[no-untyped-call]
         return out
-
-
-def _le(bound: float) -> str:
-    if bound == float("inf"):
-        return "+Inf"
-    return repr(float(bound))
 
 
 class ServerMetrics:
