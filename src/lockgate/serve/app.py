@@ -297,7 +297,8 @@ def create_app(
         except PayloadTooLargeError as exc:
             return _response(service.refuse(model, version, exc))
         answer = service.infer(model, version, body,
-                               request.headers.get("inference-header-content-length"))
+                               request.headers.get("inference-header-content-length"),
+                               authorization=request.headers.get("authorization"))
         if not isinstance(answer, Answer):
             answer = await answer
         return _response(answer)

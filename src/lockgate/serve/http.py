@@ -236,12 +236,13 @@ class HTTPServer:
             return None
         if inference is None or target is None:
             return self._bridge(conn, req)
-        header = None
+        header = authorization = None
         for name, value in req.headers:
             if name == b"inference-header-content-length":
                 header = value.decode("latin-1")
-                break
-        result = inference.infer(*target, req.body, header)
+            elif name == b"authorization":
+                authorization = value.decode("latin-1")
+        result = inference.infer(*target, req.body, header, authorization=authorization)
         if isinstance(result, Answer):
             self.answer(conn, req, result)
             return None

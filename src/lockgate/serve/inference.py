@@ -124,7 +124,8 @@ class InferenceService:
         return error_answer(exc)
 
     def infer(self, model: str, version: str | None, body: bytes,
-              binary_header: str | None = None) -> Answer | Awaitable[Answer]:
+              binary_header: str | None = None, *,
+              authorization: str | None = None) -> Answer | Awaitable[Answer]:
         """Answer one request: an :class:`Answer` when it ran inline, else an awaitable of one.
         Never raises: errors become their JSON answer (unexpected ones a logged 500)."""
         try:
