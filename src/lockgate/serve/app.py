@@ -60,6 +60,7 @@ from lockgate.serve.inference import (
     error_answer,
 )
 from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
+from lockgate.serve.openapi import OPENAPI_PATH, openapi_endpoint
 from lockgate.serve.shadow import ShadowMirror
 from lockgate.serve.slots import PLATFORM, EventHook, ModelTable, ServedModel, Slot, SlotState
 from lockgate.serve.workers import WorkerPool
@@ -373,6 +374,7 @@ def create_app(
         Route(versioned + "/infer", _guard(infer), methods=["POST"]),
         Route(versioned + "/capture", _guard(captured), methods=["GET"]),
         Route("/metrics", _guard(prometheus), methods=["GET"]),
+        Route(OPENAPI_PATH, _guard(openapi_endpoint), methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
