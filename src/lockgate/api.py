@@ -21,6 +21,7 @@ from lockgate.audit import (
     AuditEvent,
     AuditRecord,
     ChainReport,
+    DenialRecorder,
     EventType,
     canonical_json,
     now,
@@ -102,6 +103,8 @@ class Lockgate:
         self.settings = settings
         self.meta: MetadataStore = metadata or SqlMetadataStore(settings.database_url)
         self.artifacts: ArtifactStore = artifacts or _artifact_store(settings)
+        self.denials = DenialRecorder(lambda event: self.meta.append_event(event))
+        """Where refusals are recorded: repeats fold into one audit row per window."""
 
     @classmethod
     def open(cls, home: Path | str | None = None, **flags: Any) -> Lockgate:
@@ -112,6 +115,7 @@ class Lockgate:
         return cls(settings)
 
     def close(self) -> None:
+        self.denials.close()
         self.meta.close()
 
     def __enter__(self) -> Lockgate:
@@ -450,7 +454,7 @@ class Lockgate:
             problem = (f"{who!r} registered {v.ref}; separation of duties forbids approving "
                        "one's own version")
         if problem is not None:
-            self.meta.append_event(AuditEvent(
+            self.denials.record(AuditEvent(
                 EventType.ACCESS_DENIED, who, v.name, v.number,
                 {"action": kind, "stage": stage, "gate": gate, "reason": problem}))
             raise AccessDeniedError(problem, hint=f"approvers are listed in [roles] {role} = "

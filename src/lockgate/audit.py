@@ -3,6 +3,10 @@
 Each record's ``hash`` is ``sha256(prev_hash + canonical_json(record fields))``; the first record
 chains from 64 zeros. Editing, deleting or reordering any row breaks the chain at that row, which
 :func:`verify_chain` names.
+
+Refusals repeat (a script retrying with a token that lacks a role), so :class:`DenialRecorder`
+writes the first of a run at once and folds the rest of its window into one row carrying
+``count``, ``first`` and ``last``.
 """
 
 from __future__ import annotations
@@ -10,16 +14,23 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from lockgate.errors import InvalidInputError
+
 __all__ = [
+    "DENIAL_WINDOW_S",
     "GENESIS",
     "AuditEvent",
     "AuditRecord",
     "ChainReport",
+    "DenialRecorder",
     "EventType",
     "canonical_json",
     "seal",
@@ -27,6 +38,8 @@ __all__ = [
 ]
 
 GENESIS = "0" * 64
+
+log = logging.getLogger("lockgate.audit")
 
 
 class EventType(enum.StrEnum):
@@ -178,3 +191,124 @@ def verify_chain(records: Iterable[AuditRecord]) -> ChainReport:
         prev_hash = rec.hash
         expected_seq += 1
     return ChainReport(True, count)
+
+
+DENIAL_WINDOW_S = 60.0
+"""Repeats of one refusal within this many seconds of its first are folded into one row."""
+
+_MAX_PENDING = 10_000
+
+
+@dataclass
+class _Run:
+    event: AuditEvent
+    started: float  # monotonic
+    count: int = 0  # repeats since the row written at the start
+    first: str = ""
+    last: str = ""
+
+
+class DenialRecorder:
+    """Appends refusal events through ``append``, one row per run of repeats.
+
+    A run is one actor refused the same operation on the same subject for the same reason
+    (equal type, actor, model, version and payload). Its first refusal is appended at once;
+    repeats within ``window`` seconds are counted in memory and appended as one event whose
+    payload adds ``count`` (the repeats), ``first`` and ``last`` (their times) — when the window
+    closes (a daemon thread wakes for it), when the next repeat after it arrives, or on
+    :meth:`close`. Every row goes through ``append``, so the hash chain stays whole.
+    """
+
+    def __init__(self, append: Callable[[AuditEvent], object], *,
+                 window: float = DENIAL_WINDOW_S) -> None:
+        if window <= 0:
+            raise InvalidInputError(f"the denial window must be positive, not {window}")
+        self._append = append
+        self._window = window
+        self._runs: dict[str, _Run] = {}
+        self._cond = threading.Condition()
+        self._sweeper: threading.Thread | None = None
+        self._closed = False
+
+    @staticmethod
+    def _key(event: AuditEvent) -> str:
+        return canonical_json([str(event.type), event.actor, event.model, event.version,
+                               dict(event.payload)])
+
+    def record(self, event: AuditEvent) -> None:
+        """Append ``event`` now, or count it into its open run."""
+        key = self._key(event)
+        due: list[AuditEvent] = []
+        with self._cond:
+            clock = time.monotonic()
+            run = self._runs.get(key)
+            if run is not None and clock - run.started < self._window and not self._closed:
+                run.count += 1
+                run.last = now()
+                if not run.first:
+                    run.first = run.last
+                return
+            if run is not None:
+                del self._runs[key]
+                due.extend(self._summary(run))
+            if len(self._runs) >= _MAX_PENDING:  # the oldest run closes early
+                oldest = min(self._runs, key=lambda k: self._runs[k].started)
+                due.extend(self._summary(self._runs.pop(oldest)))
+            if not self._closed:
+                self._runs[key] = _Run(event, clock)
+                self._wake()
+        for summary in due:
+            self._append(summary)
+        self._append(event)
+
+    def _summary(self, run: _Run) -> list[AuditEvent]:
+        if run.count == 0:
+            return []
+        e = run.event
+        return [AuditEvent(e.type, e.actor, e.model, e.version,
+                           {**e.payload, "count": run.count, "first": run.first,
+                            "last": run.last, "window_s": self._window})]
+
+    def _wake(self) -> None:
+        if self._sweeper is None or not self._sweeper.is_alive():
+            self._sweeper = threading.Thread(target=self._sweep, name="lockgate-denials",
+                                             daemon=True)
+            self._sweeper.start()
+        self._cond.notify_all()
+
+    def _sweep(self) -> None:
+        while True:
+            due: list[AuditEvent] = []
+            with self._cond:
+                if not self._runs or self._closed:
+                    self._sweeper = None
+                    return
+                clock = time.monotonic()
+                for key, run in list(self._runs.items()):
+                    if clock - run.started >= self._window:
+                        del self._runs[key]
+                        due.extend(self._summary(run))
+                if not due:
+                    soonest = min(r.started for r in self._runs.values()) + self._window
+                    self._cond.wait(timeout=max(soonest - clock, 0.01))
+            for summary in due:
+                try:
+                    self._append(summary)
+                except Exception:  # the store went away: nothing to raise to
+                    log.exception("could not append folded refusals to the audit log")
+
+    def flush(self) -> None:
+        """Append every open run's repeats now."""
+        with self._cond:
+            runs = list(self._runs.values())
+            self._runs.clear()
+            self._cond.notify_all()
+        for run in runs:
+            for summary in self._summary(run):
+                self._append(summary)
+
+    def close(self) -> None:
+        """Flush, and record every later refusal at once (the store is going away)."""
+        with self._cond:
+            self._closed = True
+        self.flush()

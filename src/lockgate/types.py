@@ -27,11 +27,27 @@ __all__ = [
     "Signature",
     "TensorSpec",
     "Version",
+    "whole_number",
 ]
 
 _CHUNK = 1 << 20
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+_MAX_DIGITS = 18  # fits a signed 64-bit integer column
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as a whole number when it is 1 to 18 ASCII digits, else None.
+
+    ``str.isdigit`` also accepts ``"²"`` (which ``int`` refuses) and ``"٣"`` (which ``int``
+    reads as 3), and ``int`` accepts ``" 3"``, ``"+3"`` and ``"3_0"``: numbers from paths,
+    queries, headers and references go through here instead.
+    """
+    if 0 < len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
 
 Dim = int | str
 """One dimension of a tensor shape: a fixed size, or a symbolic name such as ``"batch"``."""
@@ -102,8 +118,9 @@ class ModelRef:
         validate_name(name)
         if not sep:
             return cls(name)
-        if sel.isdigit():
-            return cls(name, int(sel))
+        number = whole_number(sel)
+        if number is not None:
+            return cls(name, number)
         if not sel:
             raise InvalidInputError(f"empty selector in model reference {text!r}")
         return cls(name, validate_name(sel))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import re
 import shutil
 import tempfile
@@ -40,9 +41,15 @@ from lockgate.errors import (
     NotFoundError,
 )
 from lockgate.identity import ROLES, Principal, authenticate
-from lockgate.registry.bundle import Upload, check_options, read_bundle
+from lockgate.registry.bundle import (
+    MAX_JSON_BYTES,
+    Upload,
+    check_options,
+    load_json,
+    read_bundle,
+)
 from lockgate.registry.schemas import NAME_PATTERN, SCHEMAS, ref
-from lockgate.types import ModelRef, validate_name
+from lockgate.types import ModelRef, validate_name, whole_number
 
 if TYPE_CHECKING:
     from lockgate.api import Lockgate
@@ -107,13 +114,14 @@ class Call:
         sel = self.path["ref"]
         if sel == "latest":
             return ModelRef(self.model)
-        return ModelRef(self.model, int(sel) if sel.isdigit() else validate_name(sel))
+        number = whole_number(sel)
+        return ModelRef(self.model, number if number is not None else validate_name(sel))
 
     def require(self, role: str, model: str | None = None, action: str = "") -> None:
         if not self.principal.can(role, model):
             problem = f"{self.actor!r} does not hold the {role!r} role" + (
                 f" for model {model!r}" if model else "")
-            self.lg.meta.append_event(AuditEvent(
+            self.lg.denials.record(AuditEvent(
                 EventType.ACCESS_DENIED, self.actor, model, None,
                 {"action": action, "reason": problem}))
             raise AccessDeniedError(problem, hint="an admin grants roles with "
@@ -488,13 +496,7 @@ def _query(request: Request, op: Operation) -> dict[str, Any]:
         text = request.query_params.get(p.name)
         if text is None:
             continue
-        try:
-            value: Any = p.kind(text)
-        except ValueError:
-            raise InvalidInputError(f"query parameter {p.name!r}: expected "
-                                    f"{p.kind.__name__}, got {text!r}") from None
-        if isinstance(value, float) and value != value:
-            raise InvalidInputError(f"query parameter {p.name!r} is not a number")
+        value = _query_value(p, text)
         if (p.minimum is not None and value < p.minimum) or (
                 p.maximum is not None and value > p.maximum):
             raise InvalidInputError(f"query parameter {p.name!r} is out of range")
@@ -502,14 +504,34 @@ def _query(request: Request, op: Operation) -> dict[str, Any]:
     return out
 
 
+def _query_value(p: Param, text: str) -> Any:
+    """A query parameter's value: integers are ASCII digits only, numbers finite."""
+    value: Any = None
+    if p.kind is int:
+        negative = text.startswith("-") and (p.minimum is None or p.minimum < 0)
+        value = whole_number(text[1:] if negative else text)
+        if negative and value is not None:
+            value = -value
+    elif p.kind is float:
+        try:
+            value = float(text) if text.isascii() else None
+        except ValueError:
+            value = None
+        if value is not None and not math.isfinite(value):
+            raise InvalidInputError(f"query parameter {p.name!r} is not a finite number")
+    else:
+        value = p.kind(text)
+    if value is None:
+        raise InvalidInputError(f"query parameter {p.name!r}: expected "
+                                f"{p.kind.__name__}, got {text[:64]!r}")
+    return value
+
+
 def _json_body(raw: bytes, schema: str) -> dict[str, Any]:
     if not raw.strip():
         body: Any = {}
     else:
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"the body is not valid JSON: {exc}") from None
+        body = load_json(raw, "the body")
     errors = sorted(_VALIDATORS[schema].iter_errors(body), key=lambda e: list(e.path))
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "body"
@@ -517,6 +539,18 @@ def _json_body(raw: bytes, schema: str) -> dict[str, Any]:
                                 hint=f"see components.schemas.{schema} in /openapi.json")
     assert isinstance(body, dict)
     return body
+
+
+async def _small_body(request: Request) -> bytes:
+    """A JSON body, refused (413) past ``MAX_JSON_BYTES`` before it is all read."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_JSON_BYTES:
+            raise _PayloadTooLargeError(f"the body is over {MAX_JSON_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _spool(request: Request, path: Path, limit: int) -> None:
@@ -567,7 +601,7 @@ def create_registry_app(lg: Lockgate, *, auth: bool = True,
                 if op.body == "upload":
                     return await _upload(request, op, call)
                 if op.body is not None:
-                    call.body = _json_body(await request.body(), op.body)
+                    call.body = _json_body(await _small_body(request), op.body)
                 result = await run_in_threadpool(op.handler, call)
                 if isinstance(result, Response):
                     return result

@@ -8,7 +8,9 @@ one ``.onnx`` file at its top, the external-data files it names, and optionally:
 
 Extraction refuses anything but plain files and folders, absolute paths, ``..``, more than
 ``MAX_MEMBERS`` members or more bytes than the upload limit; ONNX external data is then read
-only from inside the folder (see lockgate.convert.onnxfile).
+only from inside the folder (see lockgate.convert.onnxfile). ``registration.json`` and the
+API's JSON bodies are read by :func:`load_json`: at most ``MAX_JSON_BYTES``, nested at most
+``MAX_JSON_DEPTH`` levels, no NaN or Infinity.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from typing import Any
 
 from lockgate.errors import InvalidInputError, UnsafePathError
 
-__all__ = ["MAX_MEMBERS", "Upload", "make_bundle", "read_bundle"]
+__all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "Upload", "load_json",
+           "make_bundle", "read_bundle"]
 
 MAX_MEMBERS = 1000
+MAX_JSON_DEPTH = 64
+MAX_JSON_BYTES = 1 << 20
 OPTIONS_FILE = "registration.json"
 _LOCK_FILES = ("pylock.toml", "requirements.txt")
 _REFERENCE_SUFFIXES = (".npy", ".npz", ".csv", ".parquet")
@@ -41,6 +46,47 @@ class Upload:
     options: dict[str, Any] = field(default_factory=dict)
     lock_file: Path | None = None
     reference: Path | None = None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json(data: bytes | str, what: str) -> Any:
+    """Parse ``data`` (named ``what`` in errors), refusing more than ``MAX_JSON_BYTES``,
+    nesting deeper than ``MAX_JSON_DEPTH`` and the non-standard NaN and Infinity."""
+    if len(data) > MAX_JSON_BYTES:
+        raise InvalidInputError(f"{what} is over {MAX_JSON_BYTES} bytes")
+    try:
+        value = json.loads(data, parse_constant=_no_constant)
+    except RecursionError:
+        value = None
+        deep = True
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{what} is not valid JSON: {exc}") from None
+    else:
+        deep = _depth_over(value, MAX_JSON_DEPTH)
+    if deep:
+        raise InvalidInputError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in ``value`` nest more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return False
 
 
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,10 +144,9 @@ def read_bundle(data: Path, folder: Path, limit: int) -> Upload:
     upload = Upload(model=models[0])
     options_file = folder / OPTIONS_FILE
     if options_file.is_file():
-        try:
-            options = json.loads(options_file.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"{OPTIONS_FILE} is not valid JSON: {exc}") from None
+        if options_file.stat().st_size > MAX_JSON_BYTES:
+            raise InvalidInputError(f"{OPTIONS_FILE} is over {MAX_JSON_BYTES} bytes")
+        options = load_json(options_file.read_bytes(), OPTIONS_FILE)
         if not isinstance(options, dict):
             raise InvalidInputError(f"{OPTIONS_FILE} must hold a JSON object")
         upload.options = check_options(options)
