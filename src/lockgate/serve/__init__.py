@@ -20,9 +20,10 @@ from starlette.types import ASGIApp
 from lockgate.errors import InvalidInputError
 from lockgate.serve.app import DEFAULT_MAX_REQUEST_BYTES, create_app
 from lockgate.serve.http import HTTPServer
+from lockgate.serve.limits import HTTPLimits, uvicorn_options
 from lockgate.serve.slots import EventHook, ServedModel, SlotState
 
-__all__ = ["EventHook", "ServedModel", "SlotState", "create_app", "run_server"]
+__all__ = ["EventHook", "HTTPLimits", "ServedModel", "SlotState", "create_app", "run_server"]
 
 
 class _Server(uvicorn.Server):
@@ -48,7 +49,8 @@ def run_server(
     access_log: bool = False,
     on_started: Callable[[str, int], None] | None = None,
     http: str = "auto",
-    **uvicorn_options: Any,
+    limits: HTTPLimits | None = None,
+    **extra_uvicorn_options: Any,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; blocks.
 
@@ -62,21 +64,26 @@ def run_server(
     lifespan is always on. On a signal the server shuts down gracefully (lifespan shutdown runs,
     ``serve.stop`` is emitted) and then, as under the uvicorn CLI, the signal is re-raised:
     SIGINT surfaces as KeyboardInterrupt, SIGTERM ends the process.
+
+    ``limits`` (default: ``HTTPLimits()``) bounds what clients may send, on both HTTP
+    layers (see :mod:`lockgate.serve.limits` for how uvicorn is made to apply them).
     Raises InvalidInputError for an unknown ``http``, and ServeError when the app's startup
     fails under lockgate's HTTP layer.
     """
     if http not in ("auto", "lockgate", "uvicorn"):
         raise InvalidInputError(f"unknown HTTP layer {http!r}", hint="use auto, lockgate or "
                                 "uvicorn")
+    limits = limits or HTTPLimits()
     state = getattr(app, "state", None)
     inference = getattr(state, "inference", None)
     if http == "lockgate" or (http == "auto" and inference is not None):
         if access_log:
             _log_access()
-        HTTPServer(app, inference, access_log=access_log,
+        HTTPServer(app, inference, access_log=access_log, limits=limits,
                    max_body=getattr(state, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES),
                    ).run(host, port, on_started)
         return
+    max_body = getattr(state, "max_request_bytes", None)
     config = uvicorn.Config(
         app,
         host=host,
@@ -84,7 +91,8 @@ def run_server(
         log_level=log_level,
         access_log=access_log,
         lifespan="on",
-        **uvicorn_options,
+        **{**uvicorn_options(limits, max_body if isinstance(max_body, int) else None),
+           **extra_uvicorn_options},
     )
     _Server(config, on_started).run()
 

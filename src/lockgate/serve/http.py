@@ -10,10 +10,30 @@ out. The app's lifespan runs around the server, as under uvicorn.
 
 HTTP/1.1 as clients expect it: keep-alive (HTTP/1.0 only when asked), pipelined requests
 answered in order (reading pauses while an answer is pending, so memory per connection stays
-bounded), chunked request bodies, ``Expect: 100-continue``, ``HEAD``. A body over
-``max_body`` bytes is answered 413 and the connection closed; a request the parser refuses
-gets 400 and a close; an idle connection is closed after ``keep_alive_s``. Answers carry
-``date``, ``server`` and ``content-length``; every error body is JSON ``{"error": ...}``.
+bounded), chunked request bodies, ``Expect: 100-continue``, ``HEAD``. Answers carry
+``date``, ``server`` and ``content-length``; every error body is JSON ``{"error": ...}``, and a
+long name echoed in one is cut short (:func:`shorten_error`).
+
+What one client may ask is bounded by :class:`HTTPLimits` (the ``serve_*`` settings):
+
+- request line + headers over ``max_head_bytes``, or more than ``max_headers`` header lines:
+  431 and a close. Bytes are counted as they arrive (httptools holds a header back until it
+  ends), so memory stays bounded even for a header line that never ends;
+- a head not received whole within ``head_timeout_s`` of its first byte: 408 and a close. A
+  trickling head does not reset any clock: ``keep_alive_s`` is the idle time allowed between
+  requests only;
+- a body slower than ``body_timeout_s`` plus one second per ``min_body_rate`` bytes received
+  (measured from the end of the head): 408 and a close;
+- a declared ``Content-Length`` over ``max_body``: 413 as soon as the head is read (no
+  ``100 Continue`` is sent); a chunked body that grows past it: 413;
+- beyond ``max_connections`` open connections a new one is closed at once;
+- HTTP/1.1 without exactly one ``Host``: 400; any version but 1.0 and 1.1: 505; an
+  absolute-form target (``POST http://host/v2/... HTTP/1.1``) is routed by its path, and its
+  authority replaces the ``Host`` header (RFC 9112 §3.2.2); a request the parser refuses: 400.
+
+After a refusal the server half-closes: it sends its answer and a FIN, then reads and drops
+what the client still sends for at most ``LINGER_S``, so the client sees the answer rather than
+a reset.
 
 On SIGINT or SIGTERM the server stops accepting, lets requests in progress finish (for at most
 ``shutdown_timeout_s``), closes idle connections, runs the lifespan shutdown and then re-raises
@@ -34,20 +54,29 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
 
 import httptools
 from starlette.types import ASGIApp, Message
 
-from lockgate.errors import InvalidInputError, ServeError
+from lockgate.errors import Error, InvalidInputError, ServeError
 from lockgate.serve.inference import (
     INTERNAL_ERROR,
     Answer,
     InferenceService,
     PayloadTooLargeError,
     error_answer,
+)
+from lockgate.serve.limits import (
+    HeadTooLargeError,
+    HTTPLimits,
+    HTTPVersionError,
+    RequestTimeoutError,
+    refusal_body,
+    shorten,
+    shorten_error,
 )
 
 __all__ = ["HTTPServer"]
@@ -59,6 +88,9 @@ _INFER = re.compile(rb"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_VERSIONS = ("1.0", "1.1")
+LINGER_S = 2.0
+"""How long a refused connection keeps reading (and dropping) what the client still sends."""
 
 
 @dataclass(slots=True)
@@ -70,6 +102,7 @@ class _Request:
     keep_alive: bool
     version: str
     too_large: bool
+    refusal: Error | None = None
 
 
 class _Clock:
@@ -91,17 +124,22 @@ class HTTPServer:
     """Serves ``app`` (ASGI) with ``inference`` answering infer requests directly.
 
     ``run(host, port)`` blocks until a signal or :meth:`shutdown`; :meth:`start` /
-    :meth:`stop` drive it from inside a running event loop (tests, embedding).
+    :meth:`stop` drive it from inside a running event loop (tests, embedding). ``limits``
+    bounds what clients may ask (``keep_alive_s``, when given, overrides its keep-alive).
     """
 
     def __init__(self, app: ASGIApp, inference: InferenceService | None = None, *,
-                 max_body: int = 64 << 20, keep_alive_s: float = 5.0,
-                 shutdown_timeout_s: float = 30.0, access_log: bool = False,
-                 server_name: bytes = b"lockgate") -> None:
+                 max_body: int = 64 << 20, limits: HTTPLimits | None = None,
+                 keep_alive_s: float | None = None, shutdown_timeout_s: float = 30.0,
+                 access_log: bool = False, server_name: bytes = b"lockgate") -> None:
+        limits = limits or HTTPLimits()
+        if keep_alive_s is not None:
+            limits = replace(limits, keep_alive_s=keep_alive_s)
         self.app = app
         self.inference = inference
         self.max_body = max_body
-        self.keep_alive_s = keep_alive_s
+        self.limits = limits
+        self.keep_alive_s = limits.keep_alive_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.access_log = access_log
         self.clock = _Clock()
@@ -149,13 +187,37 @@ class HTTPServer:
             await self._lifespan.shutdown()
 
     async def _sweep(self) -> None:
-        """Close connections idle (no request in progress or arriving) past keep_alive_s."""
+        """Close connections idle between requests past keep_alive_s, refuse heads and bodies
+        that arrive too slowly, and end lingering closes. A connection whose answer is pending
+        is never the client's delay: its clocks restart once it reads again."""
+        limits = self.limits
+        tick = min(1.0, limits.keep_alive_s, limits.head_timeout_s, limits.body_timeout_s)
         while True:
-            await asyncio.sleep(min(1.0, self.keep_alive_s))
-            cutoff = time.monotonic() - self.keep_alive_s
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            idle_cutoff = now - limits.keep_alive_s
+            head_cutoff = now - limits.head_timeout_s
+            linger_cutoff = now - LINGER_S
             for conn in list(self.connections):
-                if conn.idle_since is not None and conn.idle_since < cutoff:
-                    conn.abort()
+                if conn.lingering_since is not None:
+                    if conn.lingering_since < linger_cutoff:
+                        conn.abort()
+                elif conn.busy or conn.queue:
+                    continue
+                elif conn.idle_since is not None:
+                    if conn.idle_since < idle_cutoff:
+                        conn.abort()
+                elif conn.head_since is not None:
+                    if conn.head_since < head_cutoff:
+                        conn.refuse(RequestTimeoutError(
+                            f"the request head did not arrive within "
+                            f"{limits.head_timeout_s:g} s"))
+                elif conn.body_since is not None and now > limits.body_deadline(
+                        conn.body_since, conn.body_bytes):
+                    conn.refuse(RequestTimeoutError(
+                        f"the request body arrived too slowly (allowed: "
+                        f"{limits.body_timeout_s:g} s plus 1 s per {limits.min_body_rate} "
+                        f"bytes)"))
 
     def run(self, host: str, port: int,
             on_started: Callable[[str, int], None] | None = None) -> None:
@@ -205,6 +267,8 @@ class HTTPServer:
                 body: bytes, extra: bytes = b"") -> None:
         """Write one complete answer (``extra``: further ``name: value\\r\\n`` header lines)."""
         close = not req.keep_alive or conn.closing
+        if status >= 400 and content_type.startswith(b"application/json"):
+            body = shorten_error(body)
         head = b"HTTP/1.1 %d %s%s%s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s\r\n" % (
             status, _PHRASES.get(status, b"Unknown"), self.head, self.clock.header(),
             content_type, len(body), extra, b"connection: close\r\n" if close else b"")
@@ -214,8 +278,9 @@ class HTTPServer:
         else:
             transport.write(head + body)
         if self.access_log:
-            access.info('%s - "%s %s HTTP/%s" %d', conn.peer, req.method.decode(),
-                        req.url.decode("latin-1"), req.version, status)
+            access.info('%s - "%s %s HTTP/%s" %d', conn.peer,
+                        shorten(req.method.decode("latin-1")),
+                        shorten(req.url.decode("latin-1")), req.version, status)
         if close:
             conn.close_after_write()
 
@@ -227,6 +292,11 @@ class HTTPServer:
     def handle(self, conn: _Connection, req: _Request) -> Awaitable[None] | None:
         """Answer ``req``: now (returns None) or later (returns what to wait for)."""
         inference = self.inference
+        if req.refusal is not None:
+            req.keep_alive = False
+            self.respond(conn, req, req.refusal.http_status, b"application/json",
+                         refusal_body(req.refusal))
+            return None
         target = _infer_target(req) if inference is not None else None
         if req.too_large:
             error = PayloadTooLargeError(f"request body exceeds {self.max_body} bytes")
@@ -329,11 +399,16 @@ def _infer_target(req: _Request) -> tuple[str, str | None] | None:
         "latin-1")
 
 
+class _Halt(Exception):
+    """Raised from a parser callback to stop parsing at a refusal."""
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parses requests and answers them in order."""
 
     def __init__(self, server: HTTPServer) -> None:
         self.server = server
+        self.limits = server.limits
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.queue: deque[_Request] = deque()
@@ -342,7 +417,15 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self.paused_writing = False
         self.paused_reading = False
+        self.refused = False
+        """A refusal is queued or answered: what the client sends next is dropped."""
         self.idle_since: float | None = time.monotonic()
+        """Set between requests only (keep-alive); None while one is arriving or answered."""
+        self.head_since: float | None = None
+        """First byte of the head arriving now."""
+        self.body_since: float | None = None
+        self.body_bytes = 0
+        self.lingering_since: float | None = None
         self.peer = "-"
         self.peer_address: tuple[str, int] | None = None
         self.local_address: tuple[str, int] | None = None
@@ -352,12 +435,21 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._too_large = False
+        self._head_seen = 0  # url and completed header lines, counted by the callbacks
+        self._head_raw = 0  # whole reads that arrived inside the head
+        self._begun = 0  # messages begun (tells a head that ended and one that began apart)
+        self._halt: _Request | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         self.disconnected = asyncio.get_running_loop().create_future()
+        if len(self.server.connections) >= self.limits.max_connections:
+            self.lost = self.closing = self.refused = True  # over the cap: closed at once
+            self.idle_since = None
+            self.transport.close()
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with contextlib.suppress(OSError):
@@ -373,26 +465,38 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = self.closing = True
-        self.idle_since = None
+        self.idle_since = self.head_since = self.body_since = self.lingering_since = None
         self.server.connections.discard(self)
         if not self.disconnected.done():
             self.disconnected.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self.idle_since = None
+        if self.refused:
+            return  # lingering: dropped
+        in_head = self.head_since is not None
+        begun = self._begun
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse("protocol upgrades are not supported")
+            self.refuse(InvalidInputError("protocol upgrades are not supported"))
             return
         except httptools.HttpParserError as exc:
-            self._refuse(f"malformed HTTP request: {exc}")
+            halt, self._halt = self._halt, None
+            if halt is None:
+                self.refuse(InvalidInputError(f"malformed HTTP request: {exc}"))
+            else:
+                self._queue_refusal(halt)
             return
+        if in_head and self.head_since is not None and begun == self._begun:
+            self._head_raw += len(data)  # the whole read belongs to the same head
+            if self._head_raw > self.limits.max_head_bytes:
+                self.refuse(HeadTooLargeError(self._head_message()))
+                return
         self.drain()
 
     def eof_received(self) -> bool | None:
         self.closing = True
-        if not self.busy and not self.queue:
+        if self.lingering_since is not None or (not self.busy and not self.queue):
             return None  # close now
         return True  # half-close: finish the answers in progress
 
@@ -411,22 +515,64 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._too_large = False
+        self._head_seen = self._head_raw = 0
+        self._begun += 1
+        self.idle_since = None
+        self.head_since = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_seen += len(url)
+        if self._head_seen > self.limits.max_head_bytes:
+            self._stop(HeadTooLargeError(self._head_message()))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        headers = self._headers
+        headers.append((name.lower(), value))
+        self._head_seen += len(name) + len(value) + 4
+        if len(headers) > self.limits.max_headers:
+            self._stop(HeadTooLargeError(
+                f"more than {self.limits.max_headers} header fields"))
+        if self._head_seen > self.limits.max_head_bytes:
+            self._stop(HeadTooLargeError(self._head_message()))
 
     def on_headers_complete(self) -> None:
+        now = time.monotonic()
+        self.head_since = None
+        self.body_since = now
+        self.body_bytes = 0
+        version = self.parser.get_http_version()
+        if version not in _VERSIONS:
+            self._stop(HTTPVersionError(f"HTTP/{version} is not supported",
+                                        hint="send HTTP/1.1 or HTTP/1.0"))
+        hosts = 0
+        expect = False
         for name, value in self._headers:
             if name == b"content-length" and value.isdigit() and int(value) > self.server.max_body:
                 self._too_large = True
-            elif (name == b"expect" and value.lower() == b"100-continue" and not self.busy
-                  and not self.queue and not self._too_large):
-                self.transport.write(_CONTINUE)
+            elif name == b"host":
+                hosts += 1
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect = True
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            self._stop(InvalidInputError(
+                "an HTTP/1.1 request needs exactly one Host header" if hosts == 0 else
+                "more than one Host header"))
+        url = self._url
+        if url[:1] not in (b"/", b"*") and b"://" in url[:10]:
+            self._absolute_form(url)
+        if self._too_large:
+            # Answered as soon as the head is read: no 100 Continue, and the body is not
+            # awaited (the connection then closes).
+            parser = self.parser
+            self._halt = _Request(parser.get_method(), self._url, self._headers, b"", False,
+                                  version, True)
+            raise _Halt
+        if expect and version == "1.1" and not self.busy and not self.queue:
+            self.transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
         if self._too_large:
             return
         self._size += len(body)
@@ -439,11 +585,33 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parser = self.parser
         body = self._body
+        self.head_since = self.body_since = None
         self.queue.append(_Request(
             parser.get_method(), self._url, self._headers,
             body[0] if len(body) == 1 else b"".join(body), parser.should_keep_alive(),
             parser.get_http_version(), self._too_large))
         self._body = []
+
+    def _absolute_form(self, url: bytes) -> None:
+        """RFC 9112 §3.2.2: route by the target's path; its authority replaces Host."""
+        scheme, _, rest = url.partition(b"://")
+        if scheme.lower() not in (b"http", b"https"):
+            self._stop(InvalidInputError("the request target names an unknown scheme"))
+        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+        authority, path = rest[:cut], rest[cut:]
+        if not authority or b"@" in authority:
+            self._stop(InvalidInputError("the request target has no usable authority"))
+        self._url = path if path.startswith(b"/") else b"/" + path
+        self._headers = [(n, v) for n, v in self._headers if n != b"host"]
+        self._headers.append((b"host", authority))
+
+    def _head_message(self) -> str:
+        return f"the request line and headers exceed {self.limits.max_head_bytes} bytes"
+
+    def _stop(self, exc: Error) -> None:
+        """Stop parsing (from a callback) and refuse with ``exc``."""
+        self._halt = _Request(b"GET", b"", [], b"", False, "1.1", False, exc)
+        raise _Halt
 
     # -- answering -------------------------------------------------------------------------------
 
@@ -452,7 +620,7 @@ class _Connection(asyncio.Protocol):
         queue = self.queue
         while queue and not self.busy and not self.paused_writing and not self.lost:
             req = queue.popleft()
-            if req.too_large:
+            if req.too_large or req.refusal is not None:
                 self.closing = True
             pending = self.server.handle(self, req)
             if pending is not None:
@@ -460,16 +628,23 @@ class _Connection(asyncio.Protocol):
                 asyncio.ensure_future(pending).add_done_callback(self._finished)
             if self.closing:
                 queue.clear()
-        if self.lost:
+        if self.lost or self.lingering_since is not None:
             return
         if not self.busy and not queue:
             if self.closing:
                 self.transport.close()
                 return
+            now = time.monotonic()
             if self.paused_reading:
                 self.paused_reading = False
                 self.transport.resume_reading()
-            self.idle_since = time.monotonic()
+                # the clocks of a request half read while the last answer was pending start now
+                if self.head_since is not None:
+                    self.head_since = now
+                if self.body_since is not None:
+                    self.body_since, self.body_bytes = now, 0
+            if self.head_since is None and self.body_since is None and self.idle_since is None:
+                self.idle_since = now
         elif not self.paused_reading and not self.closing:
             # While an answer is pending, read no further: what a pipelining client sends next
             # waits in the kernel's buffer, so a connection never holds more than one read's
@@ -485,19 +660,34 @@ class _Connection(asyncio.Protocol):
             return
         self.drain()
 
-    def _refuse(self, message: str) -> None:
-        """Answer 400 and close: the input cannot be parsed any further."""
-        self.closing = True
-        self.queue.clear()
-        if not self.busy:
-            req = _Request(b"GET", b"", [], b"", False, "1.1", False)
-            self.server.answer(self, req, error_answer(InvalidInputError(message)))
-        else:
-            self.transport.close()
+    def refuse(self, exc: Error) -> None:
+        """Answer ``exc`` (after the answers already due) and close: the input cannot be
+        read any further."""
+        self._queue_refusal(_Request(b"GET", b"", [], b"", False, "1.1", False, exc))
+
+    def _queue_refusal(self, req: _Request) -> None:
+        self.refused = True
+        self.head_since = self.body_since = self.idle_since = None
+        self.queue.append(req)
+        self.drain()
 
     def close_after_write(self) -> None:
         self.closing = True
-        self.transport.close()  # flushes what is buffered first
+        if not self.refused or self.lost:
+            self.transport.close()  # flushes what is buffered first
+            return
+        # Half-close: the answer and a FIN go out; what the client still sends is read and
+        # dropped (for at most LINGER_S), so its kernel does not reset the connection before
+        # it reads the answer.
+        self.lingering_since = time.monotonic()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        else:  # pragma: no cover - TCP transports can
+            self.transport.close()
+            return
+        if self.paused_reading:
+            self.paused_reading = False
+            self.transport.resume_reading()
 
     def close_when_idle(self) -> None:
         self.closing = True

@@ -1,0 +1,356 @@
+"""Limits and protocol rules both HTTP layers apply to what clients send.
+
+:class:`HTTPLimits` is the one description of them (each field is a ``serve_*`` setting);
+:mod:`lockgate.serve.http` enforces it in its parser callbacks. On the uvicorn path
+(``lockgate serve --http uvicorn``, ``lockgate server``, ``lockgate ui``) :func:`uvicorn_options`
+runs uvicorn's h11 protocol, subclassed here (:class:`GuardedH11Protocol`) rather than
+wrapped in middleware alone, because the limits on bytes and time must act before a request
+exists:
+
+- the head's size is h11's ``max_incomplete_event_size`` (h11 holds at most that much of an
+  unfinished head); an oversize head is answered 431, like lockgate's layer;
+- the head timeout runs from the first byte of a head to its end, the body deadline from the
+  end of the head (each byte received buys ``1 / min_body_rate`` s), the keep-alive timeout
+  between requests only, also for a connection that never sends anything: 408 and a close;
+- beyond ``max_connections`` a new connection is closed at once;
+- on the parsed head, a small ASGI guard refuses more than ``max_headers`` header fields (431),
+  versions other than 1.0 and 1.1 (505) and a declared ``Content-Length`` over the app's
+  ``max_request_bytes`` (413, before the app reads the body, so no ``100 Continue`` is sent),
+  and routes an absolute-form target by its path with its authority as ``Host``;
+- h11 itself refuses HTTP/1.1 without exactly one ``Host`` (400).
+
+Differences from lockgate's layer: a refusal closes at once (no lingering read), and error
+bodies the app writes are shortened only when they are JSON and their length is declared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import h11
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
+
+from lockgate.errors import Error, InvalidInputError
+
+__all__ = [
+    "ECHO_CHARS",
+    "GuardedH11Protocol",
+    "HTTPLimits",
+    "HTTPVersionError",
+    "HeadTooLargeError",
+    "RequestTimeoutError",
+    "refusal_body",
+    "shorten",
+    "shorten_error",
+    "uvicorn_options",
+]
+
+ECHO_CHARS = 200
+"""Longest run of request-derived characters an error body repeats; longer ones are cut."""
+_LONG_RUN = re.compile(rf"[^\s'\"]{{{ECHO_CHARS + 1},}}")
+
+
+class HeadTooLargeError(InvalidInputError):
+    """A request line and headers over the server's limits (HTTP 431)."""
+
+    http_status = 431
+
+
+class RequestTimeoutError(InvalidInputError):
+    """A request head or body that did not arrive in time (HTTP 408)."""
+
+    http_status = 408
+
+
+class HTTPVersionError(InvalidInputError):
+    """A request in an HTTP version the server does not speak (HTTP 505)."""
+
+    http_status = 505
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPLimits:
+    """What one client may ask of the server; each field is a ``serve_*`` setting of the same
+    name (docs/configuration.md). Raises InvalidInputError for a limit out of range."""
+
+    max_head_bytes: int = 64 << 10
+    max_headers: int = 100
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    min_body_rate: int = 64 << 10
+    keep_alive_s: float = 5.0
+    max_connections: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.max_head_bytes < 1024 or self.max_headers < 1 or self.max_connections < 1:
+            raise InvalidInputError("HTTP limits: max_head_bytes must be at least 1024, "
+                                    "max_headers and max_connections at least 1")
+        if min(self.head_timeout_s, self.body_timeout_s, self.keep_alive_s) <= 0 or \
+                self.min_body_rate < 0:
+            raise InvalidInputError("HTTP limits: timeouts must be positive and min_body_rate "
+                                    "not negative")
+
+    def body_deadline(self, started: float, received: int) -> float:
+        """When a body begun at ``started`` with ``received`` bytes so far is late."""
+        extra = received / self.min_body_rate if self.min_body_rate else 0.0
+        return started + self.body_timeout_s + extra
+
+
+def shorten(text: str) -> str:
+    """``text`` with every run of over :data:`ECHO_CHARS` non-space characters cut short."""
+    return _LONG_RUN.sub(lambda m: m[0][:ECHO_CHARS] + "…", text)
+
+
+def shorten_error(body: bytes) -> bytes:
+    """A JSON ``{"error": ...}`` body with the long names it echoes cut short; any other body
+    as it is."""
+    if len(body) <= ECHO_CHARS + 64:
+        return body
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    if not isinstance(doc, dict) or not isinstance(doc.get("error"), str):
+        return body
+    doc["error"] = shorten(doc["error"])
+    return orjson.dumps(doc)
+
+
+def refusal_body(exc: Error) -> bytes:
+    """The JSON body of an answer refusing a request."""
+    return orjson.dumps({"error": shorten(exc.diagnostics())})
+
+
+def uvicorn_options(limits: HTTPLimits, max_body: int | None) -> dict[str, Any]:
+    """uvicorn.Config options that apply ``limits`` (and ``max_body``, a declared body
+    length over which the answer is 413; None: the app decides)."""
+    protocol = type("GuardedH11Protocol", (GuardedH11Protocol,),
+                    {"limits": limits, "max_body": max_body})
+    return {"http": protocol, "timeout_keep_alive": limits.keep_alive_s,
+            "h11_max_incomplete_event_size": limits.max_head_bytes}
+
+
+def _raw_answer(status: int, exc: Error, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    body = refusal_body(exc)
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, STATUS_PHRASES.get(status, b""))]
+    head += [b"%s: %s\r\n" % pair for pair in default_headers]
+    head.append(b"content-type: application/json\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n" % len(body))
+    return b"".join(head) + body
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with :class:`HTTPLimits` (set as class attributes by
+    :func:`uvicorn_options`)."""
+
+    limits: ClassVar[HTTPLimits] = HTTPLimits()
+    max_body: ClassVar[int | None] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = _Guard(self.app, self.limits, self.max_body)
+        self._over_cap = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_since = 0.0
+        self._body_bytes = 0
+
+    def connection_made(  # type: ignore[override]
+            self, transport: asyncio.Transport) -> None:
+        if len(self.connections) >= self.limits.max_connections:
+            self._over_cap = True
+            transport.close()
+            return
+        super().connection_made(transport)
+        # a connection that never sends a byte is idle too
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._over_cap:
+            return
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._over_cap or self.transport.is_closing():
+            return
+        super().data_received(data)
+        self._watch(len(data))
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch(0)
+
+    def send_400_response(self, msg: str) -> None:
+        buffered = len(self.conn.trailing_data[0])
+        if buffered > self.limits.max_head_bytes:
+            exc: InvalidInputError = HeadTooLargeError(
+                f"the request line and headers exceed {self.limits.max_head_bytes} bytes")
+        else:
+            exc = InvalidInputError(f"malformed HTTP request: {msg}")
+        self._refuse(exc)
+
+    def _refuse(self, exc: InvalidInputError) -> None:
+        self._cancel_timers()
+        if not self.transport.is_closing():
+            self.transport.write(_raw_answer(exc.http_status, exc,
+                                             self.server_state.default_headers))
+            self.transport.close()
+
+    def _watch(self, received: int) -> None:
+        """Start or stop the head and body clocks after h11 has seen more input."""
+        if self.transport.is_closing():
+            return
+        state = self.conn.their_state
+        loop = self.loop
+        if state is h11.IDLE:
+            if self._head_timer is None and (received or self.conn.trailing_data[0]):
+                self._unset_keepalive_if_required()
+                self._head_timer = loop.call_later(self.limits.head_timeout_s, self._head_late)
+            return
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if state is h11.SEND_BODY:
+            if self._body_timer is None:
+                self._body_since, self._body_bytes = loop.time(), 0
+                self._body_timer = loop.call_later(self.limits.body_timeout_s, self._body_late)
+            else:
+                self._body_bytes += received
+        elif self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE:
+            self._refuse(RequestTimeoutError(
+                f"the request head did not arrive within {self.limits.head_timeout_s:g} s"))
+
+    def _body_late(self) -> None:
+        self._body_timer = None
+        if self.conn.their_state is not h11.SEND_BODY:
+            return
+        now = self.loop.time()
+        deadline = self.limits.body_deadline(self._body_since, self._body_bytes)
+        if self.flow.read_paused:  # the app is not reading: not the client's delay
+            self._body_since, self._body_bytes = now, 0
+            deadline = now + self.limits.body_timeout_s
+        if now < deadline:
+            self._body_timer = self.loop.call_later(deadline - now, self._body_late)
+            return
+        self._refuse(RequestTimeoutError(
+            f"the request body arrived too slowly (allowed: {self.limits.body_timeout_s:g} s "
+            f"plus 1 s per {self.limits.min_body_rate} bytes)"))
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+
+class _Guard:
+    """The rules that need a parsed head, as ASGI in front of the app."""
+
+    def __init__(self, app: ASGIApp, limits: HTTPLimits, max_body: int | None) -> None:
+        self.app = app
+        self.limits = limits
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._check(scope)
+        if refusal is not None:
+            body = refusal_body(refusal)
+            await send({"type": "http.response.start", "status": refusal.http_status,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", b"%d" % len(body)),
+                                    (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, _shortening(send))
+
+    def _check(self, scope: Scope) -> InvalidInputError | None:
+        version = scope["http_version"]
+        if version not in ("1.0", "1.1"):
+            return HTTPVersionError(f"HTTP/{shorten(version)} is not supported",
+                                    hint="send HTTP/1.1 or HTTP/1.0")
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if len(headers) > self.limits.max_headers:
+            return HeadTooLargeError(f"more than {self.limits.max_headers} header fields")
+        hosts = sum(1 for name, _ in headers if name == b"host")
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            return InvalidInputError("an HTTP/1.1 request needs exactly one Host header"
+                                     if hosts == 0 else "more than one Host header")
+        if self.max_body is not None:
+            for name, value in headers:
+                if name == b"content-length" and value.isdigit() and \
+                        int(value) > self.max_body:
+                    from lockgate.serve.inference import PayloadTooLargeError
+
+                    return PayloadTooLargeError(f"request body exceeds {self.max_body} bytes")
+        raw: bytes = scope["raw_path"]
+        if raw[:1] != b"/" and b"://" in raw[:10]:
+            return _absolute_form(scope, raw)
+        return None
+
+
+def _absolute_form(scope: Scope, raw: bytes) -> InvalidInputError | None:
+    """RFC 9112 §3.2.2: route by the target's path; its authority replaces Host."""
+    from urllib.parse import unquote
+
+    scheme, _, rest = raw.partition(b"://")
+    if scheme.lower() not in (b"http", b"https"):
+        return InvalidInputError("the request target names an unknown scheme")
+    cut = rest.find(b"/")
+    authority, path = (rest, b"/") if cut < 0 else (rest[:cut], rest[cut:])
+    if not authority or b"@" in authority:
+        return InvalidInputError("the request target has no usable authority")
+    scope["raw_path"] = path
+    scope["path"] = scope.get("root_path", "") + unquote(path.decode("latin-1"))
+    scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"host"] + [
+        (b"host", authority)]
+    return None
+
+
+def _shortening(send: Send) -> Send:
+    """``send`` with the long names in JSON error bodies cut short."""
+    shorten_next = False
+
+    async def wrapped(message: Message) -> None:
+        nonlocal shorten_next
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            shorten_next = message["status"] >= 400 and any(
+                n.lower() == b"content-type" and v.startswith(b"application/json")
+                for n, v in headers)
+            if shorten_next:
+                message = {**message, "headers": [
+                    (n, v) for n, v in headers if n.lower() != b"content-length"]}
+                pending.append(message)
+                return
+        elif shorten_next and message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = shorten_error(b"".join(chunks))
+            start = pending.pop()
+            await send({**start, "headers": [*start["headers"],
+                                             (b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    pending: list[Message] = []
+    chunks: list[bytes] = []
+    return wrapped
+
