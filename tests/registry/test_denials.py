@@ -1,0 +1,109 @@
+"""Repeated refusals do not grow the audit log without bound: against a real `lockgate server`,
+a viewer hammering an admin route adds one row at once and one folded row carrying the count
+(written when the server stops); distinct actors and operations stay apart; the chain holds.
+In-process, a run's folded row is written when its window closes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from lockgate.api import Lockgate
+from lockgate.audit import DENIAL_WINDOW_S, AuditEvent, DenialRecorder, EventType, verify_chain
+from lockgate.store.metadata import MemoryMetadataStore
+from registry_server import make_home
+
+
+@contextmanager
+def _server(home: Path) -> Iterator[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
+    env.update(ORT_DISABLE_TELEMETRY="1", LOCKGATE_USER="ops")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lockgate", "--home", str(home), "server", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    try:
+        while True:
+            line = proc.stdout.readline()
+            assert line, "the server exited"
+            if m := re.search(r"registry API on (http://127\.0\.0\.1:\d+)/", line):
+                break
+        threading.Thread(target=lambda: [None for _ in proc.stdout],  # type: ignore[union-attr]
+                         daemon=True).start()
+        yield m.group(1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        proc.stdout.close()
+
+
+def _denied(lg: Lockgate, since: int) -> list[tuple[str, str, dict[str, object]]]:
+    return [(r.actor, str(r.payload["action"]), dict(r.payload))
+            for r in lg.audit_log()[since:] if r.type == "access.denied"]
+
+
+def test_repeated_denials_fold_into_one_row_with_a_count(tmp_path: Path) -> None:
+    home, tokens, _ = make_home(tmp_path)
+    with Lockgate.open(home) as lg:
+        before = len(lg.audit_log())
+    with _server(home) as url:
+        view = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['view']}"})
+        dev = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {tokens['dev']}"})
+        with view, dev:
+            for _ in range(200):
+                assert view.get("/api/v1/users").status_code == 403
+            assert view.get("/api/v1/tokens").status_code == 403  # another operation
+            for _ in range(3):
+                assert dev.get("/api/v1/users").status_code == 403  # another actor
+        with Lockgate.open(home) as lg:  # while it runs: only the first of each run
+            running = _denied(lg, before)
+        assert [(a, op) for a, op, _ in running] == [
+            ("view", "listUsers"), ("view", "listTokens"), ("dev", "listUsers")]
+    with Lockgate.open(home) as lg:  # stopped: the folded rows are flushed
+        rows = _denied(lg, before)
+        assert lg.audit_verify().ok
+    assert len(rows) <= 6
+    counts = {(a, op): p["count"] for a, op, p in rows if "count" in p}
+    assert counts == {("view", "listUsers"): 199, ("dev", "listUsers"): 2}
+    folded = next(p for a, op, p in rows if "count" in p and a == "view")
+    assert folded["first"] <= folded["last"]  # type: ignore[operator]
+    assert folded["window_s"] == DENIAL_WINDOW_S
+    assert "'view' does not hold the 'admin' role" in str(folded["reason"])
+
+
+def test_a_run_is_flushed_when_its_window_closes() -> None:
+    meta = MemoryMetadataStore()
+    recorder = DenialRecorder(meta.append_event, window=0.2)
+    event = AuditEvent(EventType.ACCESS_DENIED, "eve", "m", None,
+                       {"action": "deploy", "reason": "no role"})
+    other = AuditEvent(EventType.ACCESS_DENIED, "eve", "m", None,
+                       {"action": "rollback", "reason": "no role"})
+    try:
+        for _ in range(5):
+            recorder.record(event)
+        recorder.record(other)
+        assert [r.payload.get("count") for r in meta.audit_records()] == [None, None]
+        deadline = time.monotonic() + 30
+        while len(meta.audit_records()) < 3:  # the sweeper writes the folded row
+            assert time.monotonic() < deadline, "the window never closed"
+            time.sleep(0.05)
+        records = meta.audit_records()
+        assert [(r.payload["action"], r.payload.get("count")) for r in records] == [
+            ("deploy", None), ("rollback", None), ("deploy", 4)]
+        recorder.record(event)  # a new window: written at once
+        assert len(meta.audit_records()) == 4
+        assert verify_chain(meta.audit_records()).ok
+    finally:
+        recorder.close()
+    recorder.record(event)  # after close, every refusal is written at once
+    assert len(meta.audit_records()) == 5
