@@ -4,18 +4,20 @@ Pages are GET routes under ``/ui``. Actions (approve, reject, promote, canary, w
 the candidate, roll back) are POSTs that first render a confirmation page and, once confirmed,
 run through the registry API's own operations (same role checks, same validation), then show
 the audit events they appended. With auth on, a login form takes an API token; the session is
-an HttpOnly, SameSite=Strict cookie and every POST carries a form token derived from it. No
-script runs and nothing is fetched from another host: styles are inline, charts inline SVG,
-and the Content-Security-Policy says so.
+an HttpOnly, SameSite=Strict cookie. Without login, the console sets a random per-browser
+session cookie. Every action carries a form token keyed by the home's console secret and bound
+to that session, and every POST the browser marks as coming from another site is refused and
+audited (see lockgate.ui.session). No script runs and nothing is fetched from another host:
+styles are inline, charts inline SVG, and the Content-Security-Policy says so.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
@@ -26,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from lockgate.audit import AuditEvent, EventType
 from lockgate.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -36,9 +39,16 @@ from lockgate.errors import (
 from lockgate.identity import ROLES, Principal, authenticate
 from lockgate.registry.app import invoke
 from lockgate.report import esc
-from lockgate.types import validate_name
+from lockgate.types import validate_name, whole_number
 from lockgate.ui import pages
 from lockgate.ui.live import LiveMetrics
+from lockgate.ui.session import (
+    console_secret,
+    foreign_origin,
+    form_token,
+    new_session,
+    valid_session,
+)
 
 if TYPE_CHECKING:
     from lockgate.api import Lockgate
@@ -51,19 +61,16 @@ MetricsSource = Callable[[], str]
 """Returns a serving process's Prometheus exposition text (for live figures)."""
 
 _COOKIE = "lockgate_session"
+_LOCAL_COOKIE = "lockgate_console"
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
 _MAX_FORM = 64 << 10
 
 
-def _csrf(token: str) -> str:
-    return hmac.new(b"lockgate-ui-form", token.encode(), hashlib.sha256).hexdigest()[:32]
-
-
 def _html(text: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(text, status_code=status, headers={
         "Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"})
+        "Referrer-Policy": "same-origin", "Cache-Control": "no-store"})
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -78,10 +85,10 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _int(fields: Mapping[str, str], key: str) -> int:
-    try:
-        return int(fields.get(key, ""))
-    except ValueError:
-        raise InvalidInputError(f"{key} must be a whole number") from None
+    number = whole_number(fields.get(key, ""))
+    if number is None:
+        raise InvalidInputError(f"{key} must be a whole number")
+    return number
 
 
 def ui_routes(lg: Lockgate, *, auth: bool = True,
@@ -90,34 +97,78 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
     local = Principal(lg.settings.user, frozenset(ROLES))
     live = LiveMetrics(metrics_source) if metrics_source is not None else None
     lock = threading.Lock()
+    secret = console_secret(lg.settings.home)
 
-    def viewer_of(request: Request) -> pages.Viewer:
+    def session_of(request: Request) -> tuple[str, str | None]:
+        """The no-login session id, and the cookie to set when the browser had none."""
+        sid = request.cookies.get(_LOCAL_COOKIE)
+        if valid_session(sid):
+            assert sid is not None
+            return sid, None
+        fresh = new_session()
+        return fresh, fresh
+
+    def viewer_of(request: Request) -> tuple[pages.Viewer, str | None]:
         if not auth:
-            return pages.Viewer(local, _csrf("local:" + lg.settings.user), auth=False)
+            sid, fresh = session_of(request)
+            return pages.Viewer(local, form_token(secret, "local:" + sid), auth=False), fresh
         token = request.cookies.get(_COOKIE)
         if not token:
             raise AuthenticationError("log in first")
-        return pages.Viewer(authenticate(lg.meta, token), _csrf(token), auth=True)
+        return pages.Viewer(authenticate(lg.meta, token), form_token(secret, "auth:" + token),
+                            auth=True), None
+
+    def with_session(response: Response, request: Request, fresh: str | None) -> Response:
+        if fresh is not None:
+            response.set_cookie(_LOCAL_COOKIE, fresh, httponly=True, samesite="strict",
+                                path="/ui", secure=request.url.scheme == "https")
+        return response
+
+    def actor_of(request: Request) -> str:
+        """Who a refused request acts as, for the audit log (never raises)."""
+        if not auth:
+            return lg.settings.user
+        try:
+            return authenticate(lg.meta, request.cookies.get(_COOKIE)).name
+        except Error:
+            return "anonymous"
+
+    async def refuse_foreign(request: Request, action: str) -> Response | None:
+        """403, audited, for a POST the browser says another site sent; None otherwise."""
+        problem = foreign_origin(request)
+        if problem is None:
+            return None
+        reason = f"console refused {problem}: state changes come from the console's own pages"
+
+        def record() -> None:
+            lg.denials.record(AuditEvent(EventType.ACCESS_DENIED, actor_of(request), None,
+                                         None, {"action": action, "reason": reason}))
+
+        await run_in_threadpool(record)
+        err = AccessDeniedError(reason, hint="open the console itself and use its forms")
+        return _html(pages.page("Refused", "", None, flash=esc(err.diagnostics()),
+                                error=True), err.http_status)
 
     def guarded(render: Callable[[Request, pages.Viewer], tuple[str, str]]
                 ) -> Callable[[Request], Any]:
         async def handle(request: Request) -> Response:
             try:
-                viewer = await run_in_threadpool(viewer_of, request)
+                viewer, fresh = await run_in_threadpool(viewer_of, request)
             except AuthenticationError:
                 return RedirectResponse("/ui/login", status_code=303)
             try:
                 if not viewer.principal.can("viewer"):
                     raise AccessDeniedError(f"{viewer.principal.name!r} holds no role")
                 title, body = await run_in_threadpool(render, request, viewer)
-                return _html(pages.page(title, body, viewer))
+                response = _html(pages.page(title, body, viewer))
             except Error as exc:
-                return _html(pages.page("Error", "", viewer, flash=esc(exc.diagnostics()),
-                                        error=True), exc.http_status)
+                response = _html(pages.page("Error", "", viewer, flash=esc(exc.diagnostics()),
+                                            error=True), exc.http_status)
             except Exception:
                 log.exception("internal error in %s", request.url.path)
-                return _html(pages.page("Error", "", viewer, flash="internal error",
-                                        error=True), 500)
+                response = _html(pages.page("Error", "", viewer, flash="internal error",
+                                            error=True), 500)
+            return with_session(response, request, fresh)
 
         return handle
 
@@ -126,9 +177,10 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
 
     def number_of(request: Request) -> int:
         text = str(request.path_params["number"])
-        if not text.isdigit() or len(text) > 9:
-            raise NotFoundError(f"no version {text!r}")
-        return int(text)
+        number = whole_number(text)
+        if number is None or len(text) > 9:
+            raise NotFoundError(f"no version {text[:32]!r}")
+        return number
 
     def models(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
         return "Models", pages.models_page(lg, viewer)
@@ -180,6 +232,8 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
         return _html(pages.page("lockgate", pages.login_page(), None))
 
     async def login(request: Request) -> Response:
+        if (refused := await refuse_foreign(request, "console.login")) is not None:
+            return refused
         try:
             token = (await _form(request)).get("token", "").strip()
             await run_in_threadpool(authenticate, lg.meta, token)
@@ -191,21 +245,31 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
         return response
 
     async def logout(request: Request) -> Response:
+        if (refused := await refuse_foreign(request, "console.logout")) is not None:
+            return refused
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(_COOKIE, path="/ui")
         return response
 
     async def action(request: Request) -> Response:
+        kind = str(request.path_params["action"])[:64]
+        if (refused := await refuse_foreign(request, f"console.{kind}")) is not None:
+            return refused
         try:
-            viewer = await run_in_threadpool(viewer_of, request)
+            viewer, fresh = await run_in_threadpool(viewer_of, request)
         except AuthenticationError:
             return RedirectResponse("/ui/login", status_code=303)
+        if fresh is not None:  # no session cookie: no form of this browser can be valid
+            viewer = replace(viewer, csrf="")
         back = "/ui/"
         try:
             fields = await _form(request)
-            if not hmac.compare_digest(fields.get("csrf", ""), viewer.csrf):
+            if not viewer.csrf or not hmac.compare_digest(fields.get("csrf", ""), viewer.csrf):
+                await run_in_threadpool(lg.denials.record, AuditEvent(
+                    EventType.ACCESS_DENIED, viewer.principal.name, None, None,
+                    {"action": f"console.{kind}",
+                     "reason": "console refused a form whose token is missing or wrong"}))
                 raise InvalidInputError("the form is stale or forged: reload the page")
-            kind = str(request.path_params["action"])
             name = validate_name(fields.get("model", ""))
             back = (pages.version_path(name, _int(fields, "version"))
                     if kind in ("approve", "promote") else f"/ui/deployments/{quote(name)}")
