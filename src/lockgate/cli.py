@@ -41,6 +41,7 @@ from lockgate.types import GateResult, Version
 
 if TYPE_CHECKING:
     from lockgate.remote import RemoteRegistry
+    from lockgate.serve import HTTPLimits
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -830,9 +831,22 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
         err.print(f"serving {names} on http://{bound_host}:{bound_port}/v2 (Ctrl-C stops)")
 
     try:
-        run_server(app, host=h, port=p, on_started=started, http=http_layer)
+        run_server(app, host=h, port=p, on_started=started, http=http_layer,
+                   limits=_http_limits(lg))
     except KeyboardInterrupt:
         err.print("stopped")
+
+
+def _http_limits(lg: Lockgate) -> HTTPLimits:
+    """The serve_* HTTP limits of the settings, for run_server."""
+    from lockgate.serve import HTTPLimits
+
+    s = lg.settings
+    return HTTPLimits(
+        max_head_bytes=s.serve_max_head_bytes, max_headers=s.serve_max_headers,
+        head_timeout_s=s.serve_head_timeout_s, body_timeout_s=s.serve_body_timeout_s,
+        min_body_rate=s.serve_min_body_rate, keep_alive_s=s.serve_keep_alive_s,
+        max_connections=s.serve_max_connections)
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -883,7 +897,7 @@ def server(ctx: click.Context, host: str, port: int, no_auth: bool,
                   f"OpenAPI at /openapi.json; Ctrl-C stops)")
 
     try:
-        run_server(app, host=host, port=port, on_started=started,
+        run_server(app, host=host, port=port, on_started=started, limits=_http_limits(lg),
                    log_level="info" if access_log else "warning", access_log=access_log)
     except KeyboardInterrupt:
         err.print("stopped")
@@ -925,7 +939,7 @@ def ui(ctx: click.Context, host: str, port: int, no_auth: bool,
         err.print(f"console on http://{bound_host}:{bound_port}/ui/ ({mode}; Ctrl-C stops)")
 
     try:
-        run_server(app, host=host, port=port, on_started=started)
+        run_server(app, host=host, port=port, on_started=started, limits=_http_limits(lg))
     except KeyboardInterrupt:
         err.print("stopped")
 

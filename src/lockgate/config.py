@@ -102,6 +102,22 @@ SETTINGS: tuple[Setting, ...] = (
             "registered environment: warn or refuse."),
     Setting("serve_host", "LOCKGATE_SERVE_HOST", "127.0.0.1", "Address the server binds."),
     Setting("serve_port", "LOCKGATE_SERVE_PORT", "8080", "Port the server binds (0: any free)."),
+    Setting("serve_max_head_bytes", "LOCKGATE_SERVE_MAX_HEAD_BYTES", "65536",
+            "Largest request line plus headers the HTTP servers accept (431 beyond)."),
+    Setting("serve_max_headers", "LOCKGATE_SERVE_MAX_HEADERS", "100",
+            "Most header fields in one request (431 beyond)."),
+    Setting("serve_head_timeout_s", "LOCKGATE_SERVE_HEAD_TIMEOUT_S", "10",
+            "Seconds from a request head's first byte to its end (408 and close beyond)."),
+    Setting("serve_body_timeout_s", "LOCKGATE_SERVE_BODY_TIMEOUT_S", "30",
+            "Seconds a request body may take, plus one per serve_min_body_rate bytes received "
+            "(408 and close beyond)."),
+    Setting("serve_min_body_rate", "LOCKGATE_SERVE_MIN_BODY_RATE", "65536",
+            "Bytes per second that buy a request body one more second (0: the body must "
+            "arrive within serve_body_timeout_s)."),
+    Setting("serve_keep_alive_s", "LOCKGATE_SERVE_KEEP_ALIVE_S", "5",
+            "Seconds an idle connection stays open between requests."),
+    Setting("serve_max_connections", "LOCKGATE_SERVE_MAX_CONNECTIONS", "1024",
+            "Most open connections per server; beyond it a new one is closed at once."),
     Setting("capture_window", "LOCKGATE_CAPTURE_WINDOW", "5000",
             "Rows and requests each served version keeps for drift monitors (0: no capture)."),
     Setting("request_log", "LOCKGATE_REQUEST_LOG", "-",
@@ -187,6 +203,13 @@ class Settings:
     parity_samples: int = 8
     serve_host: str = "127.0.0.1"
     serve_port: int = 8080
+    serve_max_head_bytes: int = 65536
+    serve_max_headers: int = 100
+    serve_head_timeout_s: float = 10.0
+    serve_body_timeout_s: float = 30.0
+    serve_min_body_rate: int = 65536
+    serve_keep_alive_s: float = 5.0
+    serve_max_connections: int = 1024
     signing_key: Path | None = None
     public_keys: tuple[Path, ...] = ()
     require_signature: bool = True
@@ -264,6 +287,13 @@ def _number(value: Any, key: str, kind: type[float] | type[int]) -> Any:
         raise ConfigError(f"{key}: expected a {kind.__name__}, got {value!r}") from None
 
 
+_HTTP_LIMITS: dict[str, type[int] | type[float]] = {
+    "max_head_bytes": int, "max_headers": int, "head_timeout_s": float,
+    "body_timeout_s": float, "min_body_rate": int, "keep_alive_s": float,
+    "max_connections": int}
+"""[serve] keys of the HTTP limits (settings serve_<key>, LOCKGATE_SERVE_<KEY>)."""
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
@@ -321,6 +351,9 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
         s = replace(s, serve_host=str(serve["host"]))
     if "port" in serve:
         s = replace(s, serve_port=_number(serve["port"], "serve.port", int))
+    for key, kind in _HTTP_LIMITS.items():
+        if key in serve:
+            s = replace(s, **{f"serve_{key}": _number(serve[key], f"serve.{key}", kind)})
     if "environment_drift" in serve:
         s = replace(s, environment_drift=str(serve["environment_drift"]))
     if "notify_command" in serve:
@@ -510,6 +543,10 @@ def _from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         s = replace(s, serve_host=v)
     if v := env.get("LOCKGATE_SERVE_PORT"):
         s = replace(s, serve_port=_number(v, "LOCKGATE_SERVE_PORT", int))
+    for key, kind in _HTTP_LIMITS.items():
+        name = f"LOCKGATE_SERVE_{key.upper()}"
+        if v := env.get(name):
+            s = replace(s, **{f"serve_{key}": _number(v, name, kind)})
     if v := env.get("LOCKGATE_SIGNING_KEY"):
         s = replace(s, signing_key=Path(v).expanduser())
     if v := env.get("LOCKGATE_PUBLIC_KEYS"):
@@ -556,6 +593,13 @@ def _validate(s: Settings) -> Settings:
                 raise ConfigError(f"gates key {key!r} names unknown stage {st!r}")
     if not 0 <= s.serve_port <= 65535:
         raise ConfigError(f"serve port {s.serve_port} is out of range")
+    if s.serve_max_head_bytes < 1024 or s.serve_max_headers < 1 or s.serve_max_connections < 1:
+        raise ConfigError("serve.max_head_bytes must be at least 1024, serve.max_headers and "
+                          "serve.max_connections at least 1")
+    if min(s.serve_head_timeout_s, s.serve_body_timeout_s, s.serve_keep_alive_s) <= 0 or \
+            s.serve_min_body_rate < 0:
+        raise ConfigError("serve.head_timeout_s, serve.body_timeout_s and serve.keep_alive_s "
+                          "must be positive, serve.min_body_rate not negative")
     if s.parity_atol < 0 or s.parity_rtol < 0 or s.parity_samples < 0:
         raise ConfigError("parity tolerances and sample count must not be negative")
     if s.vuln_max_severity not in SEVERITIES:
@@ -639,6 +683,13 @@ DEFAULT_CONFIG = """\
 # port = 8080
 # environment_drift = "warn"   # or "refuse": ONNX Runtime/provider/CUDA differs from registration
 # notify_command = ["/usr/local/bin/notify-oncall"]   # gets incidents as JSON on stdin
+# max_head_bytes = 65536       # request line + headers (431 beyond)
+# max_headers = 100            # header fields per request (431 beyond)
+# head_timeout_s = 10          # first byte of a head to its end (408 beyond)
+# body_timeout_s = 30          # a body's time, plus 1 s per min_body_rate bytes (408 beyond)
+# min_body_rate = 65536        # bytes per second
+# keep_alive_s = 5             # idle time between requests
+# max_connections = 1024       # a new connection beyond it is closed at once
 # capture_window = 5000        # rows and requests kept per version for drift monitors
 # request_log = "request-log"  # folder for sampled request logs
 # request_log_rate = 0.01
