@@ -61,10 +61,11 @@ def test_capture_ring_keeps_the_last_window_and_reads_after_a_cursor() -> None:
     assert later["rows"]["features"]["y[0]"]["values"] == [44.0, 46.0, 48.0]
     restarted = cap.snapshot(since_rows=1000)  # a cursor from a previous server instance
     assert restarted["rows"]["from"] == 15
-    for i in range(12):
-        cap.record_request(0.001 * i, ok=i % 4 != 0)
+    for i in range(12):  # 0, 4, 8: the server failed; 1, 5, 9: the client's request was bad
+        cap.record_request(0.001 * i, status=500 if i % 4 == 0 else 400 if i % 4 == 1 else 200)
     req = cap.snapshot(since_requests=4)["requests"]
-    assert (req["from"], req["to"], req["count"], req["errors"]) == (4, 12, 8, 2)
+    assert (req["from"], req["to"], req["count"], req["errors"], req["client_errors"]) == (
+        4, 12, 8, 2, 2)
 
 
 def test_profile_is_deterministic_and_round_trips() -> None:

@@ -100,7 +100,7 @@ class Capture:
         self._rows = 0
         self.requests = 0
         self._latency = np.zeros(window)
-        self._ok = np.ones(window, dtype=bool)
+        self._outcome = np.zeros(window, dtype=np.uint8)  # 0 ok, 1 client error, 2 server
 
     @property
     def rows(self) -> int:
@@ -156,12 +156,14 @@ class Capture:
             ring.write(start, mat)
         self._rows += n
 
-    def record_request(self, seconds: float, ok: bool) -> None:
-        """Called from one thread only (the server's event loop), so it takes no lock: the
+    def record_request(self, seconds: float, status: int) -> None:
+        """One answered request and its HTTP status: a 5xx is the version's own failure, a
+        4xx the client's (counted apart: a client cannot fail a version on purpose).
+        Called from one thread only (the server's event loop), so it takes no lock: the
         event loop must never wait for a worker thread holding one."""
         i = self.requests % self.window
         self._latency[i] = seconds
-        self._ok[i] = ok
+        self._outcome[i] = 2 if status >= 500 else 1 if status >= 400 else 0
         self.requests += 1
 
     def _features(self, first: int, last: int) -> dict[str, tuple[str, NDArray[Any]]]:
@@ -193,12 +195,13 @@ class Capture:
             rfirst = max(since_requests, requests - size)
             ridx = np.arange(rfirst, requests) % size
             lat = self._latency[ridx]
-            ok = self._ok[ridx]
+            outcome = self._outcome[ridx]
         features = {name: {"kind": kind, "values": _plain(values)}
                     for name, (kind, values) in cols.items()}
         return {"rows": {"from": first, "to": rows, "features": features},
                 "requests": {"from": rfirst, "to": requests, "count": int(lat.size),
-                             "errors": int((~ok).sum()),
+                             "errors": int((outcome == 2).sum()),
+                             "client_errors": int((outcome == 1).sum()),
                              "latencies": [float(x) for x in lat]}}
 
 

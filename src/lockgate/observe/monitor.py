@@ -19,9 +19,12 @@ __all__ = ["drift_streak", "evaluate"]
 def _slo(requests: Mapping[str, Any], policy: MonitorPolicy) -> dict[str, Any]:
     count = int(requests.get("count", 0))
     errors = int(requests.get("errors", 0))
+    client_errors = int(requests.get("client_errors", 0))
     lat = np.asarray(requests.get("latencies", []), dtype=np.float64)
     out: dict[str, Any] = {"requests": count, "errors": errors,
-                           "error_rate": errors / count if count else 0.0}
+                           "error_rate": errors / count if count else 0.0,
+                           "client_errors": client_errors,
+                           "client_error_rate": client_errors / count if count else 0.0}
     if lat.size:
         p50, p95, p99 = np.quantile(lat, [0.5, 0.95, 0.99]) * 1000.0
         out.update(p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99))

@@ -13,11 +13,19 @@ model's run. Anything else — a slow or not yet measured version, a large body,
 model — returns an awaitable and runs on the worker pool (or the batcher), so the loop never
 waits on it. The measures are kept per loaded version (:class:`~lockgate.serve.slots.RunCost`)
 and updated on every request.
+
+Memory: a body over :data:`INLINE_MAX_BODY` reserves :data:`~lockgate.serve.oip.LEAN_COST`
+bytes of the server-wide :class:`DecodeBudget` per body byte while it is decoded (more if its
+JSON must be read the plain way); past the budget it is answered 503 with ``Retry-After`` and
+costs nothing, while small requests keep being answered. Outcomes: only the version's own
+failures (5xx: runtime errors, a model not ready) count towards the error rate that drives
+automatic rollback; client errors (4xx) are counted apart.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,17 +33,24 @@ from typing import Any
 
 import orjson
 
-from lockgate.errors import Error, InvalidInputError
+from lockgate.errors import Error, InvalidInputError, ServeError
 from lockgate.observe.capture import RequestLog
 from lockgate.runtime import Predictor
 from lockgate.serve.metrics import ModelMetrics, ServerMetrics
-from lockgate.serve.oip import InferRequest, encode_binary_response, parse_infer_request
+from lockgate.serve.oip import (
+    DEFAULT_MAX_ELEMENTS,
+    LEAN_COST,
+    InferRequest,
+    encode_binary_response,
+    parse_infer_request,
+)
 from lockgate.serve.shadow import ShadowMirror
 from lockgate.serve.slots import ModelTable, Slot
 from lockgate.serve.workers import WorkerPool
 
-__all__ = ["DEFAULT_INLINE_BELOW_S", "INLINE_MAX_BODY", "INTERNAL_ERROR", "Answer",
-           "InferenceService", "PayloadTooLargeError", "error_answer"]
+__all__ = ["DEFAULT_DECODE_BUDGET", "DEFAULT_INLINE_BELOW_S", "INLINE_MAX_BODY",
+           "INTERNAL_ERROR", "Answer", "Authorize", "DecodeBudget", "InferenceService",
+           "OverloadedError", "PayloadTooLargeError", "Reservation", "error_answer"]
 
 log = logging.getLogger("lockgate.serve")
 
@@ -47,19 +62,102 @@ _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
 
 
+DEFAULT_DECODE_BUDGET = 512 << 20
+"""Bytes of memory the server spends decoding large request bodies at once, all together."""
+
+
 class PayloadTooLargeError(InvalidInputError):
     """A request body over the server's limit (HTTP 413)."""
 
     http_status = 413
 
 
+class OverloadedError(ServeError):
+    """The server already decodes as much as its budget allows (HTTP 503 with Retry-After):
+    the server's state, not the version's failure."""
+
+    retry_after_s = 1
+
+
+Authorize = Callable[[str | None, str], None]
+"""``authorize(authorization_header, model)``: returns when the caller may infer on the model,
+raises AuthenticationError (401) or AccessDeniedError (403) otherwise."""
+
+
+class DecodeBudget:
+    """Bytes being decoded at once, server-wide. :meth:`take` never waits: a request that does
+    not fit is refused at once (the client retries), so a burst of large bodies cannot pile up
+    in memory."""
+
+    def __init__(self, limit: int = DEFAULT_DECODE_BUDGET) -> None:
+        if limit < 0:
+            raise InvalidInputError("the decode budget cannot be negative")
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        """Reserve ``n`` bytes, or raise OverloadedError."""
+        if n > self.limit:
+            raise PayloadTooLargeError(
+                f"decoding this request would take {n >> 20} MiB, more than the server's "
+                f"decode budget of {self.limit >> 20} MiB",
+                hint="send the data flat (not nested), or with the binary tensor extension")
+        with self._lock:
+            if self.used + n > self.limit:
+                raise OverloadedError(
+                    f"the server is decoding {self.used >> 20} MiB of requests, its budget is "
+                    f"{self.limit >> 20} MiB", hint="retry shortly, or send smaller requests "
+                    "(the binary tensor extension decodes leanest)")
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+class Reservation:
+    """What one request holds of the budget; handed to the decoder for what it needs more."""
+
+    __slots__ = ("budget", "held")
+
+    def __init__(self, budget: DecodeBudget, n: int) -> None:
+        budget.take(n)
+        self.budget, self.held = budget, n
+
+    def more(self, n: int) -> None:
+        self.budget.take(n)
+        self.held += n
+
+    def release(self) -> None:
+        held, self.held = self.held, 0
+        if held:
+            self.budget.give(held)
+
+
+@dataclass(slots=True)
+class _Job:
+    """One request's body on its way to the decoder."""
+
+    body: bytes
+    header: int | None
+    reservation: Reservation | None
+
+    def release(self) -> None:
+        if self.reservation is not None:
+            self.reservation.release()
+            self.reservation = None
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An HTTP answer: status, body and, for binary tensor answers, the JSON header's length."""
+    """An HTTP answer: status, body and, for binary tensor answers, the JSON header's length;
+    ``retry_after`` (seconds) for a 503 the client should retry."""
 
     status: int
     body: bytes
     binary_header: int | None = None
+    retry_after: int | None = None
 
     @property
     def content_type(self) -> bytes:
@@ -72,6 +170,9 @@ INTERNAL_ERROR = Answer(500, b'{"error":"internal error"}')
 
 def error_answer(exc: Error) -> Answer:
     """The JSON ``{"error": ...}`` answer of a lockgate error, with its HTTP status."""
+    if isinstance(exc, OverloadedError):
+        return Answer(503, orjson.dumps({"error": exc.diagnostics()}),
+                      retry_after=exc.retry_after_s)
     if exc.http_status >= 500:
         log.warning("%s", exc.diagnostics())
     return Answer(exc.http_status, orjson.dumps({"error": exc.diagnostics()}))
@@ -80,8 +181,12 @@ def error_answer(exc: Error) -> Answer:
 def _header_length(raw: str | None) -> int | None:
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise InvalidInputError(f"Inference-Header-Content-Length {raw!r} is not a number")
+    if "," in raw:
+        raise InvalidInputError("Inference-Header-Content-Length is given more than once")
+    raw = raw.strip(" \t")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise InvalidInputError(f"Inference-Header-Content-Length {raw[:40]!r} is not a "
+                                "number of bytes")
     return int(raw)
 
 
@@ -93,15 +198,22 @@ class InferenceService:
     """Answers infer requests for the versions in ``table``.
 
     ``with_capture(slot)`` attaches the slot's capture ring on first use; ``request_log``
-    receives a sample of requests; ``inline_below_s`` (0: never) is the inline threshold.
+    receives a sample of requests; ``inline_below_s`` (0: never) is the inline threshold;
+    ``authorize`` (None: open) checks each request's ``Authorization`` header; ``budget``
+    bounds the memory of decoding large bodies; a request carries at most ``max_elements``
+    tensor elements.
     """
 
     def __init__(self, table: ModelTable, metrics: ServerMetrics, pool: WorkerPool,
                  mirror: ShadowMirror, *, with_capture: Callable[[Slot], Slot],
                  request_log: RequestLog | None = None,
-                 inline_below_s: float = DEFAULT_INLINE_BELOW_S) -> None:
+                 inline_below_s: float = DEFAULT_INLINE_BELOW_S,
+                 authorize: Authorize | None = None, budget: DecodeBudget | None = None,
+                 max_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
         if inline_below_s < 0:
             raise InvalidInputError("the inline threshold cannot be negative")
+        if max_elements < 1:
+            raise InvalidInputError("a request must be allowed at least one element")
         self.table = table
         self.metrics = metrics
         self.pool = pool
@@ -109,11 +221,24 @@ class InferenceService:
         self.with_capture = with_capture
         self.request_log = request_log
         self.inline_below_s = inline_below_s
+        self.authorize = authorize
+        self.budget = DecodeBudget() if budget is None else budget
+        self.max_elements = max_elements
         self._cap = 2 * inline_below_s  # one stall (a GC pause, a preemption) is not a trend
+
+    def reserve(self, size: int) -> Reservation | None:
+        """What a body of ``size`` bytes needs of the decode budget, taken now (None for a small
+        body, which needs none); raises OverloadedError or PayloadTooLargeError. An HTTP layer
+        may call it once the head is read, before receiving the body, and hand the result to
+        :meth:`infer`."""
+        if size <= INLINE_MAX_BODY:
+            return None
+        return Reservation(self.budget, size * LEAN_COST)
 
     def refuse(self, model: str, version: str | None, exc: Error) -> Answer:
         """The answer to a request refused before it reached the service (a body over the
-        size limit): counted as a failure of the version it was for, when that resolves."""
+        size limit, a budget refusal): counted as a request of the version it was for, when
+        that resolves, and as a failure of that reason, never as the version's own error."""
         try:
             slot = self.table.resolve(model, version)
         except Error:
@@ -124,15 +249,30 @@ class InferenceService:
         return error_answer(exc)
 
     def infer(self, model: str, version: str | None, body: bytes,
-              binary_header: str | None = None, *,
-              authorization: str | None = None) -> Answer | Awaitable[Answer]:
+              binary_header: str | None = None, *, authorization: str | None = None,
+              reservation: Reservation | None = None) -> Answer | Awaitable[Answer]:
         """Answer one request: an :class:`Answer` when it ran inline, else an awaitable of one.
-        Never raises: errors become their JSON answer (unexpected ones a logged 500)."""
+        Never raises: errors become their JSON answer (unexpected ones a logged 500). A
+        ``reservation`` from :meth:`reserve` becomes the request's (released once decoded)."""
+        if self.authorize is not None:
+            try:
+                self.authorize(authorization, model)
+            except Error as exc:
+                if reservation is not None:
+                    reservation.release()
+                return error_answer(exc)
+        if reservation is None and len(body) > INLINE_MAX_BODY:
+            try:
+                reservation = self.reserve(len(body))
+            except Error as exc:
+                return self.refuse(model, version, exc)
         try:
             slot = self.with_capture(self.table.resolve(model, version))
-        except Error as exc:
-            return error_answer(exc)
-        except Exception:
+        except Exception as exc:
+            if reservation is not None:
+                reservation.release()
+            if isinstance(exc, Error):
+                return error_answer(exc)
             log.exception("unexpected error resolving %r", model)
             return INTERNAL_ERROR
         m = self.metrics.for_model(slot.spec.name, slot.version_text)
@@ -144,30 +284,40 @@ class InferenceService:
             route = self.table.route(slot.spec.name)
             if route is not None and route.shadow is not None and slot is route.stable:
                 shadow = route.shadow
+        job = _Job(body, None, reservation)
         try:
             predictor = slot.predictor()
-            header = _header_length(binary_header)
+            job.header = _header_length(binary_header)
             if slot.batcher is None:
-                if len(body) <= INLINE_MAX_BODY and slot.cost.inline(self.inline_below_s):
-                    result = self._run(slot, predictor, body, header, started, shadow)
+                if reservation is None and slot.cost.inline(self.inline_below_s):
+                    result = self._run(slot, predictor, job, started, shadow)
                     slot.cost.ran_inline(min(result[4], self._cap))
                     return self._done(slot, m, started, result)
-                return self._on_worker(slot, m, predictor, body, header, started, shadow)
-            return self._batched(slot, m, body, header, started, shadow)
+                return self._on_worker(slot, m, predictor, job, started, shadow)
+            return self._batched(slot, m, job, started, shadow)
         except Exception as exc:
+            job.release()
             return self._failed(slot, m, started, exc)
+
+    def _decode(self, job: _Job) -> InferRequest:
+        """The request of ``job``, decoded; its share of the budget is given back after."""
+        try:
+            return parse_infer_request(
+                job.body, job.header, max_elements=self.max_elements,
+                reserve=None if job.reservation is None else job.reservation.more)
+        finally:
+            job.release()
 
     # -- the three ways a request runs ---------------------------------------------------------
 
-    def _run(self, slot: Slot, predictor: Predictor, body: bytes, header: int | None,
-             enqueued: float, shadow: Slot | None
-             ) -> tuple[bytes, int | None, int, float, float, float]:
+    def _run(self, slot: Slot, predictor: Predictor, job: _Job, enqueued: float,
+             shadow: Slot | None) -> tuple[bytes, int | None, int, float, float, float]:
         """Decode, run, encode: the whole CPU-bound part of a request. Returns the response, its
         binary header length (or None), the rows, the queue and compute seconds and the
         executions. With a ``shadow``, the request and the answer are handed to the mirror
         (never waited on); the rows go to the slot's capture and the sampled request log."""
         begun = time.perf_counter()
-        request = parse_infer_request(body, header)
+        request = self._decode(job)
         outputs = predictor.run(request.inputs, request.outputs)
         content, head = encode_binary_response(slot.spec.name, slot.version_text, outputs,
                                                request)
@@ -177,29 +327,29 @@ class InferenceService:
         self._observe(slot, request.inputs, outputs)
         return content, head, rows, begun - enqueued, time.perf_counter() - begun, 1.0
 
-    def _run_on_worker(self, slot: Slot, predictor: Predictor, body: bytes, header: int | None,
-                       enqueued: float, shadow: Slot | None
-                       ) -> tuple[bytes, int | None, int, float, float, float]:
+    def _run_on_worker(self, slot: Slot, predictor: Predictor, job: _Job, enqueued: float,
+                       shadow: Slot | None) -> tuple[bytes, int | None, int, float, float, float]:
         cpu = time.thread_time()
-        result = self._run(slot, predictor, body, header, enqueued, shadow)
+        result = self._run(slot, predictor, job, enqueued, shadow)
         slot.cost.ran_on_worker(min(time.thread_time() - cpu, self._cap))
         return result
 
-    async def _on_worker(self, slot: Slot, m: ModelMetrics, predictor: Predictor, body: bytes,
-                         header: int | None, started: float, shadow: Slot | None) -> Answer:
+    async def _on_worker(self, slot: Slot, m: ModelMetrics, predictor: Predictor, job: _Job,
+                         started: float, shadow: Slot | None) -> Answer:
         try:
-            result = await self.pool.run(self._run_on_worker, slot, predictor, body, header,
+            result = await self.pool.run(self._run_on_worker, slot, predictor, job,
                                          time.perf_counter(), shadow)
         except Exception as exc:
+            job.release()
             return self._failed(slot, m, started, exc)
         return self._done(slot, m, started, result)
 
-    async def _batched(self, slot: Slot, m: ModelMetrics, body: bytes, header: int | None,
-                       started: float, shadow: Slot | None) -> Answer:
+    async def _batched(self, slot: Slot, m: ModelMetrics, job: _Job, started: float,
+                       shadow: Slot | None) -> Answer:
         batcher = slot.batcher
         assert batcher is not None
         try:
-            req = await self.pool.run(parse_infer_request, body, header)
+            req = await self.pool.run(self._decode, job)
             t_queue = time.perf_counter()
             outputs, size = await batcher.submit(req.inputs, req.outputs)
             queued = time.perf_counter() - t_queue
@@ -208,6 +358,7 @@ class InferenceService:
             if shadow is not None and req.outputs is None:
                 self.mirror.offer(shadow, dict(req.inputs), outputs)
         except Exception as exc:
+            job.release()
             return self._failed(slot, m, started, exc)
         executions = rows / size if size else 1.0
         return self._done(slot, m, started, (content, head, size, queued, 0.0, executions),
@@ -231,19 +382,19 @@ class InferenceService:
         if self.request_log is not None:
             self.request_log.offer(slot.spec.name, slot.version_text, inputs, outputs)
 
-    def _finish(self, slot: Slot, m: ModelMetrics, started: float, ok: bool) -> None:
+    def _finish(self, slot: Slot, m: ModelMetrics, started: float, status: int) -> None:
         m.pending.dec()
         elapsed = time.perf_counter() - started
         m.request_seconds.observe(elapsed)
-        slot.window.record(elapsed, ok)
+        slot.window.record(elapsed, status)
         if slot.capture is not None:
-            slot.capture.record_request(elapsed, ok)
+            slot.capture.record_request(elapsed, status)
 
     def _done(self, slot: Slot, m: ModelMetrics, started: float,
               result: tuple[bytes, int | None, int, float, float, float],
               rows: int | None = None) -> Answer:
         content, head, size, queued, computed, executions = result
-        self._finish(slot, m, started, True)
+        self._finish(slot, m, started, 200)
         m.queue_seconds.observe(queued)
         m.compute_seconds.observe(computed)
         m.inferences.inc(size if rows is None else rows)
@@ -252,10 +403,14 @@ class InferenceService:
         return Answer(200, content, head)
 
     def _failed(self, slot: Slot, m: ModelMetrics, started: float, exc: Exception) -> Answer:
-        self._finish(slot, m, started, False)
         if isinstance(exc, Error):
+            # a budget refusal is the server's load, not the version's failure: for the
+            # rollback window it counts with the refusals of clients
+            self._finish(slot, m, started, 429 if isinstance(exc, OverloadedError)
+                         else exc.http_status)
             m.failed(exc.http_status)
             return error_answer(exc)
+        self._finish(slot, m, started, 500)
         m.failed(500)
         log.error("unexpected error serving %s", slot.label, exc_info=exc)
         return INTERNAL_ERROR

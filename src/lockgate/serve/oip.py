@@ -22,13 +22,21 @@ raw data of every input whose ``parameters.binary_data_size`` is set, in order (
 ``BOOL`` one byte per element; ``BYTES`` each element as a 4-byte little-endian length and its
 bytes). Outputs asked for with ``parameters.binary_data`` (or every output, with the request's
 ``parameters.binary_data_output``) come back the same way. FP16 travels best as binary.
+
+Limits, each a 400: a shape of more than :data:`MAX_DIMS` dimensions, a tensor or a request of
+more than ``max_elements`` elements (checked from the shapes, before any data is decoded), JSON
+nested deeper than :data:`MAX_DEPTH`. Large bodies are decoded lean: a flat numeric ``data``
+array is parsed by numpy straight from the body's bytes, never as a Python list of elements;
+anything else (nested data, booleans, strings, parameters) goes through orjson.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +48,9 @@ from lockgate.types import Dim
 
 __all__ = [
     "DATATYPES",
+    "DEFAULT_MAX_ELEMENTS",
+    "MAX_DEPTH",
+    "MAX_DIMS",
     "InferRequest",
     "binary_bytes",
     "decode_tensor",
@@ -72,6 +83,15 @@ _BY_DTYPE: dict[np.dtype[Any], str] = {dt: name for name, dt in DATATYPES.items(
 _BY_NUMPY: dict[str, str] = {str(dt): name for name, dt in DATATYPES.items()}
 _BY_NUMPY["bfloat16"] = "BF16"  # shown in metadata; ONNX Runtime's numpy API cannot carry it
 _BY_NUMPY["str"] = "BYTES"
+
+MAX_DIMS = 32
+"""Dimensions a tensor may have (numpy's own limit is 64)."""
+MAX_DEPTH = 1024
+"""How deep a request's JSON may nest (objects and arrays; orjson's own limit)."""
+DEFAULT_MAX_ELEMENTS = 1 << 26
+"""Elements a request may carry, all inputs together (64 Mi)."""
+LEAN_FROM = 1 << 20
+"""Bodies of at least this many bytes have their flat numeric data parsed without lists."""
 
 # numpy kinds of the array json/numpy infer from the data, accepted per target kind
 _ACCEPTED_KINDS: dict[str, str] = {"b": "b", "i": "iu", "u": "iu", "f": "iuf", "O": ""}
@@ -124,42 +144,111 @@ class InferRequest:
 
 
 class _Binary:
-    """The binary part of a request, read in order."""
+    """The binary part of a request, read in order (views of the body: no copies)."""
 
     def __init__(self, data: bytes) -> None:
         self.data, self.pos = memoryview(data), 0
 
-    def take(self, name: str, size: int) -> bytes:
+    def take(self, name: str, size: int) -> memoryview:
         if size < 0 or self.pos + size > len(self.data):
             raise InvalidInputError(
                 f"input {name!r}: binary_data_size {size} runs past the end of the body")
-        chunk = bytes(self.data[self.pos:self.pos + size])
+        chunk = self.data[self.pos:self.pos + size]
         self.pos += size
         return chunk
 
 
-def _from_binary(name: str, datatype: str, dt: np.dtype[Any], raw: bytes,
+def _from_binary(name: str, datatype: str, dt: np.dtype[Any], raw: memoryview,
                  shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
     if dt.kind == "O":
         items: list[str] = []
-        pos = 0
-        while pos < len(raw):
-            if pos + 4 > len(raw):
+        pos, end, want_items = 0, len(raw), math.prod(shape)
+        while pos < end:
+            if len(items) >= want_items:
+                raise InvalidInputError(f"input {name!r}: shape {list(shape)} needs "
+                                        f"{want_items} BYTES elements, the data has more")
+            if pos + 4 > end:
                 raise InvalidInputError(f"input {name!r}: truncated BYTES element length")
             n = int.from_bytes(raw[pos:pos + 4], "little")
-            if pos + 4 + n > len(raw):
+            if pos + 4 + n > end:
                 raise InvalidInputError(f"input {name!r}: truncated BYTES element")
-            items.append(raw[pos + 4:pos + 4 + n].decode("utf-8", "replace"))
+            items.append(bytes(raw[pos + 4:pos + 4 + n]).decode("utf-8", "replace"))
             pos += 4 + n
         return np.array(items, dtype=object)
     want = math.prod(shape) * dt.itemsize
     if len(raw) != want:
         raise InvalidInputError(f"input {name!r}: {datatype} shape {list(shape)} needs "
                                 f"{want} bytes, binary_data_size gives {len(raw)}")
-    arr = np.frombuffer(raw, dtype=dt.newbyteorder("<")).astype(dt, copy=True)
     if dt.kind == "b":
-        arr = np.frombuffer(raw, dtype=np.uint8).astype(np.bool_)
-    return arr
+        return np.frombuffer(raw, dtype=np.uint8).astype(np.bool_)
+    return np.frombuffer(raw, dtype=dt.newbyteorder("<")).astype(dt, copy=True)
+
+
+_DATA_KEY = re.compile(rb'"data"\s*:\s*\[')
+_NUMBER_BYTES = b"0123456789 \t\r\n,.eE+-"
+_CHUNK = 1 << 20
+
+
+class _Lifted:
+    """Flat numeric ``data`` arrays cut out of a large body before orjson reads the rest: each
+    is replaced by a string token (with a per-request nonce) and parsed by numpy once the
+    tensor's datatype is known, so no Python object is made per element."""
+
+    def __init__(self) -> None:
+        self.prefix = f"\0lg{secrets.token_hex(8)}:"
+        self.spans: dict[str, bytes] = {}
+
+    def lift(self, body: bytes) -> bytes:
+        pieces: list[bytes] = []
+        pos = 0
+        for m in _DATA_KEY.finditer(body):
+            start = m.end()
+            if start <= pos:
+                continue
+            end = body.find(b"]", start)
+            if end < 0:
+                break
+            inner = body[start:end]
+            if inner.translate(None, _NUMBER_BYTES):
+                continue  # nested, booleans, strings, NaN: orjson reads it
+            key = f"{self.prefix}{len(self.spans)}"
+            self.spans[key] = inner
+            pieces += (body[pos:start - 1], b'"\\u0000', key[1:].encode(), b'"')
+            pos = end + 1
+        if not self.spans:
+            return body
+        pieces.append(body[pos:])
+        return b"".join(pieces)
+
+    def take(self, data: object) -> bytes | None:
+        """The lifted text of a tensor's data (once), or None when it was not lifted."""
+        if type(data) is str and data.startswith(self.prefix):
+            return self.spans.pop(data, None)
+        return None
+
+
+def _chunked(name: str, datatype: str, text: bytes, dt: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """Flat numeric data (the text between a ``data`` array's brackets) read a slice of about
+    :data:`_CHUNK` bytes at a time into one preallocated array: the same checks as the plain
+    way, but never more than a slice's elements as Python objects (and the GIL free between
+    slices)."""
+    if not text.strip():
+        return np.empty(0, dtype=dt)
+    out = np.empty(text.count(b",") + 1, dtype=dt)
+    pos = filled = 0
+    while pos < len(text):
+        end = text.find(b",", pos + _CHUNK)
+        if end < 0:
+            end = len(text)
+        part = _numeric(name, datatype, _loads(b"[" + text[pos:end] + b"]"), dt)
+        if part.ndim != 1 or filled + part.size > out.size:
+            raise InvalidInputError(f"input {name!r}: data is not a flat list of numbers")
+        out[filled:filled + part.size] = part
+        filled += part.size
+        pos = end + 1
+    if filled != out.size:
+        raise InvalidInputError(f"input {name!r}: data is not a flat list of numbers")
+    return out
 
 
 def binary_bytes(arr: np.ndarray[Any, Any]) -> bytes:
@@ -177,13 +266,16 @@ def binary_bytes(arr: np.ndarray[Any, Any]) -> bytes:
 
 def _shape(name: str, raw: object) -> tuple[int, ...]:
     if isinstance(raw, list):
+        if len(raw) > MAX_DIMS:
+            raise InvalidInputError(f"input {name!r}: shape has {len(raw)} dimensions, at most "
+                                    f"{MAX_DIMS} are supported")
         for d in raw:
             if type(d) is not int or d < 0:  # type(d) is int: JSON true/false are not sizes
                 break
         else:
             return tuple(raw)
     raise InvalidInputError(
-        f"input {name!r}: shape must be a list of non-negative integers, got {raw!r}"
+        f"input {name!r}: shape must be a list of non-negative integers, got {raw!r:.200}"
     )
 
 
@@ -284,15 +376,19 @@ def _strings(name: str, data: Any) -> np.ndarray[Any, Any]:
     return arr
 
 
-def decode_tensor(tensor: object,
-                  binary: _Binary | None = None) -> tuple[str, np.ndarray[Any, Any]]:
+def decode_tensor(tensor: object, binary: _Binary | None = None, *,
+                  max_elements: int = DEFAULT_MAX_ELEMENTS,
+                  lifted: _Lifted | None = None) -> tuple[str, np.ndarray[Any, Any]]:
     """One request tensor ``{name, shape, datatype, data}`` as ``(name, array)``; its data
-    come from ``binary`` when ``parameters.binary_data_size`` says so."""
+    come from ``binary`` when ``parameters.binary_data_size`` says so. A shape of more than
+    ``max_elements`` elements is refused before any data is read."""
     if not isinstance(tensor, dict):
         raise InvalidInputError(f"each input must be a JSON object, got {tensor!r:.80}")
     name = tensor.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInputError("each input needs a non-empty string 'name'")
+    if len(name) > 256:
+        raise InvalidInputError(f"input name {name[:64]!r}... is longer than 256 characters")
     params = tensor.get("parameters")
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     for key in ("shape", "datatype") if size is not None else ("shape", "datatype", "data"):
@@ -302,10 +398,14 @@ def decode_tensor(tensor: object,
     datatype = tensor["datatype"]
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInputError(
-            f"input {name!r}: unknown datatype {datatype!r}",
+            f"input {name!r}: unknown datatype {datatype!r:.40}",
             hint=f"use one of {', '.join(DATATYPES)}",
         )
     dt = DATATYPES[datatype]
+    want = math.prod(shape)
+    if want > max_elements:
+        raise InvalidInputError(f"input {name!r}: shape {list(shape)} has {want} elements, "
+                                f"more than the {max_elements} a request may carry")
     if size is not None:
         if binary is None:
             raise InvalidInputError(
@@ -316,8 +416,13 @@ def decode_tensor(tensor: object,
         arr = _from_binary(name, datatype, dt, binary.take(name, size), shape)
     else:
         data = tensor["data"]
-        arr = _strings(name, data) if dt.kind == "O" else _numeric(name, datatype, data, dt)
-    want = math.prod(shape)
+        text = lifted.take(data) if lifted is not None else None
+        if text is None:
+            arr = _strings(name, data) if dt.kind == "O" else _numeric(name, datatype, data, dt)
+        elif dt.kind == "O":
+            arr = _strings(name, _loads(b"[" + text + b"]"))
+        else:
+            arr = _chunked(name, datatype, text, dt)
     if arr.size != want:
         raise InvalidInputError(
             f"input {name!r}: shape {list(shape)} needs {want} elements, data has {arr.size}"
@@ -349,9 +454,40 @@ def _output_names(raw: object) -> tuple[tuple[str, ...] | None, frozenset[str]]:
     return tuple(names) or None, frozenset(binary)
 
 
-def parse_infer_request(body: bytes | str, header_length: int | None = None) -> InferRequest:
+def _loads(body: bytes | str) -> Any:
+    """JSON, by orjson; NaN and Infinity (which Triton's clients may send) by the stdlib.
+    Nesting deeper than :data:`MAX_DEPTH` is refused."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc).lower():
+            raise InvalidInputError(f"request body nests deeper than {MAX_DEPTH} levels"
+                                    ) from None
+        try:
+            return json.loads(body)
+        except RecursionError:
+            raise InvalidInputError(f"request body nests deeper than {MAX_DEPTH} levels"
+                                    ) from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
+
+
+PLAIN_COST = 24
+"""Bytes of memory per byte of JSON read the plain way (Python objects per element), at most."""
+LEAN_COST = 4
+"""Bytes of memory per byte of body read the lean way (flat numeric data, binary data)."""
+
+
+def parse_infer_request(body: bytes | str, header_length: int | None = None, *,
+                        max_elements: int = DEFAULT_MAX_ELEMENTS,
+                        reserve: Callable[[int], None] | None = None) -> InferRequest:
     """Decode and check an infer request body: JSON text, or with ``header_length`` (the
-    ``Inference-Header-Content-Length`` header) JSON followed by binary tensor data."""
+    ``Inference-Header-Content-Length`` header) JSON followed by binary tensor data. The
+    inputs together may carry at most ``max_elements`` elements.
+
+    A caller that bounds memory has reserved :data:`LEAN_COST` bytes per body byte; when a
+    large body's JSON must be read the plain way, ``reserve(n)`` is asked for the ``n`` bytes
+    more that costs (it raises to refuse)."""
     binary = None
     if header_length is not None:
         raw = body.encode() if isinstance(body, str) else body
@@ -360,13 +496,26 @@ def parse_infer_request(body: bytes | str, header_length: int | None = None) -> 
                 f"Inference-Header-Content-Length {header_length} does not fit the "
                 f"{len(raw)}-byte body")
         body, binary = raw[:header_length], _Binary(raw[header_length:])
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:  # the stdlib also reads NaN and Infinity, as Triton's clients may send
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"request body is not valid JSON: {exc}") from None
+    if isinstance(body, bytes) and len(body) >= LEAN_FROM:
+        lifted = _Lifted()
+        lean_body = lifted.lift(body)
+        if lifted.spans:
+            try:
+                return _request(_loads(lean_body), binary, max_elements, lifted)
+            except _Unclaimed:  # a "data" key elsewhere than in an input: read it plainly
+                if binary is not None:
+                    binary.pos = 0
+        if reserve is not None:
+            reserve(len(body) * (PLAIN_COST - LEAN_COST))
+    return _request(_loads(body), binary, max_elements, None)
+
+
+class _Unclaimed(Exception):
+    """Data lifted out of a body that no input claimed."""
+
+
+def _request(doc: Any, binary: _Binary | None, max_elements: int,
+             lifted: _Lifted | None) -> InferRequest:
     if not isinstance(doc, dict):
         raise InvalidInputError("request body must be a JSON object")
     rid = doc.get("id")
@@ -381,14 +530,18 @@ def parse_infer_request(body: bytes | str, header_length: int | None = None) -> 
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise InvalidInputError("request needs 'inputs': a non-empty list of tensors")
     inputs: dict[str, np.ndarray[Any, Any]] = {}
+    left = max_elements
     for tensor in raw_inputs:
-        name, arr = decode_tensor(tensor, binary)
+        name, arr = decode_tensor(tensor, binary, max_elements=left, lifted=lifted)
         if name in inputs:
             raise InvalidInputError(f"input {name!r} is given twice")
         inputs[name] = arr
+        left -= arr.size
     if binary is not None and binary.pos != len(binary.data):
         raise InvalidInputError(f"{len(binary.data) - binary.pos} bytes of binary data are "
                                 "not claimed by any input's binary_data_size")
+    if lifted is not None and lifted.spans:
+        raise _Unclaimed
     outputs, binary_outputs = _output_names(doc.get("outputs"))
     return InferRequest(
         inputs=inputs, id=rid, outputs=outputs, parameters=params,

@@ -123,6 +123,7 @@ class WindowStats:
         self._lock = threading.Lock()
         self.requests = 0
         self.errors = 0
+        self.client_errors = 0
         self.latencies: list[float] = []
         self.divergence = 0.0
         self.compared = 0
@@ -131,10 +132,15 @@ class WindowStats:
         self.total_agreed = 0
         self.total_divergence = 0.0
 
-    def record(self, seconds: float, ok: bool) -> None:
+    def record(self, seconds: float, status: int) -> None:
+        """One answered request: a 5xx counts as the version's error; a 4xx is the client's,
+        counted apart (``client_error_rate``) and never towards a rollback."""
         with self._lock:
             self.requests += 1
-            self.errors += 0 if ok else 1
+            if status >= 500:
+                self.errors += 1
+            elif status >= 400:
+                self.client_errors += 1
             if len(self.latencies) < 100_000:
                 self.latencies.append(seconds)
 
@@ -161,12 +167,15 @@ class WindowStats:
             out = {
                 "requests": float(self.requests),
                 "error_rate": self.errors / self.requests if self.requests else 0.0,
+                "client_error_rate": (self.client_errors / self.requests if self.requests
+                                      else 0.0),
                 "p99_latency": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else 0.0,
                 "shadow_divergence": self.divergence,
                 "shadow_compared": float(self.compared),
                 "shadow_agreement": self.agreed / self.compared if self.compared else 1.0,
             }
-            self.requests = self.errors = self.compared = self.agreed = 0
+            self.requests = self.errors = self.client_errors = self.compared = 0
+            self.agreed = 0
             self.latencies = []
             self.divergence = 0.0
             return out
