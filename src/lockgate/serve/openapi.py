@@ -61,7 +61,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "TensorData": {
         "description": "Tensor elements, row-major: flat or nested lists (a single string is "
                        "accepted for a one-element BYTES tensor).",
-        "anyOf": [{"type": "array", "items": _ref("TensorData")},
+        "anyOf": [{"type": "array",
+                   "items": {"type": ["number", "boolean", "string", "array"]}},
                   {"type": "number"}, {"type": "boolean"}, {"type": "string"}],
     },
     "RequestInput": _obj(
