@@ -8,7 +8,9 @@ session, and the browser's own say on where a request came from.
   token with auth on, or a random per-browser cookie in no-login mode.
 - Every state-changing request is refused when ``Sec-Fetch-Site`` says ``cross-site`` or
   ``same-site``, or when ``Origin`` is present and is not the console's own
-  ``scheme://host[:port]``. Scripts that send neither header still need the form token.
+  ``scheme://host[:port]`` (``Origin: null``, which a privacy setting may send, passes only
+  beside ``Sec-Fetch-Site: same-origin``). Scripts that send neither header still need the
+  form token.
 """
 
 from __future__ import annotations
@@ -94,11 +96,14 @@ def valid_session(value: str | None) -> bool:
 def foreign_origin(request: Request) -> str | None:
     """Why the browser says this request comes from another site, or None."""
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site.strip().lower() not in _ALLOWED_FETCH_SITES:
-        return f"a {site.strip().lower()[:32]!r} request (Sec-Fetch-Site)"
+    if site is not None:
+        site = site.strip().lower()
+        if site not in _ALLOWED_FETCH_SITES:
+            return f"a {site[:32]!r} request (Sec-Fetch-Site)"
     origin = request.headers.get("origin")
     if origin is not None:
+        origin = origin.strip().lower()
         own = f"{request.url.scheme}://{request.headers.get('host', '')}".lower()
-        if origin.strip().lower() != own:
-            return f"a request from origin {origin.strip()[:128]!r}"
+        if origin != own and not (origin == "null" and site == "same-origin"):
+            return f"a request from origin {origin[:128]!r}"
     return None
