@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
     from lockgate.deploy import Deployment
     from lockgate.gates import ServerHandle
+    from lockgate.integrity import CollectReport, FsckReport
     from lockgate.observe.profile import Profile
     from lockgate.serve.controller import Desired
     from lockgate.supplychain.vulnpolicy import VulnReport
@@ -1042,6 +1043,27 @@ class Lockgate:
 
     def audit_verify(self) -> ChainReport:
         return verify_chain(self.meta.audit_records())
+
+    # -- integrity ---------------------------------------------------------------------------
+    def fsck(self, *, progress: Progress | None = None) -> FsckReport:
+        """Check every version (each blob's digest, its signature and signed manifest against
+        its record), the audit chain, and list orphan blobs and unfinished writes. Writes
+        nothing; :attr:`FsckReport.damaged` says whether anything is broken."""
+        from lockgate.integrity import fsck
+
+        return fsck(self.meta, self.artifacts, self.settings, progress=progress)
+
+    def gc(self, *, grace_s: float = 3600.0, dry_run: bool = False,
+           actor: str | None = None) -> CollectReport:
+        """Remove orphan blobs and unfinished writes older than ``grace_s`` seconds, never a
+        blob a version references (see :mod:`lockgate.integrity`); audited as one
+        ``artifacts.collected`` event."""
+        from lockgate.integrity import collect
+
+        if not math.isfinite(grace_s) or grace_s < 0:
+            raise InvalidInputError(f"the grace period must be 0 or more seconds, not {grace_s}")
+        return collect(self.meta, self.artifacts, grace_s=grace_s, dry_run=dry_run,
+                       actor=actor or self.settings.user)
 
 
 class _VersionEvidence:

@@ -73,6 +73,7 @@ class EventType(enum.StrEnum):
     USER_CHANGED = "user.changed"
     TOKEN_CREATED = "token.created"
     TOKEN_REVOKED = "token.revoked"
+    ARTIFACTS_COLLECTED = "artifacts.collected"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Exit codes (also in README.md): 0 ok, 1 a gate or check failed (promote, gates, reproduce),
 2 usage/configuration/invalid input, 3 not found, 4 storage or integrity failure, 5 conversion
 failed, 6 parity failed, 7 a concurrent change won, 8 audit chain broken, 9 serving failed,
-10 supply-chain check failed, 11 access denied, 70 internal error.
+10 supply-chain check failed, 11 access denied, 12 no valid API token, 13 fsck found damage,
+70 internal error.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rich.table import Table
 from lockgate.api import Lockgate, init_home
 from lockgate.errors import (
     AuditChainError,
+    DamageFoundError,
     Error,
     GateFailedError,
     InvalidInputError,
@@ -37,6 +39,7 @@ from lockgate.errors import (
     ServeError,
     SupplyChainError,
 )
+from lockgate.store.artifacts import EntryKind
 from lockgate.types import GateResult, Version
 
 if TYPE_CHECKING:
@@ -1213,6 +1216,54 @@ def audit_log(ctx: click.Context, model: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def fsck(ctx: click.Context, as_json: bool) -> None:
+    """Verify every version (blobs, signature, manifest), the audit chain and the artifact
+    store. Exit 0 when nothing is damaged (orphans and unfinished writes are warnings), 13
+    when something is."""
+    with progress_bars(not as_json and err.is_terminal) as bars:
+        report = _local(ctx).fsck(progress=bars)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        for p in report.problems:
+            label = "damage " if p.kind.is_damage else "warning"
+            out.print(f"{label}  {p.kind}  {p.subject}: {p.message}", markup=False)
+        out.print(f"checked {report.versions} versions, {report.blobs} blobs, "
+                  f"{report.audit_events} audit events: {len(report.damage)} damaged, "
+                  f"{len(report.warnings)} warnings", markup=False)
+        if report.warnings and not report.damaged:
+            out.print("orphans and unfinished writes are removed by `lockgate gc`",
+                      markup=False)
+    if report.damaged:
+        raise DamageFoundError(f"fsck found {len(report.damage)} damaged entries",
+                               hint="restore the named blobs or database rows from a backup, "
+                                    "or register the affected versions again")
+
+
+@cli.command()
+@click.option("--grace", default="1h", show_default=True, metavar="DURATION",
+              help="Only remove what was last written longer ago than this (30s, 5m, 1h, 0).")
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def gc(ctx: click.Context, grace: str, dry_run: bool, as_json: bool) -> None:
+    """Remove orphan blobs and unfinished writes older than --grace; never a blob a version
+    references. Audited as one artifacts.collected event."""
+    result = _local(ctx).gc(grace_s=_duration(grace, "--grace"), dry_run=dry_run)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    for e in result.removed:
+        what = "orphan blob" if e.kind is EntryKind.BLOB else "unfinished write"
+        out.print(f"{verb} {what} {e.name} ({e.size} bytes)", markup=False)
+    out.print(f"{verb} {len(result.removed)} entries, {result.bytes_freed} bytes"
+              + (f"; {result.kept} left in place" if result.kept else ""), markup=False)
+
+
+@cli.command()
 @click.option("--keep", is_flag=True, help="Keep the demo's temporary home and print its path.")
 def demo(keep: bool) -> None:
     """Train, register, promote and serve a PyTorch and a scikit-learn model, end to end."""
@@ -1294,14 +1345,14 @@ def reference_show(ctx: click.Context, ref: str, as_json: bool) -> None:
     out.print(t)
 
 
-def _duration(text: str) -> float:
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for unit in ("ms", "s", "m", "h"):
+def _duration(text: str, flag: str = "--every") -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    for unit in ("ms", "s", "m", "h", "d"):
         if text.endswith(unit) and text[: -len(unit)].replace(".", "", 1).isdigit():
             return float(text[: -len(unit)]) * units[unit]
     if text.replace(".", "", 1).isdigit():
         return float(text)
-    raise InvalidInputError(f"--every {text!r}: expected a duration such as 30s, 5m or 1h")
+    raise InvalidInputError(f"{flag} {text!r}: expected a duration such as 30s, 5m or 1h")
 
 
 @cli.command()

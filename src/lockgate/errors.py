@@ -18,6 +18,8 @@ says what to do. Only the CLI turns them into exit codes; the server turns them 
     ├── PromotionError             a promotion was refused
     │   └── GateFailedError        a gate failed, errored, or the gate list is empty
     ├── AuditChainError            the audit log's hash chain is broken
+    ├── DamageFoundError           `lockgate fsck` found a version that does not verify, or a
+    │                              broken audit chain
     ├── SupplyChainError           a BOM, vulnerability or license check could not be made
     ├── ServeError                 a model could not be served
     ├── AuthenticationError        no valid API token (HTTP 401)
@@ -36,6 +38,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "ConversionError",
+    "DamageFoundError",
     "Error",
     "GateFailedError",
     "IntegrityError",
@@ -150,6 +153,14 @@ class GateFailedError(PromotionError):
 
 class AuditChainError(Error):
     exit_code = 8
+
+
+class DamageFoundError(Error):
+    """``lockgate fsck`` found damage: a blob that is missing or changed, a signature or
+    manifest that does not verify, or a broken audit chain. Orphans alone are not damage."""
+
+    exit_code = 13
+    http_status = 422
 
 
 class ServeError(Error):

@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from lockgate.types import Digest
 
-__all__ = ["ArtifactStore"]
+__all__ = ["ArtifactStore", "EntryKind", "StoredEntry"]
+
+
+class EntryKind(enum.StrEnum):
+    BLOB = "blob"
+    """A finished blob, stored under its digest."""
+    TEMP = "temp"
+    """A write that has not finished: a temporary file or key, or an S3 multipart upload."""
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One thing in an artifact store, as :meth:`ArtifactStore.entries` lists it.
+
+    ``name`` is its path or key relative to the store; ``modified`` the POSIX time of its last
+    write; ``digest`` is set for blobs; ``handle`` is what the store needs besides the name to
+    remove it (an S3 multipart upload's id)."""
+
+    kind: EntryKind
+    name: str
+    size: int
+    modified: float
+    digest: Digest | None = None
+    handle: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": str(self.kind), "name": self.name, "size": self.size,
+                "modified": self.modified,
+                "digest": str(self.digest) if self.digest else None}
 
 
 class ArtifactStore(Protocol):
@@ -21,3 +52,12 @@ class ArtifactStore(Protocol):
         ...
 
     def exists(self, digest: Digest) -> bool: ...
+
+    def entries(self) -> Iterator[StoredEntry]:
+        """Every blob and every unfinished write in the store, with its size and age."""
+        ...
+
+    def remove(self, entry: StoredEntry) -> bool:
+        """Delete one entry that :meth:`entries` listed. False when it is gone already, or is a
+        temporary file that a live writer still holds."""
+        ...

@@ -1,17 +1,33 @@
-"""Artifacts in a local folder: ``<root>/sha256/<2 hex>/<62 hex>``, written atomically."""
+"""Artifacts in a local folder: ``<root>/sha256/<2 hex>/<62 hex>``, written atomically.
+
+A write goes to ``.tmp-*`` next to its final name, locked (``flock``) for as long as it is
+being written, then is hard-linked into place. A temporary file nobody holds is what a killed
+writer left; :meth:`LocalArtifactStore.remove` deletes one only after taking its lock, so a
+write in progress is never removed, whatever its age.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import re
+import stat
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from lockgate.errors import IntegrityError, NotFoundError, StorageError
+from lockgate.store.artifacts.interface import EntryKind, StoredEntry
 from lockgate.types import Digest
 
-__all__ = ["LocalArtifactStore"]
+__all__ = ["TEMP_PREFIX", "LocalArtifactStore"]
+
+TEMP_PREFIX = ".tmp-"
+_HEX2 = re.compile(r"[0-9a-f]{2}")
+_HEX62 = re.compile(r"[0-9a-f]{62}")
 
 
 class LocalArtifactStore:
@@ -28,19 +44,14 @@ class LocalArtifactStore:
             return digest
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+            with _claimed_temp(final.parent) as (f, tmp):
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
                 os.chmod(tmp, 0o444)
                 # link() fails if the name exists, so a finished blob is never overwritten.
                 with contextlib.suppress(FileExistsError):
                     os.link(tmp, final)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
             _fsync_dir(final.parent)
         except OSError as exc:
             raise StorageError(f"cannot write artifact {digest} under {self.root}: {exc}") from exc
@@ -65,6 +76,99 @@ class LocalArtifactStore:
 
     def exists(self, digest: Digest) -> bool:
         return self.path_for(digest).is_file()
+
+    def entries(self) -> Iterator[StoredEntry]:
+        base = self.root / "sha256"
+        try:
+            shards = sorted(d.name for d in os.scandir(base) if d.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot list the artifact store at {self.root}: {exc}") from exc
+        for shard in shards:
+            try:
+                found = sorted(os.scandir(base / shard), key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StorageError(f"cannot list {base / shard}: {exc}") from exc
+            for item in found:
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                name = f"sha256/{shard}/{item.name}"
+                if item.name.startswith(TEMP_PREFIX):
+                    yield StoredEntry(EntryKind.TEMP, name, st.st_size, st.st_mtime)
+                elif _HEX2.fullmatch(shard) and _HEX62.fullmatch(item.name):
+                    yield StoredEntry(EntryKind.BLOB, name, st.st_size, st.st_mtime,
+                                      Digest(f"sha256:{shard}{item.name}"))
+
+    def remove(self, entry: StoredEntry) -> bool:
+        path = self._path_of(entry)
+        try:
+            if entry.kind is EntryKind.BLOB:
+                path.unlink()
+                return True
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if not _try_lock(fd):
+                    return False  # a live writer holds it
+                path.unlink()
+                return True
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot remove {path}: {exc}") from exc
+
+    def _path_of(self, entry: StoredEntry) -> Path:
+        parts = entry.name.split("/")
+        if (len(parts) != 3 or parts[0] != "sha256" or not _HEX2.fullmatch(parts[1])
+                or parts[2] in ("", ".", "..")):
+            raise StorageError(f"{entry.name!r} is not an entry of the store at {self.root}")
+        return self.root.joinpath(*parts)
+
+
+@contextlib.contextmanager
+def _claimed_temp(folder: Path) -> Iterator[tuple[BinaryIO, str]]:
+    """A new ``.tmp-*`` file in ``folder``, locked until the block ends, then removed."""
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX)
+        _lock(fd)
+        if os.fstat(fd).st_nlink > 0:
+            break
+        os.close(fd)  # removed between creation and locking: take another name
+    with os.fdopen(fd, "wb") as f:
+        try:
+            yield f, tmp
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # while still locked, so no one else removes it
+
+
+if sys.platform != "win32":
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+else:  # no flock: a temporary file is protected by gc's grace period alone
+
+    def _lock(fd: int) -> None:
+        return None
+
+    def _try_lock(fd: int) -> bool:
+        return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
+from collections.abc import Iterator
 
 from lockgate.errors import IntegrityError, NotFoundError
+from lockgate.store.artifacts.interface import EntryKind, StoredEntry
 from lockgate.types import Digest
 
 __all__ = ["MemoryArtifactStore"]
@@ -14,12 +17,15 @@ __all__ = ["MemoryArtifactStore"]
 class MemoryArtifactStore:
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
+        self.written: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def put(self, data: bytes) -> Digest:
         digest = Digest.of_bytes(data)
         with self._lock:
-            self.blobs.setdefault(digest.hex, bytes(data))
+            if digest.hex not in self.blobs:
+                self.blobs[digest.hex] = bytes(data)
+                self.written[digest.hex] = time.time()
         return digest
 
     def get(self, digest: Digest) -> bytes:
@@ -33,3 +39,17 @@ class MemoryArtifactStore:
 
     def exists(self, digest: Digest) -> bool:
         return digest.hex in self.blobs
+
+    def entries(self) -> Iterator[StoredEntry]:
+        with self._lock:
+            found = [(h, len(b), self.written.get(h, 0.0)) for h, b in self.blobs.items()]
+        for h, size, written in sorted(found):
+            yield StoredEntry(EntryKind.BLOB, f"sha256/{h[:2]}/{h[2:]}", size, written,
+                              Digest(f"sha256:{h}"))
+
+    def remove(self, entry: StoredEntry) -> bool:
+        if entry.digest is None:
+            return False
+        with self._lock:
+            self.written.pop(entry.digest.hex, None)
+            return self.blobs.pop(entry.digest.hex, None) is not None

@@ -6,19 +6,29 @@ checks its digest, then publishes it under the digest's key with a server-side c
 the temporary object; a digest already present is never written again. Every read checks the
 digest. Credentials come from boto3's usual chain (environment, profile, instance role) and
 never appear in messages.
+
+A killed writer leaves a temporary key under ``<prefix>tmp/``, or an unfinished multipart
+upload there; :meth:`S3ArtifactStore.entries` lists both, with their age.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 import uuid
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from lockgate.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
+from lockgate.store.artifacts.interface import EntryKind, StoredEntry
 from lockgate.types import Digest
 
 __all__ = ["S3ArtifactStore", "parse_s3_url"]
+
+_BLOB_KEY = re.compile(r"sha256/([0-9a-f]{2})/([0-9a-f]{62})")
+_MISSING = ("404", "NoSuchKey", "NotFound")
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -118,3 +128,54 @@ class S3ArtifactStore:
                 f"artifact {digest} is corrupt: its content hashes to sha256:{actual}",
                 hint=f"the object s3://{self.bucket}/{key} was changed after it was stored")
         return data
+
+    def entries(self) -> Iterator[StoredEntry]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            for sub in ("sha256/", "tmp/"):
+                pages = self._s3.get_paginator("list_objects_v2").paginate(
+                    Bucket=self.bucket, Prefix=self.prefix + sub)
+                for page in pages:
+                    for obj in page.get("Contents", []):
+                        name = str(obj["Key"])[len(self.prefix):]
+                        size, when = int(obj.get("Size", 0)), _posix(obj["LastModified"])
+                        if sub == "tmp/":
+                            yield StoredEntry(EntryKind.TEMP, name, size, when)
+                        elif m := _BLOB_KEY.fullmatch(name):
+                            yield StoredEntry(EntryKind.BLOB, name, size, when,
+                                              Digest(f"sha256:{m[1]}{m[2]}"))
+            uploads = self._s3.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + "tmp/")
+            for page in uploads:
+                for up in page.get("Uploads", []):
+                    parts = self._s3.list_parts(Bucket=self.bucket, Key=up["Key"],
+                                                UploadId=up["UploadId"]).get("Parts", [])
+                    yield StoredEntry(EntryKind.TEMP, str(up["Key"])[len(self.prefix):],
+                                      sum(int(p.get("Size", 0)) for p in parts),
+                                      _posix(up["Initiated"]), handle=str(up["UploadId"]))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "listing") from None
+
+    def remove(self, entry: StoredEntry) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.prefix + entry.name
+        try:
+            if entry.handle:
+                self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key,
+                                                UploadId=entry.handle)
+                return True
+            self._s3.head_object(Bucket=self.bucket, Key=key)
+            self._s3.delete_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (*_MISSING, "NoSuchUpload"):
+                return False
+            raise self._error(exc, f"delete of {entry.name}") from None
+        except BotoCoreError as exc:
+            raise self._error(exc, f"delete of {entry.name}") from None
+
+
+def _posix(when: Any) -> float:
+    return when.timestamp() if isinstance(when, datetime) else float(when)
