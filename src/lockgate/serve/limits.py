@@ -7,8 +7,9 @@ runs uvicorn's h11 protocol, subclassed here (:class:`GuardedH11Protocol`) rathe
 wrapped in middleware alone, because the limits on bytes and time must act before a request
 exists:
 
-- the head's size is h11's ``max_incomplete_event_size`` (h11 holds at most that much of an
-  unfinished head); an oversize head is answered 431, like lockgate's layer;
+- the head's size is checked as it arrives and bounded by h11's ``max_incomplete_event_size``
+  (h11 holds at most that much of an unfinished head); an oversize head is answered 431, like
+  lockgate's layer (a head that arrives while an answer is pending is checked by h11 alone);
 - the head timeout runs from the first byte of a head to its end, the body deadline from the
   end of the head (each byte received buys ``1 / min_body_rate`` s), the keep-alive timeout
   between requests only, also for a connection that never sends anything: 408 and a close;
@@ -19,8 +20,9 @@ exists:
   and routes an absolute-form target by its path with its authority as ``Host``;
 - h11 itself refuses HTTP/1.1 without exactly one ``Host`` (400).
 
-Differences from lockgate's layer: a refusal closes at once (no lingering read), and error
-bodies the app writes are shortened only when they are JSON and their length is declared.
+Differences from lockgate's layer: a 413 or a refusal by the ASGI guard closes at once (no
+lingering read; a client still sending may see a reset), and a refusal of a head h11 could
+not parse is answered 431 only when it was over the size limit (400 otherwise).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ __all__ = [
     "uvicorn_options",
 ]
 
+LINGER_S = 2.0
+"""How long a refused connection keeps reading (and dropping) what the client still sends."""
 ECHO_CHARS = 200
 """Longest run of request-derived characters an error body repeats; longer ones are cut."""
 _LONG_RUN = re.compile(rf"[^\s'\"]{{{ECHO_CHARS + 1},}}")
@@ -155,6 +159,7 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.app = _Guard(self.app, self.limits, self.max_body)
         self._over_cap = False
+        self._lingering = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_since = 0.0
@@ -178,10 +183,24 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._over_cap or self.transport.is_closing():
+        if self._over_cap or self._lingering or self.transport.is_closing():
             return
+        if self.conn.their_state is h11.IDLE:
+            # h11 bounds an unfinished head only: a whole one over the limit in one read
+            # would pass
+            buffered = self.conn.trailing_data[0]
+            head = buffered + data if buffered else data
+            limit = self.limits.max_head_bytes
+            if len(head) > limit and head.find(b"\r\n\r\n", 0, limit + 4) < 0:
+                self._refuse(HeadTooLargeError(
+                    f"the request line and headers exceed {limit} bytes"))
+                return
         super().data_received(data)
         self._watch(len(data))
+
+    def eof_received(self) -> None:
+        if self._lingering:
+            self.transport.close()  # the client read the refusal and left
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -197,11 +216,20 @@ class GuardedH11Protocol(H11Protocol):
         self._refuse(exc)
 
     def _refuse(self, exc: InvalidInputError) -> None:
+        """Answer ``exc``, then half-close and drop what still arrives for LINGER_S, so the
+        client reads the answer rather than a reset."""
         self._cancel_timers()
-        if not self.transport.is_closing():
-            self.transport.write(_raw_answer(exc.http_status, exc,
-                                             self.server_state.default_headers))
+        if self.transport.is_closing() or self._lingering:
+            return
+        self._lingering = True
+        self.transport.write(_raw_answer(exc.http_status, exc,
+                                         self.server_state.default_headers))
+        if not self.transport.can_write_eof():  # pragma: no cover - TCP transports can
             self.transport.close()
+            return
+        self.transport.write_eof()
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def _watch(self, received: int) -> None:
         """Start or stop the head and body clocks after h11 has seen more input."""
