@@ -289,7 +289,7 @@ class DenialRecorder:
                     if clock - run.started >= self._window:
                         del self._runs[key]
                         due.extend(self._summary(run))
-                if not due:
+                if not due and self._runs:
                     soonest = min(r.started for r in self._runs.values()) + self._window
                     self._cond.wait(timeout=max(soonest - clock, 0.01))
             for summary in due:

@@ -107,3 +107,17 @@ def test_a_run_is_flushed_when_its_window_closes() -> None:
         recorder.close()
     recorder.record(event)  # after close, every refusal is written at once
     assert len(meta.audit_records()) == 5
+
+
+def test_a_window_without_repeats_closes_quietly() -> None:
+    meta = MemoryMetadataStore()
+    recorder = DenialRecorder(meta.append_event, window=0.1)
+    event = AuditEvent(EventType.ACCESS_DENIED, "eve", None, None, {"action": "listUsers"})
+    try:
+        recorder.record(event)
+        time.sleep(0.4)  # the window closes with nothing to fold: no row, no thread error
+        assert len(meta.audit_records()) == 1
+        recorder.record(event)  # the next window starts with a row written at once
+        assert [r.payload for r in meta.audit_records()] == [{"action": "listUsers"}] * 2
+    finally:
+        recorder.close()
