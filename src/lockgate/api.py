@@ -30,6 +30,7 @@ from lockgate.audit import (
 from lockgate.config import Settings, load_settings, write_default_config
 from lockgate.errors import (
     AccessDeniedError,
+    ConfigError,
     ConversionError,
     Error,
     IntegrityError,
@@ -671,10 +672,32 @@ class Lockgate:
                 raise InvalidInputError(f"request log: {exc}") from None
         options: dict[str, Any] = {
             "capture_window": s.capture_window, "request_log": log_,
-            "drift": lambda name, number: latest_monitor(self, name, number)}
+            "drift": lambda name, number: latest_monitor(self, name, number),
+            "decode_budget": s.serve_decode_budget, "max_elements": s.serve_max_elements,
+            **self._data_plane_auth()}
         if inline_below_s is not None:
             options["inline_below_s"] = inline_below_s
         return options
+
+    def _data_plane_auth(self) -> dict[str, Any]:
+        """The token checks of a server: on infer with ``serve.auth = "token"``, on capture
+        whenever the home has users (its rows are production inputs and outputs)."""
+        from lockgate.identity import authenticate
+        from lockgate.serve.auth import TokenCheck
+
+        has_users = bool(self.users())
+        if self.settings.serve_auth == "token" and not has_users:
+            raise ConfigError("serve.auth = \"token\" needs users with the inference role",
+                              hint="lockgate user add NAME --role inference, then "
+                                   "lockgate token create NAME")
+
+        def check(token: str) -> Any:
+            return authenticate(self.meta, token)
+
+        return {
+            "authorize": TokenCheck(check, "inference")
+            if self.settings.serve_auth == "token" else None,
+            "capture_authorize": TokenCheck(check, "monitoring") if has_users else None}
 
     # -- deployments -------------------------------------------------------------------------
     def deployments(self) -> dict[str, Deployment]:
@@ -867,13 +890,16 @@ class Lockgate:
 
         return reference_profile(self, self.get(ref))
 
-    def monitor(self, name: str, *, url: str | None = None) -> dict[str, Any]:
+    def monitor(self, name: str, *, url: str | None = None,
+                token: str | None = None) -> dict[str, Any]:
         """One monitor run of the model's production version on the server at ``url``
-        (default: the configured serve host and port); see :mod:`lockgate.observe.service`."""
+        (default: the configured serve host and port), reading its capture with ``token`` (a
+        user with the monitoring role; needed once the home has users); see
+        :mod:`lockgate.observe.service`."""
         from lockgate.observe.service import monitor_once
 
         target = url or f"http://{self.settings.serve_host}:{self.settings.serve_port}"
-        return monitor_once(self, validate_name(name), url=target)
+        return monitor_once(self, validate_name(name), url=target, token=token)
 
     def monitor_runs(self, ref: str | ModelRef, *, limit: int = 50) -> list[dict[str, Any]]:
         """The version's latest monitor results, newest first."""

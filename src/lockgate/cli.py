@@ -787,6 +787,9 @@ def alias_ls(ctx: click.Context, name: str, as_json: bool) -> None:
               help="Also serve the web console at /ui, with this server's live figures.")
 @click.option("--no-auth", is_flag=True,
               help="With --ui: no login, act as the home's user (loopback only).")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Allow a bind off loopback although the home has no users (anyone who "
+                   "reaches the port can infer and read captured production data).")
 @click.option("--http", "http_layer", type=click.Choice(["lockgate", "uvicorn"]),
               default="lockgate", show_default=True,
               help="HTTP layer: lockgate's own (infer requests skip ASGI) or uvicorn.")
@@ -796,8 +799,8 @@ def alias_ls(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None,
           poll_s: float, grace_s: float, only: tuple[str, ...], request_log: Path | None,
-          request_log_rate: float | None, with_ui: bool, no_auth: bool, http_layer: str,
-          inline_below_us: float | None) -> None:
+          request_log_rate: float | None, with_ui: bool, no_auth: bool,
+          insecure_no_auth: bool, http_layer: str, inline_below_us: float | None) -> None:
     """Serve models over the Open Inference Protocol v2: the versions named, or else every
     model's deployment (its production version unless `lockgate deploy` says otherwise),
     following changes without a restart."""
@@ -808,6 +811,8 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
     if inline_below_us is not None and inline_below_us < 0:
         raise InvalidInputError("--inline-below-us cannot be negative")
     lg = _local(ctx)
+    h = host or lg.settings.serve_host
+    _check_data_plane_bind(lg, h, insecure_no_auth)
     if request_log is not None or request_log_rate is not None:
         from dataclasses import replace
 
@@ -817,7 +822,6 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
                               else request_log_rate))
     app = lg.create_app(refs, poll_s=poll_s, grace_s=grace_s, models=only,
                         inline_below_s=None if inline_below_us is None else inline_below_us / 1e6)
-    h = host or lg.settings.serve_host
     p = lg.settings.serve_port if port is None else port
     if with_ui:
         from lockgate.ui import ui_routes
@@ -853,6 +857,26 @@ def _http_limits(lg: Lockgate) -> HTTPLimits:
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _check_data_plane_bind(lg: Lockgate, host: str, insecure: bool) -> None:
+    """Off loopback, a server must be able to check tokens: the home needs users (capture
+    then needs the monitoring role) unless the operator insists; infer stays open unless
+    serve.auth = "token", which is said."""
+    if host in _LOOPBACK:
+        return
+    if not lg.users():
+        if not insecure:
+            raise InvalidInputError(
+                f"no users: serving on {host} would let anyone who reaches the port infer "
+                "and read captured production inputs and outputs",
+                hint="add users and tokens (`lockgate user add NAME --role inference`) and "
+                     "set [serve] auth = \"token\", bind 127.0.0.1, or pass "
+                     "--insecure-no-auth")
+        err.print(f"warning: serving on {host} without authentication (--insecure-no-auth)")
+    elif lg.settings.serve_auth != "token":
+        err.print(f"warning: infer requests on {host} need no token (set [serve] auth = "
+                  "\"token\" to require one)")
 
 
 def _auth_on(lg: Lockgate, host: str, no_auth: bool) -> bool:
@@ -1369,17 +1393,21 @@ def monitor(ctx: click.Context, name: str, url: str | None, every: str | None, c
             check: bool, as_json: bool) -> None:
     """Judge drift and SLOs of NAME's production version on a running server; store the
     result, trigger retraining after the configured windows of drift, roll back on an SLO
-    breach when the policy says so."""
+    breach when the policy says so. Reads the server's capture with $LOCKGATE_TOKEN (or
+    $LOCKGATE_TOKEN_FILE): a user with the monitoring role, once the home has users."""
     import time
+
+    from lockgate.remote import token_from_env
 
     interval = _duration(every) if every else None
     lg = _local(ctx)
+    token = token_from_env()
     runs = 0
     result: dict[str, Any] | None = None
     while True:
         runs += 1
         try:
-            result = lg.monitor(name, url=url)
+            result = lg.monitor(name, url=url, token=token)
         except ServeError as exc:
             if interval is None:
                 raise

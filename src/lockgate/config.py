@@ -118,6 +118,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds an idle connection stays open between requests."),
     Setting("serve_max_connections", "LOCKGATE_SERVE_MAX_CONNECTIONS", "1024",
             "Most open connections per server; beyond it a new one is closed at once."),
+    Setting("serve_decode_budget", "LOCKGATE_SERVE_DECODE_BUDGET", "536870912",
+            "Bytes of memory the server spends decoding large infer bodies at once, all "
+            "together (503 with Retry-After beyond; 413 for one body that alone exceeds it)."),
+    Setting("serve_max_elements", "LOCKGATE_SERVE_MAX_ELEMENTS", "67108864",
+            "Tensor elements one infer request may carry, all inputs together (400 beyond)."),
+    Setting("serve_auth", "LOCKGATE_SERVE_AUTH", "none",
+            "Data plane authentication: none, or token (infer needs a token with the "
+            "inference role). Capture always needs the monitoring role once the home has "
+            "users."),
     Setting("capture_window", "LOCKGATE_CAPTURE_WINDOW", "5000",
             "Rows and requests each served version keeps for drift monitors (0: no capture)."),
     Setting("request_log", "LOCKGATE_REQUEST_LOG", "-",
@@ -210,6 +219,9 @@ class Settings:
     serve_min_body_rate: int = 65536
     serve_keep_alive_s: float = 5.0
     serve_max_connections: int = 1024
+    serve_decode_budget: int = 512 << 20
+    serve_max_elements: int = 1 << 26
+    serve_auth: str = "none"
     signing_key: Path | None = None
     public_keys: tuple[Path, ...] = ()
     require_signature: bool = True
@@ -290,7 +302,7 @@ def _number(value: Any, key: str, kind: type[float] | type[int]) -> Any:
 _HTTP_LIMITS: dict[str, type[int] | type[float]] = {
     "max_head_bytes": int, "max_headers": int, "head_timeout_s": float,
     "body_timeout_s": float, "min_body_rate": int, "keep_alive_s": float,
-    "max_connections": int}
+    "max_connections": int, "decode_budget": int, "max_elements": int}
 """[serve] keys of the HTTP limits (settings serve_<key>, LOCKGATE_SERVE_<KEY>)."""
 
 
@@ -354,6 +366,8 @@ def _from_toml(settings: Settings, data: Mapping[str, Any], path: Path) -> Setti
     for key, kind in _HTTP_LIMITS.items():
         if key in serve:
             s = replace(s, **{f"serve_{key}": _number(serve[key], f"serve.{key}", kind)})
+    if "auth" in serve:
+        s = replace(s, serve_auth=str(serve["auth"]))
     if "environment_drift" in serve:
         s = replace(s, environment_drift=str(serve["environment_drift"]))
     if "notify_command" in serve:
@@ -543,6 +557,8 @@ def _from_env(s: Settings, env: Mapping[str, str]) -> Settings:
         s = replace(s, serve_host=v)
     if v := env.get("LOCKGATE_SERVE_PORT"):
         s = replace(s, serve_port=_number(v, "LOCKGATE_SERVE_PORT", int))
+    if v := env.get("LOCKGATE_SERVE_AUTH"):
+        s = replace(s, serve_auth=v)
     for key, kind in _HTTP_LIMITS.items():
         name = f"LOCKGATE_SERVE_{key.upper()}"
         if v := env.get(name):
@@ -596,6 +612,11 @@ def _validate(s: Settings) -> Settings:
     if s.serve_max_head_bytes < 1024 or s.serve_max_headers < 1 or s.serve_max_connections < 1:
         raise ConfigError("serve.max_head_bytes must be at least 1024, serve.max_headers and "
                           "serve.max_connections at least 1")
+    if s.serve_decode_budget < 1 << 20 or s.serve_max_elements < 1:
+        raise ConfigError("serve.decode_budget must be at least 1 MiB (1048576), "
+                          "serve.max_elements at least 1")
+    if s.serve_auth not in ("none", "token"):
+        raise ConfigError(f"serve.auth: expected 'none' or 'token', got {s.serve_auth!r}")
     if min(s.serve_head_timeout_s, s.serve_body_timeout_s, s.serve_keep_alive_s) <= 0 or \
             s.serve_min_body_rate < 0:
         raise ConfigError("serve.head_timeout_s, serve.body_timeout_s and serve.keep_alive_s "
@@ -690,6 +711,9 @@ DEFAULT_CONFIG = """\
 # min_body_rate = 65536        # bytes per second
 # keep_alive_s = 5             # idle time between requests
 # max_connections = 1024       # a new connection beyond it is closed at once
+# decode_budget = 536870912    # bytes decoding large bodies at once (503 Retry-After beyond)
+# max_elements = 67108864      # tensor elements per infer request (400 beyond)
+# auth = "none"                # or "token": infer needs a token with the inference role
 # capture_window = 5000        # rows and requests kept per version for drift monitors
 # request_log = "request-log"  # folder for sampled request logs
 # request_log_rate = 0.01

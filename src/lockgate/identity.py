@@ -1,8 +1,10 @@
 """Users, roles and API tokens of a shared registry.
 
 Roles: ``viewer`` (read), ``developer`` (register, aliases, references), ``approver`` (approve,
-reject, waive), ``deployer`` (deploy, roll back, promote into the serving stage and beyond) and
-``admin`` (everything, users and tokens). Every role can read. A user holds roles globally or,
+reject, waive), ``deployer`` (deploy, roll back, promote into the serving stage and beyond),
+``inference`` (send infer requests to a server that requires tokens), ``monitoring`` (read a
+server's captured production inputs and outputs) and ``admin`` (everything, users and tokens).
+Every role can read the registry. A user holds roles globally or,
 through grants, for the models matching a pattern (``fraud-*``).
 
 A token is ``lgt_<id>_<secret>``: 48 random bytes of secret, shown once; the store keeps its id
@@ -36,7 +38,7 @@ __all__ = [
     "revoke_token",
 ]
 
-ROLES = ("viewer", "developer", "approver", "deployer", "admin")
+ROLES = ("viewer", "developer", "approver", "deployer", "inference", "monitoring", "admin")
 _TOKEN = re.compile(r"lgt_([0-9a-f]{12})_([A-Za-z0-9_-]{43,128})")
 _MAX_DAYS = 3650
 

@@ -16,7 +16,7 @@ import onnx
 import pytest
 
 from lockgate.api import Lockgate
-from onnx_models import linear_onnx
+from onnx_models import linear_onnx, one_row_onnx
 from servers import http_get, lockgate_server
 from tamper import flip_byte
 
@@ -25,6 +25,8 @@ pytestmark = pytest.mark.slow
 POLICY = '[gates]\n"*" = ["seeds_recorded"]\n'
 BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32",
                                "data": [1.0, 2.0, 3.0, 4.0]}]}).encode()
+TWO_ROWS = json.dumps({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
+                                   "data": [1.0, 2.0, 3.0, 4.0] * 2}]}).encode()
 
 
 def _register(lg: Lockgate, tmp: Path, n: int) -> None:
@@ -38,8 +40,8 @@ _server = lockgate_server
 _get = http_get
 
 
-def _infer(conn: http.client.HTTPConnection) -> tuple[int, str]:
-    conn.request("POST", "/v2/models/m/infer", body=BODY,
+def _infer(conn: http.client.HTTPConnection, body: bytes = BODY) -> tuple[int, str]:
+    conn.request("POST", "/v2/models/m/infer", body=body,
                  headers={"content-type": "application/json"})
     r = conn.getresponse()
     body = json.loads(r.read())
@@ -207,8 +209,8 @@ def test_automatic_rollback_on_an_injected_error_rate(home: Path, tmp_path: Path
         POLICY + f"[serve]\nnotify_command = {json.dumps(notify)}\n")
     with Lockgate.open(home) as lg:
         _register(lg, tmp_path, 1)
-        odd = tmp_path / "wide.onnx"
-        onnx.save(linear_onnx(n_in=5, seed=9), odd)  # answers 400 to 4-wide requests
+        odd = tmp_path / "one-row.onnx"
+        onnx.save(one_row_onnx(seed=9), odd)  # ONNX Runtime fails on two rows: a 503
         lg.register(str(odd), name="m", seed=9)
         lg.promote("m@1", "production")
         lg.deploy("m@1")
@@ -220,7 +222,7 @@ def test_automatic_rollback_on_an_injected_error_rate(home: Path, tmp_path: Path
         deadline = time.monotonic() + 30
         while True:
             for _ in range(40):
-                _infer(conn)
+                _infer(conn, TWO_ROWS)
             with Lockgate.open(home) as lg:
                 if lg.deployments()["m"].state == "degraded":
                     break
@@ -239,3 +241,33 @@ def test_automatic_rollback_on_an_injected_error_rate(home: Path, tmp_path: Path
     assert sent["event"] == "deploy.rolled_back"
     assert sent["model"] == "m"
     assert "automatic rollback: error_rate" in sent["reason"]
+
+
+def test_client_errors_never_roll_a_canary_back(home: Path, tmp_path: Path) -> None:
+    """A client that sends requests the candidate refuses (400) cannot fail it on purpose:
+    4xx are counted apart, on /metrics and in the analysis' window, not as its error rate."""
+    (home / "lockgate.toml").write_text(POLICY)
+    with Lockgate.open(home) as lg:
+        _register(lg, tmp_path, 1)
+        wide = tmp_path / "wide.onnx"
+        onnx.save(linear_onnx(n_in=5, seed=9), wide)  # answers 400 to 4-wide requests
+        lg.register(str(wide), name="m", seed=9)
+        lg.promote("m@1", "production")
+        lg.deploy("m@1")
+        lg.promote("m@2", "stabilized")
+        lg.deploy("m@2", canary=50, analysis={"metric": "error_rate", "max": 0.1,
+                                              "interval_s": 0.3, "min_requests": 5})
+    with _server(home) as (_, port):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        seen = Counter(_infer(conn)[0] for _ in range(200))
+        time.sleep(1.5)  # several analysis intervals
+        seen.update(_infer(conn)[0] for _ in range(100))
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    assert seen[400] > 50 and seen[200] > 50  # both versions took traffic
+    with Lockgate.open(home) as lg:
+        d = lg.deployments()["m"]
+        assert (d.stable, d.candidate, d.state) == (1, 2, "healthy")
+        assert not [r for r in lg.audit_log() if r.type == "deploy.rolled_back"]
+    assert 'reason="bad_request"' in text or 'reason="invalid' in text

@@ -92,13 +92,15 @@ def latest_monitor(lg: Lockgate, name: str, number: int) -> Mapping[str, Any] | 
     return found[0].record if found else None
 
 
-def _fetch(url: str, name: str, number: int, rows_since: int, requests_since: int
-           ) -> dict[str, Any]:
+def _fetch(url: str, name: str, number: int, rows_since: int, requests_since: int,
+           token: str | None) -> dict[str, Any]:
     query = urllib.parse.urlencode({"rows_since": rows_since, "requests_since": requests_since})
     target = (f"{url.rstrip('/')}/v2/models/{urllib.parse.quote(name)}/versions/{number}"
               f"/capture?{query}")
+    request = urllib.request.Request(
+        target, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(target, timeout=30) as resp:
+        with urllib.request.urlopen(request, timeout=30) as resp:
             body: dict[str, Any] = json.loads(resp.read())
             return body
     except urllib.error.HTTPError as exc:
@@ -114,20 +116,21 @@ def _fetch(url: str, name: str, number: int, rows_since: int, requests_since: in
                          hint="start it with `lockgate serve`, or pass --url") from None
 
 
-def _snapshot(url: str, name: str, number: int, last: Mapping[str, Any] | None
-              ) -> dict[str, Any]:
+def _snapshot(url: str, name: str, number: int, last: Mapping[str, Any] | None,
+              token: str | None) -> dict[str, Any]:
     """The capture after the previous run's cursors; from the start when the server is a
     different instance (restarted) than the one the previous run read."""
     if last is not None and last.get("server") == url:
         window = last.get("window", {})
         snap = _fetch(url, name, number, int(window.get("rows", [0, 0])[1]),
-                      int(window.get("requests", [0, 0])[1]))
+                      int(window.get("requests", [0, 0])[1]), token)
         if snap.get("instance") == last.get("instance"):
             return snap
-    return _fetch(url, name, number, 0, 0)
+    return _fetch(url, name, number, 0, 0, token)
 
 
-def monitor_once(lg: Lockgate, name: str, *, url: str) -> dict[str, Any]:
+def monitor_once(lg: Lockgate, name: str, *, url: str,
+                 token: str | None = None) -> dict[str, Any]:
     """Judge the production version's latest window on the server at ``url``: store the
     result, audit a state change, trigger retraining after K windows of drift, roll back on an
     SLO breach when the policy says so, and deliver pending triggers."""
@@ -139,7 +142,7 @@ def monitor_once(lg: Lockgate, name: str, *, url: str) -> dict[str, Any]:
     policy = MonitorPolicy.for_model(lg.settings.monitor, name)
     history = lg.meta.observations(name, "monitor", number=v.number, limit=50)
     last = history[0].record if history else None
-    snap = _snapshot(url, name, v.number, last)
+    snap = _snapshot(url, name, v.number, last, token)
     profile = reference_profile(lg, v)
     result = evaluate(profile, snap, policy)
     result.update(model=name, version=v.number, server=url, instance=snap.get("instance"),

@@ -11,7 +11,8 @@ from typing import Any
 __all__ = ["SCHEMAS", "ref"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-ROLE = {"type": "string", "enum": ["viewer", "developer", "approver", "deployer", "admin"]}
+ROLE = {"type": "string", "enum": ["viewer", "developer", "approver", "deployer", "inference",
+                                   "monitoring", "admin"]}
 _OBJ: dict[str, Any] = {"type": "object"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}

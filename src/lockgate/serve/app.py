@@ -55,10 +55,14 @@ from lockgate.serve.inference import (
     DEFAULT_INLINE_BELOW_S,
     INTERNAL_ERROR,
     Answer,
+    Authorize,
+    DecodeBudget,
     InferenceService,
     PayloadTooLargeError,
+    Reservation,
     error_answer,
 )
+from lockgate.serve.oip import DEFAULT_MAX_ELEMENTS
 from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
 from lockgate.serve.openapi import OPENAPI_PATH, openapi_endpoint
 from lockgate.serve.shadow import ShadowMirror
@@ -85,6 +89,9 @@ def _error(exc: Error) -> Response:
 
 
 def _response(answer: Answer) -> Response:
+    if answer.retry_after is not None:
+        return Response(answer.body, status_code=answer.status, media_type=_JSON,
+                        headers={"Retry-After": str(answer.retry_after)})
     if answer.binary_header is None:
         return Response(answer.body, status_code=answer.status, media_type=_JSON)
     return Response(answer.body, status_code=answer.status,
@@ -115,10 +122,23 @@ def _guard(endpoint: Endpoint) -> Endpoint:
     return guarded
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def _declared_length(request: Request) -> int | None:
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit():
-        if int(length) > limit:
+    if length is not None and length.isascii() and length.isdigit():
+        return int(length)
+    return None
+
+
+def _header(request: Request, name: str) -> str | None:
+    """A header's value; a repeated one joined with commas (which its parser refuses)."""
+    values = request.headers.getlist(name)
+    return values[0] if len(values) == 1 else ",".join(values) if values else None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = _declared_length(request)
+    if length is not None:
+        if length > limit:
             raise PayloadTooLargeError(f"request body exceeds {limit} bytes")
         return await request.body()
     chunks: list[bytes] = []
@@ -151,6 +171,10 @@ def create_app(
     drift: Callable[[str, int], Mapping[str, Any] | None] | None = None,
     subscribe: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
     inline_below_s: float = DEFAULT_INLINE_BELOW_S,
+    authorize: Authorize | None = None,
+    capture_authorize: Authorize | None = None,
+    decode_budget: int | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> Starlette:
     """An OIP v2 app serving ``models``.
 
@@ -170,6 +194,10 @@ def create_app(
     registers a callback the store calls when deployments change and returns an unsubscribe.
     A version whose requests measure under ``inline_below_s`` seconds (decode, run and
     encode) runs them on the event loop instead of a worker (0: never).
+    ``authorize(authorization, model)`` (None: open) checks infer requests and
+    ``capture_authorize`` the capture route (None: open); health, readiness, metadata and
+    ``/metrics`` stay open for probes. ``decode_budget`` bytes (default 512 MiB) bound the
+    memory of decoding large bodies at once; a request carries at most ``max_elements``.
     Raises InvalidInputError for an empty model list (without ``desired``), a repeated
     ``(name, version)``, ``workers < 1`` or a negative ``inline_below_s``.
     """
@@ -190,8 +218,10 @@ def create_app(
             slot.capture = Capture(capture_window)
         return slot
 
-    service = InferenceService(table, metrics, pool, mirror, with_capture=with_capture,
-                               request_log=request_log, inline_below_s=inline_below_s)
+    service = InferenceService(
+        table, metrics, pool, mirror, with_capture=with_capture, request_log=request_log,
+        inline_below_s=inline_below_s, authorize=authorize, max_elements=max_elements,
+        budget=None if decode_budget is None else DecodeBudget(decode_budget))
 
     def emit_logged(name: str, payload: dict[str, Any]) -> None:
         if hook is None:
@@ -293,13 +323,22 @@ def create_app(
     async def infer(request: Request) -> Response:
         params = request.path_params
         model, version = params["model"], params.get("version")
+        reservation: Reservation | None = None
         try:
+            length = _declared_length(request)
+            if length is not None and length <= max_request_bytes:
+                reservation = service.reserve(length)  # before the body is received
             body = await _read_body(request, max_request_bytes)
-        except PayloadTooLargeError as exc:
+        except BaseException as exc:
+            if reservation is not None:
+                reservation.release()
+            if not isinstance(exc, Error):
+                raise  # the client went away
             return _response(service.refuse(model, version, exc))
         answer = service.infer(model, version, body,
-                               request.headers.get("inference-header-content-length"),
-                               authorization=request.headers.get("authorization"))
+                               _header(request, "inference-header-content-length"),
+                               authorization=request.headers.get("authorization"),
+                               reservation=reservation)
         if not isinstance(answer, Answer):
             answer = await answer
         return _response(answer)
@@ -336,11 +375,14 @@ def create_app(
 
     def _cursor(request: Request, key: str) -> int:
         raw = request.query_params.get(key, "0")
-        if not raw.isdigit():
-            raise InvalidInputError(f"{key} must be a non-negative integer, got {raw!r}")
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+            raise InvalidInputError(f"{key} must be a non-negative integer, got {raw[:40]!r}")
         return int(raw)
 
     async def captured(request: Request) -> Response:
+        if capture_authorize is not None:
+            capture_authorize(request.headers.get("authorization"),
+                              request.path_params["model"])
         slot = resolve(request)
         rows_since = _cursor(request, "rows_since")
         requests_since = _cursor(request, "requests_since")

@@ -192,7 +192,8 @@ class Controller:
                 st.failed += 1
         elif value > float(a.get("max", 0.0)):
             st.failed += 1
-        st.last = {"metric": metric, "value": value, "requests": seen}
+        st.last = {"metric": metric, "value": value, "requests": seen,
+                   "client_error_rate": stats["client_error_rate"]}
         if st.failed > int(a.get("failure_limit", 0)):
             st.done = True
             self.emit("deploy.analysis_failed", {
