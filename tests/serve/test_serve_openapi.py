@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import onnx
 import pytest
@@ -112,14 +113,14 @@ def test_served_document_is_the_same(served: int) -> None:
     assert doc == json.loads(json.dumps(openapi_document()))
 
 
-def _schemathesis(port: int, tmp_path: Path, config: str, *args: str) -> str:
+def _schemathesis(location: str, tmp_path: Path, config: str, *args: str) -> str:
     exe = Path(sys.executable).parent / "schemathesis"
     (tmp_path / "schemathesis.toml").write_text(config, encoding="utf-8")
     p = subprocess.run(
-        [str(exe), "--config-file", str(tmp_path / "schemathesis.toml"), "run",
-         f"http://127.0.0.1:{port}{OPENAPI_PATH}",
+        [str(exe), "--config-file", str(tmp_path / "schemathesis.toml"), "run", location,
          "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
          "response_schema_conformance",
+         "--phases", "examples,coverage,fuzzing",  # the document has no links to follow
          "--seed", "7", "--generation-database", "none", "--no-color", "--request-timeout",
          "60", *args],
         capture_output=True, text=True, env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
@@ -129,22 +130,47 @@ def _schemathesis(port: int, tmp_path: Path, config: str, *args: str) -> str:
     return p.stdout
 
 
+MODEL_M = '[[operations]]\ninclude-path-regex = "^/v2/models/"\n' \
+    'parameters = { model = "m", version = "1" }\n'
+
+
+def _pinned_to_model_m() -> dict[str, Any]:
+    """The document with infer inputs narrowed to model m's signature (FP32 [1, 4] "input",
+    output "output"), so generated requests reach the model and its answers get checked."""
+    doc = openapi_document()
+    schemas = doc["components"]["schemas"]
+    schemas["RequestInput"] = {
+        "type": "object", "required": ["name", "shape", "datatype", "data"],
+        "properties": {"name": {"const": "input"}, "datatype": {"const": "FP32"},
+                       "shape": {"const": [1, 4]},
+                       "data": {"type": "array", "items": {"type": "number"},
+                                "minItems": 4, "maxItems": 4}},
+        "additionalProperties": False}
+    schemas["InferenceRequest"]["properties"]["inputs"]["maxItems"] = 1
+    schemas["RequestOutput"]["properties"]["name"] = {"const": "output"}
+    schemas["RequestOutput"]["additionalProperties"] = False
+    return doc
+
+
 @pytest.mark.slow
 def test_schemathesis_finds_no_server_error_or_schema_mismatch(
         served: int, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{served}"
     # pass 1: random identifiers (the 404 refusal paths). Unversioned requests for a model this
     # server does not follow answer 503 by design (another replica's deployment may reach it
     # soon: retryable), so those routes run in pass 2 only, on the model that is served.
-    _schemathesis(served, tmp_path, "[generation]\nmax-examples = 10\n",
+    _schemathesis(url + OPENAPI_PATH, tmp_path, "[generation]\nmax-examples = 10\n",
                   "--exclude-path-regex", r"^/v2/models/\{model\}(/ready|/infer)?$")
-    # pass 2: the model that is served, so bodies reach the decoder and the model
-    _schemathesis(
-        served, tmp_path,
-        "[generation]\nmax-examples = 50\n"
-        "[[operations]]\n"
-        'include-path-regex = "^/v2/models/"\n'
-        'parameters = { model = "m", version = "1" }\n',
-        "--include-path-regex", "^/v2/models/")
+    # pass 2: the model that is served, so bodies reach the decoder
+    _schemathesis(url + OPENAPI_PATH, tmp_path,
+                  "[generation]\nmax-examples = 30\n" + MODEL_M,
+                  "--include-path-regex", "^/v2/models/")
+    # pass 3: requests shaped for the model, so they run and the answers are checked
+    pinned = tmp_path / "pinned.json"
+    pinned.write_text(json.dumps(_pinned_to_model_m()), encoding="utf-8")
+    out = _schemathesis(str(pinned), tmp_path, "[generation]\nmax-examples = 40\n" + MODEL_M,
+                        "--url", url, "--include-path-regex", "/infer$", "--mode", "positive")
+    assert "2 passed" in out
     # the server is still up and answers a good request right
     conn_status, body = _infer(served)
     assert conn_status == 200

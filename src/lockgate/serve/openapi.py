@@ -65,6 +65,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                    "items": {"type": ["number", "boolean", "string", "array"]}},
                   {"type": "number"}, {"type": "boolean"}, {"type": "string"}],
     },
+    "ResponseData": {
+        "description": "Output elements, flat (row-major). Non-finite floats are written "
+                       "NaN, Infinity and -Infinity, as Python's and Triton's JSON do (a "
+                       "parser that maps them to null sees null): elements are scalars, "
+                       "not only the standard JSON types.",
+        "type": "array", "items": {"not": {"type": ["object", "array"]}},
+    },
     "RequestInput": _obj(
         ["name", "shape", "datatype"],
         "An input tensor. ``data`` is required unless ``parameters.binary_data_size`` places "
@@ -94,7 +101,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "An output tensor; without ``data`` its bytes follow the JSON header "
         "(``parameters.binary_data_size``).",
         name=_STRING, shape={"type": "array", "items": _COUNT}, datatype=_ref("Datatype"),
-        parameters=_PARAMETERS, data=_ref("TensorData"),
+        parameters=_PARAMETERS, data=_ref("ResponseData"),
     ),
     "InferenceResponse": _obj(
         ["model_name", "outputs"], "OIP ``$inference_response``.",
