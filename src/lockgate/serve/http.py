@@ -70,6 +70,7 @@ from lockgate.serve.inference import (
     error_answer,
 )
 from lockgate.serve.limits import (
+    LINGER_S,
     HeadTooLargeError,
     HTTPLimits,
     HTTPVersionError,
@@ -89,8 +90,6 @@ _PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _VERSIONS = ("1.0", "1.1")
-LINGER_S = 2.0
-"""How long a refused connection keeps reading (and dropping) what the client still sends."""
 
 
 @dataclass(slots=True)
