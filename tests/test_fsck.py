@@ -137,12 +137,24 @@ def _start_register(model: Path, name: str, tmp: Path) -> subprocess.Popen[bytes
                             stderr=subprocess.DEVNULL, env={**os.environ, "TMPDIR": str(tmp)})
 
 
-def _wait_for_new_entry(root: Path, before: set[Path], proc: subprocess.Popen[bytes]) -> None:
+def _entries(root: Path) -> set[Path]:
+    return set((root / "sha256").glob("*/*"))
+
+
+def _kill_at_first_write(procs: list[subprocess.Popen[bytes]], root: Path,
+                         delays: list[float]) -> None:
+    """SIGKILL process i ``delays[i]`` seconds after the first new file appears in the store."""
+    before = _entries(root)
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if set((root / "sha256").glob("*/*")) - before:
-            return
+    while (time.monotonic() < deadline and any(p.poll() is None for p in procs)
+           and not _entries(root) - before):
         time.sleep(0.002)
+    start = time.monotonic()
+    for proc, delay in sorted(zip(procs, delays, strict=True), key=lambda pd: pd[1]):
+        time.sleep(max(0.0, start + delay - time.monotonic()))
+        proc.send_signal(signal.SIGKILL)
+    for proc in procs:
+        proc.wait(timeout=60)
 
 
 def test_registrations_killed_at_random_leave_nothing_half_written(
@@ -150,20 +162,17 @@ def test_registrations_killed_at_random_leave_nothing_half_written(
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     models = []
-    for i in range(5):  # 8 MB each, distinct, so every round writes new blobs
+    for i in range(5):  # 8 MB each, distinct, so every registration writes new blobs
         models.append(tmp_path / f"big{i}.onnx")
         onnx.save(linear_onnx(1024, 2048, seed=i), models[-1])
     with Lockgate.open(home) as lg:  # keys and database exist before the first kill
         root = lg.settings.artifact_root
-    rng = random.Random()
-    delays = [0.0] + [rng.uniform(0.0, 2.0) for _ in models[1:]]
-    for model, delay in zip(models, delays, strict=True):
-        before = set((root / "sha256").glob("*/*"))
-        proc = _start_register(model, "big", tmp)
-        _wait_for_new_entry(root, before, proc)  # the registration has begun to write
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+    # Four registrations at once, killed at random points of their writes (some waiting for
+    # the write lock, some inside it); then one killed the moment it first writes, which
+    # always leaves an unfinished write or an orphan blob.
+    delays = [random.uniform(0.0, 2.0) for _ in models[:4]]
+    _kill_at_first_write([_start_register(m, "big", tmp) for m in models[:4]], root, delays)
+    _kill_at_first_write([_start_register(models[4], "big", tmp)], root, [0.0])
     rc, out, err = cli(capsys, "register", str(models[0]), "--name", "big")  # still works
     assert rc == 0, err
 
