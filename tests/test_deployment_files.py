@@ -108,5 +108,5 @@ def test_serve_model_serves_only_that_model(home: Path) -> None:
     with lockgate_server(home, "--model", "a") as (_, port):
         assert http_get(port, "/v2/models/a/ready")[0] == 200
         status, body = http_get(port, "/v2/models/b/ready")
-        assert status == 503  # a following server may get it later: retryable, not 404
+        assert status == 404  # not a model this server follows (yet): the client's error
         assert "unknown model 'b'" in body["error"]

@@ -118,8 +118,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds an idle connection stays open between requests."),
     Setting("serve_max_connections", "LOCKGATE_SERVE_MAX_CONNECTIONS", "1024",
             "Most open connections per server; beyond it a new one is closed at once."),
-    Setting("serve_decode_budget", "LOCKGATE_SERVE_DECODE_BUDGET", "536870912",
-            "Bytes of memory the server spends decoding large infer bodies at once, all "
+    Setting("serve_decode_budget", "LOCKGATE_SERVE_DECODE_BUDGET", "268435456",
+            "Bytes of memory the server spends on large infer requests at once, all "
             "together (503 with Retry-After beyond; 413 for one body that alone exceeds it)."),
     Setting("serve_max_elements", "LOCKGATE_SERVE_MAX_ELEMENTS", "67108864",
             "Tensor elements one infer request may carry, all inputs together (400 beyond)."),
@@ -219,7 +219,7 @@ class Settings:
     serve_min_body_rate: int = 65536
     serve_keep_alive_s: float = 5.0
     serve_max_connections: int = 1024
-    serve_decode_budget: int = 512 << 20
+    serve_decode_budget: int = 256 << 20
     serve_max_elements: int = 1 << 26
     serve_auth: str = "none"
     signing_key: Path | None = None
@@ -711,7 +711,7 @@ DEFAULT_CONFIG = """\
 # min_body_rate = 65536        # bytes per second
 # keep_alive_s = 5             # idle time between requests
 # max_connections = 1024       # a new connection beyond it is closed at once
-# decode_budget = 536870912    # bytes decoding large bodies at once (503 Retry-After beyond)
+# decode_budget = 268435456    # bytes spent on large requests at once (503 Retry-After beyond)
 # max_elements = 67108864      # tensor elements per infer request (400 beyond)
 # auth = "none"                # or "token": infer needs a token with the inference role
 # capture_window = 5000        # rows and requests kept per version for drift monitors

@@ -62,8 +62,8 @@ from lockgate.serve.inference import (
     Reservation,
     error_answer,
 )
-from lockgate.serve.oip import DEFAULT_MAX_ELEMENTS
 from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
+from lockgate.serve.oip import DEFAULT_MAX_ELEMENTS
 from lockgate.serve.openapi import OPENAPI_PATH, openapi_endpoint
 from lockgate.serve.shadow import ShadowMirror
 from lockgate.serve.slots import PLATFORM, EventHook, ModelTable, ServedModel, Slot, SlotState
@@ -196,7 +196,7 @@ def create_app(
     encode) runs them on the event loop instead of a worker (0: never).
     ``authorize(authorization, model)`` (None: open) checks infer requests and
     ``capture_authorize`` the capture route (None: open); health, readiness, metadata and
-    ``/metrics`` stay open for probes. ``decode_budget`` bytes (default 512 MiB) bound the
+    ``/metrics`` stay open for probes. ``decode_budget`` bytes (default 256 MiB) bound the
     memory of decoding large bodies at once; a request carries at most ``max_elements``.
     Raises InvalidInputError for an empty model list (without ``desired``), a repeated
     ``(name, version)``, ``workers < 1`` or a negative ``inline_below_s``.

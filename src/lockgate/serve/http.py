@@ -63,10 +63,13 @@ from starlette.types import ASGIApp, Message
 
 from lockgate.errors import Error, InvalidInputError, ServeError
 from lockgate.serve.inference import (
+    INLINE_MAX_BODY,
     INTERNAL_ERROR,
     Answer,
     InferenceService,
+    OverloadedError,
     PayloadTooLargeError,
+    Reservation,
     error_answer,
 )
 from lockgate.serve.limits import (
@@ -79,6 +82,7 @@ from lockgate.serve.limits import (
     shorten,
     shorten_error,
 )
+from lockgate.serve.oip import LEAN_COST
 
 __all__ = ["HTTPServer"]
 
@@ -102,6 +106,8 @@ class _Request:
     version: str
     too_large: bool
     refusal: Error | None = None
+    reservation: Reservation | None = None
+    """The request's share of the decode budget, taken when its head was read."""
 
 
 class _Clock:
@@ -274,6 +280,9 @@ class HTTPServer:
         transport = conn.transport
         if req.method == b"HEAD":
             transport.write(head)
+        elif len(body) > 1 << 16:
+            transport.write(head)  # a large body is not copied to join its head
+            transport.write(body)
         else:
             transport.write(head + body)
         if self.access_log:
@@ -286,6 +295,8 @@ class HTTPServer:
     def answer(self, conn: _Connection, req: _Request, answer: Answer) -> None:
         extra = b"" if answer.binary_header is None else (
             b"inference-header-content-length: %d\r\n" % answer.binary_header)
+        if answer.retry_after is not None:
+            extra += b"retry-after: %d\r\n" % answer.retry_after
         self.respond(conn, req, answer.status, answer.content_type, answer.body, extra)
 
     def handle(self, conn: _Connection, req: _Request) -> Awaitable[None] | None:
@@ -294,7 +305,9 @@ class HTTPServer:
         if req.refusal is not None:
             req.keep_alive = False
             self.respond(conn, req, req.refusal.http_status, b"application/json",
-                         refusal_body(req.refusal))
+                         refusal_body(req.refusal),
+                         b"retry-after: %d\r\n" % req.refusal.retry_after_s
+                         if isinstance(req.refusal, OverloadedError) else b"")
             return None
         target = _infer_target(req) if inference is not None else None
         if req.too_large:
@@ -308,10 +321,15 @@ class HTTPServer:
         header = authorization = None
         for name, value in req.headers:
             if name == b"inference-header-content-length":
-                header = value.decode("latin-1")
+                # a repeated header is joined, as RFC 9110 combines fields; the service
+                # refuses the joined value
+                text = value.decode("latin-1")
+                header = text if header is None else f"{header},{text}"
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
-        result = inference.infer(*target, req.body, header, authorization=authorization)
+        reservation, req.reservation = req.reservation, None
+        result = inference.infer(*target, req.body, header, authorization=authorization,
+                                 reservation=reservation)
         if isinstance(result, Answer):
             self.answer(conn, req, result)
             return None
@@ -438,6 +456,9 @@ class _Connection(asyncio.Protocol):
         self._head_raw = 0  # whole reads that arrived inside the head
         self._begun = 0  # messages begun (tells a head that ended and one that began apart)
         self._halt: _Request | None = None
+        self._reservation: Reservation | None = None
+        self._reserved_for = 0  # the body size self._reservation holds the budget for
+        self._refused: Error | None = None  # the budget refused this body: it is dropped
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -463,6 +484,10 @@ class _Connection(asyncio.Protocol):
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        for req in self.queue:
+            if req.reservation is not None:
+                req.reservation.release()
         self.lost = self.closing = True
         self.idle_since = self.head_since = self.body_since = self.lingering_since = None
         self.server.connections.discard(self)
@@ -514,6 +539,7 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._too_large = False
+        self._refused = None
         self._head_seen = self._head_raw = 0
         self._begun += 1
         self.idle_since = None
@@ -567,14 +593,63 @@ class _Connection(asyncio.Protocol):
             self._halt = _Request(parser.get_method(), self._url, self._headers, b"", False,
                                   version, True)
             raise _Halt
+        self._reserve(expect)
         if expect and version == "1.1" and not self.busy and not self.queue:
             self.transport.write(_CONTINUE)
 
+    def _reserve(self, expect: bool) -> None:
+        """A large infer body takes its share of the decode budget once its head is read (its
+        declared length) or as it arrives (chunked): past the budget it is refused with 503
+        and never buffered (dropped as it arrives, so that the client, once it has sent it,
+        reads the answer; with ``Expect: 100-continue`` refused at once), so bodies waiting
+        to be decoded never pile up in memory."""
+        inference = self.server.inference
+        if inference is None or self.parser.get_method() != b"POST":
+            return
+        path = self._url.partition(b"?")[0]
+        if b"%" in path or _INFER.fullmatch(path) is None:
+            return
+        for name, value in self._headers:
+            if name == b"content-length" and value.isdigit():
+                self._grow(int(value), halt=expect)
+                return
+
+    def _grow(self, size: int, halt: bool = False) -> None:
+        """Hold the budget a body of ``size`` bytes needs, or refuse the request: at once
+        (``halt``) or once its body, dropped, has arrived."""
+        try:
+            if self._reservation is None:
+                self._reservation = self.server.inference.reserve(size)  # type: ignore[union-attr]
+            else:
+                self._reservation.more((size - self._reserved_for) * LEAN_COST)
+        except (OverloadedError, PayloadTooLargeError) as exc:
+            self._release()
+            if not halt:
+                self._refused = exc
+                self._body = []
+                return
+            self._halt = _Request(self.parser.get_method(), self._url, self._headers, b"",
+                                  False, self.parser.get_http_version(), False, exc)
+            raise _Halt from None
+        if self._reservation is not None:
+            self._reserved_for = size
+
+    def _release(self) -> None:
+        if self._reservation is not None:
+            self._reservation.release()
+            self._reservation = None
+        self._reserved_for = 0
+
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
-        if self._too_large:
+        if self._too_large or self._refused is not None:
             return
         self._size += len(body)
+        if self._size > max(self._reserved_for, INLINE_MAX_BODY) and \
+                self.server.inference is not None and _INFER.fullmatch(
+                    self._url.partition(b"?")[0]) is not None and self._size <= \
+                self.server.max_body:
+            self._grow(self._size + (1 << 20))  # chunked: a MiB ahead of what arrived
         if self._size > self.server.max_body:
             self._too_large = True
             self._body = []
@@ -588,7 +663,11 @@ class _Connection(asyncio.Protocol):
         self.queue.append(_Request(
             parser.get_method(), self._url, self._headers,
             body[0] if len(body) == 1 else b"".join(body), parser.should_keep_alive(),
-            parser.get_http_version(), self._too_large))
+            parser.get_http_version(), self._too_large, refusal=self._refused,
+            reservation=self._reservation))
+        self._refused = None
+        self._reservation = None
+        self._reserved_for = 0
         self._body = []
 
     def _absolute_form(self, url: bytes) -> None:

@@ -15,11 +15,12 @@ waits on it. The measures are kept per loaded version (:class:`~lockgate.serve.s
 and updated on every request.
 
 Memory: a body over :data:`INLINE_MAX_BODY` reserves :data:`~lockgate.serve.oip.LEAN_COST`
-bytes of the server-wide :class:`DecodeBudget` per body byte while it is decoded (more if its
-JSON must be read the plain way); past the budget it is answered 503 with ``Retry-After`` and
-costs nothing, while small requests keep being answered. Outcomes: only the version's own
-failures (5xx: runtime errors, a model not ready) count towards the error rate that drives
-automatic rollback; client errors (4xx) are counted apart.
+bytes of the server-wide :class:`DecodeBudget` per body byte while it is received, decoded, run
+and encoded (more if its JSON must be read the plain way); past the budget it is answered 503
+with ``Retry-After`` and costs nothing, while small requests keep being answered.
+
+Outcomes: only the version's own failures (5xx: runtime errors, a model not ready) count
+towards the error rate that drives automatic rollback; client errors (4xx) are counted apart.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
 
 
-DEFAULT_DECODE_BUDGET = 512 << 20
-"""Bytes of memory the server spends decoding large request bodies at once, all together."""
+DEFAULT_DECODE_BUDGET = 256 << 20
+"""Bytes of memory the server spends on large requests at once, all together: held from the
+head (or the body's first bytes) until the answer is encoded."""
 
 
 class PayloadTooLargeError(InvalidInputError):
@@ -79,7 +81,7 @@ class OverloadedError(ServeError):
     retry_after_s = 1
 
 
-Authorize = Callable[[str | None, str], None]
+Authorize = Callable[[str | None, str], object]
 """``authorize(authorization_header, model)``: returns when the caller may infer on the model,
 raises AuthenticationError (401) or AccessDeniedError (403) otherwise."""
 
@@ -300,13 +302,11 @@ class InferenceService:
             return self._failed(slot, m, started, exc)
 
     def _decode(self, job: _Job) -> InferRequest:
-        """The request of ``job``, decoded; its share of the budget is given back after."""
-        try:
-            return parse_infer_request(
-                job.body, job.header, max_elements=self.max_elements,
-                reserve=None if job.reservation is None else job.reservation.more)
-        finally:
-            job.release()
+        """The request of ``job``, decoded (its share of the budget is held until its answer
+        is encoded: outputs and their encoding are the rest of what a large request costs)."""
+        return parse_infer_request(
+            job.body, job.header, max_elements=self.max_elements,
+            reserve=None if job.reservation is None else job.reservation.more)
 
     # -- the three ways a request runs ---------------------------------------------------------
 
@@ -317,10 +317,13 @@ class InferenceService:
         executions. With a ``shadow``, the request and the answer are handed to the mirror
         (never waited on); the rows go to the slot's capture and the sampled request log."""
         begun = time.perf_counter()
-        request = self._decode(job)
-        outputs = predictor.run(request.inputs, request.outputs)
-        content, head = encode_binary_response(slot.spec.name, slot.version_text, outputs,
-                                               request)
+        try:
+            request = self._decode(job)
+            outputs = predictor.run(request.inputs, request.outputs)
+            content, head = encode_binary_response(slot.spec.name, slot.version_text, outputs,
+                                                   request)
+        finally:
+            job.release()
         rows = _rows(request)
         if shadow is not None and request.outputs is None:
             self.mirror.offer(shadow, dict(request.inputs), dict(outputs))
@@ -354,6 +357,7 @@ class InferenceService:
             outputs, size = await batcher.submit(req.inputs, req.outputs)
             queued = time.perf_counter() - t_queue
             content, head = await self.pool.run(self._encode_batched, slot, req, outputs)
+            job.release()
             rows = _rows(req)
             if shadow is not None and req.outputs is None:
                 self.mirror.offer(shadow, dict(req.inputs), outputs)

@@ -297,10 +297,11 @@ def _check_ints(name: str, datatype: str, arr: np.ndarray[Any, Any], dt: np.dtyp
 def _numeric(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.ndarray[Any, Any]:
     try:
         arr = np.asarray(data)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RuntimeError):  # RuntimeError: nested past numpy's dims
         raise InvalidInputError(
             f"input {name!r}: data is ragged; nested lists must be regular"
         ) from None
+    _check_depth(name, arr)
     if arr.size == 0:
         return arr.astype(dt)
     if dt.kind in "iu" and arr.dtype.kind in "fO":
@@ -322,7 +323,13 @@ def _numeric(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.ndarr
 
 
 def _exact_ints(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.ndarray[Any, Any]:
-    arr = np.asarray(data, dtype=object)
+    try:
+        arr = np.asarray(data, dtype=object)
+    except (ValueError, TypeError, RuntimeError):
+        raise InvalidInputError(
+            f"input {name!r}: data is ragged; nested lists must be regular"
+        ) from None
+    _check_depth(name, arr)
     for x in arr.flat:
         if type(x) is not int:
             if isinstance(x, list):
@@ -338,6 +345,20 @@ def _exact_ints(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.nd
         if not info.min <= x <= info.max:
             raise _out_of_range(name, datatype, x, info)
     return arr.astype(dt)
+
+
+def _check_depth(name: str, arr: np.ndarray[Any, Any]) -> None:
+    if arr.ndim > MAX_DIMS:
+        raise InvalidInputError(f"input {name!r}: data nests {arr.ndim} lists deep, at most "
+                                f"{MAX_DIMS} are supported")
+
+
+def _brief(x: object) -> str:
+    """A value for an error message: scalars shown (cut short), containers only named (their
+    repr could be huge, or nested too deep to write)."""
+    if isinstance(x, (list, dict)):
+        return f"a JSON {'array' if isinstance(x, list) else 'object'}"
+    return f"{x!r:.80}"
 
 
 def _json_type(x: object) -> str:
@@ -360,10 +381,11 @@ def _strings(name: str, data: Any) -> np.ndarray[Any, Any]:
         data = [data]
     try:
         arr = np.asarray(data, dtype=object)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RuntimeError):
         raise InvalidInputError(
             f"input {name!r}: data is ragged; nested lists must be regular"
         ) from None
+    _check_depth(name, arr)
     for x in arr.flat:
         if not isinstance(x, str):
             if isinstance(x, list):
@@ -383,7 +405,7 @@ def decode_tensor(tensor: object, binary: _Binary | None = None, *,
     come from ``binary`` when ``parameters.binary_data_size`` says so. A shape of more than
     ``max_elements`` elements is refused before any data is read."""
     if not isinstance(tensor, dict):
-        raise InvalidInputError(f"each input must be a JSON object, got {tensor!r:.80}")
+        raise InvalidInputError(f"each input must be a JSON object, got {_brief(tensor)}")
     name = tensor.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInputError("each input needs a non-empty string 'name'")
@@ -403,9 +425,9 @@ def decode_tensor(tensor: object, binary: _Binary | None = None, *,
         )
     dt = DATATYPES[datatype]
     want = math.prod(shape)
-    if want > max_elements:
-        raise InvalidInputError(f"input {name!r}: shape {list(shape)} has {want} elements, "
-                                f"more than the {max_elements} a request may carry")
+    if want > max_elements or math.prod(d for d in shape if d) > max(max_elements, 1 << 31):
+        raise InvalidInputError(f"input {name!r}: shape {list(shape)} has more elements than "
+                                f"the {max_elements} a request may carry")
     if size is not None:
         if binary is None:
             raise InvalidInputError(
@@ -428,7 +450,10 @@ def decode_tensor(tensor: object, binary: _Binary | None = None, *,
             f"input {name!r}: shape {list(shape)} needs {want} elements, data has {arr.size}"
         )
     if arr.shape != shape:
-        arr = arr.reshape(shape)
+        try:
+            arr = arr.reshape(shape)
+        except ValueError as exc:  # e.g. dims numpy cannot index, around an empty one
+            raise InvalidInputError(f"input {name!r}: shape {list(shape)}: {exc}") from None
     return name, arr
 
 
@@ -443,7 +468,7 @@ def _output_names(raw: object) -> tuple[tuple[str, ...] | None, frozenset[str]]:
         name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str) or not name:
             raise InvalidInputError(
-                f"each requested output needs a non-empty string 'name', got {item!r:.80}"
+                f"each requested output needs a non-empty string 'name', got {_brief(item)}"
             )
         params = item.get("parameters")
         if isinstance(params, dict) and params.get("binary_data"):
@@ -464,7 +489,14 @@ def _loads(body: bytes | str) -> Any:
             raise InvalidInputError(f"request body nests deeper than {MAX_DEPTH} levels"
                                     ) from None
         try:
-            return json.loads(body)
+            doc = json.loads(body)
+            # the stdlib, unlike orjson, reads lone surrogates ("\udfff"), which no answer
+            # or error message could then carry
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+            return doc
+        except UnicodeEncodeError:
+            raise InvalidInputError("request body holds a string that is not valid Unicode "
+                                    "(a lone surrogate)") from None
         except RecursionError:
             raise InvalidInputError(f"request body nests deeper than {MAX_DEPTH} levels"
                                     ) from None
@@ -520,7 +552,7 @@ def _request(doc: Any, binary: _Binary | None, max_elements: int,
         raise InvalidInputError("request body must be a JSON object")
     rid = doc.get("id")
     if rid is not None and not isinstance(rid, str):
-        raise InvalidInputError(f"'id' must be a string, got {rid!r:.80}")
+        raise InvalidInputError(f"'id' must be a string, got {_brief(rid)}")
     params = doc.get("parameters")
     if params is None:
         params = {}

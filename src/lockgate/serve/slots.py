@@ -115,6 +115,11 @@ def _ewma(mean: float | None, sample: float) -> float:
     return sample if mean is None else mean + 0.1 * (sample - mean)
 
 
+def _cut(text: str, limit: int = 100) -> str:
+    """Request text echoed in an error, cut short."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class WindowStats:
     """Requests, errors and latencies since the last ``take()``: what automatic rollback
     analyses. Written from the event loop thread, read and reset by the controller."""
@@ -370,34 +375,38 @@ class ModelTable:
 
     def resolve(self, name: str, version: str | None = None) -> Slot:
         """The slot for ``name`` at ``version``; without a version, the route's pick (stable or
-        canary), else the highest version served. NotFoundError (404) when unknown."""
+        canary), else the highest version served. NotFoundError (404) when unknown; ServeError
+        (503) for a model this server follows but has not routed yet."""
         if version is None:
             route = self._routes.get(name)
             if route is not None:
                 return route.pick()
-            if self.dynamic:
-                raise ServeError(f"model {name!r} is not deployed here yet"
-                                 if name in self._by_name else f"unknown model {name!r}",
+            if self.dynamic and name in self._by_name:
+                raise ServeError(f"model {name!r} is not deployed here yet",
                                  hint="retry once GET /v2/health/ready answers 200")
             slot = self._latest.get(name)
             if slot is None:
                 raise NotFoundError(
-                    f"unknown model {name!r}", hint=f"served models: {sorted(self._by_name)}"
+                    f"unknown model {_cut(name)!r}", hint=f"served models: {self._names()}"
                 )
             return slot
         versions = self._by_name.get(name)
         if versions is None:
             raise NotFoundError(
-                f"unknown model {name!r}", hint=f"served models: {sorted(self._by_name)}"
+                f"unknown model {_cut(name)!r}", hint=f"served models: {self._names()}"
             )
-        number = int(version) if version.isdigit() and version.isascii() else None
-        slot = versions.get(number) if number is not None else None
+        digits = version.isdigit() and version.isascii() and len(version) <= 18
+        slot = versions.get(int(version)) if digits else None
         if slot is None:
             raise NotFoundError(
-                f"model {name!r} has no version {version!r}",
+                f"model {name!r} has no version {_cut(version)!r}",
                 hint=f"served versions: {sorted(versions)}",
             )
         return slot
+
+    def _names(self) -> list[str]:
+        names = sorted(self._by_name)
+        return names if len(names) <= 20 else [*names[:20], f"... {len(names) - 20} more"]
 
     def not_ready(self) -> list[Slot]:
         """Slots that should serve and cannot yet: a routed model's stable slot unless ready,
