@@ -25,7 +25,6 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +34,7 @@ from lockgate.config import Settings
 from lockgate.errors import IntegrityError, NotFoundError, SignatureError, StorageError
 from lockgate.progress import NullProgress, Progress
 from lockgate.store.artifacts import ArtifactStore, EntryKind, StoredEntry
-from lockgate.store.metadata import MemoryMetadataStore, MetadataStore, SqlMetadataStore
+from lockgate.store.metadata import MetadataStore
 from lockgate.types import Digest, Version
 
 __all__ = ["CollectReport", "FsckReport", "Problem", "ProblemKind", "collect", "fsck",
@@ -259,14 +258,14 @@ def collect(meta: MetadataStore, artifacts: ArtifactStore, *, grace_s: float, ac
         # Every write that adds a reference (a registration, a reference profile) appends an
         # audit event in its transaction: if the log's tail is the same under the write lock
         # as before the references were read, they are still exactly the references.
-        seen = _audit_tail(meta)
+        seen = meta.audit_tail()
         refs = references(meta)
         candidates = [e for e in entries if clock - e.modified >= grace_s
                       and (e.kind is EntryKind.TEMP or e.digest not in refs)]
         if dry_run:
             return CollectReport(tuple(candidates), grace_s, True)
         removed: list[StoredEntry] = []
-        with _write_lock(meta) as tail:
+        with meta.exclusive() as tail:
             if tail != seen:
                 continue
             removed = [e for e in candidates if artifacts.remove(e)]
@@ -284,29 +283,6 @@ def collect(meta: MetadataStore, artifacts: ArtifactStore, *, grace_s: float, ac
 _ATTEMPTS = 20
 
 
-def _audit_tail(meta: MetadataStore) -> int:
-    """The sequence number of the audit log's last record (0 when empty)."""
-    if isinstance(meta, SqlMetadataStore):
-        last = meta._read(meta._last_record)
-        return last.seq if last else 0
-    records = meta.audit_records()
-    return records[-1].seq if records else 0
-
-
-@contextmanager
-def _write_lock(meta: MetadataStore) -> Iterator[int]:
-    """Hold the lock every writer of the store holds while it commits (and a registration
-    while it writes its blobs): SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's advisory lock, the
-    in-memory store's lock. Yields the audit log's tail as seen under it."""
-    if isinstance(meta, SqlMetadataStore):
-        with meta._tx() as conn:
-            last = meta._last_record(conn)
-            yield last.seq if last else 0
-    elif isinstance(meta, MemoryMetadataStore):
-        with meta._lock:
-            yield meta.records[-1].seq if meta.records else 0
-    else:
-        raise StorageError(f"{type(meta).__name__} offers no write lock to collect under")
 
 
 def _size(n: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -232,6 +233,15 @@ class MetadataStore(Protocol):
     def gate_runs(self, name: str, number: int) -> list[GateRun]: ...
 
     def audit_records(self) -> list[AuditRecord]: ...
+
+    def audit_tail(self) -> int:
+        """The sequence number of the audit log's last record (0 when empty)."""
+        ...
+
+    def exclusive(self) -> AbstractContextManager[int]:
+        """Hold the lock every writer holds while it commits (nothing commits meanwhile);
+        yields the audit log's tail as seen under it."""
+        ...
 
     def decisions(self, name: str, number: int) -> list[Decision]:
         """Every decision recorded for the version, oldest first."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 
 from lockgate.audit import AuditEvent, AuditRecord, now, seal
@@ -146,6 +147,15 @@ class MemoryMetadataStore:
     def audit_records(self) -> list[AuditRecord]:
         with self._lock:
             return list(self.records)
+
+    def audit_tail(self) -> int:
+        with self._lock:
+            return self.records[-1].seq if self.records else 0
+
+    @contextmanager
+    def exclusive(self) -> Iterator[int]:
+        with self._lock:
+            yield self.records[-1].seq if self.records else 0
 
     def stage_holders(self, stage: str) -> dict[str, int]:
         with self._lock:

@@ -143,6 +143,16 @@ class SqlMetadataStore:
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")
 
+    @contextmanager
+    def exclusive(self) -> Iterator[int]:
+        with self._tx() as conn:  # SQLite's BEGIN IMMEDIATE, PostgreSQL's advisory lock
+            last = self._last_record(conn)
+            yield last.seq if last else 0
+
+    def audit_tail(self) -> int:
+        last = self._read(self._last_record)
+        return last.seq if last else 0
+
     # -- audit -------------------------------------------------------------------------------
     def _last_record(self, conn: Connection) -> AuditRecord | None:
         row = conn.execute(
