@@ -157,6 +157,7 @@ lockgate_requests_total{model="m",version="1"} 100
 lockgate_requests_total{model="other",version="1"} 7
 # TYPE lockgate_request_failures_total counter
 lockgate_request_failures_total{model="m",version="1",reason="bad_request"} 4
+lockgate_request_failures_total{model="m",version="1",reason="internal"} 2
 # TYPE lockgate_request_duration_seconds histogram
 lockgate_request_duration_seconds_bucket{model="m",version="1",le="0.001"} 50
 lockgate_request_duration_seconds_bucket{model="m",version="1",le="0.01"} 99
@@ -166,7 +167,8 @@ lockgate_request_duration_seconds_sum{model="m",version="1"} 0.3
 """
     f = figures(text, "m")["1"]
     assert f["requests"] == 100
-    assert f["error_rate"] == pytest.approx(0.04)
+    assert f["error_rate"] == pytest.approx(0.02)  # the version's own failures only
+    assert f["client_error_rate"] == pytest.approx(0.04)
     assert f["p50"] == pytest.approx(0.001)
     assert f["p99"] == pytest.approx(0.01)
     assert figures(text, "absent") == {}

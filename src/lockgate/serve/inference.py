@@ -192,6 +192,12 @@ def _header_length(raw: str | None) -> int | None:
     return int(raw)
 
 
+def _reason_status(exc: Error) -> int:
+    """The status a failure counts as: a decode budget refusal is the server's load (429),
+    not the version's failure, although it is answered 503."""
+    return 429 if isinstance(exc, OverloadedError) else exc.http_status
+
+
 def _rows(request: InferRequest) -> int:
     return max((int(a.shape[0]) for a in request.inputs.values() if a.ndim), default=1)
 
@@ -247,7 +253,7 @@ class InferenceService:
             return error_answer(exc)
         m = self.metrics.for_model(slot.spec.name, slot.version_text)
         m.requests.inc()
-        m.failed(exc.http_status)
+        m.failed(_reason_status(exc))
         return error_answer(exc)
 
     def infer(self, model: str, version: str | None, body: bytes,
@@ -410,9 +416,8 @@ class InferenceService:
         if isinstance(exc, Error):
             # a budget refusal is the server's load, not the version's failure: for the
             # rollback window it counts with the refusals of clients
-            self._finish(slot, m, started, 429 if isinstance(exc, OverloadedError)
-                         else exc.http_status)
-            m.failed(exc.http_status)
+            self._finish(slot, m, started, _reason_status(exc))
+            m.failed(_reason_status(exc))
             return error_answer(exc)
         self._finish(slot, m, started, 500)
         m.failed(500)

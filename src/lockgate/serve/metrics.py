@@ -1,8 +1,10 @@
 """Prometheus metrics for the server, labelled by ``model`` and ``version`` only.
 
     lockgate_requests_total                  infer requests received
-    lockgate_request_failures_total          failed requests, by ``reason`` (bad_request,
-                                             not_found, unavailable, too_large, internal)
+    lockgate_request_failures_total          failed requests, by ``reason``: the client's
+                                             (bad_request, not_found, too_large), the
+                                             server's load (overloaded: the decode budget)
+                                             or the version's own (unavailable, internal)
     lockgate_inferences_total                rows inferred (a batch of 8 counts 8)
     lockgate_executions_total                model executions
     lockgate_pending_requests                requests received and not yet answered
@@ -196,5 +198,7 @@ class _RequestSeries(Collector):
 
 
 def failure_reason(status: int) -> str:
-    return {400: "bad_request", 404: "not_found", 413: "too_large", 503: "unavailable"}.get(
-        status, "internal" if status >= 500 else "bad_request")
+    """The ``reason`` label of a failed request's status (429 stands for a decode budget
+    refusal, answered 503 with Retry-After)."""
+    return {400: "bad_request", 404: "not_found", 413: "too_large", 429: "overloaded",
+            503: "unavailable"}.get(status, "internal" if status >= 500 else "bad_request")

@@ -30,8 +30,13 @@ def _quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
     return prev_bound
 
 
+_SERVER_REASONS = frozenset({"internal", "unavailable"})
+"""Failure reasons (``lockgate_request_failures_total``) that are the version's own (5xx)."""
+
+
 def figures(text: str, model: str) -> dict[str, dict[str, float]]:
-    """Per version of ``model``: requests, errors, error_rate, p50, p99 (seconds) and
+    """Per version of ``model``: requests, errors and error_rate (the version's own failures,
+    5xx), client_errors and client_error_rate (4xx, counted apart), p50, p99 (seconds) and
     divergence (when a shadow reports one)."""
     out: dict[str, dict[str, float]] = {}
     buckets: dict[str, list[tuple[float, float]]] = {}
@@ -40,17 +45,20 @@ def figures(text: str, model: str) -> dict[str, dict[str, float]]:
             if s.labels.get("model") != model:
                 continue
             v = s.labels.get("version", "")
-            row = out.setdefault(v, {"requests": 0.0, "errors": 0.0})
+            row = out.setdefault(v, {"requests": 0.0, "errors": 0.0, "client_errors": 0.0})
             if s.name == "lockgate_requests_total":
                 row["requests"] += s.value
             elif s.name == "lockgate_request_failures_total":
-                row["errors"] += s.value
+                own = s.labels.get("reason") in _SERVER_REASONS
+                row["errors" if own else "client_errors"] += s.value
             elif s.name == "lockgate_request_duration_seconds_bucket":
                 buckets.setdefault(v, []).append((float(s.labels["le"]), s.value))
             elif s.name == "lockgate_shadow_divergence":
                 row["divergence"] = s.value
     for v, row in out.items():
         row["error_rate"] = row["errors"] / row["requests"] if row["requests"] else 0.0
+        row["client_error_rate"] = (row["client_errors"] / row["requests"] if row["requests"]
+                                    else 0.0)
         b = sorted(buckets.get(v, []))
         for q, key in ((0.5, "p50"), (0.99, "p99")):
             value = _quantile(q, b)

@@ -333,6 +333,7 @@ def _live(live: Mapping[str, Mapping[str, float]] | None, version: int | None) -
     return (f"{pill('ok')} loaded · {num(m.get('requests', 0), '.0f')} requests"
             + (f" · {rate:.1f} req/s" if rate is not None else "")
             + f" · error rate {m.get('error_rate', 0.0):.2%}"
+            + f" · client errors {m.get('client_error_rate', 0.0):.2%}"
             + (f" · p50 {m['p50'] * 1000:.2f} ms · p99 {m['p99'] * 1000:.2f} ms"
                if "p50" in m else "")
             + (f" · shadow divergence {m['divergence']:.3g}" if "divergence" in m else ""))
