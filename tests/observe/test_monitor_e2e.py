@@ -19,7 +19,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from lockgate.api import Lockgate
-from onnx_models import linear_onnx
+from onnx_models import linear_onnx, one_row_onnx
 from servers import http_get, http_post, lockgate_server
 
 pytestmark = pytest.mark.slow
@@ -174,8 +174,9 @@ def test_error_burst_rolls_back_per_the_rollback_plan(home: Path, tmp_path: Path
         POLICY + "[monitor.slo]\nmax_error_rate = 0.1\nmin_requests = 10\n"
         "[monitor.rollback]\non_slo_breach = true\n")
     with Lockgate.open(home) as lg:
+        onnx.save(linear_onnx(seed=1), tmp_path / "m1.onnx")
+        onnx.save(one_row_onnx(seed=2), tmp_path / "m2.onnx")  # fails on 2+ rows: a 503
         for seed in (1, 2):
-            onnx.save(linear_onnx(seed=seed), tmp_path / f"m{seed}.onnx")
             lg.register(str(tmp_path / f"m{seed}.onnx"), name="m", seed=seed)
         lg.promote("m@1", "production")
         lg.deploy("m@1")
@@ -184,13 +185,21 @@ def test_error_burst_rolls_back_per_the_rollback_plan(home: Path, tmp_path: Path
     rng = np.random.default_rng(2)
     with lockgate_server(home) as (_, port), Lockgate.open(home) as lg:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        assert set(_rows(conn, rng.normal(size=(100, 4)).astype(np.float32))) == {200}
+        assert set(_rows(conn, rng.normal(size=(100, 4)).astype(np.float32), batch=1)) == {200}
         healthy = lg.monitor("m", url=f"http://127.0.0.1:{port}")
         assert healthy["state"] == "ok"
         assert healthy["version"] == 2
-        # the error burst: requests the version refuses (5 columns for a 4-column input)
-        codes = _rows(conn, rng.normal(size=(200, 5)).astype(np.float32), width=5)
+        # a burst of bad requests (5 columns for a 4-column input) is the clients' doing:
+        # counted apart, no breach
+        codes = _rows(conn, rng.normal(size=(200, 5)).astype(np.float32), batch=1, width=5)
         assert set(codes) == {400}
+        clients = lg.monitor("m", url=f"http://127.0.0.1:{port}")
+        assert clients["state"] == "ok"
+        assert clients["slo"]["client_error_rate"] == 1.0
+        assert clients["slo"]["error_rate"] == 0.0
+        # the error burst: the version's own failures (ONNX Runtime fails on 10 rows)
+        codes = _rows(conn, rng.normal(size=(200, 4)).astype(np.float32))
+        assert set(codes) == {503}
         result = lg.monitor("m", url=f"http://127.0.0.1:{port}")
         conn.close()
         assert result["state"] == "slo_breach"
