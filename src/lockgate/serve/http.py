@@ -61,7 +61,7 @@ from urllib.parse import unquote
 import httptools
 from starlette.types import ASGIApp, Message
 
-from lockgate.errors import Error, InvalidInputError, ServeError
+from lockgate.errors import Error, InvalidInputError
 from lockgate.serve.inference import (
     INLINE_MAX_BODY,
     INTERNAL_ERROR,
@@ -72,6 +72,7 @@ from lockgate.serve.inference import (
     Reservation,
     error_answer,
 )
+from lockgate.serve.lifespan import ASGI_VERSION, Lifespan
 from lockgate.serve.limits import (
     LINGER_S,
     HeadTooLargeError,
@@ -91,7 +92,6 @@ access = logging.getLogger("lockgate.serve.access")
 
 _INFER = re.compile(rb"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _VERSIONS = ("1.0", "1.1")
 
@@ -154,7 +154,7 @@ class HTTPServer:
         self.address: tuple[str, int] | None = None
         """Where :meth:`run` listens, once it does."""
         self._server: asyncio.AbstractServer | None = None
-        self._lifespan: _Lifespan | None = None
+        self._lifespan: Lifespan | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stop_soon: Callable[[], None] | None = None
 
@@ -162,7 +162,7 @@ class HTTPServer:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Run the lifespan startup, then listen; returns the bound address."""
-        self._lifespan = _Lifespan(self.app, self.state)
+        self._lifespan = Lifespan(self.app, self.state)
         await self._lifespan.startup()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), host, port,
@@ -344,7 +344,7 @@ class HTTPServer:
         """Run the ASGI app for one request, its whole body at once, and write its answer."""
         path, _, query = req.url.partition(b"?")
         scope = {
-            "type": "http", "asgi": _ASGI, "http_version": req.version,
+            "type": "http", "asgi": ASGI_VERSION, "http_version": req.version,
             "method": req.method.decode("ascii"), "scheme": "http",
             "path": unquote(path.decode("latin-1")), "raw_path": path, "query_string": query,
             "root_path": "", "headers": req.headers, "client": conn.peer_address,
@@ -776,68 +776,6 @@ class _Connection(asyncio.Protocol):
         self.closing = True
         if not self.lost:
             self.transport.abort()
-
-
-class _Lifespan:
-    """The ASGI lifespan protocol around the server: startup before listening, shutdown after.
-    A failed startup raises ServeError (the server does not start)."""
-
-    def __init__(self, app: ASGIApp, state: dict[str, Any]) -> None:
-        """Create it inside the running loop."""
-        self.app = app
-        self.state = state
-        loop = asyncio.get_running_loop()
-        self._events: asyncio.Queue[Message] = asyncio.Queue()
-        self._started: asyncio.Future[str | None] = loop.create_future()
-        self._stopped: asyncio.Future[str | None] = loop.create_future()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-
-    async def startup(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._main())
-        await self._events.put({"type": "lifespan.startup"})
-        failure = await self._started
-        if failure is not None:
-            raise ServeError(f"the server did not start: {failure}")
-
-    async def shutdown(self) -> None:
-        if self._task is None or self._task.done():
-            return
-        self._stopping = True
-        await self._events.put({"type": "lifespan.shutdown"})
-        failure = await self._stopped
-        if failure is not None:
-            raise ServeError(f"the server did not shut down cleanly: {failure}")
-
-    async def _main(self) -> None:
-        scope = {"type": "lifespan", "asgi": _ASGI, "state": self.state}
-        started, stopped = self._started, self._stopped
-        try:
-            await self.app(scope, self._events.get, self._send)
-        except BaseException as exc:
-            if not started.done():
-                log.error("lifespan startup failed", exc_info=exc)
-                started.set_result(f"{type(exc).__name__}: {exc}")
-            elif self._stopping and not stopped.done():
-                log.error("lifespan shutdown failed", exc_info=exc)
-                stopped.set_result(f"{type(exc).__name__}: {exc}")
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            for future in (started, stopped):
-                if not future.done():
-                    future.set_result(None)
-
-    async def _send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "lifespan.startup.complete":
-            self._started.set_result(None)
-        elif kind == "lifespan.startup.failed":
-            self._started.set_result(str(message.get("message", "startup failed")))
-        elif kind == "lifespan.shutdown.complete":
-            self._stopped.set_result(None)
-        elif kind == "lifespan.shutdown.failed":
-            self._stopped.set_result(str(message.get("message", "shutdown failed")))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
