@@ -27,6 +27,7 @@ from lockgate.errors import InvalidInputError
 __all__ = [
     "DENIAL_WINDOW_S",
     "GENESIS",
+    "MAX_DETAIL",
     "AuditEvent",
     "AuditRecord",
     "ChainReport",
@@ -198,6 +199,8 @@ DENIAL_WINDOW_S = 60.0
 """Repeats of one refusal within this many seconds of its first are folded into one row."""
 
 _MAX_PENDING = 10_000
+MAX_DETAIL = 160
+"""A refusal's free-text detail (what the client sent) is cut to this many characters."""
 
 
 @dataclass
@@ -207,17 +210,22 @@ class _Run:
     count: int = 0  # repeats since the row written at the start
     first: str = ""
     last: str = ""
+    detail: str = ""  # the latest repeat's detail
 
 
 class DenialRecorder:
     """Appends refusal events through ``append``, one row per run of repeats.
 
     A run is one actor refused the same operation on the same subject for the same reason
-    (equal type, actor, model, version and payload). Its first refusal is appended at once;
+    (equal type, actor, model, version and payload: callers keep the payload to fixed
+    values, and pass what the client chose — an Origin, a path — as ``detail``, which is
+    kept out of the run's key). Its first refusal is appended at once (with its ``detail``);
     repeats within ``window`` seconds are counted in memory and appended as one event whose
-    payload adds ``count`` (the repeats), ``first`` and ``last`` (their times) — when the window
-    closes (a daemon thread wakes for it), when the next repeat after it arrives, or on
-    :meth:`close`. Every row goes through ``append``, so the hash chain stays whole.
+    payload adds ``count`` (the repeats), ``first`` and ``last`` (their times) and
+    ``last_detail`` — when the window closes (a daemon thread wakes for it), when the next
+    repeat after it arrives, or on :meth:`flush` / :meth:`close`. At most 10,000 runs are
+    open; past that the oldest closes early. Every row goes through ``append``, so the hash
+    chain stays whole.
     """
 
     def __init__(self, append: Callable[[AuditEvent], object], *,
@@ -226,7 +234,7 @@ class DenialRecorder:
             raise InvalidInputError(f"the denial window must be positive, not {window}")
         self._append = append
         self._window = window
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, _Run] = {}  # in the order the runs started: oldest first
         self._cond = threading.Condition()
         self._sweeper: threading.Thread | None = None
         self._closed = False
@@ -236,9 +244,11 @@ class DenialRecorder:
         return canonical_json([str(event.type), event.actor, event.model, event.version,
                                dict(event.payload)])
 
-    def record(self, event: AuditEvent) -> None:
-        """Append ``event`` now, or count it into its open run."""
+    def record(self, event: AuditEvent, detail: str = "") -> None:
+        """Append ``event`` now, or count it into its open run. ``detail`` (cut to
+        ``MAX_DETAIL`` characters) is kept beside the run, not in its key."""
         key = self._key(event)
+        detail = detail[:MAX_DETAIL]
         due: list[AuditEvent] = []
         with self._cond:
             clock = time.monotonic()
@@ -246,6 +256,7 @@ class DenialRecorder:
             if run is not None and clock - run.started < self._window and not self._closed:
                 run.count += 1
                 run.last = now()
+                run.detail = detail
                 if not run.first:
                     run.first = run.last
                 return
@@ -253,22 +264,24 @@ class DenialRecorder:
                 del self._runs[key]
                 due.extend(self._summary(run))
             if len(self._runs) >= _MAX_PENDING:  # the oldest run closes early
-                oldest = min(self._runs, key=lambda k: self._runs[k].started)
+                oldest = next(iter(self._runs))
                 due.extend(self._summary(self._runs.pop(oldest)))
             if not self._closed:
                 self._runs[key] = _Run(event, clock)
                 self._wake()
         for summary in due:
             self._append(summary)
-        self._append(event)
+        self._append(AuditEvent(event.type, event.actor, event.model, event.version,
+                                {**event.payload, "detail": detail}) if detail else event)
 
     def _summary(self, run: _Run) -> list[AuditEvent]:
         if run.count == 0:
             return []
         e = run.event
+        extra = {"last_detail": run.detail} if run.detail else {}
         return [AuditEvent(e.type, e.actor, e.model, e.version,
                            {**e.payload, "count": run.count, "first": run.first,
-                            "last": run.last, "window_s": self._window})]
+                            "last": run.last, "window_s": self._window, **extra})]
 
     def _wake(self) -> None:
         if self._sweeper is None or not self._sweeper.is_alive():
@@ -285,12 +298,14 @@ class DenialRecorder:
                     self._sweeper = None
                     return
                 clock = time.monotonic()
-                for key, run in list(self._runs.items()):
-                    if clock - run.started >= self._window:
-                        del self._runs[key]
-                        due.extend(self._summary(run))
+                while self._runs:  # oldest first: stop at the first still open
+                    key, run = next(iter(self._runs.items()))
+                    if clock - run.started < self._window:
+                        break
+                    del self._runs[key]
+                    due.extend(self._summary(run))
                 if not due and self._runs:
-                    soonest = min(r.started for r in self._runs.values()) + self._window
+                    soonest = next(iter(self._runs.values())).started + self._window
                     self._cond.wait(timeout=max(soonest - clock, 0.01))
             for summary in due:
                 try:

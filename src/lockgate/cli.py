@@ -824,12 +824,12 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
                         inline_below_s=None if inline_below_us is None else inline_below_us / 1e6)
     p = lg.settings.serve_port if port is None else port
     if with_ui:
-        from lockgate.ui import ui_routes
+        from lockgate.ui import attach_console
 
         metrics = app.state.metrics
-        app.router.routes.extend(ui_routes(
-            lg, auth=_auth_on(lg, h, no_auth),
-            metrics_source=lambda: metrics.render().decode("utf-8")))
+        attach_console(
+            app, lg, auth=_auth_on(lg, h, no_auth),
+            metrics_source=lambda: metrics.render().decode("utf-8"))
     names = ", ".join(f"{v.name}@{v.number}" for v in lg.serve_refs(refs)) if refs else \
         ", ".join(f"{n}@{d.stable}" for n, d in lg.deployments().items()
                   if not only or n in only)

@@ -5,7 +5,12 @@ the router, the role checks and the OpenAPI 3.1 document at ``/openapi.json`` al
 Errors are JSON ``{"error", "type", "hint"}`` with the error's HTTP status (401 without a valid
 token, 403 without the role); no traceback reaches the client. Requests authenticate with
 ``Authorization: Bearer lgt_...``; the token is never logged or echoed. With ``auth=False``
-(loopback only, a single user) every request acts as the home's user with every role.
+(loopback only, a single user) every request acts as the home's user with every role, and is
+served only when its ``Host`` is a loopback name (421 otherwise: DNS rebinding). Whatever the
+mode, a state-changing request a browser marks as sent by another site is refused (403,
+audited), and a JSON body must come as ``Content-Type: application/json`` (415 otherwise), which
+no cross-site form or ``no-cors`` fetch can send (see :mod:`lockgate.registry.guard`). The
+lifespan shutdown writes the folded refusals still open.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
@@ -48,6 +54,7 @@ from lockgate.registry.bundle import (
     load_json,
     read_bundle,
 )
+from lockgate.registry.guard import check_loopback_host, foreign_origin
 from lockgate.registry.schemas import NAME_PATTERN, SCHEMAS, ref
 from lockgate.types import ModelRef, validate_name, whole_number
 
@@ -577,6 +584,15 @@ def _error(exc: Error) -> JSONResponse:
     return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
+def _json_media(request: Request) -> None:
+    """415 unless the request says its body is JSON (``application/json``, any parameters)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise _UnsupportedMediaError(
+            f"content type {media[:64] or 'none'!r} is not accepted: the body must be JSON",
+            hint="send the body with Content-Type: application/json")
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -590,9 +606,42 @@ def create_registry_app(lg: Lockgate, *, auth: bool = True,
     local = Principal(lg.settings.user, frozenset(ROLES))
     document = openapi_document()
 
+    def actor_of(request: Request) -> str:
+        """Who a refused request acts as, for the audit log (never raises)."""
+        if not auth:
+            return local.name
+        try:
+            return authenticate(lg.meta, _bearer(request)).name
+        except Error:
+            return "anonymous"
+
+    def refuse_foreign(request: Request, op: Operation) -> None:
+        """403, audited (folded on actor and operation), for a state-changing request the
+        browser says another site sent."""
+        problem = foreign_origin(request)
+        if problem is None:
+            return
+        actor = actor_of(request)
+        payload = {"action": op.op_id, "reason": "registry refused a cross-site request"}
+        if actor == "anonymous":
+            payload["source"] = request.client.host if request.client else "unknown"
+        lg.denials.record(AuditEvent(EventType.ACCESS_DENIED, actor, None, None, payload),
+                          detail=f"refused {problem}")
+        raise AccessDeniedError(f"refused {problem}: the registry API takes no state changes "
+                                "from other sites' pages",
+                                hint="call it from a script or the CLI, not from a web page")
+
     def endpoint(op: Operation) -> Callable[[Request], Any]:
+        changes = op.method != "GET"
+
         async def handle(request: Request) -> Response:
             try:
+                if not auth:
+                    check_loopback_host(request)
+                if changes:
+                    await run_in_threadpool(refuse_foreign, request, op)
+                if op.body is not None and op.body != "upload":
+                    _json_media(request)
                 principal = (await run_in_threadpool(authenticate, lg.meta, _bearer(request))
                              if auth else local)
                 call = Call(lg, principal, dict(request.path_params), _query(request, op),
@@ -642,10 +691,27 @@ def create_registry_app(lg: Lockgate, *, auth: bool = True,
             shutil.rmtree(tmp, ignore_errors=True)
 
     async def openapi(request: Request) -> Response:
+        if not auth:
+            try:
+                check_loopback_host(request)
+            except Error as exc:
+                return _error(exc)
         return JSONResponse(document)
 
     async def health(request: Request) -> Response:
+        if not auth:
+            try:
+                check_loopback_host(request)
+            except Error as exc:
+                return _error(exc)
         return JSONResponse({"ok": True})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:  # a SIGTERM ends the process right after, before Lockgate.close
+            await run_in_threadpool(lg.denials.flush)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -660,7 +726,8 @@ def create_registry_app(lg: Lockgate, *, auth: bool = True,
     for path, ops in by_path.items():
         for op in ops:
             routes.append(Route(path, endpoint(op), methods=[op.method]))
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error},
+                     lifespan=lifespan)
 
 
 # -- OpenAPI -----------------------------------------------------------------------------------
@@ -711,6 +778,8 @@ def openapi_document() -> dict[str, Any]:
         elif op.body is not None:
             entry["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": ref(op.body)}}}
+            entry["responses"]["415"] = {**error, "description": "The body is not sent as "
+                                         "application/json"}
         paths.setdefault(op.path, {})[op.method.lower()] = entry
     return {
         "openapi": "3.1.0",

@@ -10,7 +10,7 @@ Extraction refuses anything but plain files and folders, absolute paths, ``..``,
 ``MAX_MEMBERS`` members or more bytes than the upload limit; ONNX external data is then read
 only from inside the folder (see lockgate.convert.onnxfile). ``registration.json`` and the
 API's JSON bodies are read by :func:`load_json`: at most ``MAX_JSON_BYTES``, nested at most
-``MAX_JSON_DEPTH`` levels, no NaN or Infinity.
+``MAX_JSON_DEPTH`` levels, no NaN or Infinity, no lone surrogates.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def _no_constant(name: str) -> Any:
 
 def load_json(data: bytes | str, what: str) -> Any:
     """Parse ``data`` (named ``what`` in errors), refusing more than ``MAX_JSON_BYTES``,
-    nesting deeper than ``MAX_JSON_DEPTH`` and the non-standard NaN and Infinity."""
+    nesting deeper than ``MAX_JSON_DEPTH``, the non-standard NaN and Infinity, and strings
+    that hold a lone surrogate (``"\\udfff"``: no UTF-8 text can carry it)."""
     if len(data) > MAX_JSON_BYTES:
         raise InvalidInputError(f"{what} is over {MAX_JSON_BYTES} bytes")
     try:
@@ -68,6 +69,13 @@ def load_json(data: bytes | str, what: str) -> Any:
         deep = _depth_over(value, MAX_JSON_DEPTH)
     if deep:
         raise InvalidInputError(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(f"{what} holds a lone surrogate (a \\ud800-\\udfff escape "
+                                "without its pair), which is not text",
+                                hint="send UTF-8 text; escape characters outside the BMP "
+                                     "as a surrogate pair") from None
     return value
 
 

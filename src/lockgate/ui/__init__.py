@@ -6,6 +6,6 @@
     app = create_ui_app(Lockgate.open(), auth=True)
 """
 
-from lockgate.ui.app import MetricsSource, create_ui_app, ui_routes
+from lockgate.ui.app import MetricsSource, attach_console, create_ui_app, ui_routes
 
-__all__ = ["MetricsSource", "create_ui_app", "ui_routes"]
+__all__ = ["MetricsSource", "attach_console", "create_ui_app", "ui_routes"]

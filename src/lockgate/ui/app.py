@@ -7,8 +7,12 @@ the audit events they appended. With auth on, a login form takes an API token; t
 an HttpOnly, SameSite=Strict cookie. Without login, the console sets a random per-browser
 session cookie. Every action carries a form token keyed by the home's console secret and bound
 to that session, and every POST the browser marks as coming from another site is refused and
-audited (see lockgate.ui.session). No script runs and nothing is fetched from another host:
-styles are inline, charts inline SVG, and the Content-Security-Policy says so.
+audited (see lockgate.ui.session): such refusals fold into one audit row per actor (and, for
+anonymous ones, per client address) and action, whatever Origin they carry. Without login,
+every request whose Host is not a loopback name is refused with 421 (DNS rebinding). The
+console's lifespan shutdown writes the folded refusals still open. No script runs and nothing
+is fetched from another host: styles are inline, charts inline SVG, and the
+Content-Security-Policy says so.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
@@ -38,6 +43,7 @@ from lockgate.errors import (
 )
 from lockgate.identity import ROLES, Principal, authenticate
 from lockgate.registry.app import invoke
+from lockgate.registry.guard import check_loopback_host
 from lockgate.report import esc
 from lockgate.types import validate_name, whole_number
 from lockgate.ui import pages
@@ -53,7 +59,7 @@ from lockgate.ui.session import (
 if TYPE_CHECKING:
     from lockgate.api import Lockgate
 
-__all__ = ["MetricsSource", "create_ui_app", "ui_routes"]
+__all__ = ["ACTIONS", "MetricsSource", "attach_console", "create_ui_app", "ui_routes"]
 
 log = logging.getLogger("lockgate.ui")
 
@@ -65,6 +71,17 @@ _LOCAL_COOKIE = "lockgate_console"
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
 _MAX_FORM = 64 << 10
+ACTIONS = ("approve", "promote", "canary", "weight", "promote-candidate", "rollback")
+"""The console's actions (``POST /ui/actions/NAME``)."""
+_CROSS_SITE = ("console refused a cross-site request: state changes come from the console's "
+               "own pages")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _action_name(kind: str) -> str:
+    """The audited name of an action: one of :data:`ACTIONS`, else ``console.unknown``."""
+    return f"console.{kind if kind in ACTIONS else 'unknown'}"
 
 
 def _html(text: str, status: int = 200) -> HTMLResponse:
@@ -134,18 +151,25 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
             return "anonymous"
 
     async def refuse_foreign(request: Request, action: str) -> Response | None:
-        """403, audited, for a POST the browser says another site sent; None otherwise."""
+        """403, audited, for a POST the browser says another site sent; None otherwise.
+        Refusals fold on a fixed key (actor, action, and for anonymous ones the client's
+        address); what the request said (its Origin) is only the run's detail."""
         problem = foreign_origin(request)
         if problem is None:
             return None
-        reason = f"console refused {problem}: state changes come from the console's own pages"
 
         def record() -> None:
-            lg.denials.record(AuditEvent(EventType.ACCESS_DENIED, actor_of(request), None,
-                                         None, {"action": action, "reason": reason}))
+            actor = actor_of(request)
+            payload = {"action": action, "reason": _CROSS_SITE}
+            if actor == "anonymous":
+                payload["source"] = request.client.host if request.client else "unknown"
+            lg.denials.record(AuditEvent(EventType.ACCESS_DENIED, actor, None, None, payload),
+                              detail=f"refused {problem}")
 
         await run_in_threadpool(record)
-        err = AccessDeniedError(reason, hint="open the console itself and use its forms")
+        err = AccessDeniedError(f"console refused {problem}: state changes come from the "
+                                "console's own pages",
+                                hint="open the console itself and use its forms")
         return _html(pages.page("Refused", "", None, flash=esc(err.diagnostics()),
                                 error=True), err.http_status)
 
@@ -253,7 +277,7 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
 
     async def action(request: Request) -> Response:
         kind = str(request.path_params["action"])[:64]
-        if (refused := await refuse_foreign(request, f"console.{kind}")) is not None:
+        if (refused := await refuse_foreign(request, _action_name(kind))) is not None:
             return refused
         try:
             viewer, fresh = await run_in_threadpool(viewer_of, request)
@@ -267,7 +291,7 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
             if not viewer.csrf or not hmac.compare_digest(fields.get("csrf", ""), viewer.csrf):
                 await run_in_threadpool(lg.denials.record, AuditEvent(
                     EventType.ACCESS_DENIED, viewer.principal.name, None, None,
-                    {"action": f"console.{kind}",
+                    {"action": _action_name(kind),
                      "reason": "console refused a form whose token is missing or wrong"}))
                 raise InvalidInputError("the form is stale or forged: reload the page")
             name = validate_name(fields.get("model", ""))
@@ -298,22 +322,43 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
     async def root(request: Request) -> Response:
         return RedirectResponse("/ui/", status_code=307)
 
+    h = _host_checked if not auth else _unchanged
     return [
-        Route("/ui", root, methods=["GET"]),
-        Route("/ui/", guarded(models), methods=["GET"]),
-        Route("/ui/login", login_form, methods=["GET"]),
-        Route("/ui/login", login, methods=["POST"]),
-        Route("/ui/logout", logout, methods=["POST"]),
-        Route("/ui/models/{name}", guarded(model), methods=["GET"]),
-        Route("/ui/models/{name}/versions/{number}", guarded(version), methods=["GET"]),
-        Route("/ui/models/{name}/versions/{number}/drift", guarded(drift), methods=["GET"]),
-        Route("/ui/models/{name}/versions/{number}/files/bom.cdx.json", bom_file,
+        Route("/ui", h(root), methods=["GET"]),
+        Route("/ui/", h(guarded(models)), methods=["GET"]),
+        Route("/ui/login", h(login_form), methods=["GET"]),
+        Route("/ui/login", h(login), methods=["POST"]),
+        Route("/ui/logout", h(logout), methods=["POST"]),
+        Route("/ui/models/{name}", h(guarded(model)), methods=["GET"]),
+        Route("/ui/models/{name}/versions/{number}", h(guarded(version)), methods=["GET"]),
+        Route("/ui/models/{name}/versions/{number}/drift", h(guarded(drift)),
               methods=["GET"]),
-        Route("/ui/deployments", guarded(deployments), methods=["GET"]),
-        Route("/ui/deployments/{name}", guarded(deployment), methods=["GET"]),
-        Route("/ui/audit", guarded(audit), methods=["GET"]),
-        Route("/ui/actions/{action}", action, methods=["POST"]),
+        Route("/ui/models/{name}/versions/{number}/files/bom.cdx.json", h(bom_file),
+              methods=["GET"]),
+        Route("/ui/deployments", h(guarded(deployments)), methods=["GET"]),
+        Route("/ui/deployments/{name}", h(guarded(deployment)), methods=["GET"]),
+        Route("/ui/audit", h(guarded(audit)), methods=["GET"]),
+        Route("/ui/actions/{action}", h(action), methods=["POST"]),
     ]
+
+
+def _unchanged(handler: Endpoint) -> Endpoint:
+    return handler
+
+
+def _host_checked(handler: Endpoint) -> Endpoint:
+    """``handler``, answering 421 first to a request whose Host is not a loopback name (the
+    no-login console: a page re-pointed at 127.0.0.1 by DNS reads and changes nothing)."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            check_loopback_host(request)
+        except Error as exc:
+            return _html(pages.page("Refused", "", None, flash=esc(exc.diagnostics()),
+                                    error=True), exc.http_status)
+        return await handler(request)
+
+    return handle
 
 
 def _plan(kind: str, name: str, f: Mapping[str, str]
@@ -357,6 +402,35 @@ def _plan(kind: str, name: str, f: Mapping[str, str]
     raise NotFoundError(f"no action {kind!r}")
 
 
+def _flushing(lg: Lockgate, inner: Callable[[Starlette], Any]
+              ) -> Callable[[Starlette], Any]:
+    """A lifespan around ``inner`` that writes the folded refusals still open at shutdown
+    (a SIGTERM ends the process right after it, before ``Lockgate.close``)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[Any]:
+        try:
+            async with inner(app) as state:
+                yield state
+        finally:
+            await run_in_threadpool(lg.denials.flush)
+
+    return lifespan
+
+
+@asynccontextmanager
+async def _nothing(app: Starlette) -> AsyncIterator[None]:
+    yield
+
+
+def attach_console(app: Starlette, lg: Lockgate, *, auth: bool = True,
+                   metrics_source: MetricsSource | None = None) -> None:
+    """Add the console's routes to ``app`` (``lockgate serve --ui``), and to its lifespan
+    shutdown the writing of the folded refusals still open."""
+    app.router.routes.extend(ui_routes(lg, auth=auth, metrics_source=metrics_source))
+    app.router.lifespan_context = _flushing(lg, app.router.lifespan_context)
+
+
 def create_ui_app(lg: Lockgate, *, auth: bool = True,
                   metrics_source: MetricsSource | None = None) -> Starlette:
     """The console alone (``lockgate ui``)."""
@@ -370,6 +444,8 @@ def create_ui_app(lg: Lockgate, *, auth: bool = True,
     async def home(request: Request) -> Response:
         return RedirectResponse("/ui/", status_code=307)
 
-    return Starlette(routes=[Route("/", home, methods=["GET"]),
+    return Starlette(routes=[Route("/", home if auth else _host_checked(home),
+                                   methods=["GET"]),
                              *ui_routes(lg, auth=auth, metrics_source=metrics_source)],
-                     exception_handlers={HTTPException: not_found})
+                     exception_handlers={HTTPException: not_found},
+                     lifespan=_flushing(lg, _nothing))

@@ -6,11 +6,12 @@ session, and the browser's own say on where a request came from.
   overwritten).
 - A form token is ``HMAC-SHA256(secret, session)``: the session is the login cookie's API
   token with auth on, or a random per-browser cookie in no-login mode.
-- Every state-changing request is refused when ``Sec-Fetch-Site`` says ``cross-site`` or
-  ``same-site``, or when ``Origin`` is present and is not the console's own
-  ``scheme://host[:port]`` (``Origin: null``, which a privacy setting may send, passes only
-  beside ``Sec-Fetch-Site: same-origin``). Scripts that send neither header still need the
-  form token.
+- Every state-changing request is refused when the browser says another site sent it
+  (:func:`lockgate.registry.guard.foreign_origin`, shared with the registry API). Scripts
+  that send neither ``Sec-Fetch-Site`` nor ``Origin`` still need the form token.
+- Without login, every request whose ``Host`` is not a loopback name is refused (421), so a
+  page re-pointed at 127.0.0.1 by DNS gets neither a session nor a form token
+  (:func:`lockgate.registry.guard.check_loopback_host`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import os
 import secrets
 from pathlib import Path
 
-from starlette.requests import Request
-
 from lockgate.errors import StorageError
+from lockgate.registry.guard import foreign_origin
 
 __all__ = ["SECRET_FILE", "console_secret", "foreign_origin", "form_token", "new_session",
            "valid_session"]
@@ -32,7 +32,6 @@ __all__ = ["SECRET_FILE", "console_secret", "foreign_origin", "form_token", "new
 SECRET_FILE = Path("keys") / "console.secret"
 _SECRET_BYTES = 32
 _SESSION_BYTES = 32
-_ALLOWED_FETCH_SITES = ("same-origin", "none")
 
 
 def console_secret(home: Path) -> bytes:
@@ -91,19 +90,3 @@ def valid_session(value: str | None) -> bool:
     """Whether a cookie holds a session id as :func:`new_session` makes them."""
     return (value is not None and 32 <= len(value) <= 64 and value.isascii()
             and all(c.isalnum() or c in "-_" for c in value))
-
-
-def foreign_origin(request: Request) -> str | None:
-    """Why the browser says this request comes from another site, or None."""
-    site = request.headers.get("sec-fetch-site")
-    if site is not None:
-        site = site.strip().lower()
-        if site not in _ALLOWED_FETCH_SITES:
-            return f"a {site[:32]!r} request (Sec-Fetch-Site)"
-    origin = request.headers.get("origin")
-    if origin is not None:
-        origin = origin.strip().lower()
-        own = f"{request.url.scheme}://{request.headers.get('host', '')}".lower()
-        if origin != own and not (origin == "null" and site == "same-origin"):
-            return f"a request from origin {origin[:128]!r}"
-    return None
