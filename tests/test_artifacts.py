@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from lockgate.store.artifacts import (
     LocalArtifactStore,
     MemoryArtifactStore,
     S3ArtifactStore,
+    StoredEntry,
 )
 from lockgate.types import Digest
 
@@ -46,9 +48,11 @@ def test_s3_publishes_under_the_digest_verifies_reads_and_never_overwrites(
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=store.bucket).get("Contents", [])]
     assert keys == [f"team-a/sha256/{d.hex[:2]}/{d.hex[2:]}"]  # no temporary object left
     assert store.get(d) == big
-    before = s3.head_object(Bucket=store.bucket, Key=store.key_for(d))["LastModified"]
-    assert store.put(big) == d
-    assert s3.head_object(Bucket=store.bucket, Key=store.key_for(d))["LastModified"] == before
+    assert store.put(big) == d  # copied onto itself, never uploaded again
+    again = [o["Key"] for o in s3.list_objects_v2(Bucket=store.bucket).get("Contents", [])]
+    assert again == keys
+    assert s3.list_multipart_uploads(Bucket=store.bucket).get("Uploads", []) == []
+    assert store.get(d) == big
     s3.put_object(Bucket=store.bucket, Key=store.key_for(d), Body=b"tampered")
     with pytest.raises(IntegrityError, match="corrupt"):
         store.get(d)
@@ -113,3 +117,31 @@ def test_local_never_overwrites_and_leaves_no_temp_files(tmp_path: Path) -> None
     assert files == [store.path_for(d)]
     assert not os.access(files[0], os.W_OK) or os.geteuid() == 0
     assert oct(files[0].stat().st_mode & 0o777) == oct(0o444)
+
+
+def _listed(store: ArtifactStore, digest: Digest) -> StoredEntry:
+    return next(e for e in store.entries() if e.digest == digest)
+
+
+def test_storing_present_bytes_refreshes_the_blob_and_gc_keeps_what_was_written_again(
+        store: ArtifactStore) -> None:
+    d = store.put(b"an orphan from a failed attempt")
+    if isinstance(store, LocalArtifactStore):
+        os.utime(store.path_for(d), (time.time() - 7200,) * 2)
+    elif isinstance(store, MemoryArtifactStore):
+        store.written[d.hex] -= 7200
+    else:
+        time.sleep(1.1)  # S3 keeps LastModified in whole seconds
+    stale = _listed(store, d)
+    assert store.put(b"an orphan from a failed attempt") == d
+    fresh = _listed(store, d)
+    assert fresh.modified > stale.modified
+    if not isinstance(store, S3ArtifactStore):
+        assert fresh.modified > time.time() - 60
+    assert store.remove(stale) is False  # written again since it was listed: kept
+    assert store.get(d) == b"an orphan from a failed attempt"
+    assert store.remove(fresh) is True
+    assert not store.exists(d)
+    assert store.remove(fresh) is False
+    assert store.put(b"an orphan from a failed attempt") == d  # gone: written anew
+    assert store.get(d) == b"an orphan from a failed attempt"

@@ -15,9 +15,25 @@ deletes while holding the metadata store's write lock (SQLite's ``BEGIN IMMEDIAT
 PostgreSQL advisory lock every writer takes) and reads the references again under it. A
 registration writes its blobs and commits its version inside that same lock, so a blob is
 either referenced by a committed version when gc looks, or written again by the registration
-after gc is done: a referenced blob is never removed, whatever the grace. The grace protects
-blobs written outside the lock (a reference profile before it is recorded). A local temporary
+after gc is done: a referenced blob is never removed, whatever the grace. A local temporary
 file that a live writer holds (``flock``) is never removed.
+
+A reference profile is the one blob written outside that lock: the metadata store runs caller
+code inside a transaction only when it creates a version, and a writer that held
+``exclusive()`` while it committed would wait on its own lock. Three rules keep its reference
+whole instead:
+
+- Storing bytes that are already there refreshes the blob's modification time (``os.utime``;
+  on S3 a server-side copy onto itself), so a profile whose bytes match an old orphan (a
+  retried ``lockgate reference set``) is as young as a new write, and the grace keeps it.
+- gc removes an entry only as it listed it: a blob written again since (a newer modification
+  time, read again under the lock) is kept.
+- The profile's blob is written again after its reference commits. A gc that read the
+  references before the commit finds the audit tail changed under the lock and reads them
+  again; one that took the lock first was done before the commit, and the second write
+  restores what it removed. So with any grace, ``0`` included, a reference never ends up
+  pointing at a missing blob; with ``--grace 0`` the blob may be missing for the moment
+  between the commit and the second write.
 """
 
 from __future__ import annotations

@@ -68,7 +68,11 @@ def build_reference(predictor: Predictor, data: Path | Mapping[str, Any], *,
 
 
 def store_reference(lg: Lockgate, v: Version, profile: Profile, *, actor: str) -> dict[str, Any]:
-    digest = lg.artifacts.put(profile.to_json())
+    """Store the profile's blob and record it as the version's reference. The blob is
+    written before the commit and again after it: a ``lockgate gc`` that ran in between may
+    have removed it, and none after the commit can (see :mod:`lockgate.integrity`)."""
+    blob = profile.to_json()
+    digest = lg.artifacts.put(blob)
     record = {"profile": str(digest), "rows": profile.rows, "source": profile.source,
               "features": sorted(profile.features), "actor": actor}
     lg.meta.apply(Change(
@@ -76,6 +80,7 @@ def store_reference(lg: Lockgate, v: Version, profile: Profile, *, actor: str) -
         events=[AuditEvent(EventType.REFERENCE_SET, actor, v.name, v.number,
                            {k: record[k] for k in ("profile", "rows", "source")}
                            | {"features": len(profile.features)})]))
+    lg.artifacts.put(blob)
     return record
 
 

@@ -44,7 +44,9 @@ class ArtifactStore(Protocol):
     """Content-addressed blobs. ``put`` never overwrites; ``get`` verifies the digest."""
 
     def put(self, data: bytes) -> Digest:
-        """Store ``data`` and return its digest; storing the same bytes twice is a no-op."""
+        """Store ``data`` and return its digest. Storing bytes that are already there writes
+        nothing but refreshes the blob's modification time, so a blob a writer is about to
+        reference is never older than gc's grace period (see :mod:`lockgate.integrity`)."""
         ...
 
     def get(self, digest: Digest) -> bytes:
@@ -58,6 +60,7 @@ class ArtifactStore(Protocol):
         ...
 
     def remove(self, entry: StoredEntry) -> bool:
-        """Delete one entry that :meth:`entries` listed. False when it is gone already, or is a
-        temporary file that a live writer still holds."""
+        """Delete one entry that :meth:`entries` listed. False when it is gone already, is a
+        temporary file that a live writer still holds, or is a blob written again since it was
+        listed (its modification time is newer than ``entry.modified``)."""
         ...

@@ -1,7 +1,8 @@
 """Artifacts in a local folder: ``<root>/sha256/<2 hex>/<62 hex>``, written atomically.
 
 A write goes to ``.tmp-*`` next to its final name, locked (``flock``) for as long as it is
-being written, then is hard-linked into place. A temporary file nobody holds is what a killed
+being written, then is hard-linked into place; writing a blob that is already there refreshes
+its modification time instead. A temporary file nobody holds is what a killed
 writer left; :meth:`LocalArtifactStore.remove` deletes one only after taking its lock, so a
 write in progress is never removed, whatever its age.
 """
@@ -40,7 +41,7 @@ class LocalArtifactStore:
     def put(self, data: bytes) -> Digest:
         digest = Digest.of_bytes(data)
         final = self.path_for(digest)
-        if final.exists():
+        if _touch(final):
             return digest
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +111,8 @@ class LocalArtifactStore:
         path = self._path_of(entry)
         try:
             if entry.kind is EntryKind.BLOB:
+                if os.stat(path).st_mtime != entry.modified:
+                    return False  # written again since it was listed: a writer wants it
                 path.unlink()
                 return True
             fd = os.open(path, os.O_RDONLY)
@@ -131,6 +134,20 @@ class LocalArtifactStore:
                 or parts[2] in ("", ".", "..")):
             raise StorageError(f"{entry.name!r} is not an entry of the store at {self.root}")
         return self.root.joinpath(*parts)
+
+
+def _touch(path: Path) -> bool:
+    """Refresh the modification time of a stored blob; False when there is none."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        # A blob another user stored in a shared folder: it is there, but its time stays.
+        return path.is_file()
+    except OSError as exc:
+        raise StorageError(f"cannot refresh {path}: {exc}") from exc
+    return True
 
 
 @contextlib.contextmanager

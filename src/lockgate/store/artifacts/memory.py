@@ -25,7 +25,7 @@ class MemoryArtifactStore:
         with self._lock:
             if digest.hex not in self.blobs:
                 self.blobs[digest.hex] = bytes(data)
-                self.written[digest.hex] = time.time()
+            self.written[digest.hex] = time.time()  # stored again: as young as a new write
         return digest
 
     def get(self, digest: Digest) -> bytes:
@@ -51,5 +51,7 @@ class MemoryArtifactStore:
         if entry.digest is None:
             return False
         with self._lock:
+            if self.written.get(entry.digest.hex, 0.0) != entry.modified:
+                return False  # gone, or written again since it was listed
             self.written.pop(entry.digest.hex, None)
             return self.blobs.pop(entry.digest.hex, None) is not None

@@ -3,7 +3,8 @@
 Same content-addressed semantics as the local folder: ``<prefix>sha256/<2 hex>/<62 hex>``. A
 write uploads to a temporary key (multipart above ``multipart_threshold``), reads it back and
 checks its digest, then publishes it under the digest's key with a server-side copy and deletes
-the temporary object; a digest already present is never written again. Every read checks the
+the temporary object; a digest already present is never written again, only copied onto itself
+so that its LastModified is fresh (gc's grace period counts from it). Every read checks the
 digest. Credentials come from boto3's usual chain (environment, profile, instance role) and
 never appear in messages.
 
@@ -29,6 +30,7 @@ __all__ = ["S3ArtifactStore", "parse_s3_url"]
 
 _BLOB_KEY = re.compile(r"sha256/([0-9a-f]{2})/([0-9a-f]{62})")
 _MISSING = ("404", "NoSuchKey", "NotFound")
+_COPY_LIMIT = 5 << 30  # the largest object one CopyObject request may copy
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -86,7 +88,7 @@ class S3ArtifactStore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         digest = Digest.of_bytes(data)
-        if self.exists(digest):
+        if self._touch(digest):
             return digest
         tmp = f"{self.prefix}tmp/{uuid.uuid4().hex}"
         try:
@@ -104,6 +106,29 @@ class S3ArtifactStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, f"write of {digest}") from None
         return digest
+
+    def _touch(self, digest: Digest) -> bool:
+        """Refresh the LastModified of a stored blob by copying it onto itself (S3 refuses a
+        copy onto itself that changes nothing, hence ``MetadataDirective=REPLACE``); False
+        when there is none. The copy is server-side: no bytes travel."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self.key_for(digest)
+        source = {"Bucket": self.bucket, "Key": key}
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+            if int(head.get("ContentLength", 0)) < _COPY_LIMIT:
+                self._s3.copy_object(Bucket=self.bucket, Key=key, CopySource=source,
+                                     MetadataDirective="REPLACE")
+            else:  # one CopyObject stops at 5 GiB: a multipart copy, part by part
+                self._s3.copy(source, self.bucket, key, Config=self._transfer)
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return False  # not there, or removed between the two calls: write it
+            raise self._error(exc, f"refresh of {digest}") from None
+        except BotoCoreError as exc:
+            raise self._error(exc, f"refresh of {digest}") from None
 
     def _read(self, key: str) -> bytes:
         buf = io.BytesIO()
@@ -166,7 +191,9 @@ class S3ArtifactStore:
                 self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key,
                                                 UploadId=entry.handle)
                 return True
-            self._s3.head_object(Bucket=self.bucket, Key=key)
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+            if _posix(head["LastModified"]) >= entry.modified + 1:  # S3 times are in seconds
+                return False  # written again since it was listed: a writer wants it
             self._s3.delete_object(Bucket=self.bucket, Key=key)
             return True
         except ClientError as exc:
