@@ -1,6 +1,7 @@
 """`lockgate fsck` and `lockgate gc` on real homes: damage is named with exit 13, registrations
 killed with SIGKILL leave no half-written version and only what gc removes, and gc racing a
-registration never removes a referenced blob (SQLite, PostgreSQL, the local folder and S3)."""
+registration or a reference set never removes a referenced blob (SQLite, PostgreSQL, the local
+folder and S3)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import pytest
 
@@ -25,7 +27,9 @@ from lockgate.api import Lockgate
 from lockgate.audit import EventType
 from lockgate.cli import main
 from lockgate.errors import InvalidInputError
-from lockgate.store.artifacts import S3ArtifactStore
+from lockgate.observe.service import build_reference
+from lockgate.runtime import Predictor
+from lockgate.store.artifacts import LocalArtifactStore, S3ArtifactStore
 from lockgate.types import Digest
 from onnx_models import linear_onnx
 from tamper import flip_byte
@@ -245,6 +249,68 @@ def test_gc_racing_registrations_never_removes_a_referenced_blob(db_home: Path) 
             lg.load(f"r@{v.number}")
         assert passes > 1
         assert lg.audit_verify().ok
+
+
+def _reference_data(seed: int) -> dict[str, Any]:
+    return {"input": np.random.default_rng(seed).normal(size=(64, 4)).astype(np.float32)}
+
+
+def test_a_reference_whose_profile_is_an_old_orphan_survives_gc(lg: Lockgate) -> None:
+    v = lg.register(linear_onnx(), name="m")
+    data = _reference_data(7)
+    # What a failed `reference set` left: the profile's blob, stored but never recorded.
+    profile = build_reference(Predictor(lg.model_bytes(v)), data)
+    orphan = lg.artifacts.put(profile.to_json())
+    assert isinstance(lg.artifacts, LocalArtifactStore)
+    path = lg.artifacts.path_for(orphan)
+    os.utime(path, (time.time() - 7200,) * 2)
+    assert [e.digest for e in lg.gc(grace_s=60, dry_run=True).removed] == [orphan]
+    record = lg.set_reference("m@1", data)  # the retry: the same bytes
+    assert record["profile"] == str(orphan)
+    assert path.stat().st_mtime > time.time() - 60
+    assert lg.gc(grace_s=60).removed == ()
+    assert path.exists()
+    assert lg.fsck().problems == ()
+    found = lg.reference_profile("m@1")
+    assert found is not None
+    assert found.to_json() == profile.to_json()
+
+
+def _set_references(home: Path, n: int, errors: list[str], done: threading.Event) -> None:
+    try:
+        with Lockgate.open(home) as lg:
+            for i in range(n):
+                lg.set_reference("m@1", _reference_data(100 + i))
+    except Exception as exc:  # reported by the test
+        errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        done.set()
+
+
+def test_reference_sets_racing_gc_at_grace_0_never_end_on_a_missing_blob(
+        lg: Lockgate) -> None:
+    lg.register(linear_onnx(), name="m")
+    lg.set_reference("m@1", _reference_data(1))  # warm up: imports, the runtime
+    errors: list[str] = []
+    done = threading.Event()
+    writer = threading.Thread(target=_set_references, args=(lg.settings.home, 25, errors, done))
+    writer.start()
+    passes = 0
+    while not done.is_set():
+        lg.gc(grace_s=0)
+        passes += 1
+    writer.join()
+    assert errors == []
+    assert passes > 1
+    report = lg.fsck()
+    assert report.problems == (), report.problems
+    profiles = [o.record["profile"]
+                for o in lg.meta.observations("m", "reference", number=1, limit=100)]
+    assert len(profiles) == 26
+    for digest in profiles:
+        assert lg.artifacts.exists(Digest.parse(str(digest))), digest
+    assert lg.gc(grace_s=0).removed == ()
+    assert lg.audit_verify().ok
 
 
 def test_a_temp_file_a_live_writer_holds_is_kept(lg: Lockgate) -> None:
