@@ -1,7 +1,9 @@
 """Repeated refusals do not grow the audit log without bound: against a real `lockgate server`,
 a viewer hammering an admin route adds one row at once and one folded row carrying the count
-(written when the server stops); distinct actors and operations stay apart; the chain holds.
-In-process, a run's folded row is written when its window closes."""
+(written when the server stops, by SIGINT or SIGTERM); distinct actors and operations stay
+apart; the chain holds. In-process, a run's folded row is written when its window closes, what
+the client chose is kept as the run's detail outside its key, and past 10,000 open runs the
+oldest closes early."""
 
 from __future__ import annotations
 
@@ -19,13 +21,20 @@ from pathlib import Path
 import httpx
 
 from lockgate.api import Lockgate
-from lockgate.audit import DENIAL_WINDOW_S, AuditEvent, DenialRecorder, EventType, verify_chain
+from lockgate.audit import (
+    DENIAL_WINDOW_S,
+    MAX_DETAIL,
+    AuditEvent,
+    DenialRecorder,
+    EventType,
+    verify_chain,
+)
 from lockgate.store.metadata import MemoryMetadataStore
 from registry_server import make_home
 
 
 @contextmanager
-def _server(home: Path) -> Iterator[str]:
+def _server(home: Path, stop: signal.Signals = signal.SIGINT) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
     env.update(ORT_DISABLE_TELEMETRY="1", LOCKGATE_USER="ops")
     proc = subprocess.Popen(
@@ -42,8 +51,8 @@ def _server(home: Path) -> Iterator[str]:
                          daemon=True).start()
         yield m.group(1)
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        proc.send_signal(stop)
+        assert proc.wait(timeout=60) == (0 if stop == signal.SIGINT else -stop)
         proc.stdout.close()
 
 
@@ -121,3 +130,64 @@ def test_a_window_without_repeats_closes_quietly() -> None:
         assert [r.payload for r in meta.audit_records()] == [{"action": "listUsers"}] * 2
     finally:
         recorder.close()
+
+
+def test_folded_denials_are_written_when_the_server_gets_sigterm(tmp_path: Path) -> None:
+    home, tokens, _ = make_home(tmp_path)
+    with Lockgate.open(home) as lg:
+        before = len(lg.audit_log())
+    with _server(home, stop=signal.SIGTERM) as url, httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {tokens['view']}"}) as view:
+        for _ in range(50):
+            assert view.get("/api/v1/users").status_code == 403
+    with Lockgate.open(home) as lg:  # SIGTERM ends the process right after the lifespan
+        rows = _denied(lg, before)
+        assert lg.audit_verify().ok
+    assert [(a, op, p.get("count")) for a, op, p in rows] == [
+        ("view", "listUsers", None), ("view", "listUsers", 49)]
+
+
+def test_detail_stays_out_of_the_key() -> None:
+    meta = MemoryMetadataStore()
+    recorder = DenialRecorder(meta.append_event)
+    event = AuditEvent(EventType.ACCESS_DENIED, "eve", None, None,
+                       {"action": "console.promote", "reason": "cross-site"})
+    try:
+        for i in range(100):
+            recorder.record(event, detail=f"origin http://a{i}.example")
+        recorder.record(event, detail="x" * 10_000)
+        assert [dict(r.payload) for r in meta.audit_records()] == [
+            {"action": "console.promote", "reason": "cross-site",
+             "detail": "origin http://a0.example"}]
+        recorder.flush()
+        folded = meta.audit_records()[-1].payload
+        assert (folded["count"], folded["last_detail"]) == (100, "x" * MAX_DETAIL)
+        assert "detail" not in folded
+    finally:
+        recorder.close()
+
+
+def test_past_the_limit_the_oldest_run_closes_first() -> None:
+    rows: list[AuditEvent] = []
+    recorder = DenialRecorder(rows.append)
+
+    def event(actor: str) -> AuditEvent:
+        return AuditEvent(EventType.ACCESS_DENIED, actor, None, None, {"action": "a"})
+
+    try:
+        recorder.record(event("first"))
+        recorder.record(event("first"))  # a repeat, held in memory
+        recorder.record(event("second"))
+        recorder.record(event("second"))
+        for i in range(10_000 - 2):
+            recorder.record(event(f"u{i}"))
+        assert len(rows) == 10_000  # 10,000 runs open, nothing folded yet
+        recorder.record(event("one-too-many"))  # the oldest run ("first") closes early
+        assert [(e.actor, e.payload.get("count")) for e in rows[-2:]] == [
+            ("first", 1), ("one-too-many", None)]
+        recorder.record(event("second"))  # still open: counted, not written
+        assert rows[-1].actor == "one-too-many"
+    finally:
+        recorder.close()
+    assert [(e.actor, e.payload.get("count")) for e in rows if e.actor == "second"] == [
+        ("second", None), ("second", 2)]
