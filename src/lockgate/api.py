@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -682,7 +683,7 @@ class Lockgate:
     def _data_plane_auth(self) -> dict[str, Any]:
         """The token checks of a server: on infer with ``serve.auth = "token"``, on capture
         whenever the home has users (its rows are production inputs and outputs)."""
-        from lockgate.identity import authenticate
+        from lockgate.identity import authenticate, is_token
         from lockgate.serve.auth import TokenCheck
 
         has_users = bool(self.users())
@@ -694,10 +695,20 @@ class Lockgate:
         def check(token: str) -> Any:
             return authenticate(self.meta, token)
 
+        monitoring = TokenCheck(check, "monitoring", well_formed=is_token)
+        users_seen = {"at": time.monotonic(), "any": has_users}
+
+        def capture_check(authorization: str | None, model: str) -> object:
+            """Open while the home has no users (looked at every 5 s: users added while
+            serving close it), else the monitoring role."""
+            if not users_seen["any"] and time.monotonic() - users_seen["at"] > 5.0:
+                users_seen.update(at=time.monotonic(), any=bool(self.users()))
+            return monitoring(authorization, model) if users_seen["any"] else None
+
         return {
-            "authorize": TokenCheck(check, "inference")
+            "authorize": TokenCheck(check, "inference", well_formed=is_token)
             if self.settings.serve_auth == "token" else None,
-            "capture_authorize": TokenCheck(check, "monitoring") if has_users else None}
+            "capture_authorize": capture_check}
 
     # -- deployments -------------------------------------------------------------------------
     def deployments(self) -> dict[str, Deployment]:

@@ -34,6 +34,7 @@ __all__ = [
     "add_user",
     "authenticate",
     "create_token",
+    "is_token",
     "principal_of",
     "revoke_token",
 ]
@@ -133,6 +134,11 @@ def revoke_token(meta: MetadataStore, token_id: str, *, actor: str) -> TokenRow:
         meta.put_token(row, AuditEvent(EventType.TOKEN_REVOKED, actor, None, None, {
             "user": row.user, "token_id": token_id}))
     return row
+
+
+def is_token(text: str) -> bool:
+    """Whether ``text`` has the shape of a lockgate API token (says nothing of its validity)."""
+    return _TOKEN.fullmatch(text.strip()) is not None
 
 
 def authenticate(meta: MetadataStore, token: str | None) -> Principal:

@@ -144,7 +144,8 @@ class InferRequest:
 
 
 class _Binary:
-    """The binary part of a request, read in order (views of the body: no copies)."""
+    """The binary part of a request, read in order (views of the body: each input is copied
+    once, into its own array)."""
 
     def __init__(self, data: bytes) -> None:
         self.data, self.pos = memoryview(data), 0
@@ -227,14 +228,19 @@ class _Lifted:
         return None
 
 
-def _chunked(name: str, datatype: str, text: bytes, dt: np.dtype[Any]) -> np.ndarray[Any, Any]:
+def _chunked(name: str, datatype: str, text: bytes, dt: np.dtype[Any],
+             want: int) -> np.ndarray[Any, Any]:
     """Flat numeric data (the text between a ``data`` array's brackets) read a slice of about
-    :data:`_CHUNK` bytes at a time into one preallocated array: the same checks as the plain
-    way, but never more than a slice's elements as Python objects (and the GIL free between
-    slices)."""
+    :data:`_CHUNK` bytes at a time into one preallocated array of the ``want`` elements the
+    shape needs: the same checks as the plain way, but never more than a slice's elements as
+    Python objects (and the GIL free between slices)."""
     if not text.strip():
         return np.empty(0, dtype=dt)
-    out = np.empty(text.count(b",") + 1, dtype=dt)
+    found = text.count(b",") + 1
+    if found != want:
+        raise InvalidInputError(
+            f"input {name!r}: the shape needs {want} elements, data has {found}")
+    out = np.empty(found, dtype=dt)
     pos = filled = 0
     while pos < len(text):
         end = text.find(b",", pos + _CHUNK)
@@ -441,10 +447,11 @@ def decode_tensor(tensor: object, binary: _Binary | None = None, *,
         text = lifted.take(data) if lifted is not None else None
         if text is None:
             arr = _strings(name, data) if dt.kind == "O" else _numeric(name, datatype, data, dt)
-        elif dt.kind == "O":
-            arr = _strings(name, _loads(b"[" + text + b"]"))
+        elif dt.kind == "O":  # lifted data are numbers, never strings
+            raise InvalidInputError(f"input {name!r}: BYTES data must be JSON strings, got "
+                                    "numbers")
         else:
-            arr = _chunked(name, datatype, text, dt)
+            arr = _chunked(name, datatype, text, dt, want)
     if arr.size != want:
         raise InvalidInputError(
             f"input {name!r}: shape {list(shape)} needs {want} elements, data has {arr.size}"
