@@ -130,3 +130,50 @@ def test_load_json_limits() -> None:
         load_json(_deep(MAX_JSON_DEPTH + 1), "x")
     with pytest.raises(InvalidInputError, match="not valid JSON"):
         load_json("Infinity", "x")
+    with pytest.raises(InvalidInputError, match="lone surrogate"):
+        load_json('{"comment": "\\udfff"}', "x")
+    assert load_json('{"comment": "\\ud83d\\ude00"}', "x") == {"comment": "\U0001f600"}
+
+
+def test_lone_surrogates_in_bodies_are_refused(registry: Registry, model: str) -> None:
+    with Lockgate.open(registry.home) as lg:
+        before = len(lg.audit_log())
+    with registry.client("appr") as c:
+        for verb in ("approve", "reject"):
+            for comment in ("\\udfff", "ok \\ud800 then", "\\ude00\\ud83d"):
+                body = '{"stage": "production", "comment": "' + comment + '"}'
+                r = c.post(f"/api/v1/models/{model}/versions/1/{verb}", content=body,
+                           headers={"Content-Type": "application/json"})
+                assert r.status_code == 400, r.text
+                assert r.json()["type"] == "InvalidInputError"
+                assert "lone surrogate" in r.json()["error"]
+    with Lockgate.open(registry.home) as lg:
+        assert len(lg.audit_log()) == before  # nothing decided, nothing recorded
+        assert lg.meta.decisions(model, 1) == []
+    _no_internal_errors(registry)
+
+
+def test_json_bodies_must_say_they_are_json(registry: Registry, model: str) -> None:
+    with Lockgate.open(registry.home) as lg:
+        before = lg.aliases(model)
+    with registry.client("dev") as c:
+        # what a cross-site `fetch(..., {mode: "no-cors"})` or a form can send
+        for media in ("text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded",
+                      "multipart/form-data; boundary=x", None):
+            headers = {"Content-Type": media} if media else {}
+            r = c.put(f"/api/v1/models/{model}/aliases/typed", content=b'{"version": 1}',
+                      headers=headers)
+            assert r.status_code == 415, media
+            assert r.json()["type"] == "_UnsupportedMediaError"
+            assert "application/json" in r.json()["error"]
+        # a browser saying another site sent it: refused, whatever the body
+        for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "http://evil.example"}):
+            r = c.put(f"/api/v1/models/{model}/aliases/typed", json={"version": 1},
+                      headers=headers)
+            assert r.status_code == 403, headers
+        with Lockgate.open(registry.home) as lg:
+            assert lg.aliases(model) == before
+        r = c.put(f"/api/v1/models/{model}/aliases/typed", json={"version": 1},
+                  headers={"Content-Type": "application/json; charset=utf-8"})
+        assert r.status_code == 200, r.text
+    _no_internal_errors(registry)
