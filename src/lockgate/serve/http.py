@@ -27,9 +27,17 @@ What one client may ask is bounded by :class:`HTTPLimits` (the ``serve_*`` setti
 - a declared ``Content-Length`` over ``max_body``: 413 as soon as the head is read (no
   ``100 Continue`` is sent); a chunked body that grows past it: 413;
 - beyond ``max_connections`` open connections a new one is closed at once;
+- an answer the client does not read: a connection whose pending output makes no progress
+  for ``body_timeout_s`` is aborted (one still being read, however slowly, is never idle);
 - HTTP/1.1 without exactly one ``Host``: 400; any version but 1.0 and 1.1: 505; an
   absolute-form target (``POST http://host/v2/... HTTP/1.1``) is routed by its path, and its
-  authority replaces the ``Host`` header (RFC 9112 §3.2.2); a request the parser refuses: 400.
+  authority replaces the ``Host`` header (RFC 9112 §3.2.2); a request the parser refuses: 400;
+- with ``allowed_hosts``, a ``Host`` whose name (without the port) is not in it: 421 (a page
+  re-pointed by DNS to a loopback address cannot reach a local server).
+
+The head is checked once, when it ends: its size and header count (431), the rules above, the
+infer target (decided once per request), the caller's token when the service checks tokens
+(401/403, before any budget is taken), then the decode budget of a large infer body (503).
 
 After a refusal the server half-closes: it sends its answer and a FIN, then reads and drops
 what the client still sends for at most ``LINGER_S``, so the client sees the answer rather than
@@ -55,7 +63,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote
 
 import httptools
@@ -77,8 +85,12 @@ from lockgate.serve.limits import (
     LINGER_S,
     HeadTooLargeError,
     HTTPLimits,
-    HTTPVersionError,
     RequestTimeoutError,
+    check_head,
+    declared_length,
+    host_name,
+    host_names,
+    misdirected,
     refusal_body,
     shorten,
     shorten_error,
@@ -93,7 +105,11 @@ access = logging.getLogger("lockgate.serve.access")
 _INFER = re.compile(rb"/v2/models/([^/]+)(?:/versions/([^/]+))?/infer")
 _PHRASES = {s.value: s.phrase.encode() for s in http.HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_VERSIONS = ("1.0", "1.1")
+_PICKED = frozenset((b"host", b"content-length", b"expect", b"authorization",
+                     b"inference-header-content-length"))
+_BEGINS = -1.0
+"""``head_since`` / ``body_since`` from the start of a head or body to the end of the read it
+began in (then the clock's time: one clock reading per read, not per callback)."""
 
 
 @dataclass(slots=True)
@@ -108,6 +124,15 @@ class _Request:
     refusal: Error | None = None
     reservation: Reservation | None = None
     """The request's share of the decode budget, taken when its head was read."""
+    target: tuple[str, str | None] | None = None
+    """``(model, version)`` of an infer request (decided once its head is read: POST to an
+    infer path written without percent-escapes); None: the app answers it."""
+    binary_header: str | None = None
+    """``Inference-Header-Content-Length`` (a repeated one joined, as RFC 9110 combines
+    fields; the service refuses the joined value)."""
+    authorization: str | None = None
+    authorized: bool = False
+    """The service's ``authorize`` accepted the caller when the head was read."""
 
 
 class _Clock:
@@ -131,18 +156,25 @@ class HTTPServer:
     ``run(host, port)`` blocks until a signal or :meth:`shutdown`; :meth:`start` /
     :meth:`stop` drive it from inside a running event loop (tests, embedding). ``limits``
     bounds what clients may ask (``keep_alive_s``, when given, overrides its keep-alive).
+    ``allowed_hosts`` (None: any) names the hosts requests may address (``Host`` without its
+    port; an IPv6 literal in brackets); any other is answered 421.
     """
 
     def __init__(self, app: ASGIApp, inference: InferenceService | None = None, *,
                  max_body: int = 64 << 20, limits: HTTPLimits | None = None,
                  keep_alive_s: float | None = None, shutdown_timeout_s: float = 30.0,
-                 access_log: bool = False, server_name: bytes = b"lockgate") -> None:
+                 access_log: bool = False, server_name: bytes = b"lockgate",
+                 allowed_hosts: frozenset[str] | None = None) -> None:
         limits = limits or HTTPLimits()
         if keep_alive_s is not None:
             limits = replace(limits, keep_alive_s=keep_alive_s)
         self.app = app
         self.inference = inference
         self.max_body = max_body
+        self.inline_room = min(INLINE_MAX_BODY, max_body)
+        self.allowed_hosts = host_names(allowed_hosts)
+        # a Content-Length of at most this many digits is neither over max_body nor large
+        self.short_length = min(len(str(max_body)), len(str(INLINE_MAX_BODY))) - 1
         self.limits = limits
         self.keep_alive_s = limits.keep_alive_s
         self.shutdown_timeout_s = shutdown_timeout_s
@@ -194,7 +226,9 @@ class HTTPServer:
     async def _sweep(self) -> None:
         """Close connections idle between requests past keep_alive_s, refuse heads and bodies
         that arrive too slowly, and end lingering closes. A connection whose answer is pending
-        is never the client's delay: its clocks restart once it reads again."""
+        is never the client's delay: its clocks restart once it reads again. A connection with
+        output still to flush is not idle; one whose output makes no progress for
+        body_timeout_s (a client that does not read its answers) is aborted."""
         limits = self.limits
         tick = min(1.0, limits.keep_alive_s, limits.head_timeout_s, limits.body_timeout_s)
         while True:
@@ -203,9 +237,16 @@ class HTTPServer:
             idle_cutoff = now - limits.keep_alive_s
             head_cutoff = now - limits.head_timeout_s
             linger_cutoff = now - LINGER_S
+            stall_cutoff = now - limits.body_timeout_s
             for conn in list(self.connections):
+                pending = conn.transport.get_write_buffer_size()
+                if pending != conn.write_pending:
+                    conn.write_pending, conn.write_since = pending, now
                 if conn.lingering_since is not None:
                     if conn.lingering_since < linger_cutoff:
+                        conn.abort()
+                elif pending:
+                    if conn.write_since < stall_cutoff:
                         conn.abort()
                 elif conn.busy or conn.queue:
                     continue
@@ -300,40 +341,48 @@ class HTTPServer:
         self.respond(conn, req, answer.status, answer.content_type, answer.body, extra)
 
     def handle(self, conn: _Connection, req: _Request) -> Awaitable[None] | None:
-        """Answer ``req``: now (returns None) or later (returns what to wait for)."""
-        inference = self.inference
-        if req.refusal is not None:
-            req.keep_alive = False
-            self.respond(conn, req, req.refusal.http_status, b"application/json",
-                         refusal_body(req.refusal),
-                         b"retry-after: %d\r\n" % req.refusal.retry_after_s
-                         if isinstance(req.refusal, OverloadedError) else b"")
+        """Answer ``req``: now (returns None) or later (returns what to wait for). Whatever
+        does not hand the request's reservation to the service releases it."""
+        if req.refusal is not None or req.too_large:
+            self._refuse(conn, req)
             return None
-        target = _infer_target(req) if inference is not None else None
-        if req.too_large:
-            error = PayloadTooLargeError(f"request body exceeds {self.max_body} bytes")
-            req.keep_alive = False
-            self.answer(conn, req, error_answer(error) if inference is None or target is None
-                        else inference.refuse(*target, error))
-            return None
-        if inference is None or target is None:
+        target = req.target
+        if target is None:
+            if req.reservation is not None:  # pragma: no cover - only infer targets reserve
+                req.reservation.release()
+                req.reservation = None
             return self._bridge(conn, req)
-        header = authorization = None
-        for name, value in req.headers:
-            if name == b"inference-header-content-length":
-                # a repeated header is joined, as RFC 9110 combines fields; the service
-                # refuses the joined value
-                text = value.decode("latin-1")
-                header = text if header is None else f"{header},{text}"
-            elif name == b"authorization":
-                authorization = value.decode("latin-1")
+        inference = self.inference
+        assert inference is not None  # a target is decided only with a service
         reservation, req.reservation = req.reservation, None
-        result = inference.infer(*target, req.body, header, authorization=authorization,
-                                 reservation=reservation)
+        result = inference.infer(target[0], target[1], req.body, req.binary_header,
+                                 authorization=req.authorization, reservation=reservation,
+                                 authorized=req.authorized)
         if isinstance(result, Answer):
             self.answer(conn, req, result)
             return None
         return self._later(conn, req, result)
+
+    def _refuse(self, conn: _Connection, req: _Request) -> None:
+        """Answer a request refused before the service saw it, and close. A refusal of the
+        body's size or of the budget counts as a request of the version it was for."""
+        req.keep_alive = False
+        if req.reservation is not None:
+            req.reservation.release()
+            req.reservation = None
+        exc = req.refusal
+        inference, target = self.inference, req.target
+        if exc is None:
+            exc = PayloadTooLargeError(f"request body exceeds {self.max_body} bytes")
+        if inference is not None and target is not None and isinstance(
+                exc, (OverloadedError, PayloadTooLargeError)):
+            self.answer(conn, req, inference.refuse(target[0], target[1], exc))
+        elif req.refusal is None:
+            self.answer(conn, req, error_answer(exc))
+        else:
+            self.respond(conn, req, exc.http_status, b"application/json", refusal_body(exc),
+                         b"retry-after: %d\r\n" % exc.retry_after_s
+                         if isinstance(exc, OverloadedError) else b"")
 
     async def _later(self, conn: _Connection, req: _Request, pending: Awaitable[Answer]) -> None:
         answer = await pending
@@ -402,20 +451,6 @@ class HTTPServer:
         self.respond(conn, req, status, content_type, b"".join(chunks), b"".join(extra))
 
 
-def _infer_target(req: _Request) -> tuple[str, str | None] | None:
-    """``(model, version)`` when ``req`` is an infer request (POST to an infer path written
-    without percent-escapes; anything else goes through the app, which decodes them)."""
-    if req.method != b"POST":
-        return None
-    path = req.url.partition(b"?")[0]
-    match = _INFER.fullmatch(path) if b"%" not in path else None
-    if match is None:
-        return None
-    version = match.group(2)
-    return match.group(1).decode("latin-1"), None if version is None else version.decode(
-        "latin-1")
-
-
 class _Halt(Exception):
     """Raised from a parser callback to stop parsing at a refusal."""
 
@@ -443,6 +478,9 @@ class _Connection(asyncio.Protocol):
         self.body_since: float | None = None
         self.body_bytes = 0
         self.lingering_since: float | None = None
+        self.write_pending = 0
+        """Output waiting in the transport at the last sweep, and since when it is that."""
+        self.write_since = 0.0
         self.peer = "-"
         self.peer_address: tuple[str, int] | None = None
         self.local_address: tuple[str, int] | None = None
@@ -452,8 +490,11 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._too_large = False
-        self._head_seen = 0  # url and completed header lines, counted by the callbacks
+        self._read = 0  # the size of the read being parsed
+        self._head_lead = 0  # the read the head began in, when that was an earlier one
         self._head_raw = 0  # whole reads that arrived inside the head
+        self._room = 0  # body bytes that need no check: under what is reserved, or max_body
+        self._req = _Request(b"GET", b"", [], b"", False, "1.1", False)  # the one arriving
         self._begun = 0  # messages begun (tells a head that ended and one that began apart)
         self._halt: _Request | None = None
         self._reservation: Reservation | None = None
@@ -499,6 +540,7 @@ class _Connection(asyncio.Protocol):
             return  # lingering: dropped
         in_head = self.head_since is not None
         begun = self._begun
+        self._read = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -511,11 +553,17 @@ class _Connection(asyncio.Protocol):
             else:
                 self._queue_refusal(halt)
             return
-        if in_head and self.head_since is not None and begun == self._begun:
-            self._head_raw += len(data)  # the whole read belongs to the same head
-            if self._head_raw > self.limits.max_head_bytes:
-                self.refuse(HeadTooLargeError(self._head_message()))
-                return
+        if self.head_since is not None:
+            if in_head and begun == self._begun:
+                self._head_raw += len(data)  # the whole read belongs to the same head
+                if self._head_raw > self.limits.max_head_bytes:
+                    self.refuse(HeadTooLargeError(self._head_message()))
+                    return
+            else:  # a head begun in this read: its clock starts now
+                self._head_lead = len(data)
+                self.head_since = time.monotonic()
+        elif self.body_since is _BEGINS:  # a body still to come: its clock starts now
+            self.body_since = time.monotonic()
         self.drain()
 
     def eof_received(self) -> bool | None:
@@ -539,84 +587,113 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._size = 0
         self._too_large = False
-        self._refused = None
-        self._head_seen = self._head_raw = 0
+        self._head_raw = self._head_lead = 0
         self._begun += 1
         self.idle_since = None
-        self.head_since = time.monotonic()
+        self.head_since = _BEGINS
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._head_seen += len(url)
-        if self._head_seen > self.limits.max_head_bytes:
-            self._stop(HeadTooLargeError(self._head_message()))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
-        headers.append((name.lower(), value))
-        self._head_seen += len(name) + len(value) + 4
-        if len(headers) > self.limits.max_headers:
-            self._stop(HeadTooLargeError(
-                f"more than {self.limits.max_headers} header fields"))
-        if self._head_seen > self.limits.max_head_bytes:
-            self._stop(HeadTooLargeError(self._head_message()))
+        self._headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
-        now = time.monotonic()
+        """Check the head, once: its size and header count, the protocol rules, the host;
+        decide the infer target, check the caller's token and reserve the body's budget."""
         self.head_since = None
-        self.body_since = now
+        self.body_since = _BEGINS
         self.body_bytes = 0
-        version = self.parser.get_http_version()
-        if version not in _VERSIONS:
-            self._stop(HTTPVersionError(f"HTTP/{version} is not supported",
-                                        hint="send HTTP/1.1 or HTTP/1.0"))
+        headers, limits = self._headers, self.limits
+        if len(headers) > limits.max_headers or \
+                self._head_lead + self._head_raw + self._read > limits.max_head_bytes:
+            self._check_size()
+        host = length = expect = authorization = binary = None
         hosts = 0
-        expect = False
-        for name, value in self._headers:
-            if name == b"content-length" and value.isdigit() and int(value) > self.server.max_body:
-                self._too_large = True
-            elif name == b"host":
-                hosts += 1
-            elif name == b"expect" and value.lower() == b"100-continue":
-                expect = True
-        if hosts > 1 or (hosts == 0 and version == "1.1"):
-            self._stop(InvalidInputError(
-                "an HTTP/1.1 request needs exactly one Host header" if hosts == 0 else
-                "more than one Host header"))
-        url = self._url
-        if url[:1] not in (b"/", b"*") and b"://" in url[:10]:
-            self._absolute_form(url)
-        if self._too_large:
-            # Answered as soon as the head is read: no 100 Continue, and the body is not
-            # awaited (the connection then closes).
-            parser = self.parser
-            self._halt = _Request(parser.get_method(), self._url, self._headers, b"", False,
-                                  version, True)
-            raise _Halt
-        self._reserve(expect)
-        if expect and version == "1.1" and not self.busy and not self.queue:
+        for name, value in headers:  # the one pass over the fields of a request
+            if name in _PICKED:
+                if name == b"host":
+                    hosts += 1
+                    host = value
+                elif name == b"content-length":
+                    length = value
+                elif name == b"expect":
+                    expect = value
+                elif name == b"authorization":
+                    authorization = value
+                else:  # a repeated one is joined, as RFC 9110 combines fields
+                    binary = value if binary is None else binary + b"," + value
+        parser, server, url = self.parser, self.server, self._url
+        version = parser.get_http_version()
+        if hosts != 1 or version != "1.1" or url[:1] != b"/":
+            try:
+                absolute = check_head(version, hosts, url)
+            except InvalidInputError as exc:
+                self._stop(exc)
+            if absolute is not None:
+                url, host = absolute
+                self._url = url
+                headers = self._headers = [(n, v) for n, v in headers if n != b"host"]
+                headers.append((b"host", host))
+        if server.allowed_hosts is not None and (
+                host is None or host_name(host) not in server.allowed_hosts):
+            self._stop(misdirected(host or b""))
+        inference = server.inference
+        method = parser.get_method()
+        target = None
+        if inference is not None and method == b"POST":
+            path = url.partition(b"?")[0]
+            match = _INFER.fullmatch(path) if b"%" not in path else None
+            if match is not None:
+                model, v = match.group(1, 2)
+                target = model.decode("latin-1"), None if v is None else v.decode("latin-1")
+        self._req = req = _Request(
+            method, url, headers, b"", True, version, False, None, None, target,
+            None if binary is None else binary.decode("latin-1"),
+            None if authorization is None else authorization.decode("latin-1"))
+        size = None
+        if length is not None and len(length) > server.short_length:
+            try:
+                size = declared_length(length, server.max_body)
+            except PayloadTooLargeError:
+                # Answered as soon as the head is read: no 100 Continue, and the body is not
+                # awaited (the connection then closes).
+                req.too_large = True
+                self._halt_with(req)
+        continues = expect is not None and expect.lower() == b"100-continue"
+        if target is not None:
+            if inference.authorize is not None:  # type: ignore[union-attr]
+                try:
+                    inference.authorize(req.authorization, target[0])  # type: ignore[union-attr]
+                except Error as exc:
+                    req.refusal = exc
+                    self._halt_with(req)
+                req.authorized = True
+            if size is not None:
+                self._grow(size, halt=continues)
+            self._room = server.inline_room if self._reservation is None else self._reserved_for
+        else:
+            self._room = server.max_body
+        if continues and version == "1.1" and not self.busy and not self.queue:
             self.transport.write(_CONTINUE)
 
-    def _reserve(self, expect: bool) -> None:
-        """A large infer body takes its share of the decode budget once its head is read (its
-        declared length) or as it arrives (chunked): past the budget it is refused with 503
-        and never buffered (dropped as it arrives, so that the client, once it has sent it,
-        reads the answer; with ``Expect: 100-continue`` refused at once), so bodies waiting
-        to be decoded never pile up in memory."""
-        inference = self.server.inference
-        if inference is None or self.parser.get_method() != b"POST":
-            return
-        path = self._url.partition(b"?")[0]
-        if b"%" in path or _INFER.fullmatch(path) is None:
-            return
-        for name, value in self._headers:
-            if name == b"content-length" and value.isdigit():
-                self._grow(int(value), halt=expect)
-                return
+    def _check_size(self) -> None:
+        """431 for a head over max_headers fields or max_head_bytes (counted exactly: the
+        reads it arrived in may hold more than the head)."""
+        headers, limits = self._headers, self.limits
+        if len(headers) > limits.max_headers:
+            self._stop(HeadTooLargeError(f"more than {limits.max_headers} header fields"))
+        if len(self._url) + sum(len(n) + len(v) + 4 for n, v in headers) > \
+                limits.max_head_bytes:
+            self._stop(HeadTooLargeError(self._head_message()))
 
     def _grow(self, size: int, halt: bool = False) -> None:
         """Hold the budget a body of ``size`` bytes needs, or refuse the request: at once
-        (``halt``) or once its body, dropped, has arrived."""
+        (``halt``) or once its body, dropped, has arrived. A large infer body takes its share
+        once its head is read (its declared length) or as it arrives (chunked): past the
+        budget it is refused with 503 and never buffered (dropped as it arrives, so that the
+        client, once it has sent it, reads the answer; with ``Expect: 100-continue`` refused
+        at once), so bodies waiting to be decoded never pile up in memory."""
         try:
             if self._reservation is None:
                 self._reservation = self.server.inference.reserve(size)  # type: ignore[union-attr]
@@ -628,9 +705,8 @@ class _Connection(asyncio.Protocol):
                 self._refused = exc
                 self._body = []
                 return
-            self._halt = _Request(self.parser.get_method(), self._url, self._headers, b"",
-                                  False, self.parser.get_http_version(), False, exc)
-            raise _Halt from None
+            self._req.refusal = exc
+            self._halt_with(self._req)
         if self._reservation is not None:
             self._reserved_for = size
 
@@ -645,50 +721,51 @@ class _Connection(asyncio.Protocol):
         if self._too_large or self._refused is not None:
             return
         self._size += len(body)
-        if self._size > max(self._reserved_for, INLINE_MAX_BODY) and \
-                self.server.inference is not None and _INFER.fullmatch(
-                    self._url.partition(b"?")[0]) is not None and self._size <= \
-                self.server.max_body:
-            self._grow(self._size + (1 << 20))  # chunked: a MiB ahead of what arrived
-        if self._size > self.server.max_body:
+        if self._size > self._room and self._outgrown():
+            return
+        self._body.append(body)
+
+    def _outgrown(self) -> bool:
+        """The body grew past what needs no check: True when it is now dropped (over
+        max_body, or refused by the budget)."""
+        size, max_body = self._size, self.server.max_body
+        if size > max_body:
             self._too_large = True
             self._body = []
-        else:
-            self._body.append(body)
+            self._release()
+            return True
+        self._grow(size + (1 << 20))  # chunked: a MiB ahead of what arrived
+        if self._refused is not None:
+            return True
+        self._room = min(self._reserved_for, max_body)
+        return False
 
     def on_message_complete(self) -> None:
-        parser = self.parser
+        req = self._req
         body = self._body
-        self.head_since = self.body_since = None
-        self.queue.append(_Request(
-            parser.get_method(), self._url, self._headers,
-            body[0] if len(body) == 1 else b"".join(body), parser.should_keep_alive(),
-            parser.get_http_version(), self._too_large, refusal=self._refused,
-            reservation=self._reservation))
-        self._refused = None
-        self._reservation = None
-        self._reserved_for = 0
+        self.body_since = None
+        req.body = body[0] if len(body) == 1 else b"".join(body)
+        req.keep_alive = self.parser.should_keep_alive()
+        req.too_large = self._too_large
+        if self._refused is not None:
+            req.refusal, self._refused = self._refused, None
+        if self._reservation is not None:
+            req.reservation, self._reservation = self._reservation, None
+            self._reserved_for = 0
+        self.queue.append(req)
         self._body = []
-
-    def _absolute_form(self, url: bytes) -> None:
-        """RFC 9112 §3.2.2: route by the target's path; its authority replaces Host."""
-        scheme, _, rest = url.partition(b"://")
-        if scheme.lower() not in (b"http", b"https"):
-            self._stop(InvalidInputError("the request target names an unknown scheme"))
-        cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
-        authority, path = rest[:cut], rest[cut:]
-        if not authority or b"@" in authority:
-            self._stop(InvalidInputError("the request target has no usable authority"))
-        self._url = path if path.startswith(b"/") else b"/" + path
-        self._headers = [(n, v) for n, v in self._headers if n != b"host"]
-        self._headers.append((b"host", authority))
 
     def _head_message(self) -> str:
         return f"the request line and headers exceed {self.limits.max_head_bytes} bytes"
 
-    def _stop(self, exc: Error) -> None:
+    def _stop(self, exc: Error) -> NoReturn:
         """Stop parsing (from a callback) and refuse with ``exc``."""
-        self._halt = _Request(b"GET", b"", [], b"", False, "1.1", False, exc)
+        self._halt_with(_Request(b"GET", b"", [], b"", False, "1.1", False, exc))
+
+    def _halt_with(self, req: _Request) -> NoReturn:
+        """Stop parsing (from a callback) and answer ``req``, a refusal, then close."""
+        req.keep_alive = False
+        self._halt = req
         raise _Halt
 
     # -- answering -------------------------------------------------------------------------------
@@ -705,6 +782,10 @@ class _Connection(asyncio.Protocol):
                 self.busy = True
                 asyncio.ensure_future(pending).add_done_callback(self._finished)
             if self.closing:
+                for dropped in queue:
+                    if dropped.reservation is not None:
+                        dropped.reservation.release()
+                        dropped.reservation = None
                 queue.clear()
         if self.lost or self.lingering_since is not None:
             return

@@ -258,11 +258,13 @@ class InferenceService:
 
     def infer(self, model: str, version: str | None, body: bytes,
               binary_header: str | None = None, *, authorization: str | None = None,
-              reservation: Reservation | None = None) -> Answer | Awaitable[Answer]:
+              reservation: Reservation | None = None,
+              authorized: bool = False) -> Answer | Awaitable[Answer]:
         """Answer one request: an :class:`Answer` when it ran inline, else an awaitable of one.
         Never raises: errors become their JSON answer (unexpected ones a logged 500). A
-        ``reservation`` from :meth:`reserve` becomes the request's (released once decoded)."""
-        if self.authorize is not None:
+        ``reservation`` from :meth:`reserve` becomes the request's (released once decoded).
+        ``authorized``: the HTTP layer already checked ``authorize`` for this request."""
+        if self.authorize is not None and not authorized:
             try:
                 self.authorize(authorization, model)
             except Error as exc:

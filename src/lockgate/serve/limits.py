@@ -18,7 +18,13 @@ exists:
   versions other than 1.0 and 1.1 (505) and a declared ``Content-Length`` over the app's
   ``max_request_bytes`` (413, before the app reads the body, so no ``100 Continue`` is sent),
   and routes an absolute-form target by its path with its authority as ``Host``;
-- h11 itself refuses HTTP/1.1 without exactly one ``Host`` (400).
+- h11 itself refuses HTTP/1.1 without exactly one ``Host`` (400);
+- with ``allowed_hosts``, a ``Host`` (its name, without the port) not in it: 421 (a page
+  re-pointed by DNS to a loopback address cannot reach a local server).
+
+The head's version, ``Host`` count, absolute-form target and declared ``Content-Length`` are
+checked by the same helpers (:func:`check_head`, :func:`declared_length`, :func:`host_name`) on
+both layers.
 
 Differences from lockgate's layer: a 413 or a refusal by the ASGI guard closes at once (no
 lingering read; a client still sending may see a reset), and a refusal of a head h11 could
@@ -31,6 +37,7 @@ import asyncio
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 import h11
 import orjson
@@ -38,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from lockgate.errors import Error, InvalidInputError
+from lockgate.serve.inference import PayloadTooLargeError
 
 __all__ = [
     "ECHO_CHARS",
@@ -45,7 +53,11 @@ __all__ = [
     "HTTPLimits",
     "HTTPVersionError",
     "HeadTooLargeError",
+    "MisdirectedRequestError",
     "RequestTimeoutError",
+    "check_head",
+    "declared_length",
+    "host_name",
     "refusal_body",
     "shorten",
     "shorten_error",
@@ -75,6 +87,71 @@ class HTTPVersionError(InvalidInputError):
     """A request in an HTTP version the server does not speak (HTTP 505)."""
 
     http_status = 505
+
+
+class MisdirectedRequestError(InvalidInputError):
+    """A request for a host name the server does not answer for (HTTP 421)."""
+
+    http_status = 421
+
+
+def check_head(version: str, hosts: int, target: bytes) -> tuple[bytes, bytes] | None:
+    """The rules on a parsed head both HTTP layers apply: the version (505 unless 1.0 or 1.1),
+    exactly one ``Host`` in HTTP/1.1 (at most one in 1.0; 400), and an absolute-form
+    ``target`` (RFC 9112 §3.2.2), returned as ``(path, authority)``: route by the path, the
+    authority replaces ``Host`` (400 for another scheme or no usable authority). None for an
+    origin-form target. Raises HTTPVersionError or InvalidInputError."""
+    if version != "1.1" and version != "1.0":
+        raise HTTPVersionError(f"HTTP/{shorten(version)} is not supported",
+                               hint="send HTTP/1.1 or HTTP/1.0")
+    if hosts > 1 or (hosts == 0 and version == "1.1"):
+        raise InvalidInputError("an HTTP/1.1 request needs exactly one Host header"
+                                if hosts == 0 else "more than one Host header")
+    if target[:1] in (b"/", b"*") or b"://" not in target[:10]:
+        return None
+    scheme, _, rest = target.partition(b"://")
+    if scheme.lower() not in (b"http", b"https"):
+        raise InvalidInputError("the request target names an unknown scheme")
+    cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    if not authority or b"@" in authority:
+        raise InvalidInputError("the request target has no usable authority")
+    return path if path.startswith(b"/") else b"/" + path, authority
+
+
+def declared_length(value: bytes | None, max_body: int | None) -> int | None:
+    """A declared ``Content-Length`` as a number (None when absent or not digits); raises
+    PayloadTooLargeError (413) when it is over ``max_body`` (None: no limit)."""
+    if value is None or not value.isdigit():
+        return None
+    length = int(value)
+    if max_body is not None and length > max_body:
+        raise PayloadTooLargeError(f"request body exceeds {max_body} bytes")
+    return length
+
+
+def host_name(value: bytes) -> bytes:
+    """The name in a ``Host`` value, lowercase, without its port (an IPv6 literal keeps its
+    brackets)."""
+    value = value.strip().lower()
+    if value.startswith(b"["):
+        end = value.find(b"]")
+        return value[:end + 1] if end > 0 else value
+    return value.partition(b":")[0]
+
+
+def host_names(allowed: frozenset[str] | None) -> frozenset[bytes] | None:
+    """``allowed_hosts`` as the names :func:`host_name` yields."""
+    if allowed is None:
+        return None
+    return frozenset(host_name(name.encode()) for name in allowed)
+
+
+def misdirected(value: bytes) -> MisdirectedRequestError:
+    """The refusal of a request whose ``Host`` names none of the server's names."""
+    return MisdirectedRequestError(
+        f"this server does not answer for the host {host_name(value).decode('latin-1')!r}",
+        hint="address it by the name it is served on (127.0.0.1 or localhost)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +207,14 @@ def refusal_body(exc: Error) -> bytes:
     return orjson.dumps({"error": shorten(exc.diagnostics())})
 
 
-def uvicorn_options(limits: HTTPLimits, max_body: int | None) -> dict[str, Any]:
+def uvicorn_options(limits: HTTPLimits, max_body: int | None,
+                    allowed_hosts: frozenset[str] | None = None) -> dict[str, Any]:
     """uvicorn.Config options that apply ``limits`` (and ``max_body``, a declared body
-    length over which the answer is 413; None: the app decides)."""
+    length over which the answer is 413; None: the app decides; ``allowed_hosts``, the host
+    names requests may address, 421 otherwise; None: any)."""
     protocol = type("GuardedH11Protocol", (GuardedH11Protocol,),
-                    {"limits": limits, "max_body": max_body})
+                    {"limits": limits, "max_body": max_body,
+                     "allowed_hosts": host_names(allowed_hosts)})
     return {"http": protocol, "timeout_keep_alive": limits.keep_alive_s,
             "h11_max_incomplete_event_size": limits.max_head_bytes}
 
@@ -154,10 +234,14 @@ class GuardedH11Protocol(H11Protocol):
 
     limits: ClassVar[HTTPLimits] = HTTPLimits()
     max_body: ClassVar[int | None] = None
+    allowed_hosts: ClassVar[frozenset[bytes] | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.app = _Guard(self.app, self.limits, self.max_body)
+        self.app = _Guard(self.app, self.limits, self.max_body, self.allowed_hosts)
+        self._scanned = -1  # bytes of h11's buffer scanned for the end of the head (-1: none)
+        self._head_end = False  # the end of the head is within the bytes scanned
+        self._tail = b""  # the last 3 bytes scanned (an end that spans two reads)
         self._over_cap = False
         self._lingering = False
         self._head_timer: asyncio.TimerHandle | None = None
@@ -187,16 +271,30 @@ class GuardedH11Protocol(H11Protocol):
             return
         if self.conn.their_state is h11.IDLE:
             # h11 bounds an unfinished head only: a whole one over the limit in one read
-            # would pass
-            buffered = self.conn.trailing_data[0]
-            head = buffered + data if buffered else data
-            limit = self.limits.max_head_bytes
-            if len(head) > limit and head.find(b"\r\n\r\n", 0, limit + 4) < 0:
+            # would pass. Only the new bytes are scanned (a trickled head costs O(n)).
+            buffer = self.conn._receive_buffer
+            if len(buffer) != self._scanned:  # bytes left from the last request: once
+                self._scanned, self._head_end, self._tail = 0, False, b""
+                self._scan(bytes(buffer))
+            self._scan(data)
+            if self._scanned > self.limits.max_head_bytes and not self._head_end:
                 self._refuse(HeadTooLargeError(
-                    f"the request line and headers exceed {limit} bytes"))
+                    f"the request line and headers exceed {self.limits.max_head_bytes} bytes"))
                 return
         super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._scanned = -1
         self._watch(len(data))
+
+    def _scan(self, chunk: bytes) -> None:
+        """Count ``chunk`` into the head and look for its end within the first
+        ``max_head_bytes + 4`` bytes."""
+        room = self.limits.max_head_bytes + 4 - self._scanned
+        if not self._head_end and room > 0:
+            window = self._tail + chunk[:room]
+            self._head_end = b"\r\n\r\n" in window
+            self._tail = window[-3:]
+        self._scanned += len(chunk)
 
     def eof_received(self) -> None:
         if self._lingering:
@@ -287,10 +385,12 @@ class GuardedH11Protocol(H11Protocol):
 class _Guard:
     """The rules that need a parsed head, as ASGI in front of the app."""
 
-    def __init__(self, app: ASGIApp, limits: HTTPLimits, max_body: int | None) -> None:
+    def __init__(self, app: ASGIApp, limits: HTTPLimits, max_body: int | None,
+                 allowed_hosts: frozenset[bytes] | None = None) -> None:
         self.app = app
         self.limits = limits
         self.max_body = max_body
+        self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -308,46 +408,33 @@ class _Guard:
         await self.app(scope, receive, _shortening(send))
 
     def _check(self, scope: Scope) -> InvalidInputError | None:
-        version = scope["http_version"]
-        if version not in ("1.0", "1.1"):
-            return HTTPVersionError(f"HTTP/{shorten(version)} is not supported",
-                                    hint="send HTTP/1.1 or HTTP/1.0")
         headers: list[tuple[bytes, bytes]] = scope["headers"]
-        if len(headers) > self.limits.max_headers:
-            return HeadTooLargeError(f"more than {self.limits.max_headers} header fields")
-        hosts = sum(1 for name, _ in headers if name == b"host")
-        if hosts > 1 or (hosts == 0 and version == "1.1"):
-            return InvalidInputError("an HTTP/1.1 request needs exactly one Host header"
-                                     if hosts == 0 else "more than one Host header")
-        if self.max_body is not None:
+        try:
+            version = scope["http_version"]
+            if version in ("1.0", "1.1") and len(headers) > self.limits.max_headers:
+                return HeadTooLargeError(f"more than {self.limits.max_headers} header fields")
+            hosts = 0
+            host = length = None
             for name, value in headers:
-                if name == b"content-length" and value.isdigit() and \
-                        int(value) > self.max_body:
-                    from lockgate.serve.inference import PayloadTooLargeError
-
-                    return PayloadTooLargeError(f"request body exceeds {self.max_body} bytes")
-        raw: bytes = scope["raw_path"]
-        if raw[:1] != b"/" and b"://" in raw[:10]:
-            return _absolute_form(scope, raw)
+                if name == b"host":
+                    hosts += 1
+                    host = value
+                elif name == b"content-length":
+                    length = value
+            absolute = check_head(version, hosts, scope["raw_path"])
+            if absolute is not None:
+                path, host = absolute
+                scope["raw_path"] = path
+                scope["path"] = scope.get("root_path", "") + unquote(path.decode("latin-1"))
+                scope["headers"] = [(n, v) for n, v in headers if n != b"host"] + [
+                    (b"host", host)]
+            if self.allowed_hosts is not None and (
+                    host is None or host_name(host) not in self.allowed_hosts):
+                return misdirected(host or b"")
+            declared_length(length, self.max_body)
+        except InvalidInputError as exc:
+            return exc
         return None
-
-
-def _absolute_form(scope: Scope, raw: bytes) -> InvalidInputError | None:
-    """RFC 9112 §3.2.2: route by the target's path; its authority replaces Host."""
-    from urllib.parse import unquote
-
-    scheme, _, rest = raw.partition(b"://")
-    if scheme.lower() not in (b"http", b"https"):
-        return InvalidInputError("the request target names an unknown scheme")
-    cut = rest.find(b"/")
-    authority, path = (rest, b"/") if cut < 0 else (rest[:cut], rest[cut:])
-    if not authority or b"@" in authority:
-        return InvalidInputError("the request target has no usable authority")
-    scope["raw_path"] = path
-    scope["path"] = scope.get("root_path", "") + unquote(path.decode("latin-1"))
-    scope["headers"] = [(n, v) for n, v in scope["headers"] if n != b"host"] + [
-        (b"host", authority)]
-    return None
 
 
 def _shortening(send: Send) -> Send:
