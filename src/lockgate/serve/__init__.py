@@ -50,6 +50,7 @@ def run_server(
     on_started: Callable[[str, int], None] | None = None,
     http: str = "auto",
     limits: HTTPLimits | None = None,
+    allowed_hosts: frozenset[str] | None = None,
     **extra_uvicorn_options: Any,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; blocks.
@@ -67,6 +68,8 @@ def run_server(
 
     ``limits`` (default: ``HTTPLimits()``) bounds what clients may send, on both HTTP
     layers (see :mod:`lockgate.serve.limits` for how uvicorn is made to apply them).
+    ``allowed_hosts`` (None: any) names the hosts a request may address (its ``Host`` without
+    the port; an IPv6 literal in brackets): any other is answered 421, on both layers.
     Raises InvalidInputError for an unknown ``http``, and ServeError when the app's startup
     fails under lockgate's HTTP layer.
     """
@@ -80,6 +83,7 @@ def run_server(
         if access_log:
             _log_access()
         HTTPServer(app, inference, access_log=access_log, limits=limits,
+                   allowed_hosts=allowed_hosts,
                    max_body=getattr(state, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES),
                    ).run(host, port, on_started)
         return
@@ -91,7 +95,8 @@ def run_server(
         log_level=log_level,
         access_log=access_log,
         lifespan="on",
-        **{**uvicorn_options(limits, max_body if isinstance(max_body, int) else None),
+        **{**uvicorn_options(limits, max_body if isinstance(max_body, int) else None,
+                             allowed_hosts),
            **extra_uvicorn_options},
     )
     _Server(config, on_started).run()
