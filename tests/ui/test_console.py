@@ -130,9 +130,12 @@ def test_actions_confirm_then_run_and_need_the_form_token(
 
 def test_single_user_mode_needs_no_login(console: tuple[Lockgate, dict[str, str]]) -> None:
     lg, _ = console
-    c = _client(lg, None, auth=False)
+    c = TestClient(create_ui_app(lg, auth=False), base_url="http://127.0.0.1:8090",
+                   follow_redirects=False)
     r = c.get("/ui/models/m/versions/2")
     assert r.status_code == 200
+    # only loopback names: another name resolving here is refused
+    assert c.get("/ui/models/m/versions/2", headers={"Host": "testserver"}).status_code == 421
     assert "Approve or reject…" in r.text  # the home's user holds every role
     assert c.get("/ui/login").status_code == 303
 
