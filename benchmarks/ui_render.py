@@ -70,7 +70,7 @@ def main() -> None:
         total = len(lg.meta.list_versions("m0")) * args.models
         print(f"built {total} versions, {len(lg.audit_log())} audit events in "
               f"{time.perf_counter() - t:.1f} s")
-        client = TestClient(create_ui_app(lg, auth=False))
+        client = TestClient(create_ui_app(lg, auth=False), base_url="http://127.0.0.1")
         pages = {
             "models": "/ui/",
             "model (100 versions)": "/ui/models/m0",
