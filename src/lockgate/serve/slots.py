@@ -115,11 +115,6 @@ def _ewma(mean: float | None, sample: float) -> float:
     return sample if mean is None else mean + 0.1 * (sample - mean)
 
 
-def _cut(text: str, limit: int = 100) -> str:
-    """Request text echoed in an error, cut short."""
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 class WindowStats:
     """Requests, errors and latencies since the last ``take()``: what automatic rollback
     analyses. Written from the event loop thread, read and reset by the controller."""
@@ -387,19 +382,19 @@ class ModelTable:
             slot = self._latest.get(name)
             if slot is None:
                 raise NotFoundError(
-                    f"unknown model {_cut(name)!r}", hint=f"served models: {self._names()}"
+                    f"unknown model {name!r}", hint=f"served models: {self._names()}"
                 )
             return slot
         versions = self._by_name.get(name)
         if versions is None:
             raise NotFoundError(
-                f"unknown model {_cut(name)!r}", hint=f"served models: {self._names()}"
+                f"unknown model {name!r}", hint=f"served models: {self._names()}"
             )
         digits = version.isdigit() and version.isascii() and len(version) <= 18
         slot = versions.get(int(version)) if digits else None
         if slot is None:
             raise NotFoundError(
-                f"model {name!r} has no version {_cut(version)!r}",
+                f"model {name!r} has no version {version!r}",
                 hint=f"served versions: {sorted(versions)}",
             )
         return slot
