@@ -839,7 +839,7 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
 
     try:
         run_server(app, host=h, port=p, on_started=started, http=http_layer,
-                   limits=_http_limits(lg))
+                   limits=_http_limits(lg), allowed_hosts=_local_names(lg, h))
     except KeyboardInterrupt:
         err.print("stopped")
 
@@ -857,6 +857,14 @@ def _http_limits(lg: Lockgate) -> HTTPLimits:
 
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _local_names(lg: Lockgate, host: str) -> frozenset[str] | None:
+    """The host names a zero-config server (loopback, a home without users) answers for, so
+    that a page re-pointed by DNS to 127.0.0.1 cannot reach it (421); None otherwise."""
+    if host not in _LOOPBACK or lg.users():
+        return None
+    return frozenset({"127.0.0.1", "localhost", "::1", "[::1]", host})
 
 
 def _check_data_plane_bind(lg: Lockgate, host: str, insecure: bool) -> None:

@@ -158,7 +158,7 @@ def test_raw_non_ascii_in_a_path_is_a_4xx(server: int) -> None:
     import socket
 
     with socket.create_connection(("127.0.0.1", server), timeout=30) as sock:
-        sock.sendall(b"POST /v2/models/m/versions/\xc2\xb2/infer HTTP/1.1\r\nhost: x\r\n"
+        sock.sendall(b"POST /v2/models/m/versions/\xc2\xb2/infer HTTP/1.1\r\nhost: 127.0.0.1\r\n"
                      b"content-length: %d\r\n\r\n" % len(GOOD) + GOOD)
         status = int(sock.recv(65536).split(b" ", 2)[1])
     assert status in (400, 404)
@@ -360,3 +360,18 @@ def test_monitor_sends_its_token(tokens: tuple[Path, dict[str, str]]) -> None:
         ok = monitor(LOCKGATE_TOKEN=t["watcher"])
         assert ok.returncode == 0, ok.stderr
         assert json.loads(ok.stdout)["slo"]["requests"] >= 3
+
+
+@pytest.mark.parametrize("host", [b"evil.example", b"evil.example:8080", b"127.0.0.1.evil.example"])
+def test_a_zero_config_server_answers_only_loopback_names(server: int, host: bytes) -> None:
+    """A page re-pointed by DNS to 127.0.0.1 sends its own name as Host: refused (421)."""
+    import socket
+
+    for path in (b"/v2/models/m/versions/1/capture", b"/v2/health/ready"):
+        with socket.create_connection(("127.0.0.1", server), timeout=30) as sock:
+            sock.sendall(b"GET %s HTTP/1.1\r\nhost: %s\r\n\r\n" % (path, host))
+            assert sock.recv(65536).split(b" ", 2)[1] == b"421"
+    status, _, doc = _post(server, "/v2/models/m/versions/1/infer", GOOD,
+                           {"host": host.decode()})
+    assert status == 421, doc
+    _good_answer(server, {"host": f"localhost:{server}"})

@@ -85,7 +85,7 @@ def serving(home: Path, layer: str, **env: str) -> Iterator[Server]:
         threading.Thread(target=lambda: [None for _ in proc.stderr],  # type: ignore[union-attr]
                          daemon=True).start()
         deadline = time.monotonic() + 60
-        while status_of(port, b"GET /v2/health/ready HTTP/1.1\r\nhost: x\r\n\r\n") != 200:
+        while status_of(port, b"GET /v2/health/ready HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n") != 200:
             assert time.monotonic() < deadline, "server never became ready"
             time.sleep(0.05)
         yield Server(port, proc.pid, proc)
@@ -201,7 +201,7 @@ def test_a_header_line_that_never_ends_is_431_and_memory_stays_bounded(server: S
     before = rss_kib(server.pid)
     sock = connect(server.port)
     with sock:
-        head = b"POST /v2/models/m/infer HTTP/1.1\r\nhost: x\r\nx-endless: "
+        head = b"POST /v2/models/m/infer HTTP/1.1\r\nhost: 127.0.0.1\r\nx-endless: "
         sender = send_in_background(sock, iter([head] + [b"a" * 65536] * 512))  # 32 MiB
         assert_infers(server.port)  # another connection is served meanwhile
         assert "exceed 65536 bytes" in refused(sock, 431)
@@ -212,14 +212,14 @@ def test_a_header_line_that_never_ends_is_431_and_memory_stays_bounded(server: S
 
 def test_200000_headers_are_431(server: Server) -> None:
     with connect(server.port) as sock:
-        raw = (b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n" + b"a: b\r\n" * 200_000
+        raw = (b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\n" + b"a: b\r\n" * 200_000
                + b"\r\n")
         sender = send_in_background(sock, iter([raw[i:i + 65536]
                                                 for i in range(0, len(raw), 65536)]))
         refused(sock, 431)
         sender.join(timeout=30)
     with connect(server.port) as sock:  # under the byte limit, over the count
-        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n" + b"a: b\r\n" * 101
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\n" + b"a: b\r\n" * 101
                      + b"\r\n")
         assert "more than 100 header fields" in refused(sock, 431)
     assert_infers(server.port)
@@ -228,14 +228,14 @@ def test_200000_headers_are_431(server: Server) -> None:
 def test_a_long_request_line_is_never_echoed(server: Server) -> None:
     with connect(server.port) as sock:
         sender = send_in_background(sock, iter([b"GET /" + b"a" * 100_000 +
-                                                b" HTTP/1.1\r\nhost: x\r\n\r\n"]))
+                                                b" HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"]))
         status, _, body = read_answer(sock)
         sender.join(timeout=30)
     assert status == 431
     assert len(body) < 1024
     name = b"b" * 3000  # under the head limit: the answer names it, cut short
     for raw in (infer_request(b"/v2/models/%s/infer" % name),
-                b"GET /v2/models/%s HTTP/1.1\r\nhost: x\r\n\r\n" % name):
+                b"GET /v2/models/%s HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n" % name):
         with connect(server.port) as sock:
             sock.sendall(raw)
             status, _, body = read_answer(sock)
@@ -245,7 +245,7 @@ def test_a_long_request_line_is_never_echoed(server: Server) -> None:
 
 
 def test_slowloris_connections_are_closed_after_the_head_timeout(server: Server) -> None:
-    head = b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\nx-slow: " + b"z" * 100
+    head = b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: " + b"z" * 100
     socks = [connect(server.port) for _ in range(500)]
     sel = selectors.DefaultSelector()
     answers: dict[socket.socket, bytes] = {}
@@ -285,8 +285,9 @@ def test_slowloris_connections_are_closed_after_the_head_timeout(server: Server)
 
 def test_100_continue_only_within_the_body_limit(server: Server) -> None:
     with connect(server.port) as sock:
-        sock.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nexpect: 100-continue\r\nhost: x\r\n"
-                     b"content-length: 1000000000\r\ncontent-type: application/json\r\n\r\n")
+        sock.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nexpect: 100-continue\r\n"
+                     b"host: 127.0.0.1\r\ncontent-length: 1000000000\r\n"
+                     b"content-type: application/json\r\n\r\n")
         assert "exceeds" in refused(sock, 413)  # and no 100 Continue before it
     raw = infer_request(extra=b"expect: 100-continue\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -302,7 +303,7 @@ def test_100_continue_only_within_the_body_limit(server: Server) -> None:
 def test_http11_without_host_is_400_and_other_versions_505(server: Server) -> None:
     for raw, status in ((b"GET /v2/health/live HTTP/1.1\r\n\r\n", 400),
                         (b"GET /v2/health/live HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", 400),
-                        (b"GET /v2/health/live HTTP/2.0\r\nhost: x\r\n\r\n", 505)):
+                        (b"GET /v2/health/live HTTP/2.0\r\nhost: 127.0.0.1\r\n\r\n", 505)):
         with connect(server.port) as sock:
             sock.sendall(raw)
             assert refused(sock, status)
@@ -312,17 +313,17 @@ def test_http11_without_host_is_400_and_other_versions_505(server: Server) -> No
 
 
 def test_absolute_form_targets_are_routed_by_their_path(server: Server) -> None:
-    assert_infers(server.port, infer_request(b"http://models.example:8080/v2/models/m/infer",
+    assert_infers(server.port, infer_request(b"http://127.0.0.1:8080/v2/models/m/infer",
                                              host=b"ignored.example"))
     with connect(server.port) as sock:
-        sock.sendall(b"GET http://models.example/v2/health/live?x=1 HTTP/1.1\r\nhost: y\r\n\r\n")
+        sock.sendall(b"GET http://localhost/v2/health/live?x=1 HTTP/1.1\r\nhost: y\r\n\r\n")
         status, _, body = read_answer(sock)
     assert (status, json.loads(body)) == (200, {"live": True})
 
 
 def test_a_body_that_stops_arriving_is_408(server: Server) -> None:
     with connect(server.port) as sock:
-        sock.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nhost: x\r\n"
+        sock.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nhost: 127.0.0.1\r\n"
                      b"content-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"inp")
         started = time.monotonic()
         assert "too slowly" in refused(sock, 408)
@@ -347,13 +348,13 @@ def test_connections_beyond_the_cap_are_closed_at_once(server: Server) -> None:
         assert 10 <= len(shut) <= 10 + 5
         assert all(closed(s, 1) == b"" for s in shut)  # type: ignore[arg-type]
         kept = [s for s in socks if s not in shut]
-        kept[0].sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        kept[0].sendall(b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
         assert read_answer(kept[0])[0] == 200
     finally:
         for s in socks:
             s.close()
     deadline = time.monotonic() + 10
-    while status_of(server.port, b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n") != 200:
+    while status_of(server.port, b"GET /v2/health/live HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n") != 200:
         assert time.monotonic() < deadline, "no connection accepted below the cap"
         time.sleep(0.05)
     assert_infers(server.port)

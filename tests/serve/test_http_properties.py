@@ -18,9 +18,9 @@ pytestmark = pytest.mark.slow
 
 BASES = [
     infer_request(),
-    b"GET /v2/health/ready HTTP/1.1\r\nhost: x\r\n\r\n",
-    b"GET /v2/models/m HTTP/1.1\r\nhost: x\r\naccept: */*\r\n\r\n",
-    b"POST /v2/models/m/infer HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+    b"GET /v2/health/ready HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n",
+    b"GET /v2/models/m HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: */*\r\n\r\n",
+    b"POST /v2/models/m/infer HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\n\r\n"
     b"2\r\n{}\r\n0\r\n\r\n",
     b"HEAD /v2 HTTP/1.0\r\n\r\n",
 ]

@@ -323,6 +323,9 @@ def create_app(
     async def infer(request: Request) -> Response:
         params = request.path_params
         model, version = params["model"], params.get("version")
+        authorization = request.headers.get("authorization")
+        if service.authorize is not None:  # the token before any budget is taken
+            service.authorize(authorization, model)
         reservation: Reservation | None = None
         try:
             length = _declared_length(request)
@@ -337,8 +340,8 @@ def create_app(
             return _response(service.refuse(model, version, exc))
         answer = service.infer(model, version, body,
                                _header(request, "inference-header-content-length"),
-                               authorization=request.headers.get("authorization"),
-                               reservation=reservation)
+                               authorization=authorization, reservation=reservation,
+                               authorized=True)
         if not isinstance(answer, Answer):
             answer = await answer
         return _response(answer)

@@ -635,9 +635,9 @@ class _Connection(asyncio.Protocol):
                 self._url = url
                 headers = self._headers = [(n, v) for n, v in headers if n != b"host"]
                 headers.append((b"host", host))
-        if server.allowed_hosts is not None and (
-                host is None or host_name(host) not in server.allowed_hosts):
-            self._stop(misdirected(host or b""))
+        if server.allowed_hosts is not None and host is not None and \
+                host_name(host) not in server.allowed_hosts:  # HTTP/1.0 may name no host
+            self._stop(misdirected(host))
         inference = server.inference
         method = parser.get_method()
         target = None

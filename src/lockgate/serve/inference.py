@@ -262,15 +262,19 @@ class InferenceService:
               authorized: bool = False) -> Answer | Awaitable[Answer]:
         """Answer one request: an :class:`Answer` when it ran inline, else an awaitable of one.
         Never raises: errors become their JSON answer (unexpected ones a logged 500). A
-        ``reservation`` from :meth:`reserve` becomes the request's (released once decoded).
-        ``authorized``: the HTTP layer already checked ``authorize`` for this request."""
+        ``reservation`` from :meth:`reserve` becomes the request's (released once its answer
+        is encoded). ``authorized``: the HTTP layer already checked ``authorize`` for this
+        request."""
         if self.authorize is not None and not authorized:
             try:
                 self.authorize(authorization, model)
-            except Error as exc:
+            except Exception as exc:
                 if reservation is not None:
                     reservation.release()
-                return error_answer(exc)
+                if isinstance(exc, Error):
+                    return error_answer(exc)
+                log.exception("unexpected error checking a token for %r", model)
+                return INTERNAL_ERROR
         if reservation is None and len(body) > INLINE_MAX_BODY:
             try:
                 reservation = self.reserve(len(body))

@@ -428,9 +428,9 @@ class _Guard:
                 scope["path"] = scope.get("root_path", "") + unquote(path.decode("latin-1"))
                 scope["headers"] = [(n, v) for n, v in headers if n != b"host"] + [
                     (b"host", host)]
-            if self.allowed_hosts is not None and (
-                    host is None or host_name(host) not in self.allowed_hosts):
-                return misdirected(host or b"")
+            if self.allowed_hosts is not None and host is not None and \
+                    host_name(host) not in self.allowed_hosts:  # HTTP/1.0 may name no host
+                return misdirected(host)
             declared_length(length, self.max_body)
         except InvalidInputError as exc:
             return exc
