@@ -138,7 +138,7 @@ def _start(server: Server) -> None:
 
 def _wrk(port: int, connections: int, seconds: float, script: Path, body: Path) -> float:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s",
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s", "-s",
          str(script), f"http://127.0.0.1:{port}/v2/models/mlp/infer"],
         capture_output=True, text=True, env={**os.environ, "BODY_FILE": str(body)},
         check=True).stdout

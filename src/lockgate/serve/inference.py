@@ -137,20 +137,6 @@ class Reservation:
             self.budget.give(held)
 
 
-@dataclass(slots=True)
-class _Job:
-    """One request's body on its way to the decoder."""
-
-    body: bytes
-    header: int | None
-    reservation: Reservation | None
-
-    def release(self) -> None:
-        if self.reservation is not None:
-            self.reservation.release()
-            self.reservation = None
-
-
 @dataclass(frozen=True, slots=True)
 class Answer:
     """An HTTP answer: status, body and, for binary tensor answers, the JSON header's length;
@@ -298,83 +284,98 @@ class InferenceService:
             route = self.table.route(slot.spec.name)
             if route is not None and route.shadow is not None and slot is route.stable:
                 shadow = route.shadow
-        job = _Job(body, None, reservation)
         try:
             predictor = slot.predictor()
-            job.header = _header_length(binary_header)
+            header = _header_length(binary_header)
             if slot.batcher is None:
                 if reservation is None and slot.cost.inline(self.inline_below_s):
-                    result = self._run(slot, predictor, job, started, shadow)
+                    result = self._run(slot, predictor, body, header, None, started, shadow)
                     slot.cost.ran_inline(min(result[4], self._cap))
                     return self._done(slot, m, started, result)
-                return self._on_worker(slot, m, predictor, job, started, shadow)
-            return self._batched(slot, m, job, started, shadow)
+                return self._on_worker(slot, m, predictor, body, header, reservation, started,
+                                       shadow)
+            return self._batched(slot, m, body, header, reservation, started, shadow)
         except Exception as exc:
-            job.release()
+            if reservation is not None:
+                reservation.release()
             return self._failed(slot, m, started, exc)
 
-    def _decode(self, job: _Job) -> InferRequest:
-        """The request of ``job``, decoded (its share of the budget is held until its answer
-        is encoded: outputs and their encoding are the rest of what a large request costs)."""
+    def _decode(self, body: bytes, header: int | None,
+                reservation: Reservation | None) -> InferRequest:
+        """The request, decoded (its share of the budget is held until its answer is encoded:
+        outputs and their encoding are the rest of what a large request costs)."""
         return parse_infer_request(
-            job.body, job.header, max_elements=self.max_elements,
-            reserve=None if job.reservation is None else job.reservation.more)
+            body, header, max_elements=self.max_elements,
+            reserve=None if reservation is None else reservation.more)
 
     # -- the three ways a request runs ---------------------------------------------------------
 
-    def _run(self, slot: Slot, predictor: Predictor, job: _Job, enqueued: float,
-             shadow: Slot | None) -> tuple[bytes, int | None, int, float, float, float]:
+    def _run(self, slot: Slot, predictor: Predictor, body: bytes, header: int | None,
+             reservation: Reservation | None, enqueued: float, shadow: Slot | None
+             ) -> tuple[bytes, int | None, int, float, float, float]:
         """Decode, run, encode: the whole CPU-bound part of a request. Returns the response, its
         binary header length (or None), the rows, the queue and compute seconds and the
         executions. With a ``shadow``, the request and the answer are handed to the mirror
         (never waited on); the rows go to the slot's capture and the sampled request log."""
         begun = time.perf_counter()
-        try:
-            request = self._decode(job)
+        if reservation is None:
+            request = parse_infer_request(body, header, max_elements=self.max_elements)
             outputs = predictor.run(request.inputs, request.outputs)
             content, head = encode_binary_response(slot.spec.name, slot.version_text, outputs,
                                                    request)
-        finally:
-            job.release()
+        else:
+            try:
+                request = self._decode(body, header, reservation)
+                outputs = predictor.run(request.inputs, request.outputs)
+                content, head = encode_binary_response(slot.spec.name, slot.version_text,
+                                                       outputs, request)
+            finally:
+                reservation.release()
         rows = _rows(request)
         if shadow is not None and request.outputs is None:
             self.mirror.offer(shadow, dict(request.inputs), dict(outputs))
         self._observe(slot, request.inputs, outputs)
         return content, head, rows, begun - enqueued, time.perf_counter() - begun, 1.0
 
-    def _run_on_worker(self, slot: Slot, predictor: Predictor, job: _Job, enqueued: float,
-                       shadow: Slot | None) -> tuple[bytes, int | None, int, float, float, float]:
+    def _run_on_worker(self, slot: Slot, predictor: Predictor, body: bytes, header: int | None,
+                       reservation: Reservation | None, enqueued: float, shadow: Slot | None
+                       ) -> tuple[bytes, int | None, int, float, float, float]:
         cpu = time.thread_time()
-        result = self._run(slot, predictor, job, enqueued, shadow)
+        result = self._run(slot, predictor, body, header, reservation, enqueued, shadow)
         slot.cost.ran_on_worker(min(time.thread_time() - cpu, self._cap))
         return result
 
-    async def _on_worker(self, slot: Slot, m: ModelMetrics, predictor: Predictor, job: _Job,
-                         started: float, shadow: Slot | None) -> Answer:
+    async def _on_worker(self, slot: Slot, m: ModelMetrics, predictor: Predictor, body: bytes,
+                         header: int | None, reservation: Reservation | None, started: float,
+                         shadow: Slot | None) -> Answer:
         try:
-            result = await self.pool.run(self._run_on_worker, slot, predictor, job,
-                                         time.perf_counter(), shadow)
+            result = await self.pool.run(self._run_on_worker, slot, predictor, body, header,
+                                         reservation, time.perf_counter(), shadow)
         except Exception as exc:
-            job.release()
+            if reservation is not None:
+                reservation.release()
             return self._failed(slot, m, started, exc)
         return self._done(slot, m, started, result)
 
-    async def _batched(self, slot: Slot, m: ModelMetrics, job: _Job, started: float,
+    async def _batched(self, slot: Slot, m: ModelMetrics, body: bytes, header: int | None,
+                       reservation: Reservation | None, started: float,
                        shadow: Slot | None) -> Answer:
         batcher = slot.batcher
         assert batcher is not None
         try:
-            req = await self.pool.run(self._decode, job)
+            req = await self.pool.run(self._decode, body, header, reservation)
             t_queue = time.perf_counter()
             outputs, size = await batcher.submit(req.inputs, req.outputs)
             queued = time.perf_counter() - t_queue
             content, head = await self.pool.run(self._encode_batched, slot, req, outputs)
-            job.release()
+            if reservation is not None:
+                reservation.release()
             rows = _rows(req)
             if shadow is not None and req.outputs is None:
                 self.mirror.offer(shadow, dict(req.inputs), outputs)
         except Exception as exc:
-            job.release()
+            if reservation is not None:
+                reservation.release()
             return self._failed(slot, m, started, exc)
         executions = rows / size if size else 1.0
         return self._done(slot, m, started, (content, head, size, queued, 0.0, executions),

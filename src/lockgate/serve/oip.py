@@ -38,7 +38,7 @@ import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import orjson
@@ -307,7 +307,8 @@ def _numeric(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.ndarr
         raise InvalidInputError(
             f"input {name!r}: data is ragged; nested lists must be regular"
         ) from None
-    _check_depth(name, arr)
+    if arr.ndim > MAX_DIMS:
+        _too_deep(name, arr)
     if arr.size == 0:
         return arr.astype(dt)
     if dt.kind in "iu" and arr.dtype.kind in "fO":
@@ -335,7 +336,8 @@ def _exact_ints(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.nd
         raise InvalidInputError(
             f"input {name!r}: data is ragged; nested lists must be regular"
         ) from None
-    _check_depth(name, arr)
+    if arr.ndim > MAX_DIMS:
+        _too_deep(name, arr)
     for x in arr.flat:
         if type(x) is not int:
             if isinstance(x, list):
@@ -353,10 +355,9 @@ def _exact_ints(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.nd
     return arr.astype(dt)
 
 
-def _check_depth(name: str, arr: np.ndarray[Any, Any]) -> None:
-    if arr.ndim > MAX_DIMS:
-        raise InvalidInputError(f"input {name!r}: data nests {arr.ndim} lists deep, at most "
-                                f"{MAX_DIMS} are supported")
+def _too_deep(name: str, arr: np.ndarray[Any, Any]) -> NoReturn:
+    raise InvalidInputError(f"input {name!r}: data nests {arr.ndim} lists deep, at most "
+                            f"{MAX_DIMS} are supported")
 
 
 def _brief(x: object) -> str:
@@ -391,7 +392,8 @@ def _strings(name: str, data: Any) -> np.ndarray[Any, Any]:
         raise InvalidInputError(
             f"input {name!r}: data is ragged; nested lists must be regular"
         ) from None
-    _check_depth(name, arr)
+    if arr.ndim > MAX_DIMS:
+        _too_deep(name, arr)
     for x in arr.flat:
         if not isinstance(x, str):
             if isinstance(x, list):
@@ -431,7 +433,8 @@ def decode_tensor(tensor: object, binary: _Binary | None = None, *,
         )
     dt = DATATYPES[datatype]
     want = math.prod(shape)
-    if want > max_elements or math.prod(d for d in shape if d) > max(max_elements, 1 << 31):
+    if want > max_elements or (not want and math.prod(d for d in shape if d) > max(
+            max_elements, 1 << 31)):  # an empty tensor whose other dims numpy cannot index
         raise InvalidInputError(f"input {name!r}: shape {list(shape)} has more elements than "
                                 f"the {max_elements} a request may carry")
     if size is not None:
