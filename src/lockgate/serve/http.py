@@ -173,6 +173,8 @@ class HTTPServer:
         self.max_body = max_body
         self.inline_room = min(INLINE_MAX_BODY, max_body)
         self.allowed_hosts = host_names(allowed_hosts)
+        self.hosts_seen: set[bytes] = set()
+        """``Host`` values already found in ``allowed_hosts``."""
         # a Content-Length of at most this many digits is neither over max_body nor large
         self.short_length = min(len(str(max_body)), len(str(INLINE_MAX_BODY))) - 1
         self.limits = limits
@@ -636,8 +638,11 @@ class _Connection(asyncio.Protocol):
                 headers = self._headers = [(n, v) for n, v in headers if n != b"host"]
                 headers.append((b"host", host))
         if server.allowed_hosts is not None and host is not None and \
-                host_name(host) not in server.allowed_hosts:  # HTTP/1.0 may name no host
-            self._stop(misdirected(host))
+                host not in server.hosts_seen:  # HTTP/1.0 may name no host
+            if host_name(host) not in server.allowed_hosts:
+                self._stop(misdirected(host))
+            if len(server.hosts_seen) < 64:
+                server.hosts_seen.add(host)  # the raw values clients send, checked once
         inference = server.inference
         method = parser.get_method()
         target = None
