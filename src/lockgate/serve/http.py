@@ -67,9 +67,10 @@ from typing import Any, NoReturn
 from urllib.parse import unquote
 
 import httptools
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp
 
 from lockgate.errors import Error, InvalidInputError
+from lockgate.serve.asgi import ASGI_VERSION, Lifespan, call_app
 from lockgate.serve.inference import (
     INLINE_MAX_BODY,
     INTERNAL_ERROR,
@@ -80,7 +81,6 @@ from lockgate.serve.inference import (
     Reservation,
     error_answer,
 )
-from lockgate.serve.lifespan import ASGI_VERSION, Lifespan
 from lockgate.serve.limits import (
     LINGER_S,
     HeadTooLargeError,
@@ -401,56 +401,25 @@ class HTTPServer:
             "root_path": "", "headers": req.headers, "client": conn.peer_address,
             "server": conn.local_address, "state": dict(self.state),
         }
-        sent = False
-
-        async def receive() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": req.body, "more_body": False}
-            await conn.disconnected
-            return {"type": "http.disconnect"}
-
-        status = 0
-        headers: list[tuple[bytes, bytes]] = []
-        chunks: list[bytes] = []
-        done = False
-
-        async def send(message: Message) -> None:
-            nonlocal status, headers, done
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-                headers = list(message.get("headers", []))
-            elif message["type"] == "http.response.body" and not done:
-                chunks.append(message.get("body", b""))
-                done = not message.get("more_body", False)
-
-        try:
-            await self.app(scope, receive, send)
-        except Exception:
-            log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
-            if status:  # the answer began: the connection cannot carry a clean one any more
-                conn.abort()
-                return
-        else:
-            if not status:
-                log.error("the app answered %s %s with nothing", scope["method"],
-                          scope["path"])
+        answer = await call_app(self.app, scope, req.body, conn.disconnected)
+        if answer.broken:
+            conn.abort()
+            return
         if conn.lost:
             return
-        if not status:
+        if not answer.status:
             self.answer(conn, req, INTERNAL_ERROR)
             return
         content_type = b"text/plain; charset=utf-8"
         extra = []
-        for name, value in headers:
+        for name, value in answer.headers:
             key = name.lower()
             if key == b"content-type":
                 content_type = value
             elif key not in (b"content-length", b"connection", b"transfer-encoding", b"date",
                              b"server"):
                 extra.append(b"%s: %s\r\n" % (name, value))
-        self.respond(conn, req, status, content_type, b"".join(chunks), b"".join(extra))
+        self.respond(conn, req, answer.status, content_type, answer.body, b"".join(extra))
 
 
 class _Halt(Exception):

@@ -1,21 +1,73 @@
-"""The ASGI lifespan protocol around a server that is not uvicorn: the app's startup before
-the server listens, its shutdown after it stops."""
+"""ASGI glue for lockgate's own HTTP layer: the lifespan protocol around the server (the app's
+startup before it listens, its shutdown after it stops) and one request handed to the app with
+its whole body, its answer collected whole."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.types import ASGIApp, Message
 
 from lockgate.errors import ServeError
 
-__all__ = ["ASGI_VERSION", "Lifespan"]
+__all__ = ["ASGI_VERSION", "AppAnswer", "Lifespan", "call_app"]
 
 log = logging.getLogger("lockgate.serve")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
+
+
+@dataclass
+class AppAnswer:
+    """What the app answered: ``status`` 0 when it answered nothing; ``broken`` when it failed
+    after its answer began (the connection cannot carry a clean one any more)."""
+
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b""
+    broken: bool = False
+
+
+async def call_app(app: ASGIApp, scope: dict[str, Any], body: bytes,
+                   disconnected: Awaitable[None]) -> AppAnswer:
+    """Run ``app`` for one request whose whole ``body`` is at hand; failures are logged."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await disconnected
+        return {"type": "http.disconnect"}
+
+    answer = AppAnswer()
+    chunks: list[bytes] = []
+    done = False
+
+    async def send(message: Message) -> None:
+        nonlocal done
+        if message["type"] == "http.response.start":
+            answer.status = int(message["status"])
+            answer.headers = list(message.get("headers", []))
+        elif message["type"] == "http.response.body" and not done:
+            chunks.append(message.get("body", b""))
+            done = not message.get("more_body", False)
+
+    try:
+        await app(scope, receive, send)
+    except Exception:
+        log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+        answer.broken = answer.status != 0
+    else:
+        if not answer.status:
+            log.error("the app answered %s %s with nothing", scope["method"], scope["path"])
+    answer.body = b"".join(chunks)
+    return answer
 
 
 class Lifespan:
