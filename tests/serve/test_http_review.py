@@ -176,3 +176,71 @@ def test_a_trickled_head_is_answered_on_the_uvicorn_layer(
                 sock.sendall(head[i:i + 2000])
                 time.sleep(0.005)
             assert status(sock.recv(4096)) == 200
+
+
+def _big_answer_app(size: int) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def big(request: Any) -> Response:
+        return Response(b"x" * size, media_type="application/octet-stream")
+
+    app = Starlette(routes=[Route("/big", big)])
+    return app
+
+
+@contextmanager
+def _plain_server(app: Any, limits: Any) -> Iterator[tuple[HTTPServer, int]]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = HTTPServer(app, None, limits=limits)
+    _, port = asyncio.run_coroutine_threadsafe(server.start("127.0.0.1", 0), loop).result(60)
+    try:
+        yield server, port
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def _slow_reader(port: int, wait_s: float) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"GET /big HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+    time.sleep(wait_s)  # the answer waits in the server's buffers meanwhile
+    return sock
+
+
+def test_a_slow_reader_of_a_large_answer_gets_all_of_it() -> None:
+    """Keep-alive counts idle time between requests only: an answer still being written is
+    not idleness, however long the client takes to read it."""
+    from lockgate.serve.limits import HTTPLimits
+
+    size = 20 << 20
+    with _plain_server(_big_answer_app(size), HTTPLimits(keep_alive_s=1.0)) as (_, port):
+        sock = _slow_reader(port, 3.0)
+        with sock:
+            got = 0
+            while True:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got >= size:
+                    break
+    assert got >= size  # the head plus the whole body arrived
+
+
+def test_a_client_that_never_reads_is_dropped_after_the_write_stall_limit() -> None:
+    from lockgate.serve.limits import HTTPLimits
+
+    limits = HTTPLimits(keep_alive_s=1.0, body_timeout_s=1.5)
+    with _plain_server(_big_answer_app(20 << 20), limits) as (server, port):
+        sock = _slow_reader(port, 0.2)
+        with sock:
+            deadline = time.monotonic() + 15
+            while server.connections and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not server.connections  # the stalled connection no longer holds a slot
