@@ -24,6 +24,7 @@ says what to do. Only the CLI turns them into exit codes; the server turns them 
     ├── ServeError                 a model could not be served
     ├── AuthenticationError        no valid API token (HTTP 401)
     ├── AccessDeniedError          the actor lacks the role, or separation of duties (HTTP 403)
+    │   └── MisdirectedRequestError  a request for a host name the server does not answer for (421)
     └── ReproductionError          a version did not rebuild to the same model
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "GateFailedError",
     "IntegrityError",
     "InvalidInputError",
+    "MisdirectedRequestError",
     "NotFoundError",
     "ParityError",
     "PromotionError",
@@ -185,6 +187,13 @@ class AccessDeniedError(Error):
 
     exit_code = 11
     http_status = 403
+
+
+class MisdirectedRequestError(AccessDeniedError):
+    """A request for a host name the server does not answer for (HTTP 421): without login a
+    server answers loopback names only, so a page re-pointed by DNS to 127.0.0.1 is refused."""
+
+    http_status = 421
 
 
 class ReproductionError(Error):

@@ -18,18 +18,11 @@ import ipaddress
 
 from starlette.requests import Request
 
-from lockgate.errors import AccessDeniedError
+from lockgate.errors import MisdirectedRequestError
 
-__all__ = ["MisdirectedRequestError", "check_loopback_host", "foreign_origin",
-           "loopback_host"]
+__all__ = ["check_loopback_host", "foreign_origin", "loopback_host"]
 
 _ALLOWED_FETCH_SITES = ("same-origin", "none")
-
-
-class MisdirectedRequestError(AccessDeniedError):
-    """A request whose ``Host`` is not a name this server answers to without login."""
-
-    http_status = 421
 
 
 def _host_name(host: str) -> str:

@@ -44,7 +44,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
-from lockgate.errors import Error, InvalidInputError
+from lockgate.errors import Error, InvalidInputError, MisdirectedRequestError
 from lockgate.serve.inference import PayloadTooLargeError
 
 __all__ = [
@@ -53,7 +53,6 @@ __all__ = [
     "HTTPLimits",
     "HTTPVersionError",
     "HeadTooLargeError",
-    "MisdirectedRequestError",
     "RequestTimeoutError",
     "check_head",
     "declared_length",
@@ -87,12 +86,6 @@ class HTTPVersionError(InvalidInputError):
     """A request in an HTTP version the server does not speak (HTTP 505)."""
 
     http_status = 505
-
-
-class MisdirectedRequestError(InvalidInputError):
-    """A request for a host name the server does not answer for (HTTP 421)."""
-
-    http_status = 421
 
 
 def check_head(version: str, hosts: int, target: bytes) -> tuple[bytes, bytes] | None:
