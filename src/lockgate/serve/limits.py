@@ -400,7 +400,7 @@ class _Guard:
             return
         await self.app(scope, receive, _shortening(send))
 
-    def _check(self, scope: Scope) -> InvalidInputError | None:
+    def _check(self, scope: Scope) -> Error | None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         try:
             version = scope["http_version"]
