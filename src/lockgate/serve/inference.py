@@ -99,7 +99,8 @@ class DecodeBudget:
         self._lock = threading.Lock()
 
     def take(self, n: int) -> None:
-        """Reserve ``n`` bytes, or raise OverloadedError."""
+        """Reserve ``n`` bytes, or raise OverloadedError (PayloadTooLargeError when ``n``
+        alone is more than the whole budget: waiting would never help)."""
         if n > self.limit:
             raise PayloadTooLargeError(
                 f"decoding this request would take {n >> 20} MiB, more than the server's "
