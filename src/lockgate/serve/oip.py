@@ -547,8 +547,8 @@ def parse_infer_request(body: bytes | str, header_length: int | None = None, *,
             except _Unclaimed:  # a "data" key elsewhere than in an input: read it plainly
                 if binary is not None:
                     binary.pos = 0
-        if reserve is not None:
-            reserve(len(body) * (PLAIN_COST - LEAN_COST))
+    if reserve is not None:  # read the plain way: Python objects per element
+        reserve(len(body) * (PLAIN_COST - LEAN_COST))
     return _request(_loads(body), binary, max_elements, None)
 
 
