@@ -329,7 +329,9 @@ def _numeric(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.ndarr
         return arr.astype(dt)
 
 
-def _exact_ints(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.ndarray[Any, Any]:
+def _objects(name: str, data: Any) -> np.ndarray[Any, Any]:
+    """JSON data as a regular numpy array of Python objects (a 400 when it is ragged or nested
+    deeper than :data:`MAX_DIMS`)."""
     try:
         arr = np.asarray(data, dtype=object)
     except (ValueError, TypeError, RuntimeError):
@@ -338,6 +340,11 @@ def _exact_ints(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.nd
         ) from None
     if arr.ndim > MAX_DIMS:
         _too_deep(name, arr)
+    return arr
+
+
+def _exact_ints(name: str, datatype: str, data: Any, dt: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    arr = _objects(name, data)
     for x in arr.flat:
         if type(x) is not int:
             if isinstance(x, list):
@@ -386,14 +393,7 @@ def _describe(arr: np.ndarray[Any, Any]) -> str:
 def _strings(name: str, data: Any) -> np.ndarray[Any, Any]:
     if isinstance(data, str):
         data = [data]
-    try:
-        arr = np.asarray(data, dtype=object)
-    except (ValueError, TypeError, RuntimeError):
-        raise InvalidInputError(
-            f"input {name!r}: data is ragged; nested lists must be regular"
-        ) from None
-    if arr.ndim > MAX_DIMS:
-        _too_deep(name, arr)
+    arr = _objects(name, data)
     for x in arr.flat:
         if not isinstance(x, str):
             if isinstance(x, list):
