@@ -36,7 +36,7 @@ from serve_overhead import Phase, drive, http_request, run_async, wait_ready  # 
 SERVER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from lockgate.runtime import Predictor
+    from lockgate.runtime.predictor import Predictor
     from lockgate.serve import ServedModel, create_app, run_server
     from lockgate.serve.batching import BatchingConfig
     model = Path(sys.argv[1]).read_bytes()

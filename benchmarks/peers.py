@@ -83,7 +83,7 @@ BARE = textwrap.dedent("""
 LOCKGATE = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from lockgate.runtime import Predictor
+    from lockgate.runtime.predictor import Predictor
     from lockgate.serve import ServedModel, create_app, run_server
     model = Path(sys.argv[1]).read_bytes()
     app = create_app([ServedModel("mlp", 1, lambda: Predictor(model, intra_op_threads=1))])

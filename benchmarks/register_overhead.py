@@ -64,11 +64,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
 
-    from lockgate.api import Lockgate
+    from lockgate.api.facade import Lockgate
     from lockgate.convert import converter_for
-    from lockgate.parity import check_parity
+    from lockgate.parity.check import check_parity
     from lockgate.progress import NullProgress
-    from lockgate.runtime import Predictor
+    from lockgate.runtime.predictor import Predictor
 
     model, sample = _model()
     with tempfile.TemporaryDirectory() as tmp, Lockgate.open(Path(tmp)) as lg:

@@ -29,10 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.audit import AuditEvent, EventType, now
-from lockgate.config import GateSpec, Settings
-from lockgate.sealing import ensure_default_keys
+from lockgate.config.settings import GateSpec, Settings
+from lockgate.seal.folder import ensure_default_keys
 from lockgate.store.artifacts import MemoryArtifactStore
 from lockgate.store.metadata import Change
 

@@ -80,7 +80,7 @@ def build_mlp(seed: int = 0) -> bytes:
 
 
 def session(model: bytes, threads: int) -> ort.InferenceSession:
-    # the same options lockgate.runtime.Predictor uses
+    # the same options lockgate.runtime.predictor.Predictor uses
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
@@ -126,7 +126,7 @@ def bench_raw(model: bytes, threads: int, x: np.ndarray, seconds: float) -> Phas
 
 def serve(model_path: str, threads: int, workers: int | None, capture_window: int = 5000
           ) -> None:
-    from lockgate.runtime import Predictor
+    from lockgate.runtime.predictor import Predictor
     from lockgate.serve import ServedModel, create_app, run_server
 
     model = Path(model_path).read_bytes()

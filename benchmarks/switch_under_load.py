@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=3.0)
     parser.add_argument("--clients", type=int, default=32)
     args = parser.parse_args()
-    from lockgate.api import Lockgate
+    from lockgate.api.facade import Lockgate
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from starlette.testclient import TestClient
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.audit import AuditEvent, EventType
-from lockgate.ui import create_ui_app
+from lockgate.web import create_ui_app
 from monitor_windows import store_window
 from onnx_models import linear_onnx
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lockgate.api import Lockgate
-from lockgate.config import DEFAULT_CONFIG, GateSpec, Settings
-from lockgate.sealing import ensure_default_keys
+from lockgate.api.facade import Lockgate
+from lockgate.config.settings import DEFAULT_CONFIG, GateSpec, Settings
+from lockgate.seal.folder import ensure_default_keys
 from lockgate.store.artifacts import MemoryArtifactStore
 from lockgate.store.metadata import MemoryMetadataStore
 from onnx_models import linear_onnx

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from lockgate.api import Lockgate
-from lockgate.observe.features import columns
-from lockgate.observe.monitor import evaluate
-from lockgate.observe.policy import MonitorPolicy
-from lockgate.observe.service import reference_profile
+from lockgate.api.facade import Lockgate
+from lockgate.monitor.features import columns
+from lockgate.monitor.policy import MonitorPolicy
+from lockgate.monitor.service import reference_profile
+from lockgate.monitor.window import evaluate
 from lockgate.store.metadata import Change
 from lockgate.store.metadata.interface import Observation
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lockgate.api import Lockgate
-from lockgate.config import DEFAULT_CONFIG
+from lockgate.api.facade import Lockgate
+from lockgate.config.settings import DEFAULT_CONFIG
 from onnx_models import linear_onnx
 
 # signature alone gates promotions (ONNX uploads carry no parity report), except archiving

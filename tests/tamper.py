@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.store.artifacts import LocalArtifactStore
 from lockgate.types import Digest
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.audit import EventType
 from lockgate.errors import IntegrityError, InvalidInputError, NotFoundError, ParityError
 from lockgate.store.artifacts import LocalArtifactStore
@@ -136,7 +136,7 @@ def test_refs_resolve_by_number_latest_stage_and_alias(lg: Lockgate) -> None:
 
 _WORKER = """
 import sys, onnx
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 model = onnx.load(sys.argv[2])
 with Lockgate.open(sys.argv[1]) as lg:
     v = lg.register(model, name="shared", description=sys.argv[3])

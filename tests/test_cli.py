@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lockgate.cli import main
+from lockgate.cli.main import main
 from onnx_models import linear_onnx
 
 

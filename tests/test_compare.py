@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lockgate.api import Lockgate
-from lockgate.cli import main
+from lockgate.api.facade import Lockgate
+from lockgate.cli.main import main
 
 RECIPES = Path(__file__).parent / "compare_models"
 ORT_RUNTIMES = {"onnxruntime 1 thread, all optimisations",
@@ -59,7 +59,7 @@ def test_compare_torch_from_the_recorded_recipe(home: Path, monkeypatch: pytest.
         stored = lg.comparisons("t@1")
         assert stored[0]["batch_sizes"] == [1, 32]
         assert "torch.compile" not in {r["runtime"] for r in stored[0]["results"]}
-        from lockgate.report import render_report
+        from lockgate.web.report import render_report
 
         page = render_report(lg, "t@1")
     assert "Runtime comparison" in page

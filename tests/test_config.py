@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.config import SETTINGS, load_settings, write_default_config
+from lockgate.config.settings import SETTINGS, load_settings, write_default_config
 from lockgate.errors import ConfigError
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lockgate.cli import main
+from lockgate.cli.main import main
 
 kubernetes = pytest.importorskip("kubernetes")
 
@@ -96,7 +96,7 @@ def test_dockerfile_installs_only_pinned_hashed_requirements(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_serve_model_serves_only_that_model(home: Path) -> None:
-    from lockgate.api import Lockgate
+    from lockgate.api.facade import Lockgate
     from onnx_models import linear_onnx
     from servers import http_get, lockgate_server
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from lockgate.envdrift import compare, serving_environment
+from lockgate.environment.drift import compare, serving_environment
 
 REG = {"onnxruntime": {"version": "1.32.0", "session_providers": ["CPUExecutionProvider"]},
        "torch": {"cuda": "12.8", "cudnn": "91000"}}

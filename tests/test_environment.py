@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from lockgate.environment import capture_environment, installed_distributions
+from lockgate.environment.fingerprint import capture_environment, installed_distributions
 
 _GIT = shutil.which("git")
 
@@ -125,7 +125,7 @@ def test_fast_once_warm(tmp_path: Path) -> None:
 def test_torch_is_not_imported_to_read_its_version() -> None:
     code = (
         "import json, sys\n"
-        "from lockgate.environment import capture_environment\n"
+        "from lockgate.environment.fingerprint import capture_environment\n"
         "env = capture_environment(seeds=None, providers=None, cwd=None)\n"
         "print(json.dumps({'imported': 'torch' in sys.modules, 'torch': env['torch']}))\n"
     )

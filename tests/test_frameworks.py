@@ -8,11 +8,11 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lockgate.api import Lockgate
-from lockgate.cli import main
-from lockgate.config import load_settings
+from lockgate.api.facade import Lockgate
+from lockgate.cli.main import main
+from lockgate.config.settings import load_settings
+from lockgate.convert.frameworks import FrameworkPolicyError, check_framework
 from lockgate.errors import ConfigError
-from lockgate.frameworks import FrameworkPolicyError, check_framework
 from onnx_models import linear_onnx
 
 

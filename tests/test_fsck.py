@@ -23,12 +23,12 @@ import numpy as np
 import onnx
 import pytest
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.audit import EventType
-from lockgate.cli import main
+from lockgate.cli.main import main
 from lockgate.errors import InvalidInputError
-from lockgate.observe.service import build_reference
-from lockgate.runtime import Predictor
+from lockgate.monitor.service import build_reference
+from lockgate.runtime.predictor import Predictor
 from lockgate.store.artifacts import LocalArtifactStore, S3ArtifactStore
 from lockgate.types import Digest
 from onnx_models import linear_onnx

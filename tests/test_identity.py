@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lockgate.api import Lockgate
+from lockgate.access.identity import Principal, authenticate
+from lockgate.api.facade import Lockgate
 from lockgate.errors import AuthenticationError, InvalidInputError, NotFoundError
-from lockgate.identity import Principal, authenticate
 
 
 def test_users_tokens_and_roles_round_trip(sql_lg: Lockgate) -> None:

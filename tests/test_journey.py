@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.cli import main
-from lockgate.demo import run_demo
+from lockgate.cli.demo import run_demo
+from lockgate.cli.main import main
 from lockgate.progress import Progress
 from lockgate.types import Version
 

@@ -12,14 +12,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from lockgate.convert import Converted
 from lockgate.errors import InvalidInputError, ParityError
-from lockgate.parity import (
+from lockgate.parity.check import (
     assert_parity,
     check_parity,
     default_tolerance,
     parity_if_reference,
     random_inputs,
 )
-from lockgate.runtime import Predictor
+from lockgate.runtime.predictor import Predictor
 from lockgate.types import ParityReport, TensorSpec
 
 RNG = np.random.default_rng(0)

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.audit import AuditEvent, EventType
-from lockgate.config import GateSpec
+from lockgate.config.settings import GateSpec
 from lockgate.errors import ConfigError, GateFailedError, InvalidInputError
 from lockgate.gates import AllOf, GateContext, build
 from lockgate.types import (

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.audit import EventType
 from lockgate.store.artifacts import LocalArtifactStore
 from onnx_models import linear_onnx

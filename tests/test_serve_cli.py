@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 
 
 def _post(url: str, body: object) -> dict:  # type: ignore[type-arg]

@@ -22,11 +22,11 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 from collections.abc import Mapping
 from pathlib import Path
 
-from lockgate.api import Lockgate, ModelSummary, init_home
+from lockgate.api.facade import Lockgate, ModelSummary, init_home
 from lockgate.audit import AuditRecord, ChainReport, EventType
-from lockgate.config import Settings, load_settings
+from lockgate.config.settings import Settings, load_settings
+from lockgate.convert.frameworks import FrameworkPolicyError
 from lockgate.convert.jax import JaxFunction
-from lockgate.deploy import Deployment
 from lockgate.errors import (
     AccessDeniedError,
     AuditChainError,
@@ -50,10 +50,10 @@ from lockgate.errors import (
     UnsafePathError,
     UnsupportedModelError,
 )
-from lockgate.frameworks import FrameworkPolicyError
-from lockgate.promotion import PromotionResult
-from lockgate.remote import RemoteRegistry, connect
-from lockgate.runtime import Predictor
+from lockgate.gates.promotion import PromotionResult
+from lockgate.registry.client import RemoteRegistry, connect
+from lockgate.rollout.state import Deployment
+from lockgate.runtime.predictor import Predictor
 from lockgate.types import (
     Digest,
     GateResult,

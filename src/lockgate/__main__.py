@@ -1,5 +1,5 @@
 """``python -m lockgate`` runs the CLI."""
 
-from lockgate.cli import main
+from lockgate.cli.main import main
 
 main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -17,16 +17,27 @@ from typing import Any, BinaryIO
 from lockgate.errors import InvalidInputError
 
 __all__ = [
+    "Decision",
+    "Delivery",
+    "DeploymentRow",
     "Digest",
     "Dim",
+    "EntryKind",
     "GateResult",
+    "GateRun",
     "GateStatus",
     "ModelRef",
+    "Observation",
     "OutputParity",
     "ParityReport",
     "Signature",
+    "StoredEntry",
     "TensorSpec",
+    "TokenRow",
+    "UserRow",
     "Version",
+    "VersionRow",
+    "VulnSnapshot",
     "whole_number",
 ]
 
@@ -379,3 +390,169 @@ class Version:
 
 def shape_of(dims: Iterable[Dim]) -> tuple[Dim, ...]:
     return tuple(dims)
+
+
+# Records the stores keep, read by every layer.
+
+class EntryKind(enum.StrEnum):
+    BLOB = "blob"
+    """A finished blob, stored under its digest."""
+    TEMP = "temp"
+    """A write that has not finished: a temporary file or key, or an S3 multipart upload."""
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One thing in an artifact store, as :meth:`ArtifactStore.entries` lists it.
+
+    ``name`` is its path or key relative to the store; ``modified`` the POSIX time of its last
+    write; ``digest`` is set for blobs; ``handle`` is what the store needs besides the name to
+    remove it (an S3 multipart upload's id)."""
+
+    kind: EntryKind
+    name: str
+    size: int
+    modified: float
+    digest: Digest | None = None
+    handle: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": str(self.kind), "name": self.name, "size": self.size,
+                "modified": self.modified,
+                "digest": str(self.digest) if self.digest else None}
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    name: str
+    number: int
+    stage: str
+    record: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class GateRun:
+    name: str
+    number: int
+    from_stage: str
+    to_stage: str
+    passed: bool
+    results: Sequence[Mapping[str, Any]]
+    actor: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Something recorded about a version for a target stage: ``approval`` and ``rejection``
+    (by a person, with a comment), ``waiver`` (of ``gate``, with a reason in ``comment`` and an
+    ``expires`` date), ``reproduction`` (``detail`` holds the result)."""
+
+    kind: str
+    name: str
+    number: int
+    stage: str
+    actor: str
+    created_at: str
+    comment: str = ""
+    gate: str = ""
+    expires: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model": self.name, "version": self.number,
+                "stage": self.stage, "actor": self.actor, "at": self.created_at,
+                "comment": self.comment, "gate": self.gate, "expires": self.expires,
+                "detail": dict(self.detail)}
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    """A model's deployment record and its generation (bumped by every change)."""
+
+    name: str
+    generation: int
+    record: Mapping[str, Any]
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Something observed about a served version: ``reference`` (its reference profile: the
+    ``record`` names the profile blob) or ``monitor`` (one monitor run's drift and SLO
+    results). ``id`` is assigned by the store."""
+
+    kind: str
+    name: str
+    number: int
+    created_at: str
+    record: Mapping[str, Any]
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An event waiting for (or past) delivery to a webhook or command: at-least-once, the
+    ``id`` stays the same across retries."""
+
+    id: str
+    name: str
+    target: str
+    event: Mapping[str, Any]
+    created_at: str
+    attempts: int = 0
+    delivered_at: str | None = None
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class VulnSnapshot:
+    """An imported OSV snapshot: its digest, its date (newest record) and when it came in."""
+
+    id: int
+    sha256: str
+    snapshot_date: str
+    imported_at: str
+    source: str
+    records: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "snapshot_date": self.snapshot_date,
+                "imported_at": self.imported_at, "source": self.source, "records": self.records}
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A user of a shared registry: global ``roles`` and per-model ``grants`` as
+    ``(model pattern, role)`` pairs (fnmatch patterns: ``fraud-*``)."""
+
+    name: str
+    roles: tuple[str, ...]
+    grants: tuple[tuple[str, str], ...] = ()
+    disabled: bool = False
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "roles": list(self.roles),
+                "grants": [{"model": m, "role": r} for m, r in self.grants],
+                "disabled": self.disabled, "created_at": self.created_at}
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """An API token: ``hash`` is the SHA-256 of its secret; the secret itself is never
+    stored."""
+
+    id: str
+    user: str
+    hash: str
+    created_at: str
+    description: str = ""
+    expires_at: str | None = None
+    revoked_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the hash."""
+        return {"id": self.id, "user": self.user, "description": self.description,
+                "created_at": self.created_at, "expires_at": self.expires_at,
+                "revoked_at": self.revoked_at}

@@ -15,7 +15,7 @@ linen = pytest.importorskip("flax.linen")
 import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
-from lockgate.api import Lockgate  # noqa: E402
+from lockgate.api.facade import Lockgate  # noqa: E402
 from lockgate.convert import JaxConverter, JaxFunction, converter_for  # noqa: E402
 from lockgate.errors import ConversionError, ParityError  # noqa: E402
 
@@ -113,7 +113,7 @@ def test_a_sample_the_model_rejects_is_a_conversion_error(mem_lg: Lockgate) -> N
 def test_register_from_a_function_on_the_command_line(home, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     from pathlib import Path
 
-    from lockgate.cli import main
+    from lockgate.cli.main import main
 
     monkeypatch.chdir(Path(__file__).parent.parent / "compare_models")
     main(["--home", str(home), "register", "--from", "jax_mlp:build", "--arg", "3",

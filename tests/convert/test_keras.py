@@ -19,7 +19,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("tf2onnx")
 
-from lockgate.api import Lockgate  # noqa: E402
+from lockgate.api.facade import Lockgate  # noqa: E402
 from lockgate.convert import KerasConverter, converter_for  # noqa: E402
 from lockgate.errors import ConversionError  # noqa: E402
 
@@ -121,7 +121,7 @@ def test_keras_on_the_torch_backend(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     script = textwrap.dedent(f"""
         import json, numpy as np, keras
-        from lockgate.api import Lockgate
+        from lockgate.api.facade import Lockgate
         assert keras.backend.backend() == "torch"
         inp = keras.Input((8,))
         hidden = keras.layers.Dense(6, activation="relu")(inp)

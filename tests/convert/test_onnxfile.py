@@ -19,9 +19,9 @@ from lockgate.errors import (
     UnsafePathError,
     UnsupportedModelError,
 )
-from lockgate.parity import check_parity, parity_if_reference
+from lockgate.parity.check import check_parity, parity_if_reference
 from lockgate.progress import NullProgress
-from lockgate.runtime import Predictor
+from lockgate.runtime.predictor import Predictor
 
 
 def _linear(n_in: int = 4, n_out: int = 3) -> onnx.ModelProto:

@@ -19,9 +19,9 @@ from sklearn.svm import LinearSVC
 from lockgate.convert import Converted, SklearnConverter, converter_for
 from lockgate.convert.sklearn import default_opset
 from lockgate.errors import ConversionError
-from lockgate.parity import assert_parity, check_parity
+from lockgate.parity.check import assert_parity, check_parity
 from lockgate.progress import NullProgress
-from lockgate.runtime import Predictor
+from lockgate.runtime.predictor import Predictor
 from lockgate.types import ParityReport
 
 pytestmark = pytest.mark.sklearn

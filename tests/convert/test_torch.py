@@ -13,9 +13,9 @@ pytest.importorskip("onnxscript")
 
 from lockgate.convert import Converted, TorchConverter, converter_for  # noqa: E402
 from lockgate.errors import ConversionError  # noqa: E402
-from lockgate.parity import assert_parity, check_parity  # noqa: E402
+from lockgate.parity.check import assert_parity, check_parity  # noqa: E402
 from lockgate.progress import NullProgress  # noqa: E402
-from lockgate.runtime import Predictor  # noqa: E402
+from lockgate.runtime.predictor import Predictor  # noqa: E402
 
 pytestmark = pytest.mark.torch
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.errors import PromotionError
 from onnx_models import linear_onnx
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from gate_models import sklearn_model, torch_model, write_policy
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.errors import AccessDeniedError, GateFailedError, InvalidInputError
 from lockgate.types import GateResult, GateStatus
 

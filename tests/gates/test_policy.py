@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from gate_models import write_policy
 
-from lockgate.api import Lockgate
-from lockgate.config import DEFAULT_CONFIG, load_settings
+from lockgate.api.facade import Lockgate
+from lockgate.config.settings import DEFAULT_CONFIG, load_settings
 from lockgate.errors import ConfigError
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from binaries import needs
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.types import GateStatus
 
 RECIPES = Path(__file__).parent / "recipes"

@@ -18,7 +18,7 @@ import onnx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from onnx_models import linear_onnx, one_row_onnx
 from servers import http_get, http_post, lockgate_server
 
@@ -245,7 +245,7 @@ def test_capture_endpoint_reads_after_a_cursor_and_refuses_bad_cursors(
 
 
 def test_monitor_without_a_server_is_one_readable_error(home: Path, tmp_path: Path) -> None:
-    from lockgate.cli import main
+    from lockgate.cli.main import main
 
     (home / "lockgate.toml").write_text(POLICY)
     onnx.save(linear_onnx(), tmp_path / "m.onnx")

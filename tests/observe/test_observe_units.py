@@ -14,16 +14,16 @@ import onnx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from lockgate.api import Lockgate
-from lockgate.cli import main
-from lockgate.config import load_settings
+from lockgate.api.facade import Lockgate
+from lockgate.cli.main import main
+from lockgate.config.settings import load_settings
 from lockgate.errors import ConfigError, InvalidInputError
-from lockgate.observe.capture import Capture, RequestLog
-from lockgate.observe.features import columns
-from lockgate.observe.monitor import drift_streak, evaluate
-from lockgate.observe.policy import MonitorPolicy
-from lockgate.observe.profile import Profile, build_profile, read_reference_data
-from lockgate.observe.webhooks import cloud_event, run_command, sign, verify_signature
+from lockgate.monitor.capture import Capture, RequestLog
+from lockgate.monitor.features import columns
+from lockgate.monitor.policy import MonitorPolicy
+from lockgate.monitor.profile import Profile, build_profile, read_reference_data
+from lockgate.monitor.webhooks import cloud_event, run_command, sign, verify_signature
+from lockgate.monitor.window import drift_streak, evaluate
 from lockgate.types import TensorSpec
 from onnx_models import linear_onnx
 

@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from binaries import launch_chromium, needs
-from lockgate.api import Lockgate
-from lockgate.cli import main
+from lockgate.api.facade import Lockgate
+from lockgate.cli.main import main
 from monitor_windows import store_window
 from onnx_models import linear_onnx
 
@@ -73,7 +73,7 @@ def test_report_renders_in_headless_chromium(home: Path, tmp_path: Path) -> None
     _version_with_a_monitor_run(home, tmp_path)
     out = tmp_path / "report.html"
     with Lockgate.open(home) as lg:
-        from lockgate.report import write_report
+        from lockgate.web.report import write_report
 
         write_report(lg, "m@1", out)
     errors: list[str] = []

@@ -27,7 +27,7 @@ with warnings.catch_warnings():  # Evidently's imports warn about numpy and lite
     from evidently.presets import DataDriftPreset
 
     from lockgate.errors import InvalidInputError
-    from lockgate.observe.stats import dataset_drift, default_method, feature_drift
+    from lockgate.monitor.stats import dataset_drift, default_method, feature_drift
 
 NUM = ColumnType.Numerical
 CAT = ColumnType.Categorical

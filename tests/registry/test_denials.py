@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.audit import (
     DENIAL_WINDOW_S,
     MAX_DETAIL,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.errors import InvalidInputError
 from lockgate.registry.bundle import MAX_JSON_BYTES, MAX_JSON_DEPTH, load_json
 from lockgate.types import ModelRef, whole_number

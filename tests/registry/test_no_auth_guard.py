@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from lockgate.api import Lockgate
-from lockgate.remote import RemoteRegistry
+from lockgate.api.facade import Lockgate
+from lockgate.registry.client import RemoteRegistry
 from onnx_models import linear_onnx
 from registry_server import SIGNATURE_ONLY
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from lockgate.cli import cli
+from lockgate.cli.main import cli
 from lockgate.registry import OPERATIONS, openapi_document
 from registry_server import Registry
 

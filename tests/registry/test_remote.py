@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import lockgate
-from lockgate.cli import main
+from lockgate.cli.main import main
 from lockgate.errors import (
     AccessDeniedError,
     AuthenticationError,

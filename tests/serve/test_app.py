@@ -23,7 +23,7 @@ with warnings.catch_warnings():
 from prometheus_client.parser import text_string_to_metric_families
 
 from lockgate.errors import InvalidInputError
-from lockgate.runtime import Predictor
+from lockgate.runtime.predictor import Predictor
 from lockgate.serve import ServedModel, create_app
 
 RNG = np.random.default_rng(0)

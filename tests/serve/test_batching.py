@@ -16,9 +16,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.errors import ServeError
-from lockgate.runtime import Predictor
+from lockgate.runtime.predictor import Predictor
 from lockgate.serve.batching import Batcher, BatchingConfig
 from onnx_models import linear_onnx
 

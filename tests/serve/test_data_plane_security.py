@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from onnx_models import linear_onnx
 from servers import lockgate_server
 

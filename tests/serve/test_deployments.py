@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from onnx_models import linear_onnx, one_row_onnx
 from servers import http_get, lockgate_server
 from tamper import flip_byte

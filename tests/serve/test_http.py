@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lockgate.errors import ServeError
-from lockgate.runtime import Predictor
+from lockgate.runtime.predictor import Predictor
 from lockgate.serve import ServedModel, create_app
 from lockgate.serve.batching import BatchingConfig
 from lockgate.serve.http import HTTPServer

@@ -16,7 +16,7 @@ import pytest
 from test_http_limits import serving, shared_home  # type: ignore[import-not-found]
 
 from lockgate.errors import AuthenticationError
-from lockgate.runtime import Predictor
+from lockgate.runtime.predictor import Predictor
 from lockgate.serve import ServedModel, create_app
 from lockgate.serve.http import HTTPServer
 

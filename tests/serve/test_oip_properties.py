@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.errors import InvalidInputError
 from lockgate.serve.oip import DATATYPES, InferRequest, parse_infer_request
 from onnx_models import linear_onnx

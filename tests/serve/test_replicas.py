@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from onnx_models import linear_onnx
 from servers import http_post, lockgate_server
 from services import NEEDS_POSTGRES

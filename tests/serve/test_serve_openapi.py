@@ -18,7 +18,7 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.serve import ServedModel, create_app
 from lockgate.serve.http import _INFER
 from lockgate.serve.openapi import OPENAPI_PATH, openapi_document

@@ -27,7 +27,7 @@ SERVER_SCRIPT = """
 import json, sys, threading
 from pathlib import Path
 
-from lockgate.runtime import Predictor
+from lockgate.runtime.predictor import Predictor
 from lockgate.serve import ServedModel, create_app, run_server
 
 lock = threading.Lock()

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from onnx_models import linear_onnx
 
 pytestmark = pytest.mark.slow

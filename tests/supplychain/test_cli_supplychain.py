@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lockgate.cli import main
+from lockgate.cli.main import main
 from lockgate.supplychain.signing import key_id
 from onnx_models import linear_onnx
 
@@ -54,7 +54,7 @@ def test_register_with_lock_file_and_dataset(
     main(["register", str(path), "--name", "lin", "--lock-file", str(lock),
           "--dataset", f"train=sha256:{'cd' * 32}", "--considerations", "Toy model."])
     assert "signed with key" in capsys.readouterr().out
-    from lockgate.api import Lockgate
+    from lockgate.api.facade import Lockgate
 
     with Lockgate.open(home) as lg:
         v = lg.get("lin@1")

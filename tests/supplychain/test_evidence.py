@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from binaries import needs
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.errors import InvalidInputError
 from lockgate.types import Digest
 

@@ -13,8 +13,8 @@ from typing import Any
 import onnx
 import pytest
 
-from lockgate.api import Lockgate
-from lockgate.config import load_settings
+from lockgate.api.facade import Lockgate
+from lockgate.config.settings import load_settings
 from lockgate.errors import GateFailedError
 from lockgate.gates import GateContext, build
 from lockgate.store.metadata import VulnSnapshot

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from lockgate.errors import InvalidInputError, NotFoundError, SupplyChainError
-from lockgate.supplychain.osv import (
+from lockgate.supplychain.vulns.osv import (
     FindingStatus,
     OsvRecord,
     Severity,

@@ -13,9 +13,9 @@ import onnx
 import pytest
 
 from lockgate.audit import now
-from lockgate.environment import capture_environment, installed_distributions
+from lockgate.environment.fingerprint import capture_environment, installed_distributions
 from lockgate.errors import IntegrityError, InvalidInputError, SupplyChainError
-from lockgate.onnxmeta import signature_of
+from lockgate.runtime.onnxmeta import signature_of
 from lockgate.supplychain.sbom import (
     build_bom,
     model_card_markdown,

@@ -13,9 +13,9 @@ import onnx
 import pytest
 import sqlalchemy as sa
 
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from lockgate.errors import ConfigError, IntegrityError, SignatureError, SupplyChainError
-from lockgate.sealing import FOLDER_FILES, materialize
+from lockgate.seal.folder import FOLDER_FILES, materialize
 from lockgate.supplychain import sbom
 from lockgate.supplychain.sbom import validate_bom
 from lockgate.supplychain.signing import generate_keypair, key_id

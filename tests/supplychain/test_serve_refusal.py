@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from lockgate import environment
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
+from lockgate.environment import fingerprint as environment
 from onnx_models import linear_onnx
 from tamper import flip_byte
 

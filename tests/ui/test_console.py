@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from lockgate.api import Lockgate
-from lockgate.cli import main
-from lockgate.ui import create_ui_app
-from lockgate.ui.live import LiveMetrics, figures
+from lockgate.api.facade import Lockgate
+from lockgate.cli.main import main
+from lockgate.web import create_ui_app
+from lockgate.web.live import LiveMetrics, figures
 from registry_server import make_home
 
 

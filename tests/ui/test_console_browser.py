@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from binaries import launch_chromium, needs
-from lockgate.api import Lockgate
+from lockgate.api.facade import Lockgate
 from monitor_windows import store_window
 from registry_server import make_home
 from servers import lockgate_server

@@ -26,9 +26,9 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from lockgate.api import Lockgate
-from lockgate.ui import attach_console, create_ui_app
-from lockgate.ui.session import SECRET_FILE, console_secret
+from lockgate.api.facade import Lockgate
+from lockgate.web import attach_console, create_ui_app
+from lockgate.web.session import SECRET_FILE, console_secret
 from onnx_models import linear_onnx
 from registry_server import SIGNATURE_ONLY, make_home
 from servers import lockgate_server

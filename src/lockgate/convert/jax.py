@@ -36,8 +36,8 @@ from lockgate.convert._common import (
 )
 from lockgate.convert.base import Converted
 from lockgate.errors import ConversionError
-from lockgate.onnxmeta import signature_of
 from lockgate.progress import Progress
+from lockgate.runtime.onnxmeta import signature_of
 
 __all__ = ["JaxConverter", "JaxFunction"]
 

@@ -17,8 +17,8 @@ from onnx import external_data_helper
 from lockgate.convert._common import first_line
 from lockgate.convert.base import Converted
 from lockgate.errors import ConversionError, UnsafePathError
-from lockgate.onnxmeta import default_opset, signature_of
 from lockgate.progress import Progress
+from lockgate.runtime.onnxmeta import default_opset, signature_of
 from lockgate.types import Signature, TensorSpec
 
 __all__ = ["OnnxFileConverter", "external_files", "sample_for"]

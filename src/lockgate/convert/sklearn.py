@@ -18,9 +18,9 @@ import onnx
 from lockgate.convert._common import BATCH, dist_version, first_line, from_package
 from lockgate.convert.base import Converted
 from lockgate.errors import ConversionError
-from lockgate.onnxmeta import default_opset as onnx_opset
-from lockgate.onnxmeta import signature_of
 from lockgate.progress import Progress
+from lockgate.runtime.onnxmeta import default_opset as onnx_opset
+from lockgate.runtime.onnxmeta import signature_of
 from lockgate.types import TensorSpec
 
 __all__ = ["ML_OPSET", "SklearnConverter", "default_opset"]

@@ -27,8 +27,8 @@ from lockgate.convert._common import (
 )
 from lockgate.convert.base import Converted
 from lockgate.errors import ConversionError
-from lockgate.onnxmeta import signature_of
 from lockgate.progress import Progress
+from lockgate.runtime.onnxmeta import signature_of
 
 if TYPE_CHECKING:
     import torch

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from lockgate.config import Settings
+from lockgate.config.settings import Settings
 from lockgate.errors import ConfigError
 from lockgate.gates.params import Param, bind
 from lockgate.store.metadata import Decision, VulnSnapshot

@@ -9,7 +9,7 @@ from typing import Any
 from lockgate.errors import Error
 from lockgate.gates.base import Configurable, GateContext
 from lockgate.gates.params import Param
-from lockgate.sealing import LOCK_FILES
+from lockgate.seal.folder import LOCK_FILES
 from lockgate.types import GateResult, GateStatus
 
 __all__ = ["PinnedDependenciesGate", "ReproducibleGate", "SeedsRecordedGate"]

@@ -8,7 +8,7 @@ from typing import Any
 from lockgate.errors import Error
 from lockgate.gates.base import Configurable, GateContext, ServerHandle
 from lockgate.gates.params import Param
-from lockgate.sealing import SAMPLES_FILE
+from lockgate.seal.folder import SAMPLES_FILE
 from lockgate.types import GateResult, GateStatus
 
 __all__ = ["InfraValidationGate", "LatencyBudgetGate"]
@@ -41,7 +41,7 @@ class InfraValidationGate(Configurable):
     }
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        from lockgate.validation import check_samples
+        from lockgate.gates.probe import check_samples
 
         thresholds = dict(self.params)
         served = _served(self.name, ctx, float(self.params["max_loading_time_s"]))
@@ -85,7 +85,7 @@ class LatencyBudgetGate(Configurable):
     }
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        from lockgate.validation import batch_request, measure_latency
+        from lockgate.gates.probe import batch_request, measure_latency
 
         p = self.params
         thresholds = {k: v for k, v in p.items() if v is not None}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from lockgate.errors import Error
 from lockgate.gates.base import Configurable, Evidence, GateContext
-from lockgate.sealing import BOM_FILE
+from lockgate.seal.folder import BOM_FILE
 from lockgate.types import GateResult, GateStatus
 
 __all__ = ["LicensesGate", "SbomValidGate", "SignatureGate", "VulnerabilitiesGate"]
@@ -72,7 +72,7 @@ class VulnerabilitiesGate(Configurable):
     def evaluate(self, ctx: GateContext) -> GateResult:
         from packaging.utils import canonicalize_name
 
-        from lockgate.supplychain.vulnpolicy import assess_vulnerabilities
+        from lockgate.supplychain.vulns.policy import assess_vulnerabilities
 
         ev = _evidence(ctx, self.name)
         if isinstance(ev, GateResult):

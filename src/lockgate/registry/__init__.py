@@ -6,6 +6,6 @@
     app = create_registry_app(Lockgate.open())     # serve with uvicorn
 """
 
-from lockgate.registry.app import OPERATIONS, create_registry_app, openapi_document
+from lockgate.registry.routes import OPERATIONS, create_registry_app, openapi_document
 
 __all__ = ["OPERATIONS", "create_registry_app", "openapi_document"]

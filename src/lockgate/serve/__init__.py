@@ -18,9 +18,9 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from lockgate.errors import InvalidInputError
-from lockgate.serve.app import DEFAULT_MAX_REQUEST_BYTES, create_app
 from lockgate.serve.http import HTTPServer
 from lockgate.serve.limits import HTTPLimits, uvicorn_options
+from lockgate.serve.routes import DEFAULT_MAX_REQUEST_BYTES, create_app
 from lockgate.serve.slots import EventHook, ServedModel, SlotState
 
 __all__ = ["EventHook", "HTTPLimits", "ServedModel", "SlotState", "create_app", "run_server"]

@@ -1,7 +1,7 @@
 """Bearer tokens on the data plane: the registry's tokens and roles, checked per request.
 
 :class:`TokenCheck` turns an ``Authorization: Bearer lgt_...`` header into a principal through
-the ``authenticate`` function it is given (the registry's, :func:`lockgate.identity.
+the ``authenticate`` function it is given (the registry's, :func:`lockgate.access.identity.
 authenticate`) and requires one role of it, for the model the request is for. Text that is not
 shaped like a token (``well_formed``) is refused without a lookup. Verdicts are remembered for
 ``ttl_s`` seconds (a revoked token stops working within that time), keyed by the token's

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from lockgate.errors import InvalidInputError, ServeError
-from lockgate.runtime import Predictor
+from lockgate.runtime.predictor import Predictor
 
 __all__ = ["Batcher", "BatchingConfig"]
 

@@ -35,8 +35,8 @@ from typing import Any
 import orjson
 
 from lockgate.errors import Error, InvalidInputError, ServeError
-from lockgate.observe.capture import RequestLog
-from lockgate.runtime import Predictor
+from lockgate.monitor.capture import RequestLog
+from lockgate.runtime.predictor import Predictor
 from lockgate.serve.metrics import ModelMetrics, ServerMetrics
 from lockgate.serve.oip import (
     DEFAULT_MAX_ELEMENTS,

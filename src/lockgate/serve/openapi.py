@@ -296,7 +296,7 @@ def _paths() -> dict[str, dict[str, Any]]:
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the data plane's routes (a fresh copy on each call)."""
-    from lockgate.serve.app import _version
+    from lockgate.serve.routes import _version
 
     return {
         "openapi": "3.1.0",

@@ -2,7 +2,7 @@
 
 A :class:`ServedModel` says what to serve; the :class:`ModelTable` owns one :class:`Slot` per
 ``(name, version)`` and moves it ``loading → ready`` or ``loading → failed``. Only a ready slot
-hands out its :class:`~lockgate.runtime.Predictor`; asking any other slot raises
+hands out its :class:`~lockgate.runtime.predictor.Predictor`; asking any other slot raises
 :class:`~lockgate.errors.ServeError` (HTTP 503). Unversioned lookups resolve to the highest served
 version of the model, whatever its state — traffic never falls back to an older version silently.
 """
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lockgate.errors import Error, InvalidInputError, NotFoundError, ServeError
-from lockgate.observe.capture import Capture
-from lockgate.runtime import Predictor
+from lockgate.monitor.capture import Capture
+from lockgate.runtime.predictor import Predictor
 from lockgate.serve.batching import Batcher, BatchingConfig
 from lockgate.serve.oip import oip_datatype, oip_shape
 from lockgate.types import TensorSpec, validate_name

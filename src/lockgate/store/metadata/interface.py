@@ -8,6 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from lockgate.audit import AuditEvent, AuditRecord
+from lockgate.types import (
+    Decision,
+    Delivery,
+    DeploymentRow,
+    GateRun,
+    Observation,
+    TokenRow,
+    UserRow,
+    VersionRow,
+    VulnSnapshot,
+)
 
 __all__ = [
     "Change",
@@ -33,89 +44,6 @@ EventBuilder = Callable[[Mapping[str, Any]], AuditEvent]
 
 
 @dataclass(frozen=True)
-class VersionRow:
-    name: str
-    number: int
-    stage: str
-    record: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class GateRun:
-    name: str
-    number: int
-    from_stage: str
-    to_stage: str
-    passed: bool
-    results: Sequence[Mapping[str, Any]]
-    actor: str
-    created_at: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Something recorded about a version for a target stage: ``approval`` and ``rejection``
-    (by a person, with a comment), ``waiver`` (of ``gate``, with a reason in ``comment`` and an
-    ``expires`` date), ``reproduction`` (``detail`` holds the result)."""
-
-    kind: str
-    name: str
-    number: int
-    stage: str
-    actor: str
-    created_at: str
-    comment: str = ""
-    gate: str = ""
-    expires: str | None = None
-    detail: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.name, "version": self.number,
-                "stage": self.stage, "actor": self.actor, "at": self.created_at,
-                "comment": self.comment, "gate": self.gate, "expires": self.expires,
-                "detail": dict(self.detail)}
-
-
-@dataclass(frozen=True)
-class DeploymentRow:
-    """A model's deployment record and its generation (bumped by every change)."""
-
-    name: str
-    generation: int
-    record: Mapping[str, Any]
-    updated_at: str
-
-
-@dataclass(frozen=True)
-class Observation:
-    """Something observed about a served version: ``reference`` (its reference profile: the
-    ``record`` names the profile blob) or ``monitor`` (one monitor run's drift and SLO
-    results). ``id`` is assigned by the store."""
-
-    kind: str
-    name: str
-    number: int
-    created_at: str
-    record: Mapping[str, Any]
-    id: int = 0
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """An event waiting for (or past) delivery to a webhook or command: at-least-once, the
-    ``id`` stays the same across retries."""
-
-    id: str
-    name: str
-    target: str
-    event: Mapping[str, Any]
-    created_at: str
-    attempts: int = 0
-    delivered_at: str | None = None
-    last_error: str = ""
-
-
-@dataclass(frozen=True)
 class Change:
     """State changes applied in one transaction, or not at all.
 
@@ -136,59 +64,6 @@ class Change:
     deliveries: Sequence[Delivery] = ()
     """New outbox entries (their ``id`` must be new)."""
     events: Sequence[AuditEvent] = ()
-
-
-@dataclass(frozen=True)
-class VulnSnapshot:
-    """An imported OSV snapshot: its digest, its date (newest record) and when it came in."""
-
-    id: int
-    sha256: str
-    snapshot_date: str
-    imported_at: str
-    source: str
-    records: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sha256": self.sha256, "snapshot_date": self.snapshot_date,
-                "imported_at": self.imported_at, "source": self.source, "records": self.records}
-
-
-@dataclass(frozen=True)
-class UserRow:
-    """A user of a shared registry: global ``roles`` and per-model ``grants`` as
-    ``(model pattern, role)`` pairs (fnmatch patterns: ``fraud-*``)."""
-
-    name: str
-    roles: tuple[str, ...]
-    grants: tuple[tuple[str, str], ...] = ()
-    disabled: bool = False
-    created_at: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "roles": list(self.roles),
-                "grants": [{"model": m, "role": r} for m, r in self.grants],
-                "disabled": self.disabled, "created_at": self.created_at}
-
-
-@dataclass(frozen=True)
-class TokenRow:
-    """An API token: ``hash`` is the SHA-256 of its secret; the secret itself is never
-    stored."""
-
-    id: str
-    user: str
-    hash: str
-    created_at: str
-    description: str = ""
-    expires_at: str | None = None
-    revoked_at: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything but the hash."""
-        return {"id": self.id, "user": self.user, "description": self.description,
-                "created_at": self.created_at, "expires_at": self.expires_at,
-                "revoked_at": self.revoked_at}
 
 
 class MetadataStore(Protocol):
@@ -232,7 +107,9 @@ class MetadataStore(Protocol):
 
     def gate_runs(self, name: str, number: int) -> list[GateRun]: ...
 
-    def audit_records(self) -> list[AuditRecord]: ...
+    def audit_records(self, after: int = 0) -> list[AuditRecord]:
+        """The audit log's records with a sequence number above ``after``, in order."""
+        ...
 
     def audit_tail(self) -> int:
         """The sequence number of the audit log's last record (0 when empty)."""

@@ -144,9 +144,9 @@ class MemoryMetadataStore:
         with self._lock:
             return [g for g in self._gate_runs if (g.name, g.number) == (name, number)]
 
-    def audit_records(self) -> list[AuditRecord]:
+    def audit_records(self, after: int = 0) -> list[AuditRecord]:
         with self._lock:
-            return list(self.records)
+            return [r for r in self.records if r.seq > after]
 
     def audit_tail(self) -> int:
         with self._lock:

@@ -467,13 +467,9 @@ class SqlMetadataStore:
 
         return self._read(read)
 
-    def audit_records(self) -> list[AuditRecord]:
-        return self._read(
-            lambda conn: [
-                _record(r)
-                for r in conn.execute(sa.select(audit_log).order_by(audit_log.c.seq)).mappings()
-            ]
-        )
+    def audit_records(self, after: int = 0) -> list[AuditRecord]:
+        query = sa.select(audit_log).where(audit_log.c.seq > after).order_by(audit_log.c.seq)
+        return self._read(lambda conn: [_record(r) for r in conn.execute(query).mappings()])
 
     # -- vulnerability data ------------------------------------------------------------------
     def import_vulns(

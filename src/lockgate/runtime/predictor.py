@@ -1,0 +1,127 @@
+"""ONNX Runtime behind one small class. Telemetry is off before onnxruntime is imported."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from lockgate.errors import InvalidInputError, ServeError
+from lockgate.runtime.onnxmeta import signature_of
+from lockgate.types import Signature
+
+__all__ = ["Predictor", "available_providers"]
+
+ort.disable_telemetry_events()
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+def _np_dtype(name: str) -> np.dtype[Any] | None:
+    """The numpy dtype for a signature dtype name; None where numpy has no such type."""
+    try:
+        return np.dtype(name)
+    except TypeError:
+        return None
+
+
+class Predictor:
+    """An ORT session over one ONNX model, with its signature.
+
+    ``run`` takes a mapping of input name to array and returns a dict of output name to array.
+    Wrong names, dtypes or ranks raise :class:`InvalidInputError`; runtime failures
+    raise :class:`ServeError`.
+    """
+
+    def __init__(
+        self,
+        model_bytes: bytes,
+        *,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int = 0,
+    ) -> None:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if intra_op_threads:
+            opts.intra_op_num_threads = intra_op_threads
+        try:
+            self._session = ort.InferenceSession(
+                model_bytes,
+                sess_options=opts,
+                providers=list(providers) if providers else ["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ServeError(f"ONNX Runtime could not load the model: {exc}") from exc
+        self.signature: Signature = signature_of(onnx.load_model_from_string(model_bytes))
+        self._input_names = [i.name for i in self._session.get_inputs()]
+        self._output_names = [o.name for o in self._session.get_outputs()]
+        self._input_set = frozenset(self._input_names)
+        self._output_set = frozenset(self._output_names)
+        # (name, dtype, fixed dims) per input, precomputed for the per-request checks.
+        self._checks = [
+            (spec.name, _np_dtype(spec.dtype), spec.shape) for spec in self.signature.inputs
+        ]
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session actually uses."""
+        return list(self._session.get_providers())
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._input_names)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self._output_names)
+
+    def run(
+        self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        if inputs.keys() != self._input_set:
+            missing = [n for n in self._input_names if n not in inputs]
+            extra = [n for n in inputs if n not in self._input_set]
+            raise InvalidInputError(
+                f"inputs do not match the model: missing {missing}, unexpected {extra}",
+                hint=f"the model takes {self._input_names}",
+            )
+        if outputs:
+            wanted = list(outputs)
+            unknown = [n for n in wanted if n not in self._output_set]
+            if unknown:
+                raise InvalidInputError(
+                    f"unknown outputs {unknown}", hint=f"the model returns {self._output_names}"
+                )
+        else:
+            wanted = self._output_names
+        for name, dtype, shape in self._checks:
+            arr = inputs[name]
+            if dtype is not None and arr.dtype != dtype:
+                raise InvalidInputError(
+                    f"input {name!r} has dtype {arr.dtype}, the model wants {dtype}"
+                )
+            if arr.ndim != len(shape) or any(
+                isinstance(want, int) and got != want
+                for got, want in zip(arr.shape, shape, strict=True)
+            ):
+                raise InvalidInputError(
+                    f"input {name!r} has shape {list(arr.shape)}, the model wants {list(shape)}"
+                )
+        try:
+            result = self._session.run(wanted, inputs if type(inputs) is dict else dict(inputs))
+        except Exception as exc:
+            raise ServeError(f"ONNX Runtime failed to run the model: {exc}") from exc
+        return {n: v if type(v) is np.ndarray else np.asarray(v)  # sequences, maps
+                for n, v in zip(wanted, result, strict=True)}
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run(inputs)

@@ -1,0 +1,1 @@
+"""supplychain/vulns"""
