@@ -5,14 +5,14 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
-from lockgate.audit import GENESIS, AuditEvent, EventType, seal, verify_chain
+from lockgate.audit import GENESIS, AuditEvent, EventType, chain_record, verify_chain
 from lockgate.store.metadata import SqlMetadataStore
 
 
 def _chain(n: int) -> list:
     recs = []
     for i in range(n):
-        recs.append(seal(recs[-1] if recs else None,
+        recs.append(chain_record(recs[-1] if recs else None,
                          AuditEvent(EventType.ALIAS_SET, "me", "m", i, {"i": i})))
     return recs
 
@@ -41,7 +41,7 @@ def test_deleted_row_is_named() -> None:
 
 def test_rehashed_row_breaks_the_next_link() -> None:
     recs = _chain(4)
-    forged = seal(recs[0], AuditEvent(EventType.ALIAS_SET, "mallory", "m", 1, {"i": 1}))
+    forged = chain_record(recs[0], AuditEvent(EventType.ALIAS_SET, "mallory", "m", 1, {"i": 1}))
     recs[1] = forged
     report = verify_chain(recs)
     assert (report.ok, report.first_broken) == (False, 3)

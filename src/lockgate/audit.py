@@ -34,7 +34,7 @@ __all__ = [
     "DenialRecorder",
     "EventType",
     "canonical_json",
-    "seal",
+    "chain_record",
     "verify_chain",
 ]
 
@@ -129,7 +129,7 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def seal(prev: AuditRecord | None, event: AuditEvent, ts: str | None = None) -> AuditRecord:
+def chain_record(prev: AuditRecord | None, event: AuditEvent, ts: str | None = None) -> AuditRecord:
     """The record that follows ``prev`` (None for the first) for ``event``."""
     seq = 1 if prev is None else prev.seq + 1
     prev_hash = GENESIS if prev is None else prev.hash

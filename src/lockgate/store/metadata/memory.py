@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
-from lockgate.audit import AuditEvent, AuditRecord, now, seal
+from lockgate.audit import AuditEvent, AuditRecord, chain_record, now
 from lockgate.errors import NotFoundError, PromotionError
 from lockgate.store.metadata.interface import (
     Change,
@@ -44,7 +44,7 @@ class MemoryMetadataStore:
         self._tokens: dict[str, TokenRow] = {}
 
     def _append(self, event: AuditEvent) -> AuditRecord:
-        rec = seal(self.records[-1] if self.records else None, event)
+        rec = chain_record(self.records[-1] if self.records else None, event)
         self.records.append(rec)
         return rec
 

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from lockgate.audit import AuditEvent, AuditRecord, canonical_json, now, seal
+from lockgate.audit import AuditEvent, AuditRecord, canonical_json, chain_record, now
 from lockgate.errors import NotFoundError, PromotionError, StorageError
 from lockgate.store.metadata.interface import (
     Change,
@@ -161,7 +161,7 @@ class SqlMetadataStore:
         return _record(row) if row else None
 
     def _append(self, conn: Connection, ev: AuditEvent) -> AuditRecord:
-        rec = seal(self._last_record(conn), ev)
+        rec = chain_record(self._last_record(conn), ev)
         conn.execute(
             audit_log.insert().values(
                 seq=rec.seq, ts=rec.ts, type=rec.type, actor=rec.actor, model=rec.model,
