@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 
-from lockgate import gates
 from lockgate.audit import AuditEvent, EventType, now
 from lockgate.config.settings import Settings
 from lockgate.errors import GateFailedError, InvalidInputError
+from lockgate.gates import AllOf, Evidence, GateContext, build
 from lockgate.store.metadata import Change, Decision, GateRun, MetadataStore
 from lockgate.types import GateResult, GateStatus, Version
 
@@ -62,7 +62,7 @@ def evaluate(
     actor: str,
     champion: Version | None = None,
     previous: Version | None = None,
-    evidence: gates.Evidence | None = None,
+    evidence: Evidence | None = None,
     run_all: bool = False,
     on_result: Callable[[GateResult], None] | None = None,
 ) -> list[GateResult]:
@@ -71,9 +71,9 @@ def evaluate(
     from_stage = version.stage
     check_transition(settings, from_stage, to_stage)
     key = settings.gate_key(from_stage, to_stage)
-    combinator = gates.build(settings.gates_for(from_stage, to_stage),
+    combinator = build(settings.gates_for(from_stage, to_stage),
                              f'gates."{key}"' if key else "gates")
-    ctx = gates.GateContext(version, from_stage, to_stage, actor, settings, champion, evidence,
+    ctx = GateContext(version, from_stage, to_stage, actor, settings, champion, evidence,
                             previous)
     decisions = evidence.decisions() if evidence is not None else []
     today = datetime.now(UTC).date()
@@ -100,7 +100,7 @@ def promote(
     actor: str,
     holders: Sequence[Version] = (),
     champion: Version | None = None,
-    evidence: gates.Evidence | None = None,
+    evidence: Evidence | None = None,
     run_all: bool = False,
     on_result: Callable[[GateResult], None] | None = None,
 ) -> PromotionResult:
@@ -113,7 +113,7 @@ def promote(
     results = evaluate(settings, version, to_stage, actor=actor, champion=champion,
                        previous=previous, evidence=evidence, run_all=run_all,
                        on_result=on_result)
-    passed = gates.AllOf.passed(results)
+    passed = AllOf.passed(results)
     run = GateRun(
         name=version.name, number=version.number, from_stage=from_stage, to_stage=to_stage,
         passed=passed, results=[r.to_dict() for r in results], actor=actor, created_at=now(),

@@ -1,8 +1,10 @@
 """The observability loop over one lockgate home: reference profiles, monitor runs, retraining
 triggers with at-least-once delivery, and rollback on an SLO breach.
 
-The :class:`~lockgate.api.facade.Lockgate` facade delegates here; everything written goes through
-the metadata store in one transaction with its audit events.
+Each function takes the home as the narrow part it uses: :class:`MonitorStores` (settings and
+stores) or, for a monitor run, :class:`MonitoredHome` (which also resolves versions, reads
+deployments, rolls back and notifies). Everything written goes through the metadata store in one
+transaction with its audit events.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -37,15 +39,59 @@ from lockgate.store.metadata.interface import Delivery, Observation
 from lockgate.types import Digest, ModelRef, Version
 
 if TYPE_CHECKING:
-    from lockgate.api.facade import Lockgate
     from lockgate.runtime.predictor import Predictor
+    from lockgate.store.artifacts import ArtifactStore
+    from lockgate.store.metadata import MetadataStore
 
-__all__ = ["build_reference", "deliver_pending", "latest_monitor", "monitor_once",
-           "reference_profile", "store_reference"]
+__all__ = ["Deployed", "MonitorSettings", "MonitorStores", "MonitoredHome", "build_reference",
+           "deliver_pending", "latest_monitor", "monitor_once", "reference_profile",
+           "store_reference"]
 
 log = logging.getLogger("lockgate.monitor")
 
 MONITOR_ACTOR = "lockgate-monitor"
+
+
+class MonitorSettings(Protocol):
+    """The settings a monitor reads: the ``[monitor]`` table (see
+    :class:`~lockgate.monitor.policy.MonitorPolicy`)."""
+
+    @property
+    def monitor(self) -> Mapping[str, Any]: ...
+
+
+class MonitorStores(Protocol):
+    """The settings and the stores that profiles, results and triggers are kept in."""
+
+    @property
+    def settings(self) -> MonitorSettings: ...
+
+    @property
+    def meta(self) -> MetadataStore: ...
+
+    @property
+    def artifacts(self) -> ArtifactStore: ...
+
+
+class Deployed(Protocol):
+    """A model's deployment, as far as a monitor reads it: the stable version serving."""
+
+    @property
+    def stable(self) -> int: ...
+
+
+class MonitoredHome(MonitorStores, Protocol):
+    """What a monitor run needs beyond the stores: resolve the watched version, read the
+    deployments, roll one back and notify the operators of it."""
+
+    def get(self, ref: ModelRef, /) -> Version: ...
+
+    def deployments(self) -> Mapping[str, Deployed]: ...
+
+    def rollback(self, name: str, *, actor: str | None = None, degraded: bool = False,
+                 reason: str = "") -> Deployed: ...
+
+    def notify(self, kind: str, payload: Mapping[str, Any], /) -> None: ...
 
 
 def build_reference(predictor: Predictor, data: Path | Mapping[str, Any], *,
@@ -67,7 +113,8 @@ def build_reference(predictor: Predictor, data: Path | Mapping[str, Any], *,
         raise InvalidInputError(f"the model cannot run on the reference data: {exc}") from None
 
 
-def store_reference(lg: Lockgate, v: Version, profile: Profile, *, actor: str) -> dict[str, Any]:
+def store_reference(lg: MonitorStores, v: Version, profile: Profile, *,
+                    actor: str) -> dict[str, Any]:
     """Store the profile's blob and record it as the version's reference. The blob is
     written before the commit and again after it: a ``lockgate gc`` that ran in between may
     have removed it, and none after the commit can (see :mod:`lockgate.seal.integrity`)."""
@@ -84,7 +131,7 @@ def store_reference(lg: Lockgate, v: Version, profile: Profile, *, actor: str) -
     return record
 
 
-def reference_profile(lg: Lockgate, v: Version) -> Profile | None:
+def reference_profile(lg: MonitorStores, v: Version) -> Profile | None:
     """The version's latest reference profile (digest-checked on read), or None."""
     found = lg.meta.observations(v.name, "reference", number=v.number, limit=1)
     if not found:
@@ -92,7 +139,7 @@ def reference_profile(lg: Lockgate, v: Version) -> Profile | None:
     return Profile.from_json(lg.artifacts.get(Digest.parse(str(found[0].record["profile"]))))
 
 
-def latest_monitor(lg: Lockgate, name: str, number: int) -> Mapping[str, Any] | None:
+def latest_monitor(lg: MonitorStores, name: str, number: int) -> Mapping[str, Any] | None:
     found = lg.meta.observations(name, "monitor", number=number, limit=1)
     return found[0].record if found else None
 
@@ -134,7 +181,7 @@ def _snapshot(url: str, name: str, number: int, last: Mapping[str, Any] | None,
     return _fetch(url, name, number, 0, 0, token)
 
 
-def monitor_once(lg: Lockgate, name: str, *, url: str,
+def monitor_once(lg: MonitoredHome, name: str, *, url: str,
                  token: str | None = None) -> dict[str, Any]:
     """Judge the production version's latest window on the server at ``url``: store the
     result, audit a state change, trigger retraining after K windows of drift, roll back on an
@@ -200,7 +247,7 @@ def _drift_event(v: Version, result: Mapping[str, Any], policy: MonitorPolicy
                      for f in drift["features"]}})
 
 
-def _rollback(lg: Lockgate, name: str, v: Version, result: Mapping[str, Any]
+def _rollback(lg: MonitoredHome, name: str, v: Version, result: Mapping[str, Any]
               ) -> dict[str, Any]:
     reason = (f"SLO breach of {v.ref} ({'; '.join(result['slo']['breached'])} over "
               f"{result['slo']['requests']} requests): rollback plan says roll back")
@@ -218,7 +265,7 @@ def _rollback(lg: Lockgate, name: str, v: Version, result: Mapping[str, Any]
     return {"done": True, "to": d.stable, "reason": reason}
 
 
-def deliver_pending(lg: Lockgate, *, backoff_s: float = 0.5) -> list[dict[str, Any]]:
+def deliver_pending(lg: MonitorStores, *, backoff_s: float = 0.5) -> list[dict[str, Any]]:
     """Try every undelivered trigger: up to the model's ``attempts`` times now, with
     exponential backoff; what still fails stays pending for the next run (at least once)."""
     out = []

@@ -22,8 +22,9 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -32,9 +33,25 @@ from lockgate.seal.folder import LOCK_FILES, RECIPE_FILE, SAMPLES_FILE
 from lockgate.types import Version
 
 if TYPE_CHECKING:
-    from lockgate.api.facade import Lockgate
+    from lockgate.config.settings import Settings
 
-__all__ = ["compare_models", "make_recipe", "reproduce"]
+__all__ = ["ReproducibleHome", "compare_models", "make_recipe", "reproduce"]
+
+
+class ReproducibleHome(Protocol):
+    """The home a version is reproduced from: its settings (parity tolerances), the version's
+    verified files, and where the result is recorded."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    def verify(self, version: Version, /) -> str | None: ...
+
+    def model_bytes(self, version: Version, /) -> bytes: ...
+
+    def file_bytes(self, version: Version, name: str, /) -> bytes: ...
+
+    def record_reproduction(self, version: Version, detail: Mapping[str, Any], /) -> object: ...
 
 
 def make_recipe(entry: str, args: list[str], cwd: Path) -> dict[str, Any]:
@@ -62,7 +79,7 @@ def make_recipe(entry: str, args: list[str], cwd: Path) -> dict[str, Any]:
     return recipe
 
 
-def reproduce(lg: Lockgate, version: Version, *, source: Path | None = None,
+def reproduce(lg: ReproducibleHome, version: Version, *, source: Path | None = None,
               env: str = "fresh", lockgate_spec: str | None = None,
               timeout_s: float = 3600) -> dict[str, Any]:
     """Rebuild ``version`` and return the comparison (``passed``, ``message``, details)."""
@@ -135,7 +152,7 @@ def _checkout(recipe: dict[str, Any], source: Path | None, dest: Path) -> Path:
     return dest / workdir
 
 
-def _venv(lg: Lockgate, version: Version, where: Path, lockgate_spec: str | None,
+def _venv(lg: ReproducibleHome, version: Version, where: Path, lockgate_spec: str | None,
           timeout_s: float) -> str:
     lock_name = next((n for n in LOCK_FILES if n in version.files), None)
     if lock_name is None:
@@ -160,9 +177,7 @@ def _venv(lg: Lockgate, version: Version, where: Path, lockgate_spec: str | None
 
 def _own_spec() -> str:
     """This lockgate: its source project when run from a checkout, else its release."""
-    import lockgate
-
-    root = Path(lockgate.__file__).resolve().parent.parent.parent
+    root = Path(__file__).resolve().parents[3]  # src/lockgate/reproduce/recipe.py
     if (root / "pyproject.toml").is_file() and 'name = "lockgate"' in (
             root / "pyproject.toml").read_text(encoding="utf-8"):
         return str(root)

@@ -18,16 +18,19 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lockgate.errors import InvalidInputError
 from lockgate.seal.folder import BOM_FILE, materialize
-from lockgate.types import Version
+from lockgate.types import ModelRef, Version
 
 if TYPE_CHECKING:
-    from lockgate.api.facade import Lockgate
+    from lockgate.config.settings import Settings
+    from lockgate.store.artifacts import ArtifactStore
+    from lockgate.store.metadata import MetadataStore
+    from lockgate.supplychain.vulns.policy import VulnReport
 
-__all__ = ["write_evidence"]
+__all__ = ["EvidenceSource", "write_evidence"]
 
 MODEL_FOLDER = "model"
 SIGNATURE = "model.sig"
@@ -35,7 +38,23 @@ PUBLIC_KEY = "signing.pub"
 SUMS = "SHA256SUMS"
 
 
-def write_evidence(lg: Lockgate, version: Version, out: Path) -> Path:
+class EvidenceSource(Protocol):
+    """What a pack is read from: the home's settings (its trusted public keys), its stores,
+    and the assessment of a version against the current vulnerability snapshot."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def meta(self) -> MetadataStore: ...
+
+    @property
+    def artifacts(self) -> ArtifactStore: ...
+
+    def vulnerability_report(self, ref: ModelRef, /) -> VulnReport: ...
+
+
+def write_evidence(lg: EvidenceSource, version: Version, out: Path) -> Path:
     """Write the pack for ``version`` (already verified by the caller) into ``out``, which must
     be missing or empty. Returns ``out``."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -50,7 +69,7 @@ def write_evidence(lg: Lockgate, version: Version, out: Path) -> Path:
     return out
 
 
-def _write(lg: Lockgate, version: Version, out: Path) -> None:
+def _write(lg: EvidenceSource, version: Version, out: Path) -> None:
     from lockgate.supplychain.signing import key_id
 
     bundle = materialize(version, lg.artifacts, out / MODEL_FOLDER)
@@ -70,7 +89,8 @@ def _write(lg: Lockgate, version: Version, out: Path) -> None:
     ])
     _json(out / "audit_events.json", [
         {**r.body(), "prev_hash": r.prev_hash, "hash": r.hash}
-        for r in lg.audit_log(model=version.name) if r.version == version.number
+        for r in lg.meta.audit_records()
+        if r.model == version.name and r.version == version.number
     ])
     has_vulns = lg.meta.vuln_snapshot() is not None
     if has_vulns:
