@@ -1,1 +1,3 @@
-"""environment"""
+"""The environment a version was registered in (:mod:`~lockgate.environment.fingerprint`), and
+what in a serving environment differs from it in ways that matter
+(:mod:`~lockgate.environment.drift`)."""
