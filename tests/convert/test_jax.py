@@ -115,7 +115,7 @@ def test_register_from_a_function_on_the_command_line(home, monkeypatch, capsys)
 
     from lockgate.cli.main import main
 
-    monkeypatch.chdir(Path(__file__).parent.parent / "compare_models")
+    monkeypatch.chdir(Path(__file__).parent.parent / "parity" / "compare_models")
     main(["--home", str(home), "register", "--from", "jax_mlp:build", "--arg", "3",
           "--name", "cli-jax", "--json"])
     import json
