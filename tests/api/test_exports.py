@@ -27,5 +27,5 @@ def test_every_error_is_a_lockgate_error() -> None:
         obj = getattr(lockgate, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, lockgate.Error), name
-            readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+            readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
             assert f"| {obj.exit_code} |" in readme, f"{name}: exit code not in README"
