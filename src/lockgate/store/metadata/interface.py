@@ -67,14 +67,26 @@ class Change:
 
 
 class MetadataStore(Protocol):
+    def registering(self, name: str) -> AbstractContextManager[int]:
+        """Hold ``name``'s registration lock and yield the number its next version gets.
+
+        While it is held no other registration of ``name`` can store a version, so a version
+        sealed and signed under that number meanwhile is stored under it by
+        :meth:`create_version` with ``number``. Other writers never wait for it."""
+        ...
+
     def create_version(
-        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent | EventBuilder
+        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent | EventBuilder,
+        *, number: int | None = None, extra: Change | None = None,
     ) -> int:
         """Allocate the next number for ``name``, call ``build(number)`` for the record, store
-        the version and its audit event in one transaction, and return the number.
+        the version, its audit event and ``extra`` in one transaction, and return the number.
 
-        ``build`` may run more than once (a retried transaction) and must not change shared
-        state beyond content-addressed writes. ``event`` may be built from the record."""
+        With ``number`` (taken from :meth:`registering`, still held), StorageError unless it is
+        still the next number. ``build`` may run more than once (a retried transaction) and
+        must not change shared state beyond content-addressed writes: hand it a record made
+        beforehand. ``event`` may be built from the record; ``extra`` (observations, events)
+        is written after it, all or nothing with the version."""
         ...
 
     def apply(self, change: Change) -> None:

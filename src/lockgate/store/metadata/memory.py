@@ -1,4 +1,5 @@
-"""Metadata in memory, for fast tests: same semantics as the SQL store, one lock."""
+"""Metadata in memory, for fast tests: same semantics as the SQL store, one lock (and one
+registration lock per model name)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 from lockgate.audit import AuditEvent, AuditRecord, chain_record, now
-from lockgate.errors import NotFoundError, PromotionError
+from lockgate.errors import NotFoundError, PromotionError, StorageError
 from lockgate.store.metadata.interface import (
     Change,
     Decision,
@@ -28,6 +29,8 @@ __all__ = ["MemoryMetadataStore"]
 
 
 class MemoryMetadataStore:
+    """Every table as a Python collection, behind one re-entrant lock."""
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._versions: dict[tuple[str, int], VersionRow] = {}
@@ -42,68 +45,97 @@ class MemoryMetadataStore:
         self._vulns: dict[int, list[tuple[str, str, str]]] = {}
         self._users: dict[str, UserRow] = {}
         self._tokens: dict[str, TokenRow] = {}
+        self._registering: dict[str, threading.Lock] = {}
 
     def _append(self, event: AuditEvent) -> AuditRecord:
         rec = chain_record(self.records[-1] if self.records else None, event)
         self.records.append(rec)
         return rec
 
+    @contextmanager
+    def registering(self, name: str) -> Iterator[int]:
+        with self._lock:
+            lock = self._registering.setdefault(name, threading.Lock())
+        with lock:
+            with self._lock:
+                number = self._next_number(name)
+            yield number
+
+    def _next_number(self, name: str) -> int:
+        return 1 + max((n for (m, n) in self._versions if m == name), default=0)
+
     def create_version(
-        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent | EventBuilder
+        self, name: str, build: RecordBuilder, stage: str, event: AuditEvent | EventBuilder,
+        *, number: int | None = None, extra: Change | None = None,
     ) -> int:
         with self._lock:
-            number = 1 + max((n for (m, n) in self._versions if m == name), default=0)
-            record = dict(build(number))
-            self._versions[(name, number)] = VersionRow(name, number, stage, record)
+            next_ = self._next_number(name)
+            if number is not None and number != next_:
+                raise StorageError(f"{name}@{number} was stored by another registration "
+                                   "meanwhile", hint="register it again")
+            record = dict(build(next_))
+            if extra is not None:
+                self._check(extra)
+            self._versions[(name, next_)] = VersionRow(name, next_, stage, record)
             ev = event(record) if callable(event) else event
-            self._append(replace(ev, model=name, version=number))
-            return number
+            self._append(replace(ev, model=name, version=next_))
+            if extra is not None:
+                self._write(extra)
+            return next_
 
     def apply(self, change: Change) -> None:
         with self._lock:
-            for key, stage in change.expect.items():
-                row = self._versions.get(key)
-                if row is None:
-                    raise NotFoundError(f"version {key[0]}@{key[1]} does not exist")
-                if row.stage != stage:
-                    raise PromotionError(
-                        f"{key[0]}@{key[1]} is now in stage {row.stage!r}, not {stage!r}",
-                        hint="another change landed first; look again and retry",
-                    )
-            for (name, stage), numbers in change.expect_holders.items():
-                held = frozenset(n for (m, n), r in self._versions.items()
-                                 if m == name and r.stage == stage)
-                if held != numbers:
-                    raise PromotionError(
-                        f"{name} in stage {stage!r} changed meanwhile: now "
-                        f"{sorted(held) or 'none'}, expected {sorted(numbers) or 'none'}",
-                        hint="another promotion landed first; look again and retry",
-                    )
-            for key, stage in change.stages.items():
-                self._versions[key] = replace(self._versions[key], stage=stage)
-            for akey, number in change.aliases.items():
-                if number is None:
-                    self._aliases.pop(akey, None)
-                else:
-                    self._aliases[akey] = number
-            for dname, (expected, _record) in change.deployments.items():
-                current = self._deployments.get(dname)
-                if (current.generation if current else 0) != expected:
-                    raise PromotionError(f"the deployment of {dname} changed meanwhile")
-            for dname, (_, record) in change.deployments.items():
-                current = self._deployments.get(dname)
-                self._deployments[dname] = DeploymentRow(
-                    dname, (current.generation if current else 0) + 1, dict(record), now())
-            self._gate_runs.extend(change.gate_runs)
-            self._decisions.extend(change.decisions)
-            for o in change.observations:
-                self._observations.append(replace(o, id=len(self._observations) + 1))
-            for dl in change.deliveries:
-                if dl.id in self._outbox:
-                    raise PromotionError(f"delivery {dl.id} exists already")
-                self._outbox[dl.id] = dl
-            for event in change.events:
-                self._append(event)
+            self._check(change)
+            self._write(change)
+
+    def _check(self, change: Change) -> None:
+        """PromotionError (or NotFoundError) unless every expectation of ``change`` holds."""
+        for key, stage in change.expect.items():
+            row = self._versions.get(key)
+            if row is None:
+                raise NotFoundError(f"version {key[0]}@{key[1]} does not exist")
+            if row.stage != stage:
+                raise PromotionError(
+                    f"{key[0]}@{key[1]} is now in stage {row.stage!r}, not {stage!r}",
+                    hint="another change landed first; look again and retry",
+                )
+        for (name, stage), numbers in change.expect_holders.items():
+            held = frozenset(n for (m, n), r in self._versions.items()
+                             if m == name and r.stage == stage)
+            if held != numbers:
+                raise PromotionError(
+                    f"{name} in stage {stage!r} changed meanwhile: now "
+                    f"{sorted(held) or 'none'}, expected {sorted(numbers) or 'none'}",
+                    hint="another promotion landed first; look again and retry",
+                )
+        for dname, (expected, _record) in change.deployments.items():
+            current = self._deployments.get(dname)
+            if (current.generation if current else 0) != expected:
+                raise PromotionError(f"the deployment of {dname} changed meanwhile")
+        for dl in change.deliveries:
+            if dl.id in self._outbox:
+                raise PromotionError(f"delivery {dl.id} exists already")
+
+    def _write(self, change: Change) -> None:
+        for key, stage in change.stages.items():
+            self._versions[key] = replace(self._versions[key], stage=stage)
+        for akey, number in change.aliases.items():
+            if number is None:
+                self._aliases.pop(akey, None)
+            else:
+                self._aliases[akey] = number
+        for dname, (_, record) in change.deployments.items():
+            current = self._deployments.get(dname)
+            self._deployments[dname] = DeploymentRow(
+                dname, (current.generation if current else 0) + 1, dict(record), now())
+        self._gate_runs.extend(change.gate_runs)
+        self._decisions.extend(change.decisions)
+        for o in change.observations:
+            self._observations.append(replace(o, id=len(self._observations) + 1))
+        for dl in change.deliveries:
+            self._outbox[dl.id] = dl
+        for event in change.events:
+            self._append(event)
 
     def append_event(self, event: AuditEvent) -> AuditRecord:
         with self._lock:
