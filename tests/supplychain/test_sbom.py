@@ -16,12 +16,9 @@ from lockgate.audit import now
 from lockgate.environment.fingerprint import capture_environment, installed_distributions
 from lockgate.errors import IntegrityError, InvalidInputError, SupplyChainError
 from lockgate.runtime.onnxmeta import signature_of
-from lockgate.supplychain.sbom import (
-    build_bom,
-    model_card_markdown,
-    parse_lock_hashes,
-    validate_bom,
-)
+from lockgate.supplychain.bom import build_bom, validate_bom
+from lockgate.supplychain.lockfiles import parse_lock_hashes
+from lockgate.supplychain.modelcard import model_card_markdown
 from lockgate.types import Digest, OutputParity, ParityReport, Signature, TensorSpec, Version
 from onnx_models import linear_onnx
 

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from lockgate.api.facade import Lockgate
 from lockgate.errors import ConfigError, IntegrityError, SignatureError, SupplyChainError
 from lockgate.seal.folder import FOLDER_FILES, materialize
-from lockgate.supplychain import sbom
-from lockgate.supplychain.sbom import validate_bom
+from lockgate.supplychain import bom as bom_module
+from lockgate.supplychain.bom import validate_bom
 from lockgate.supplychain.signing import generate_keypair, key_id
 from tamper import flip_byte
 
@@ -93,14 +93,14 @@ def test_signature_verifies_with_the_stock_cli(
 def test_a_corrupt_bom_fails_registration_and_stores_nothing(
     lg: Lockgate, linear_model: onnx.ModelProto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = sbom._model_card
+    real = bom_module.model_card
 
     def corrupt(*args: Any, **kwargs: Any) -> dict[str, Any]:
         card = real(*args, **kwargs)
         card["modelParameters"]["approach"] = {"type": "telepathy"}  # not a CycloneDX enum
         return card
 
-    monkeypatch.setattr(sbom, "_model_card", corrupt)
+    monkeypatch.setattr(bom_module, "model_card", corrupt)
     with pytest.raises(SupplyChainError) as info:
         lg.register(linear_model, name="m")
     assert "approach" in info.value.message

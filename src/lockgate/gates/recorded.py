@@ -73,7 +73,7 @@ class PinnedDependenciesGate(Configurable):
 
 def _requirements(text: str) -> list[tuple[str, bool, bool, str]]:
     from lockgate.errors import InvalidInputError
-    from lockgate.supplychain.sbom import parse_requirements
+    from lockgate.supplychain.lockfiles import parse_requirements
 
     out = []
     try:

@@ -24,7 +24,7 @@ class SbomValidGate(Configurable):
     name = "sbom_valid"
 
     def evaluate(self, ctx: GateContext) -> GateResult:
-        from lockgate.supplychain.sbom import validate_bom
+        from lockgate.supplychain.bom import validate_bom
 
         ev = _evidence(ctx, self.name)
         if isinstance(ev, GateResult):

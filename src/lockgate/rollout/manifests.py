@@ -141,7 +141,7 @@ def render_dockerfile(requirements: Path, *, python: str = "3.11") -> str:
     """A Dockerfile installing exactly the pinned, hashed requirements (``pip install
     --require-hashes --no-deps``). InvalidInputError unless every requirement is pinned with
     ``==`` and carries a ``--hash``, and lockgate itself is among them."""
-    from lockgate.supplychain.sbom import parse_requirements
+    from lockgate.supplychain.lockfiles import parse_requirements
 
     try:
         text = requirements.read_text(encoding="utf-8")

@@ -87,7 +87,8 @@ def seal(
     required but no usable key is configured. Only content-addressed blobs are written, so a
     failure leaves no version behind.
     """
-    from lockgate.supplychain.sbom import build_bom, model_card_markdown
+    from lockgate.supplychain.bom import build_bom
+    from lockgate.supplychain.modelcard import model_card_markdown
 
     bom = build_bom(version, onnx_bytes=onnx_bytes, producer=producer, lock_hashes=lock_hashes,
                     considerations=considerations, datasets=datasets)

@@ -371,7 +371,7 @@ def license_of(dist: importlib.metadata.Distribution) -> LicenseInfo:
 
 def info_from_bom(component: Mapping[str, Any]) -> LicenseInfo:
     """The :class:`LicenseInfo` a lockgate BOM library component records (see
-    :mod:`lockgate.supplychain.sbom`), so a signed BOM can be judged under today's policy."""
+    :mod:`lockgate.supplychain.components`), so a signed BOM can be judged under today's policy."""
     name = str(component.get("name", "")) or "<unnamed>"
     version = str(component.get("version", ""))
     props = {str(p.get("name")): str(p.get("value", ""))
