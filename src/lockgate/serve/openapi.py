@@ -25,6 +25,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from lockgate.serve.about import lockgate_version
+
 __all__ = ["OPENAPI_PATH", "openapi_document", "openapi_endpoint"]
 
 OPENAPI_PATH = "/v2/openapi.json"
@@ -296,12 +298,10 @@ def _paths() -> dict[str, dict[str, Any]]:
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of the data plane's routes (a fresh copy on each call)."""
-    from lockgate.serve.routes import _version
-
     return {
         "openapi": "3.1.0",
         "info": {"title": "lockgate inference server (Open Inference Protocol v2)",
-                 "version": _version(),
+                 "version": lockgate_version(),
                  "description": "KServe v2 / Triton REST inference. Tokens, where the server "
                                 "requires them, go in 'Authorization: Bearer ...'."},
         "paths": _paths(),

@@ -33,13 +33,13 @@ HTTP/1.1 layer and everything else to this app.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -50,6 +50,7 @@ from starlette.routing import Route
 
 from lockgate.errors import Error, InvalidInputError
 from lockgate.monitor.capture import DEFAULT_WINDOW, Capture, RequestLog
+from lockgate.serve.about import lockgate_version as _version  # also lockgate.registry's
 from lockgate.serve.controller import Controller, Desired
 from lockgate.serve.inference import (
     DEFAULT_INLINE_BELOW_S,
@@ -75,13 +76,6 @@ log = logging.getLogger("lockgate.serve")
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 _JSON = "application/json"
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("lockgate")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 def _error(exc: Error) -> Response:
@@ -155,6 +149,264 @@ def _slot_status(slot: Slot) -> dict[str, Any]:
     return {"name": slot.spec.name, "version": slot.version_text, "state": str(slot.state)}
 
 
+def _cursor(request: Request, key: str) -> int:
+    raw = request.query_params.get(key, "0")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise InvalidInputError(f"{key} must be a non-negative integer, got {raw[:40]!r}")
+    return int(raw)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(
+        {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    return _internal()
+
+
+def _capture_attacher(window: int) -> Callable[[Slot], Slot]:
+    """``with_capture(slot)``: gives a served version its ring of the last ``window`` rows and
+    requests on first use (0: no capture)."""
+
+    def with_capture(slot: Slot) -> Slot:
+        if window > 0 and slot.capture is None:
+            slot.capture = Capture(window)
+        return slot
+
+    return with_capture
+
+
+@dataclass(frozen=True, slots=True)
+class _Following:
+    """How an app follows deployments: what it polls, how it makes a version's spec, how often
+    and how long a retired version lingers (see :class:`~lockgate.serve.controller.Controller`)."""
+
+    desired: Callable[[], Mapping[str, Desired]]
+    make_spec: Callable[[str, int], ServedModel]
+    poll_s: float
+    grace_s: float
+    subscribe: Callable[[Callable[[], None]], Callable[[], None]] | None
+
+
+class _Lifespan:
+    """What runs around the routes: the ``serve.start`` and ``serve.stop`` events, model
+    loading, the controller that follows deployments, and at the end the shadow mirror, the
+    worker pool and the request log stopped."""
+
+    def __init__(self, table: ModelTable, pool: WorkerPool, mirror: ShadowMirror,
+                 request_log: RequestLog | None, *, hook: EventHook | None, server_name: str,
+                 following: _Following | None) -> None:
+        self.table = table
+        self.pool = pool
+        self.mirror = mirror
+        self.request_log = request_log
+        self.hook = hook
+        self.server_name = server_name
+        self.following = following
+
+    def emit_logged(self, name: str, payload: dict[str, Any]) -> None:
+        """A model or deployment event: a failing hook is logged, never raised."""
+        if self.hook is None:
+            return
+        try:
+            self.hook(name, payload)
+        except Exception:
+            log.exception("event hook failed on %s", name)
+
+    @asynccontextmanager
+    async def run(self, app: Starlette) -> AsyncIterator[None]:
+        """The ASGI lifespan: a failing hook at start or stop propagates."""
+        table, hook = self.table, self.hook
+        if hook is not None:
+            hook("serve.start", {"server": self.server_name, "models": [
+                {"model": s.spec.name, "version": s.spec.version} for s in table.slots]})
+        table.start_loading(self.emit_logged)
+        controller = None
+        if (following := self.following) is not None:
+            controller = Controller(table, following.desired, following.make_spec,
+                                    self.emit_logged, poll_s=following.poll_s,
+                                    grace_s=following.grace_s, subscribe=following.subscribe)
+            controller.start()
+        try:
+            yield
+        finally:
+            if controller is not None:
+                controller.stop()
+            self.mirror.stop()
+            self.pool.stop(wait=False)  # never block the loop; the threads are daemons
+            if self.request_log is not None:
+                self.request_log.close()
+            if hook is not None:
+                hook("serve.stop", {"server": self.server_name, "models": [
+                    {"model": s.spec.name, "version": s.spec.version, "state": str(s.state)}
+                    for s in table.slots]})
+
+
+class _Routes:
+    """The route handlers of one app, over the state they share."""
+
+    def __init__(self, table: ModelTable, service: InferenceService, pool: WorkerPool,
+                 metrics: ServerMetrics, *, server_name: str, max_request_bytes: int,
+                 with_capture: Callable[[Slot], Slot],
+                 drift: Callable[[str, int], Mapping[str, Any] | None] | None,
+                 capture_authorize: Authorize | None) -> None:
+        self.table = table
+        self.service = service
+        self.pool = pool
+        self.metrics = metrics
+        self.server_name = server_name
+        self.server_version = _version()
+        self.instance = uuid.uuid4().hex
+        self.max_request_bytes = max_request_bytes
+        self.with_capture = with_capture
+        self.drift = drift
+        self.drift_read_at = 0.0
+        self.capture_authorize = capture_authorize
+
+    def routes(self) -> list[Route]:
+        model = "/v2/models/{model}"
+        versioned = "/v2/models/{model}/versions/{version}"
+        return [
+            Route("/v2", _guard(self.server_metadata), methods=["GET"]),
+            Route("/v2/health/live", _guard(self.live), methods=["GET"]),
+            Route("/v2/health/ready", _guard(self.ready), methods=["GET"]),
+            Route(model, _guard(self.model_metadata), methods=["GET"]),
+            Route(versioned, _guard(self.model_metadata), methods=["GET"]),
+            Route(model + "/ready", _guard(self.model_ready), methods=["GET"]),
+            Route(versioned + "/ready", _guard(self.model_ready), methods=["GET"]),
+            Route(model + "/infer", _guard(self.infer), methods=["POST"]),
+            Route(versioned + "/infer", _guard(self.infer), methods=["POST"]),
+            Route(versioned + "/capture", _guard(self.captured), methods=["GET"]),
+            Route("/metrics", _guard(self.prometheus), methods=["GET"]),
+            Route(OPENAPI_PATH, _guard(openapi_endpoint), methods=["GET"]),
+        ]
+
+    async def server_metadata(self, request: Request) -> Response:
+        return JSONResponse({"name": self.server_name, "version": self.server_version,
+                             "extensions": ["binary_tensor_data"]})
+
+    async def live(self, request: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        waiting = self.table.not_ready()
+        if not waiting:
+            return JSONResponse({"ready": True})
+        detail = ", ".join(f"{s.label} ({s.state})" for s in waiting)
+        return JSONResponse(
+            {
+                "ready": False,
+                "error": f"not ready: {detail}",
+                "models": [_slot_status(s) for s in waiting],
+            },
+            status_code=503,
+        )
+
+    def resolve(self, request: Request) -> Slot:
+        params = request.path_params
+        return self.with_capture(self.table.resolve(params["model"], params.get("version")))
+
+    async def model_metadata(self, request: Request) -> Response:
+        slot = self.resolve(request)
+        slot.predictor()  # 503 unless ready: the signature is known only once loaded
+        return JSONResponse(
+            {
+                "name": slot.spec.name,
+                "versions": [str(v) for v in self.table.versions(slot.spec.name)],
+                "platform": PLATFORM,
+                "inputs": slot.inputs,
+                "outputs": slot.outputs,
+                **({"parameters": slot.parameters} if slot.parameters else {}),
+            }
+        )
+
+    async def model_ready(self, request: Request) -> Response:
+        slot = self.resolve(request)
+        status = _slot_status(slot)
+        if slot.state is SlotState.READY:
+            return JSONResponse({**status, "ready": True})
+        try:
+            slot.predictor()
+        except Error as exc:
+            status["error"] = exc.diagnostics()
+        return JSONResponse({**status, "ready": False}, status_code=503)
+
+    async def infer(self, request: Request) -> Response:
+        params = request.path_params
+        model, version = params["model"], params.get("version")
+        authorization = request.headers.get("authorization")
+        service, max_request_bytes = self.service, self.max_request_bytes
+        if service.authorize is not None:  # the token before any budget is taken
+            service.authorize(authorization, model)
+        reservation: Reservation | None = None
+        try:
+            length = _declared_length(request)
+            if length is not None and length <= max_request_bytes:
+                reservation = service.reserve(length)  # before the body is received
+            body = await _read_body(request, max_request_bytes)
+        except BaseException as exc:
+            if reservation is not None:
+                reservation.release()
+            if not isinstance(exc, Error):
+                raise  # the client went away
+            return _response(service.refuse(model, version, exc))
+        answer = service.infer(model, version, body,
+                               _header(request, "inference-header-content-length"),
+                               authorization=authorization, reservation=reservation,
+                               authorized=True)
+        if not isinstance(answer, Answer):
+            answer = await answer
+        return _response(answer)
+
+    def refresh_drift(self, ready: list[Slot]) -> None:
+        """Latest monitor results of the ready versions, at most every 5 s."""
+        drift, metrics = self.drift, self.metrics
+        if drift is None or time.monotonic() - self.drift_read_at < 5.0:
+            return
+        self.drift_read_at = time.monotonic()
+        for slot in ready:
+            try:
+                result = drift(slot.spec.name, slot.spec.version)
+            except Exception as exc:  # metrics must answer even when the store does not
+                log.warning("cannot read monitor results: %s", exc)
+                return
+            if not result or "drift" not in result:
+                continue
+            labels = (slot.spec.name, slot.version_text)
+            metrics.dataset_drift_share.labels(*labels).set(float(result["drift"]["share"]))
+            for f in result["drift"]["features"]:
+                metrics.feature_drift.labels(*labels, f["feature"], f["method"]).set(
+                    float(f["score"]))
+                metrics.feature_drifted.labels(*labels, f["feature"]).set(
+                    1.0 if f["drifted"] else 0.0)
+
+    async def prometheus(self, request: Request) -> Response:
+        ready = [s for s in self.table.slots if s.state is SlotState.READY]
+        for slot in ready:
+            digest = str(slot.parameters.get("lockgate_version_digest", ""))
+            self.metrics.model_info.labels(slot.spec.name, slot.version_text, digest).set(1)
+        if self.drift is not None:
+            await self.pool.run(self.refresh_drift, ready)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def captured(self, request: Request) -> Response:
+        if self.capture_authorize is not None:
+            self.capture_authorize(request.headers.get("authorization"),
+                                   request.path_params["model"])
+        slot = self.resolve(request)
+        rows_since = _cursor(request, "rows_since")
+        requests_since = _cursor(request, "requests_since")
+        capture = slot.capture
+        if capture is None:
+            raise InvalidInputError("capture is off on this server (capture window 0)")
+        body = await self.pool.run(capture.snapshot, rows_since, requests_since)
+        return JSONResponse({"model": slot.spec.name, "version": slot.version_text,
+                             "instance": self.instance, "window": capture.window, **body})
+
+
 def create_app(
     models: Sequence[ServedModel],
     *,
@@ -201,230 +453,29 @@ def create_app(
     Raises InvalidInputError for an empty model list (without ``desired``), a repeated
     ``(name, version)``, ``workers < 1`` or a negative ``inline_below_s``.
     """
-    dynamic = desired is not None
-    table = ModelTable(models, dynamic=dynamic)
+    table = ModelTable(models, dynamic=desired is not None)
     if workers is None:
         workers = min(32, (os.cpu_count() or 1) + 4)
     pool = WorkerPool(workers, name="lockgate-infer")
     metrics = ServerMetrics()
     mirror = ShadowMirror(metrics)
-    server_version = _version()
-    hook = on_event
-    instance = uuid.uuid4().hex
-    drift_seen: dict[str, float] = {"at": 0.0}
-
-    def with_capture(slot: Slot) -> Slot:
-        if capture_window > 0 and slot.capture is None:
-            slot.capture = Capture(capture_window)
-        return slot
-
+    with_capture = _capture_attacher(capture_window)
     service = InferenceService(
         table, metrics, pool, mirror, with_capture=with_capture, request_log=request_log,
         inline_below_s=inline_below_s, authorize=authorize, max_elements=max_elements,
         budget=None if decode_budget is None else DecodeBudget(decode_budget))
-
-    def emit_logged(name: str, payload: dict[str, Any]) -> None:
-        if hook is None:
-            return
-        try:
-            hook(name, payload)
-        except Exception:
-            log.exception("event hook failed on %s", name)
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if hook is not None:
-            hook(
-                "serve.start",
-                {
-                    "server": server_name,
-                    "models": [
-                        {"model": s.spec.name, "version": s.spec.version} for s in table.slots
-                    ],
-                },
-            )
-        table.start_loading(emit_logged)
-        controller = None
-        if desired is not None and make_spec is not None:
-            controller = Controller(table, desired, make_spec, emit_logged, poll_s=poll_s,
-                                    grace_s=grace_s, subscribe=subscribe)
-            controller.start()
-        try:
-            yield
-        finally:
-            if controller is not None:
-                controller.stop()
-            mirror.stop()
-            pool.stop(wait=False)  # never block the loop; the threads are daemons
-            if request_log is not None:
-                request_log.close()
-            if hook is not None:
-                hook(
-                    "serve.stop",
-                    {
-                        "server": server_name,
-                        "models": [
-                            {"model": s.spec.name, "version": s.spec.version, "state": str(s.state)}
-                            for s in table.slots
-                        ],
-                    },
-                )
-
-    async def server_metadata(request: Request) -> Response:
-        return JSONResponse({"name": server_name, "version": server_version,
-                             "extensions": ["binary_tensor_data"]})
-
-    async def live(request: Request) -> Response:
-        return JSONResponse({"live": True})
-
-    async def ready(request: Request) -> Response:
-        waiting = table.not_ready()
-        if not waiting:
-            return JSONResponse({"ready": True})
-        detail = ", ".join(f"{s.label} ({s.state})" for s in waiting)
-        return JSONResponse(
-            {
-                "ready": False,
-                "error": f"not ready: {detail}",
-                "models": [_slot_status(s) for s in waiting],
-            },
-            status_code=503,
-        )
-
-    def resolve(request: Request) -> Slot:
-        params = request.path_params
-        return with_capture(table.resolve(params["model"], params.get("version")))
-
-    async def model_metadata(request: Request) -> Response:
-        slot = resolve(request)
-        slot.predictor()  # 503 unless ready: the signature is known only once loaded
-        return JSONResponse(
-            {
-                "name": slot.spec.name,
-                "versions": [str(v) for v in table.versions(slot.spec.name)],
-                "platform": PLATFORM,
-                "inputs": slot.inputs,
-                "outputs": slot.outputs,
-                **({"parameters": slot.parameters} if slot.parameters else {}),
-            }
-        )
-
-    async def model_ready(request: Request) -> Response:
-        slot = resolve(request)
-        status = _slot_status(slot)
-        if slot.state is SlotState.READY:
-            return JSONResponse({**status, "ready": True})
-        try:
-            slot.predictor()
-        except Error as exc:
-            status["error"] = exc.diagnostics()
-        return JSONResponse({**status, "ready": False}, status_code=503)
-
-    async def infer(request: Request) -> Response:
-        params = request.path_params
-        model, version = params["model"], params.get("version")
-        authorization = request.headers.get("authorization")
-        if service.authorize is not None:  # the token before any budget is taken
-            service.authorize(authorization, model)
-        reservation: Reservation | None = None
-        try:
-            length = _declared_length(request)
-            if length is not None and length <= max_request_bytes:
-                reservation = service.reserve(length)  # before the body is received
-            body = await _read_body(request, max_request_bytes)
-        except BaseException as exc:
-            if reservation is not None:
-                reservation.release()
-            if not isinstance(exc, Error):
-                raise  # the client went away
-            return _response(service.refuse(model, version, exc))
-        answer = service.infer(model, version, body,
-                               _header(request, "inference-header-content-length"),
-                               authorization=authorization, reservation=reservation,
-                               authorized=True)
-        if not isinstance(answer, Answer):
-            answer = await answer
-        return _response(answer)
-
-    def refresh_drift(ready: list[Slot]) -> None:
-        """Latest monitor results of the ready versions, at most every 5 s."""
-        if drift is None or time.monotonic() - drift_seen["at"] < 5.0:
-            return
-        drift_seen["at"] = time.monotonic()
-        for slot in ready:
-            try:
-                result = drift(slot.spec.name, slot.spec.version)
-            except Exception as exc:  # metrics must answer even when the store does not
-                log.warning("cannot read monitor results: %s", exc)
-                return
-            if not result or "drift" not in result:
-                continue
-            labels = (slot.spec.name, slot.version_text)
-            metrics.dataset_drift_share.labels(*labels).set(float(result["drift"]["share"]))
-            for f in result["drift"]["features"]:
-                metrics.feature_drift.labels(*labels, f["feature"], f["method"]).set(
-                    float(f["score"]))
-                metrics.feature_drifted.labels(*labels, f["feature"]).set(
-                    1.0 if f["drifted"] else 0.0)
-
-    async def prometheus(request: Request) -> Response:
-        ready = [s for s in table.slots if s.state is SlotState.READY]
-        for slot in ready:
-            digest = str(slot.parameters.get("lockgate_version_digest", ""))
-            metrics.model_info.labels(slot.spec.name, slot.version_text, digest).set(1)
-        if drift is not None:
-            await pool.run(refresh_drift, ready)
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
-
-    def _cursor(request: Request, key: str) -> int:
-        raw = request.query_params.get(key, "0")
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-            raise InvalidInputError(f"{key} must be a non-negative integer, got {raw[:40]!r}")
-        return int(raw)
-
-    async def captured(request: Request) -> Response:
-        if capture_authorize is not None:
-            capture_authorize(request.headers.get("authorization"),
-                              request.path_params["model"])
-        slot = resolve(request)
-        rows_since = _cursor(request, "rows_since")
-        requests_since = _cursor(request, "requests_since")
-        capture = slot.capture
-        if capture is None:
-            raise InvalidInputError("capture is off on this server (capture window 0)")
-        body = await pool.run(capture.snapshot, rows_since, requests_since)
-        return JSONResponse({"model": slot.spec.name, "version": slot.version_text,
-                             "instance": instance, "window": capture.window, **body})
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        return JSONResponse(
-            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-        )
-
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        return _internal()
-
-    model = "/v2/models/{model}"
-    versioned = "/v2/models/{model}/versions/{version}"
-    routes = [
-        Route("/v2", _guard(server_metadata), methods=["GET"]),
-        Route("/v2/health/live", _guard(live), methods=["GET"]),
-        Route("/v2/health/ready", _guard(ready), methods=["GET"]),
-        Route(model, _guard(model_metadata), methods=["GET"]),
-        Route(versioned, _guard(model_metadata), methods=["GET"]),
-        Route(model + "/ready", _guard(model_ready), methods=["GET"]),
-        Route(versioned + "/ready", _guard(model_ready), methods=["GET"]),
-        Route(model + "/infer", _guard(infer), methods=["POST"]),
-        Route(versioned + "/infer", _guard(infer), methods=["POST"]),
-        Route(versioned + "/capture", _guard(captured), methods=["GET"]),
-        Route("/metrics", _guard(prometheus), methods=["GET"]),
-        Route(OPENAPI_PATH, _guard(openapi_endpoint), methods=["GET"]),
-    ]
+    routes = _Routes(table, service, pool, metrics, server_name=server_name,
+                     max_request_bytes=max_request_bytes, with_capture=with_capture,
+                     drift=drift, capture_authorize=capture_authorize)
+    following = None
+    if desired is not None and make_spec is not None:
+        following = _Following(desired, make_spec, poll_s, grace_s, subscribe)
+    lifespan = _Lifespan(table, pool, mirror, request_log, hook=on_event,
+                         server_name=server_name, following=following)
     app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={HTTPException: http_error, Exception: unexpected},
+        routes=routes.routes(),
+        lifespan=lifespan.run,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.models = table
     app.state.metrics = metrics
