@@ -19,10 +19,11 @@ import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from collections.abc import Mapping
 from pathlib import Path
+from typing import Unpack
 
 from lockgate.api.facade import Lockgate, ModelSummary, init_home
+from lockgate.api.protocol import RegisterOptions, Registry
 from lockgate.audit import AuditRecord, ChainReport, EventType
 from lockgate.config.settings import Settings, load_settings
 from lockgate.convert.frameworks import FrameworkPolicyError
@@ -97,6 +98,8 @@ __all__ = [
     "Predictor",
     "PromotionError",
     "PromotionResult",
+    "RegisterOptions",
+    "Registry",
     "RemoteRegistry",
     "ReproductionError",
     "ServeError",
@@ -123,19 +126,15 @@ def register(
     sample_input: object = None,
     *,
     name: str,
-    description: str = "",
-    tags: Mapping[str, str] | None = None,
-    metrics: Mapping[str, float] | None = None,
-    seed: int | None = None,
     home: Path | str | None = None,
+    **options: Unpack[RegisterOptions],
 ) -> Version:
-    """Register ``model`` as a new parity-checked ONNX version of ``name``. See
-    :meth:`Lockgate.register` for every option."""
+    """Register ``model`` as a new parity-checked ONNX version of ``name`` in the home at
+    ``home`` (``$LOCKGATE_HOME`` by default). Takes every option of :meth:`Lockgate.register`
+    (``description``, ``tags``, ``metrics``, ``seed``, ...; see
+    :class:`~lockgate.api.protocol.RegisterOptions`)."""
     with Lockgate.open(home) as lg:
-        return lg.register(
-            model, sample_input, name=name, description=description, tags=tags,
-            metrics=metrics, seed=seed,
-        )
+        return lg.register(model, sample_input, name=name, **options)
 
 
 def promote(ref: str, to: str, *, home: Path | str | None = None) -> PromotionResult:

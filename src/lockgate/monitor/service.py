@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from lockgate.store.metadata import MetadataStore
 
 __all__ = ["Deployed", "MonitorSettings", "MonitorStores", "MonitoredHome", "build_reference",
-           "deliver_pending", "latest_monitor", "monitor_once", "reference_profile",
-           "store_reference"]
+           "deliver_pending", "latest_monitor", "monitor_once", "reference_change",
+           "reference_profile", "store_reference"]
 
 log = logging.getLogger("lockgate.monitor")
 
@@ -119,16 +119,24 @@ def store_reference(lg: MonitorStores, v: Version, profile: Profile, *,
     written before the commit and again after it: a ``lockgate gc`` that ran in between may
     have removed it, and none after the commit can (see :mod:`lockgate.seal.integrity`)."""
     blob = profile.to_json()
-    digest = lg.artifacts.put(blob)
+    record, change = reference_change(v, profile, lg.artifacts.put(blob), actor=actor)
+    lg.meta.apply(change)
+    lg.artifacts.put(blob)
+    return record
+
+
+def reference_change(v: Version, profile: Profile, digest: Digest, *,
+                     actor: str) -> tuple[dict[str, Any], Change]:
+    """The record, and the writes that make it the version's reference, for ``profile``
+    stored as blob ``digest``: one observation and its audit event, for the caller to commit
+    (alone, or with the version itself at registration)."""
     record = {"profile": str(digest), "rows": profile.rows, "source": profile.source,
               "features": sorted(profile.features), "actor": actor}
-    lg.meta.apply(Change(
+    return record, Change(
         observations=[Observation("reference", v.name, v.number, now(), record)],
         events=[AuditEvent(EventType.REFERENCE_SET, actor, v.name, v.number,
                            {k: record[k] for k in ("profile", "rows", "source")}
-                           | {"features": len(profile.features)})]))
-    lg.artifacts.put(blob)
-    return record
+                           | {"features": len(profile.features)})])
 
 
 def reference_profile(lg: MonitorStores, v: Version) -> Profile | None:

@@ -20,16 +20,18 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
 
-from lockgate import errors
-from lockgate.api.facade import ModelSummary
+import lockgate.errors as errors
+from lockgate.api.lookup import ModelSummary
+from lockgate.api.protocol import RegisterOptions, Registry
 from lockgate.audit import AuditRecord, ChainReport
 from lockgate.errors import Error, InvalidInputError, StorageError, UnsafePathError
 from lockgate.gates.promotion import PromotionResult
+from lockgate.registry.bundle import make_bundle
 from lockgate.rollout.state import Deployment
 from lockgate.types import Decision, GateResult, GateRun, ModelRef, TokenRow, UserRow, Version
 
@@ -118,6 +120,22 @@ def _user(d: Mapping[str, Any]) -> UserRow:
                    disabled=bool(d.get("disabled", False)), created_at=d.get("created_at", ""))
 
 
+def _upload_options(options: RegisterOptions) -> dict[str, Any]:
+    """The options a registration bundle carries to the server (the creator is the token's
+    user; files travel in the bundle itself)."""
+    out: dict[str, Any] = {
+        "description": options.get("description", ""),
+        "considerations": options.get("considerations", ""),
+        "tags": dict(options.get("tags") or {}), "metrics": dict(options.get("metrics") or {}),
+        "seeds": dict(options.get("seeds") or {}),
+        "datasets": [dict(d) for d in options.get("datasets", ())]}
+    for key in ("seed", "atol", "rtol"):
+        value = options.get(key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
 class RemoteRegistry:
     """The registry operations of :class:`lockgate.Lockgate`, over the HTTP API."""
 
@@ -188,38 +206,18 @@ class RemoteRegistry:
         return [_token(t) for t in self._json("GET", f"{_API}/tokens", params=params)]
 
     # -- registration and reads --------------------------------------------------------------
-    def register(
-        self,
-        model: object,
-        sample_input: object = None,
-        *,
-        name: str,
-        description: str = "",
-        tags: Mapping[str, str] | None = None,
-        metrics: Mapping[str, float] | None = None,
-        seed: int | None = None,
-        seeds: Mapping[str, int] | None = None,
-        opset: int | None = None,
-        atol: float | None = None,
-        rtol: float | None = None,
-        creator: str | None = None,
-        considerations: str = "",
-        datasets: Sequence[Mapping[str, str]] = (),
-        lock_file: Path | str | None = None,
-        recipe: Mapping[str, Any] | None = None,
-        reference: Path | str | Mapping[str, Any] | None = None,
-        progress: object = None,
-    ) -> Version:
+    def register(self, model: object, sample_input: object = None, *, name: str,
+                 **options: Unpack[RegisterOptions]) -> Version:
         """Upload an ONNX file (and its external data, lock file and reference data) as a
         bundle; the server checks, signs and stores it as ``creator`` = the token's user."""
-        from lockgate.registry.bundle import make_bundle
-
+        reference = options.get("reference")
         if not isinstance(model, str | os.PathLike) or not os.fspath(model).endswith(".onnx"):
             raise InvalidInputError(
                 "a remote registration uploads an .onnx file",
                 hint="export the model to ONNX first, or register against the database "
                      "directly (LOCKGATE_DATABASE_URL) to convert and check parity here")
-        if sample_input is not None or recipe is not None or opset is not None:
+        if sample_input is not None or any(options.get(k) is not None
+                                           for k in ("recipe", "opset")):
             raise InvalidInputError("sample inputs, recipes and opset conversion need the "
                                     "source framework; they are not sent to a server")
         if reference is not None and not isinstance(reference, str | os.PathLike):
@@ -227,14 +225,8 @@ class RemoteRegistry:
         path = Path(os.fspath(model))
         if not path.is_file():
             raise InvalidInputError(f"no ONNX file at {path}")
-        options: dict[str, Any] = {"description": description, "considerations": considerations,
-                                   "tags": dict(tags or {}), "metrics": dict(metrics or {}),
-                                   "seeds": dict(seeds or {}),
-                                   "datasets": [dict(d) for d in datasets]}
-        for key, value in (("seed", seed), ("atol", atol), ("rtol", rtol)):
-            if value is not None:
-                options[key] = value
-        body = make_bundle(path, options=options,
+        lock_file = options.get("lock_file")
+        body = make_bundle(path, options=_upload_options(options),
                            lock_file=Path(lock_file) if lock_file is not None else None,
                            reference=Path(os.fspath(reference)) if reference is not None
                            else None)
@@ -399,3 +391,6 @@ class RemoteRegistry:
         except zipfile.BadZipFile:
             raise StorageError("the server's evidence pack is not a valid zip") from None
         return folder
+
+
+_registry: type[Registry] = RemoteRegistry  # mypy checks it offers every registry operation

@@ -1,0 +1,33 @@
+"""What every service of the facade shares: one home's settings, its two stores, and the
+recorder that folds repeated refusals into one audit row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lockgate.audit import DenialRecorder
+from lockgate.config.settings import Settings
+from lockgate.store.artifacts import ArtifactStore
+from lockgate.store.metadata import MetadataStore
+
+__all__ = ["Home"]
+
+
+@dataclass(frozen=True)
+class Home:
+    """One lockgate home as its services see it."""
+
+    settings: Settings
+    meta: MetadataStore
+    artifacts: ArtifactStore
+    denials: DenialRecorder
+
+    def actor(self, actor: str | None) -> str:
+        """``actor``, or the configured user when None."""
+        return actor or self.settings.user
+
+    @property
+    def serving_stage(self) -> str:
+        """The stage that serves: ``production`` when configured, else the one before last."""
+        st = self.settings.stages
+        return "production" if "production" in st else st[-2]

@@ -1,0 +1,63 @@
+"""Known vulnerabilities: OSV snapshots imported into the metadata store, and a version's
+packages assessed against the current one under the policy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from lockgate.api.home import Home
+from lockgate.api.lookup import Lookup
+from lockgate.audit import AuditEvent, EventType, canonical_json, now
+from lockgate.supplychain.vulns.snapshots import load_snapshot
+from lockgate.supplychain.vulns.policy import VulnReport, assess_vulnerabilities
+from lockgate.types import ModelRef, VulnSnapshot
+
+__all__ = ["Vulnerabilities"]
+
+
+class Vulnerabilities:
+    """The vulnerability data a home holds and what it says about a version."""
+
+    def __init__(self, home: Home, lookup: Lookup) -> None:
+        self._home = home
+        self._lookup = lookup
+
+    def import_vulns(self, path: Path | str, *, actor: str | None = None) -> VulnSnapshot:
+        """Load an OSV snapshot (PyPI ``all.zip`` or a folder of OSV JSON) into the metadata
+        store; it becomes the data the vulnerabilities gate and ``scan`` use."""
+        snap = load_snapshot(Path(path))
+        rows = [(r.id, pkg, canonical_json(dict(r.raw))) for r in snap.records
+                for pkg in r.packages]
+        stored = VulnSnapshot(0, snap.sha256, snap.date, now(), snap.source, len(snap.records))
+        return self._home.meta.import_vulns(stored, rows, AuditEvent(
+            EventType.VULNDB_IMPORTED, self._home.actor(actor), None, None,
+            {"sha256": snap.sha256, "snapshot_date": snap.date, "records": len(snap.records),
+             "source": Path(snap.source).name, "skipped": snap.skipped,
+             "withdrawn": snap.withdrawn},
+        ))
+
+    def vuln_snapshot(self) -> VulnSnapshot | None:
+        """The imported vulnerability snapshot, or None before the first import."""
+        return self._home.meta.vuln_snapshot()
+
+    def vulnerability_data(self, packages: Sequence[str]) -> tuple[VulnSnapshot | None,
+                                                                   list[str]]:
+        """The current snapshot and the record JSON affecting any of ``packages``."""
+        snapshot = self._home.meta.vuln_snapshot()
+        if snapshot is None:
+            return None, []
+        wanted = sorted({canonicalize_name(p) for p in packages})
+        return snapshot, list(dict.fromkeys(self._home.meta.vuln_records(wanted)))
+
+    def vulnerability_report(self, ref: str | ModelRef) -> VulnReport:
+        """The version's packages matched against the current OSV snapshot under the policy."""
+        v = self._lookup.get(ref)
+        raw = v.environment.get("packages")
+        packages = {str(k): str(x) for k, x in raw.items()} if isinstance(raw, dict) else {}
+        snapshot, records = self.vulnerability_data(sorted(packages))
+        return assess_vulnerabilities(packages, snapshot, records, self._home.settings,
+                                      today=datetime.now(UTC).date())
