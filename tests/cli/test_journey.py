@@ -14,7 +14,7 @@ from lockgate.cli.main import main
 from lockgate.progress import Progress
 from lockgate.types import Version
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _python_blocks() -> list[str]:
