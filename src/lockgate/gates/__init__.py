@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from lockgate.config.settings import GateSpec, Settings
 from lockgate.errors import ConfigError
 from lockgate.gates.base import AllOf, Configurable, Evidence, Gate, GateContext, ServerHandle
-from lockgate.gates.metrics import MetricsGate
+from lockgate.gates.champion import MetricsGate
 from lockgate.gates.parity import ParityGate, UnsafeAllowGate
 from lockgate.gates.recorded import PinnedDependenciesGate, ReproducibleGate, SeedsRecordedGate
 from lockgate.gates.release import ApprovalGate, RollbackReadyGate, ShadowDivergenceGate
