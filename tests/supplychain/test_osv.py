@@ -17,17 +17,10 @@ from typing import Any
 import pytest
 
 from lockgate.errors import InvalidInputError, NotFoundError, SupplyChainError
-from lockgate.supplychain.vulns.osv import (
-    FindingStatus,
-    OsvRecord,
-    Severity,
-    VulnIndex,
-    cvss3_base_score,
-    load_snapshot,
-    parse_record,
-    parse_timestamp,
-    severity_rank,
-)
+from lockgate.supplychain.vulns.matching import FindingStatus, VulnIndex
+from lockgate.supplychain.vulns.records import OsvRecord, parse_record, parse_timestamp
+from lockgate.supplychain.vulns.severity import Severity, cvss3_base_score, severity_rank
+from lockgate.supplychain.vulns.snapshots import load_snapshot
 
 FIXTURES = Path(__file__).parent / "fixtures" / "osv"
 WEB = "GHSA-f2xw-wv3q-7hcm"

@@ -18,13 +18,15 @@ from typing import Any
 
 from lockgate.config.settings import Settings, VulnAllow
 from lockgate.store.metadata import VulnSnapshot
-from lockgate.supplychain.vulns.osv import Finding, VulnIndex, parse_record, severity_rank
+from lockgate.supplychain.vulns.matching import Finding, VulnIndex
+from lockgate.supplychain.vulns.records import parse_record
+from lockgate.supplychain.vulns.severity import severity_rank
 
-__all__ = ["Decision", "VulnReport", "assess_vulnerabilities", "snapshot_age_days"]
+__all__ = ["VulnDecision", "VulnReport", "assess_vulnerabilities", "snapshot_age_days"]
 
 
 @dataclass(frozen=True)
-class Decision:
+class VulnDecision:
     """A finding and what the policy makes of it: ``blocks``, ``allowed`` or ``below``."""
 
     finding: Finding
@@ -41,14 +43,14 @@ class VulnReport:
     age_days: int | None
     max_age_days: int
     max_severity: str
-    decisions: tuple[Decision, ...]
+    decisions: tuple[VulnDecision, ...]
 
     @property
     def stale(self) -> bool:
         return self.age_days is None or self.age_days > self.max_age_days
 
     @property
-    def blocking(self) -> list[Decision]:
+    def blocking(self) -> list[VulnDecision]:
         return [d for d in self.decisions if d.outcome == "blocks"]
 
     @property
@@ -108,16 +110,16 @@ def assess_vulnerabilities(
     )
 
 
-def _decide(f: Finding, threshold: int, allow: Sequence[VulnAllow], today: date) -> Decision:
+def _decide(f: Finding, threshold: int, allow: Sequence[VulnAllow], today: date) -> VulnDecision:
     if severity_rank(f.severity.value) <= threshold:
-        return Decision(f, "below", "")
+        return VulnDecision(f, "below", "")
     ids = {f.vuln_id, *f.aliases}
     entries = [a for a in allow if a.id in ids]
     current = [a for a in entries if a.expires >= today]
     if current:
         a = max(current, key=lambda x: x.expires)
-        return Decision(f, "allowed", f"allow-listed until {a.expires}: {a.reason}")
+        return VulnDecision(f, "allowed", f"allow-listed until {a.expires}: {a.reason}")
     if entries:
         a = max(entries, key=lambda x: x.expires)
-        return Decision(f, "blocks", f"allow-list entry expired on {a.expires}")
-    return Decision(f, "blocks", "")
+        return VulnDecision(f, "blocks", f"allow-list entry expired on {a.expires}")
+    return VulnDecision(f, "blocks", "")
