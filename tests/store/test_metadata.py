@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from lockgate.audit import AuditEvent, EventType, verify_chain
-from lockgate.errors import NotFoundError, PromotionError
+from lockgate.errors import NotFoundError, PromotionError, StorageError
 from lockgate.store.metadata import (
     Change,
     GateRun,
@@ -15,6 +16,7 @@ from lockgate.store.metadata import (
     SqlMetadataStore,
     VulnSnapshot,
 )
+from lockgate.types import Observation
 from services import NEEDS_POSTGRES
 
 
@@ -116,3 +118,46 @@ def test_versions_in_stage_reads_only_the_holders(meta: MetadataStore) -> None:
     assert [r.number for r in meta.versions_in_stage("m", "production")] == [2]
     assert [r.number for r in meta.versions_in_stage("m", "prototype")] == [1, 3]
     assert meta.versions_in_stage("m", "archived") == []
+
+
+def test_a_number_fixed_under_the_registration_lock_is_stored_with_its_extra_writes(
+        meta: MetadataStore) -> None:
+    meta.create_version("a", lambda _n: {}, "prototype", _ev())
+    with meta.registering("a") as number:
+        assert number == 2
+        extra = Change(observations=[Observation("reference", "a", number, "now", {"rows": 3})],
+                       events=[AuditEvent(EventType.REFERENCE_SET, "tester", "a", number)])
+        assert meta.create_version("a", lambda n: {"n": n}, "prototype", _ev(), number=number,
+                                   extra=extra) == 2
+    assert [o.record for o in meta.observations("a", "reference", number=2)] == [{"rows": 3}]
+    assert [(r.type, r.version) for r in meta.audit_records()] == [
+        ("model.registered", 1), ("model.registered", 2), ("reference.set", 2)]
+    assert verify_chain(meta.audit_records()).ok
+
+
+def test_a_number_taken_meanwhile_is_refused_and_nothing_is_stored(
+        meta: MetadataStore) -> None:
+    with pytest.raises(StorageError, match="a@3"):
+        meta.create_version("a", lambda _n: {}, "prototype", _ev(), number=3)
+    assert meta.list_versions("a") == []
+    assert meta.audit_records() == []
+
+
+def test_extra_writes_that_fail_take_the_version_with_them(meta: MetadataStore) -> None:
+    extra = Change(expect={("other", 1): "prototype"},
+                   events=[AuditEvent(EventType.REFERENCE_SET, "tester", "a", 1)])
+    with pytest.raises(NotFoundError):
+        meta.create_version("a", lambda _n: {}, "prototype", _ev(), extra=extra)
+    assert meta.list_versions("a") == []
+    assert meta.audit_records() == []
+
+
+def test_registration_locks_are_per_model(meta: MetadataStore) -> None:
+    with meta.registering("a") as a:
+        got: list[int] = []
+        other = threading.Thread(target=lambda: got.append(
+            meta.create_version("b", lambda _n: {}, "prototype", _ev())))
+        other.start()
+        other.join(timeout=120)
+        assert not other.is_alive()
+        assert (a, got) == (1, [1])
