@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from lockgate.api.facade import Lockgate
 from lockgate.serve import ServedModel, create_app
-from lockgate.serve.http import _INFER
+from lockgate.serve.connection import INFER_PATH
 from lockgate.serve.openapi import OPENAPI_PATH, openapi_document
 from onnx_models import linear_onnx
 from servers import http_get, http_post, lockgate_server
@@ -64,7 +64,7 @@ def test_every_route_is_documented_and_every_documented_route_is_served() -> Non
     # the lean HTTP layer answers infer requests itself: exactly the documented POST routes
     for method, path in documented:
         sample = path.replace("{model}", "m").replace("{version}", "1").encode()
-        assert (_INFER.fullmatch(sample) is not None) == (method == "post"), path
+        assert (INFER_PATH.fullmatch(sample) is not None) == (method == "post"), path
 
 
 def test_refusals_are_declared_where_they_can_happen() -> None:
