@@ -25,9 +25,13 @@ from typing import Any
 
 from lockgate.errors import InvalidInputError, UnsafePathError
 
-__all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "Upload", "load_json",
-           "make_bundle", "read_bundle"]
+__all__ = ["BUNDLE_MEDIA", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "ONNX_MEDIA",
+           "Upload", "load_json", "make_bundle", "read_bundle"]
 
+ONNX_MEDIA = "application/octet-stream"
+"""The content type of a bare ONNX file, uploaded or downloaded."""
+BUNDLE_MEDIA = ("application/x-tar", "application/gzip", "application/x-gtar")
+"""The content types a bundle may be uploaded as."""
 MAX_MEMBERS = 1000
 MAX_JSON_DEPTH = 64
 MAX_JSON_BYTES = 1 << 20
