@@ -54,6 +54,29 @@ def render_manifests(name: str, opts: K8sOptions) -> list[dict[str, Any]]:
     app = f"lockgate-{name}"
     labels = _labels(name)
     meta = {"name": app, "namespace": opts.namespace, "labels": labels}
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {**meta, "name": f"{app}-config"}, "data": _config(opts)},
+        _deployment(name, app, meta, labels, opts),
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+         "spec": {"type": "ClusterIP", "selector": labels,
+                  "ports": [{"name": "http", "port": 80, "targetPort": "http",
+                             "protocol": "TCP"}]}},
+        {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta,
+         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": app},
+                  "minReplicas": opts.replicas, "maxReplicas": opts.max_replicas,
+                  "metrics": [{"type": "Resource", "resource": {
+                      "name": "cpu", "target": {"type": "Utilization",
+                                                "averageUtilization": opts.cpu_target}}}]}},
+        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
+         "spec": {"minAvailable": 1 if opts.replicas > 1 else 0,
+                  "selector": {"matchLabels": labels}}},
+    ]
+
+
+def _config(opts: K8sOptions) -> dict[str, str]:
+    """The ConfigMap's non-secret settings."""
     config = {"ORT_DISABLE_TELEMETRY": "1", "LOCKGATE_HOME": "/var/lib/lockgate",
               "LOCKGATE_PUBLIC_KEYS": "/etc/lockgate/keys/signing.pub",
               "LOCKGATE_SERVE_HOST": "0.0.0.0", "LOCKGATE_SERVE_PORT": str(PORT)}
@@ -61,9 +84,14 @@ def render_manifests(name: str, opts: K8sOptions) -> list[dict[str, Any]]:
         config["LOCKGATE_ARTIFACT_URL"] = opts.artifact_url
     if opts.s3_endpoint_url:
         config["LOCKGATE_S3_ENDPOINT_URL"] = opts.s3_endpoint_url
+    return config
+
+
+def _container(name: str, app: str, opts: K8sOptions) -> dict[str, Any]:
+    """The ``lockgate serve`` container: probes, resources, Secret references, locked down."""
     probe = {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
              "timeoutSeconds": 2, "failureThreshold": 3}
-    container = {
+    return {
         "name": "serve", "image": opts.image, "imagePullPolicy": "IfNotPresent",
         "args": ["serve", "--model", name, "--host", "0.0.0.0", "--port", str(PORT),
                  "--poll", str(opts.poll_s)],
@@ -86,7 +114,12 @@ def render_manifests(name: str, opts: K8sOptions) -> list[dict[str, Any]]:
                          {"name": "home", "mountPath": "/var/lib/lockgate"},
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
-    deployment = {
+
+
+def _deployment(name: str, app: str, meta: Mapping[str, Any], labels: Mapping[str, str],
+                opts: K8sOptions) -> dict[str, Any]:
+    """The Deployment: rolling updates that never drop below the wanted replicas."""
+    return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
         "spec": {
             "replicas": opts.replicas,
@@ -101,30 +134,11 @@ def render_manifests(name: str, opts: K8sOptions) -> list[dict[str, Any]]:
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": 30,
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [container],
+                    "containers": [_container(name, app, opts)],
                     "volumes": [
                         {"name": "keys", "secret": {"secretName": "lockgate-signing-public-keys"}},
                         {"name": "home", "emptyDir": {}},
                         {"name": "tmp", "emptyDir": {}}]}}}}
-    return [
-        {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": {**meta, "name": f"{app}-config"}, "data": config},
-        deployment,
-        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-         "spec": {"type": "ClusterIP", "selector": labels,
-                  "ports": [{"name": "http", "port": 80, "targetPort": "http",
-                             "protocol": "TCP"}]}},
-        {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta,
-         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                     "name": app},
-                  "minReplicas": opts.replicas, "maxReplicas": opts.max_replicas,
-                  "metrics": [{"type": "Resource", "resource": {
-                      "name": "cpu", "target": {"type": "Utilization",
-                                                "averageUtilization": opts.cpu_target}}}]}},
-        {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta,
-         "spec": {"minAvailable": 1 if opts.replicas > 1 else 0,
-                  "selector": {"matchLabels": labels}}},
-    ]
 
 
 def to_yaml(docs: Sequence[Mapping[str, Any]]) -> str:
