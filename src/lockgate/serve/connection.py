@@ -283,7 +283,8 @@ class Connection(asyncio.Protocol):
         if server.allowed_hosts is not None and host is not None and \
                 host not in server.hosts_seen:  # HTTP/1.0 may name no host
             self._check_host(host, server.allowed_hosts)
-        inference, method = server.inference, parser.get_method()
+        inference = server.inference
+        method = parser.get_method()
         target = None
         if inference is not None and method == b"POST":
             path = url.partition(b"?")[0]
