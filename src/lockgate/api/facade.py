@@ -84,12 +84,10 @@ class Lockgate:
         artifacts: ArtifactStore | None = None,
     ) -> None:
         check_policy(settings)
-        self.settings = settings
-        self.meta: MetadataStore = metadata or SqlMetadataStore(settings.database_url)
-        self.artifacts: ArtifactStore = artifacts or _artifact_store(settings)
+        meta = metadata or SqlMetadataStore(settings.database_url)
         self.denials = DenialRecorder(lambda event: self.meta.append_event(event))
         """Where refusals are recorded: repeats fold into one audit row per window."""
-        home = Home(settings, self.meta, self.artifacts, self.denials)
+        home = Home(settings, meta, artifacts or _artifact_store(settings), self.denials)
         self._home = home
         self.lookup = Lookup(home)
         self.files = VersionFiles(home)
@@ -102,6 +100,30 @@ class Lockgate:
         self.serving = Serving(home, self.lookup, self.files, self.rollout)
         self.monitoring = Monitoring(home, self.lookup, self.files, self.rollout)
         self.records = Records(home, self.lookup, self.files, self.vulnerabilities)
+
+    @property
+    def settings(self) -> Settings:
+        return self._home.settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self._home.settings = settings
+
+    @property
+    def meta(self) -> MetadataStore:
+        return self._home.meta
+
+    @meta.setter
+    def meta(self, meta: MetadataStore) -> None:
+        self._home.meta = meta
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        return self._home.artifacts
+
+    @artifacts.setter
+    def artifacts(self, artifacts: ArtifactStore) -> None:
+        self._home.artifacts = artifacts
 
     @classmethod
     def open(cls, home: Path | str | None = None, **flags: Any) -> Lockgate:

@@ -13,9 +13,11 @@ from lockgate.store.metadata import MetadataStore
 __all__ = ["Home"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Home:
-    """One lockgate home as its services see it."""
+    """One lockgate home as its services see it. Every service holds the same instance, so
+    settings replaced after opening (``lg.settings = replace(lg.settings, ...)``, as the CLI
+    does for flags) are the ones every service reads from then on."""
 
     settings: Settings
     meta: MetadataStore
