@@ -7,7 +7,7 @@ the audit events they appended. With auth on, a login form takes an API token; t
 an HttpOnly, SameSite=Strict cookie. Without login, the console sets a random per-browser
 session cookie. Every action carries a form token keyed by the home's console secret and bound
 to that session, and every POST the browser marks as coming from another site is refused and
-audited (see lockgate.web.session): such refusals fold into one audit row per actor (and, for
+audited (see lockgate_oldweb.session): such refusals fold into one audit row per actor (and, for
 anonymous ones, per client address) and action, whatever Origin they carry. Without login,
 every request whose Host is not a loopback name is refused with 421 (DNS rebinding). The
 console's lifespan shutdown writes the folded refusals still open. No script runs and nothing
@@ -20,11 +20,10 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -34,7 +33,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from lockgate.access.identity import ROLES, Principal
-from lockgate.audit import AuditEvent, EventType
+from lockgate.audit import AuditEvent, AuditRecord, EventType
 from lockgate.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -45,9 +44,24 @@ from lockgate.errors import (
 from lockgate.registry.guard import check_loopback_host
 from lockgate.registry.routes import invoke
 from lockgate.types import validate_name, whole_number
-from lockgate.web import pages
+from lockgate.web.actions import ACTIONS, Plan, action_name, back_of, plan, read_form
 from lockgate.web.live import LiveMetrics
-from lockgate.web.report import esc
+from lockgate.web.pages import (
+    Page,
+    Viewer,
+    audit_page,
+    confirm_page,
+    deployment_page,
+    deployments_page,
+    drift_page,
+    login_page,
+    message,
+    model_page,
+    models_page,
+    render,
+    result_page,
+    version_page,
+)
 from lockgate.web.session import (
     console_secret,
     foreign_origin,
@@ -70,53 +84,77 @@ _COOKIE = "lockgate_session"
 _LOCAL_COOKIE = "lockgate_console"
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'")
-_MAX_FORM = 64 << 10
-ACTIONS = ("approve", "promote", "canary", "weight", "promote-candidate", "rollback")
-"""The console's actions (``POST /ui/actions/NAME``)."""
 _CROSS_SITE = ("console refused a cross-site request: state changes come from the console's "
                "own pages")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+Renderer = Callable[[Request, Viewer], Page]
 
 
-def _action_name(kind: str) -> str:
-    """The audited name of an action: one of :data:`ACTIONS`, else ``console.unknown``."""
-    return f"console.{kind if kind in ACTIONS else 'unknown'}"
-
-
-def _html(text: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(text, status_code=status, headers={
+def _html(page: Page, viewer: Viewer | None = None, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(render(page, viewer), status_code=status, headers={
         "Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "same-origin", "Cache-Control": "no-store"})
 
 
-async def _form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > _MAX_FORM:
-        raise InvalidInputError("the form is too large")
-    try:
-        parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-    except UnicodeDecodeError:
-        raise InvalidInputError("the form is not UTF-8") from None
-    return {k: v[-1] for k, v in parsed.items()}
+def _refused(exc: Error, viewer: Viewer | None = None, *, title: str = "Refused",
+             back: str | None = None) -> HTMLResponse:
+    """The page saying why ``exc`` refused the request, with its HTTP status."""
+    return _html(message(title, exc.diagnostics(), back=back), viewer, exc.http_status)
 
 
-def _int(fields: Mapping[str, str], key: str) -> int:
-    number = whole_number(fields.get(key, ""))
-    if number is None:
-        raise InvalidInputError(f"{key} must be a whole number")
+def _internal(viewer: Viewer | None) -> HTMLResponse:
+    return _html(message("Error", "internal error"), viewer, 500)
+
+
+def _name_of(request: Request) -> str:
+    return validate_name(str(request.path_params["name"]))
+
+
+def _number_of(request: Request) -> int:
+    text = str(request.path_params["number"])
+    number = whole_number(text)
+    if number is None or len(text) > 9:
+        raise NotFoundError(f"no version {text[:32]!r}")
     return number
 
 
-def ui_routes(lg: Lockgate, *, auth: bool = True,
-              metrics_source: MetricsSource | None = None) -> list[Route]:
-    """The console's routes (all under ``/ui``), to serve alone or beside the OIP routes."""
-    local = Principal(lg.settings.user, frozenset(ROLES))
-    live = LiveMetrics(metrics_source) if metrics_source is not None else None
-    lock = threading.Lock()
-    secret = console_secret(lg.settings.home)
+class _Console:
+    """The console over one home: who is asking (login cookie, or the home's user with a
+    per-browser session), its defences, and a handler per route."""
 
-    def session_of(request: Request) -> tuple[str, str | None]:
+    def __init__(self, lg: Lockgate, *, auth: bool, metrics_source: MetricsSource | None
+                 ) -> None:
+        self.lg = lg
+        self.auth = auth
+        self.local = Principal(lg.settings.user, frozenset(ROLES))
+        self.live = LiveMetrics(metrics_source) if metrics_source is not None else None
+        self.lock = threading.Lock()
+        self.secret = console_secret(lg.settings.home)
+
+    def routes(self) -> list[Route]:
+        h = _host_checked if not self.auth else _unchanged
+        g = self.guarded
+        return [
+            Route("/ui", h(_to_console), methods=["GET"]),
+            Route("/ui/", h(g(self.models)), methods=["GET"]),
+            Route("/ui/login", h(self.login_form), methods=["GET"]),
+            Route("/ui/login", h(self.login), methods=["POST"]),
+            Route("/ui/logout", h(self.logout), methods=["POST"]),
+            Route("/ui/models/{name}", h(g(self.model)), methods=["GET"]),
+            Route("/ui/models/{name}/versions/{number}", h(g(self.version)), methods=["GET"]),
+            Route("/ui/models/{name}/versions/{number}/drift", h(g(self.drift)),
+                  methods=["GET"]),
+            Route("/ui/models/{name}/versions/{number}/files/bom.cdx.json", h(self.bom_file),
+                  methods=["GET"]),
+            Route("/ui/deployments", h(g(self.deployments)), methods=["GET"]),
+            Route("/ui/deployments/{name}", h(g(self.deployment)), methods=["GET"]),
+            Route("/ui/audit", h(g(self.audit)), methods=["GET"]),
+            Route("/ui/actions/{action}", h(self.action), methods=["POST"]),
+        ]
+
+    # -- who is asking ---------------------------------------------------------------------
+    def session_of(self, request: Request) -> tuple[str, str | None]:
         """The no-login session id, and the cookie to set when the browser had none."""
         sid = request.cookies.get(_LOCAL_COOKIE)
         if valid_session(sid):
@@ -125,32 +163,33 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
         fresh = new_session()
         return fresh, fresh
 
-    def viewer_of(request: Request) -> tuple[pages.Viewer, str | None]:
-        if not auth:
-            sid, fresh = session_of(request)
-            return pages.Viewer(local, form_token(secret, "local:" + sid), auth=False), fresh
+    def viewer_of(self, request: Request) -> tuple[Viewer, str | None]:
+        if not self.auth:
+            sid, fresh = self.session_of(request)
+            return Viewer(self.local, form_token(self.secret, "local:" + sid), auth=False), fresh
         token = request.cookies.get(_COOKIE)
         if not token:
             raise AuthenticationError("log in first")
-        return pages.Viewer(lg.authenticate(token), form_token(secret, "auth:" + token),
-                            auth=True), None
+        return Viewer(self.lg.authenticate(token), form_token(self.secret, "auth:" + token),
+                      auth=True), None
 
+    @staticmethod
     def with_session(response: Response, request: Request, fresh: str | None) -> Response:
         if fresh is not None:
             response.set_cookie(_LOCAL_COOKIE, fresh, httponly=True, samesite="strict",
                                 path="/ui", secure=request.url.scheme == "https")
         return response
 
-    def actor_of(request: Request) -> str:
+    def actor_of(self, request: Request) -> str:
         """Who a refused request acts as, for the audit log (never raises)."""
-        if not auth:
-            return lg.settings.user
+        if not self.auth:
+            return self.lg.settings.user
         try:
-            return lg.authenticate(request.cookies.get(_COOKIE)).name
+            return self.lg.authenticate(request.cookies.get(_COOKIE)).name
         except Error:
             return "anonymous"
 
-    async def refuse_foreign(request: Request, action: str) -> Response | None:
+    async def refuse_foreign(self, request: Request, action: str) -> Response | None:
         """403, audited, for a POST the browser says another site sent; None otherwise.
         Refusals fold on a fixed key (actor, action, and for anonymous ones the client's
         address); what the request said (its Origin) is only the run's detail."""
@@ -159,187 +198,164 @@ def ui_routes(lg: Lockgate, *, auth: bool = True,
             return None
 
         def record() -> None:
-            actor = actor_of(request)
+            actor = self.actor_of(request)
             payload = {"action": action, "reason": _CROSS_SITE}
             if actor == "anonymous":
                 payload["source"] = request.client.host if request.client else "unknown"
-            lg.denials.record(AuditEvent(EventType.ACCESS_DENIED, actor, None, None, payload),
-                              detail=f"refused {problem}")
+            self.lg.denials.record(AuditEvent(EventType.ACCESS_DENIED, actor, None, None,
+                                              payload), detail=f"refused {problem}")
 
         await run_in_threadpool(record)
-        err = AccessDeniedError(f"console refused {problem}: state changes come from the "
-                                "console's own pages",
-                                hint="open the console itself and use its forms")
-        return _html(pages.page("Refused", "", None, flash=esc(err.diagnostics()),
-                                error=True), err.http_status)
+        return _refused(AccessDeniedError(
+            f"console refused {problem}: state changes come from the console's own pages",
+            hint="open the console itself and use its forms"))
 
-    def guarded(render: Callable[[Request, pages.Viewer], tuple[str, str]]
-                ) -> Callable[[Request], Any]:
+    # -- pages -----------------------------------------------------------------------------
+    def guarded(self, render_page: Renderer) -> Endpoint:
+        """A GET handler showing ``render_page``'s page to a viewer holding some role."""
+
         async def handle(request: Request) -> Response:
             try:
-                viewer, fresh = await run_in_threadpool(viewer_of, request)
+                viewer, fresh = await run_in_threadpool(self.viewer_of, request)
             except AuthenticationError:
                 return RedirectResponse("/ui/login", status_code=303)
             try:
                 if not viewer.principal.can("viewer"):
                     raise AccessDeniedError(f"{viewer.principal.name!r} holds no role")
-                title, body = await run_in_threadpool(render, request, viewer)
-                response = _html(pages.page(title, body, viewer))
+                page = await run_in_threadpool(render_page, request, viewer)
+                response: Response = await run_in_threadpool(_html, page, viewer)
             except Error as exc:
-                response = _html(pages.page("Error", "", viewer, flash=esc(exc.diagnostics()),
-                                            error=True), exc.http_status)
+                response = _refused(exc, viewer, title="Error")
             except Exception:
                 log.exception("internal error in %s", request.url.path)
-                response = _html(pages.page("Error", "", viewer, flash="internal error",
-                                            error=True), 500)
-            return with_session(response, request, fresh)
+                response = _internal(viewer)
+            return self.with_session(response, request, fresh)
 
         return handle
 
-    def name_of(request: Request) -> str:
-        return validate_name(str(request.path_params["name"]))
+    def models(self, request: Request, viewer: Viewer) -> Page:
+        return models_page(self.lg, viewer)
 
-    def number_of(request: Request) -> int:
-        text = str(request.path_params["number"])
-        number = whole_number(text)
-        if number is None or len(text) > 9:
-            raise NotFoundError(f"no version {text[:32]!r}")
-        return number
+    def model(self, request: Request, viewer: Viewer) -> Page:
+        return model_page(self.lg, viewer, _name_of(request))
 
-    def models(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
-        return "Models", pages.models_page(lg, viewer)
+    def version(self, request: Request, viewer: Viewer) -> Page:
+        return version_page(self.lg, viewer, _name_of(request), _number_of(request))
 
-    def model(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
-        name = name_of(request)
-        return name, pages.model_page(lg, viewer, name)
+    def drift(self, request: Request, viewer: Viewer) -> Page:
+        return drift_page(self.lg, viewer, _name_of(request), _number_of(request))
 
-    def version(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
-        name, number = name_of(request), number_of(request)
-        return f"{name}@{number}", pages.version_page(lg, viewer, name, number)
+    def deployments(self, request: Request, viewer: Viewer) -> Page:
+        return deployments_page(self.lg, viewer)
 
-    def drift(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
-        name, number = name_of(request), number_of(request)
-        return f"Drift of {name}@{number}", pages.drift_page(lg, viewer, name, number)
-
-    def deployments(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
-        return "Deployments", pages.deployments_page(lg, viewer)
-
-    def deployment(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
-        name = name_of(request)
+    def deployment(self, request: Request, viewer: Viewer) -> Page:
+        name = _name_of(request)
         figures = None
-        if live is not None:
-            with lock:
-                figures = live.model(name)
-        return f"Deployment of {name}", pages.deployment_page(lg, viewer, name, figures)
+        if self.live is not None:
+            with self.lock:
+                figures = self.live.model(name)
+        return deployment_page(self.lg, viewer, name, figures)
 
-    def audit(request: Request, viewer: pages.Viewer) -> tuple[str, str]:
+    def audit(self, request: Request, viewer: Viewer) -> Page:
         filters = {k: str(request.query_params.get(k, ""))[:128]
                    for k in ("model", "type", "actor")}
-        return "Audit trail", pages.audit_page(lg, viewer, filters)
+        return audit_page(self.lg, viewer, filters)
 
-    async def bom_file(request: Request) -> Response:
+    async def bom_file(self, request: Request) -> Response:
         try:
-            await run_in_threadpool(viewer_of, request)
-            v = await run_in_threadpool(lg.get, f"{name_of(request)}@{number_of(request)}")
-            data = await run_in_threadpool(lg.file_bytes, v, "bom.cdx.json")
+            await run_in_threadpool(self.viewer_of, request)
+            v = await run_in_threadpool(self.lg.get,
+                                        f"{_name_of(request)}@{_number_of(request)}")
+            data = await run_in_threadpool(self.lg.file_bytes, v, "bom.cdx.json")
         except AuthenticationError:
             return RedirectResponse("/ui/login", status_code=303)
         except Error as exc:
-            return _html(pages.page("Error", "", None, flash=esc(exc.diagnostics()),
-                                    error=True), exc.http_status)
+            return _refused(exc, title="Error")
         return Response(data, media_type="application/vnd.cyclonedx+json", headers={
             "Content-Disposition": f'attachment; filename="{v.name}-{v.number}.cdx.json"'})
 
-    async def login_form(request: Request) -> Response:
-        if not auth:
+    # -- login -----------------------------------------------------------------------------
+    async def login_form(self, request: Request) -> Response:
+        if not self.auth:
             return RedirectResponse("/ui/", status_code=303)
-        return _html(pages.page("lockgate", pages.login_page(), None))
+        return _html(login_page())
 
-    async def login(request: Request) -> Response:
-        if (refused := await refuse_foreign(request, "console.login")) is not None:
+    async def login(self, request: Request) -> Response:
+        if (refused := await self.refuse_foreign(request, "console.login")) is not None:
             return refused
         try:
-            token = (await _form(request)).get("token", "").strip()
-            await run_in_threadpool(lg.authenticate, token)
+            token = (await read_form(request)).get("token", "").strip()
+            await run_in_threadpool(self.lg.authenticate, token)
         except Error as exc:
-            return _html(pages.page("lockgate", pages.login_page(exc.message), None), 401)
+            return _html(login_page(exc.message), status=401)
         response = RedirectResponse("/ui/", status_code=303)
         response.set_cookie(_COOKIE, token, httponly=True, samesite="strict", path="/ui",
                             secure=request.url.scheme == "https")
         return response
 
-    async def logout(request: Request) -> Response:
-        if (refused := await refuse_foreign(request, "console.logout")) is not None:
+    async def logout(self, request: Request) -> Response:
+        if (refused := await self.refuse_foreign(request, "console.logout")) is not None:
             return refused
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(_COOKIE, path="/ui")
         return response
 
-    async def action(request: Request) -> Response:
+    # -- actions ---------------------------------------------------------------------------
+    async def action(self, request: Request) -> Response:
         kind = str(request.path_params["action"])[:64]
-        if (refused := await refuse_foreign(request, _action_name(kind))) is not None:
+        if (refused := await self.refuse_foreign(request, action_name(kind))) is not None:
             return refused
         try:
-            viewer, fresh = await run_in_threadpool(viewer_of, request)
+            viewer, fresh = await run_in_threadpool(self.viewer_of, request)
         except AuthenticationError:
             return RedirectResponse("/ui/login", status_code=303)
         if fresh is not None:  # no session cookie: no form of this browser can be valid
             viewer = replace(viewer, csrf="")
         back = "/ui/"
         try:
-            fields = await _form(request)
-            if not viewer.csrf or not hmac.compare_digest(fields.get("csrf", ""), viewer.csrf):
-                await run_in_threadpool(lg.denials.record, AuditEvent(
-                    EventType.ACCESS_DENIED, viewer.principal.name, None, None,
-                    {"action": _action_name(kind),
-                     "reason": "console refused a form whose token is missing or wrong"}))
-                raise InvalidInputError("the form is stale or forged: reload the page")
+            fields = await read_form(request)
+            await self.check_form_token(viewer, kind, fields)
             name = validate_name(fields.get("model", ""))
-            back = (pages.version_path(name, _int(fields, "version"))
-                    if kind in ("approve", "promote") else f"/ui/deployments/{quote(name)}")
-            op, path, body, summary = _plan(kind, name, fields)
+            back = back_of(kind, name, fields)
+            planned = plan(kind, name, fields)
             if fields.get("confirm") != "yes":
                 keep = {k: v for k, v in fields.items() if k not in ("csrf", "confirm")}
-                return _html(pages.page("Confirm", pages.confirm_page(
-                    viewer, kind, summary, keep, back), viewer))
-
-            def run() -> list[Any]:
-                before = lg.audit_seq()
-                invoke(lg, viewer.principal, op, path, body)
-                return lg.audit_after(before, model=name)
-
-            events = await run_in_threadpool(run)
-            return _html(pages.page("Done", pages.result_page(summary, events, back), viewer))
+                return _html(confirm_page(planned, keep, back), viewer)
+            events = await run_in_threadpool(self.run, viewer, planned)
+            return _html(result_page(planned, events, back), viewer)
         except Error as exc:
-            return _html(pages.page("Refused", f"<p><a href='{esc(back)}'>Back</a></p>", viewer,
-                                    flash=esc(exc.diagnostics()), error=True),
-                         exc.http_status)
+            return _refused(exc, viewer, back=back)
         except Exception:
             log.exception("internal error in a console action")
-            return _html(pages.page("Error", "", viewer, flash="internal error", error=True),
-                         500)
+            return _internal(viewer)
 
-    async def root(request: Request) -> Response:
-        return RedirectResponse("/ui/", status_code=307)
+    async def check_form_token(self, viewer: Viewer, kind: str, fields: dict[str, str]
+                               ) -> None:
+        """Refuse (and audit) a form without the viewer's form token."""
+        if viewer.csrf and hmac.compare_digest(fields.get("csrf", ""), viewer.csrf):
+            return
+        await run_in_threadpool(self.lg.denials.record, AuditEvent(
+            EventType.ACCESS_DENIED, viewer.principal.name, None, None,
+            {"action": action_name(kind),
+             "reason": "console refused a form whose token is missing or wrong"}))
+        raise InvalidInputError("the form is stale or forged: reload the page")
 
-    h = _host_checked if not auth else _unchanged
-    return [
-        Route("/ui", h(root), methods=["GET"]),
-        Route("/ui/", h(guarded(models)), methods=["GET"]),
-        Route("/ui/login", h(login_form), methods=["GET"]),
-        Route("/ui/login", h(login), methods=["POST"]),
-        Route("/ui/logout", h(logout), methods=["POST"]),
-        Route("/ui/models/{name}", h(guarded(model)), methods=["GET"]),
-        Route("/ui/models/{name}/versions/{number}", h(guarded(version)), methods=["GET"]),
-        Route("/ui/models/{name}/versions/{number}/drift", h(guarded(drift)),
-              methods=["GET"]),
-        Route("/ui/models/{name}/versions/{number}/files/bom.cdx.json", h(bom_file),
-              methods=["GET"]),
-        Route("/ui/deployments", h(guarded(deployments)), methods=["GET"]),
-        Route("/ui/deployments/{name}", h(guarded(deployment)), methods=["GET"]),
-        Route("/ui/audit", h(guarded(audit)), methods=["GET"]),
-        Route("/ui/actions/{action}", h(action), methods=["POST"]),
-    ]
+    def run(self, viewer: Viewer, planned: Plan) -> list[AuditRecord]:
+        """Run ``planned`` through the registry API as ``viewer``; the audit events it
+        appended."""
+        before = self.lg.audit_seq()
+        invoke(self.lg, viewer.principal, planned.operation, planned.params, planned.body)
+        return list(self.lg.audit_after(before, model=planned.model))
+
+
+async def _to_console(request: Request) -> Response:
+    return RedirectResponse("/ui/", status_code=307)
+
+
+def ui_routes(lg: Lockgate, *, auth: bool = True,
+              metrics_source: MetricsSource | None = None) -> list[Route]:
+    """The console's routes (all under ``/ui``), to serve alone or beside the OIP routes."""
+    return _Console(lg, auth=auth, metrics_source=metrics_source).routes()
 
 
 def _unchanged(handler: Endpoint) -> Endpoint:
@@ -354,52 +370,10 @@ def _host_checked(handler: Endpoint) -> Endpoint:
         try:
             check_loopback_host(request)
         except Error as exc:
-            return _html(pages.page("Refused", "", None, flash=esc(exc.diagnostics()),
-                                    error=True), exc.http_status)
+            return _refused(exc)
         return await handler(request)
 
     return handle
-
-
-def _plan(kind: str, name: str, f: Mapping[str, str]
-          ) -> tuple[str, dict[str, str], dict[str, Any] | None, str]:
-    """The registry operation an action runs: (operation id, path, body, summary)."""
-    m = esc(name)
-    if kind == "approve":
-        n = _int(f, "version")
-        decision = f.get("decision", "approve")
-        if decision not in ("approve", "reject"):
-            raise InvalidInputError("decision must be approve or reject")
-        op = "approveVersion" if decision == "approve" else "rejectVersion"
-        body: dict[str, Any] = {"stage": f.get("stage", ""), "comment": f.get("comment", "")}
-        return (op, {"name": name, "ref": str(n)}, body,
-                f"{'Approve' if decision == 'approve' else 'Reject'} <strong>{m}@{n}</strong> "
-                f"for stage <strong>{esc(body['stage'])}</strong>"
-                + (f" with comment “{esc(body['comment'])}”" if body["comment"] else "") + ".")
-    if kind == "promote":
-        n = _int(f, "version")
-        to = f.get("to", "")
-        return ("promoteVersion", {"name": name, "ref": str(n)}, {"to": to},
-                f"Promote <strong>{m}@{n}</strong> to <strong>{esc(to)}</strong> through its "
-                "gates.")
-    if kind == "canary":
-        n, w = _int(f, "version"), _int(f, "weight")
-        return ("deploy", {"name": name}, {"version": n, "canary": w},
-                f"Start <strong>{m}@{n}</strong> as the canary taking <strong>{w}%</strong> "
-                "of traffic.")
-    if kind == "weight":
-        w = _int(f, "weight")
-        return ("setCanaryWeight", {"name": name}, {"weight": w},
-                f"Move the canary of <strong>{m}</strong> to <strong>{w}%</strong>.")
-    if kind == "promote-candidate":
-        return ("promoteCandidate", {"name": name}, None,
-                f"Make the candidate of <strong>{m}</strong> the stable version.")
-    if kind == "rollback":
-        reason = f.get("reason", "")
-        return ("rollback", {"name": name}, {"reason": reason},
-                f"Roll back <strong>{m}</strong>"
-                + (f" because “{esc(reason)}”" if reason else "") + ".")
-    raise NotFoundError(f"no action {kind!r}")
 
 
 def _flushing(lg: Lockgate, inner: Callable[[Starlette], Any]
@@ -437,14 +411,10 @@ def create_ui_app(lg: Lockgate, *, auth: bool = True,
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        return _html(pages.page("Not found" if status == 404 else "Error", "", None,
-                                flash=esc(str(getattr(exc, "detail", "error"))), error=True),
-                     status)
+        return _html(message("Not found" if status == 404 else "Error",
+                             str(getattr(exc, "detail", "error"))), status=status)
 
-    async def home(request: Request) -> Response:
-        return RedirectResponse("/ui/", status_code=307)
-
-    return Starlette(routes=[Route("/", home if auth else _host_checked(home),
+    return Starlette(routes=[Route("/", _to_console if auth else _host_checked(_to_console),
                                    methods=["GET"]),
                              *ui_routes(lg, auth=auth, metrics_source=metrics_source)],
                      exception_handlers={HTTPException: not_found},
