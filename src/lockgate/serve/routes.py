@@ -50,7 +50,7 @@ from starlette.routing import Route
 
 from lockgate.errors import Error, InvalidInputError
 from lockgate.monitor.capture import DEFAULT_WINDOW, Capture, RequestLog
-from lockgate.serve.about import lockgate_version as _version  # also lockgate.registry's
+from lockgate.serve.about import lockgate_version
 from lockgate.serve.controller import Controller, Desired
 from lockgate.serve.inference import (
     DEFAULT_INLINE_BELOW_S,
@@ -76,6 +76,7 @@ log = logging.getLogger("lockgate.serve")
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 _JSON = "application/json"
+_version = lockgate_version  # the name lockgate.registry imports
 
 
 def _error(exc: Error) -> Response:
@@ -258,7 +259,7 @@ class _Routes:
         self.pool = pool
         self.metrics = metrics
         self.server_name = server_name
-        self.server_version = _version()
+        self.server_version = lockgate_version()
         self.instance = uuid.uuid4().hex
         self.max_request_bytes = max_request_bytes
         self.with_capture = with_capture
