@@ -1,8 +1,9 @@
 """How lockgate's HTTP layer (:mod:`lockgate.serve.http`) answers a parsed request: an infer
-request by the inference service, directly; a refusal decided while parsing as JSON; anything
-else by the ASGI app through a small bridge, whole body in, whole body out. Every answer is
-written whole, with ``date``, ``server`` and ``content-length``, and ``connection: close`` when
-the connection closes after it; an error body that echoes a long name is cut short.
+request by the inference service, directly; a refusal decided while parsing, as a JSON error;
+anything else by the ASGI app through a small bridge, whole body in, whole body out. Every
+answer is written whole, with ``date``, ``server`` and ``content-length``, and ``connection:
+close`` when the connection closes after it; an error body that echoes a long name is cut
+short.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ class _Clock:
             self._second = now
             self._value = email.utils.formatdate(now, usegmt=True).encode()
         return self._value
-
 
 
 class Responder:
