@@ -4,7 +4,7 @@ Trains a small PyTorch classifier and a scikit-learn pipeline on synthetic data 
 seeds, registers both (parity-checked), promotes them to production, serves them on a free
 127.0.0.1 port, sends Open Inference Protocol requests, compares the answers with the source
 frameworks, verifies the audit chain, exports an evidence pack, and shuts down. Output goes
-through a ``DemoView``.
+through a ``DemoView``; the command draws it with :class:`lockgate.cli.render.DemoPrinter`.
 """
 
 from __future__ import annotations
@@ -23,15 +23,17 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import click
 import numpy as np
 
 from lockgate.api.facade import Lockgate
+from lockgate.cli.render import DemoPrinter
 from lockgate.errors import AuditChainError, Error, GateFailedError, ServeError
 from lockgate.progress import Progress
 from lockgate.seal.folder import BOM_FILE
 from lockgate.types import Version
 
-__all__ = ["DemoView", "run_demo"]
+__all__ = ["COMMANDS", "DemoView", "run_demo"]
 
 SEED = 7
 DEMO_POLICY = """\
@@ -254,8 +256,22 @@ def run_demo(view: DemoView, *, keep: bool = False) -> Path:
 
 
 def _journey(view: DemoView, home: Path) -> None:
-    import torch
+    lg = _fresh_home(view, home)
+    try:
+        x, y = synthetic_data()
+        net, pipe, accuracy = _train(view, x, y)
+        v_torch, v_sk = _register(view, lg, net, pipe, accuracy, x, y)
+        _promote(view, lg, v_torch, v_sk)
+        _serve(view, lg, (net, v_torch), (pipe, v_sk), x, y)
+        _audit(view, lg)
+        _evidence(view, lg, home, v_torch)
+        _team(view, lg, home, v_torch)
+    finally:
+        lg.close()
 
+
+def _fresh_home(view: DemoView, home: Path) -> Lockgate:
+    """Step 1: a home whose policy is the demo's, with a retraining trigger writing to a file."""
     view.step(f"1. a fresh home: {home}")
     home.mkdir(parents=True, exist_ok=True)
     trigger = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write(sys.stdin.read() "
@@ -265,123 +281,157 @@ def _journey(view: DemoView, home: Path) -> None:
     lg = Lockgate.open(home)
     view.say("policy: production needs " + ", ".join(
         g.name for g in lg.settings.gates_for("stabilized", "production")))
+    return lg
+
+
+def _train(view: DemoView, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any, tuple[float, float]]:
+    """Step 2: the PyTorch MLP, the scikit-learn pipeline and their train accuracies."""
+    import torch
+
+    view.step("2. train a PyTorch MLP and a scikit-learn pipeline (seed 7)")
+    net = train_torch(x, y)
+    pipe = train_sklearn(x, y)
+    with torch.no_grad():
+        torch_acc = float((net(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+    sk_acc = float(pipe.score(x, y))
+    view.say(f"torch train accuracy {torch_acc:.3f}, sklearn train accuracy {sk_acc:.3f}")
+    return net, pipe, (torch_acc, sk_acc)
+
+
+def _register(view: DemoView, lg: Lockgate, net: Any, pipe: Any, accuracy: tuple[float, float],
+              x: np.ndarray, y: np.ndarray) -> tuple[Version, Version]:
+    """Step 3: both models (and Keras and JAX ones when installed) registered as ONNX."""
+    view.step("3. register: convert to ONNX, prove parity, capture the environment")
+    torch_acc, sk_acc = accuracy
+    sample = x[:4]
+    with view.progress() as bar:
+        v_torch = lg.register(net, sample, name="demo-torch-mlp", seed=SEED,
+                              metrics={"accuracy": torch_acc}, reference={"input": x},
+                              description="3-class MLP on synthetic data", progress=bar)
+    view.version(v_torch)
+    with view.progress() as bar:
+        v_sk = lg.register(pipe, sample, name="demo-sklearn-logreg", seed=SEED,
+                           metrics={"accuracy": sk_acc},
+                           description="scaler + logistic regression", progress=bar)
+    view.version(v_sk)
+    for v in _other_frameworks(lg, view, x, y):
+        view.version(v)
+    for v in (v_torch, v_sk):
+        bom = json.loads(lg.file_bytes(v, BOM_FILE))
+        view.say(f"{v.name}@{v.number}: CycloneDX {bom['specVersion']} BOM with "
+                 f"{len(bom['components'])} components, model card, manifest; signed by "
+                 f"key {v.signed_by[:16]}")
+    return v_torch, v_sk
+
+
+def _promote(view: DemoView, lg: Lockgate, v_torch: Version, v_sk: Version) -> None:
+    """Step 4: to stabilized, a refused first try at production, approval and waiver, then
+    production."""
+    view.step("4. promote through the gates: prototype → stabilized → production")
+    for v in (v_torch, v_sk):
+        res = lg.promote(f"{v.name}@{v.number}", "stabilized")
+        view.say(f"{v.name}@{v.number}: {res.from_stage} → {res.to_stage} "
+                 f"({', '.join(f'{r.gate}={r.status.value}' for r in res.results)})")
+    ref = f"{v_torch.name}@{v_torch.number}"
     try:
-        x, y = synthetic_data()
-        view.step("2. train a PyTorch MLP and a scikit-learn pipeline (seed 7)")
-        net = train_torch(x, y)
-        pipe = train_sklearn(x, y)
-        with torch.no_grad():
-            torch_acc = float((net(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
-        sk_acc = float(pipe.score(x, y))
-        view.say(f"torch train accuracy {torch_acc:.3f}, sklearn train accuracy {sk_acc:.3f}")
+        lg.promote(ref, "production")
+        raise Error("the demo expected the approval gate to block the first attempt")
+    except GateFailedError as exc:
+        view.table(f"{ref} → production: refused", ["gate", "status", "message"],
+                   [[r.gate, r.status.value, _short(r.message)] for r in exc.results])
+    view.say(f"{APPROVER} approves, and waives rollback_ready for this first release")
+    for v in (v_torch, v_sk):
+        lg.approve(f"{v.name}@{v.number}", "production", actor=APPROVER,
+                   comment="metrics and validation reviewed")
+        lg.waive(f"{v.name}@{v.number}", "production", "rollback_ready", actor=APPROVER,
+                 reason="first release: nothing to roll back to",
+                 expires=date.today() + timedelta(days=7))
+    for v in (v_torch, v_sk):
+        res = lg.promote(f"{v.name}@{v.number}", "production")
+        view.table(f"{v.name}@{v.number} → production: promoted",
+                   ["gate", "status", "message"],
+                   [[r.gate, r.status.value, _short(r.message)] for r in res.results])
 
-        view.step("3. register: convert to ONNX, prove parity, capture the environment")
-        sample = x[:4]
-        with view.progress() as bar:
-            v_torch = lg.register(net, sample, name="demo-torch-mlp", seed=SEED,
-                                  metrics={"accuracy": torch_acc}, reference={"input": x},
-                                  description="3-class MLP on synthetic data", progress=bar)
-        view.version(v_torch)
-        with view.progress() as bar:
-            v_sk = lg.register(pipe, sample, name="demo-sklearn-logreg", seed=SEED,
-                               metrics={"accuracy": sk_acc},
-                               description="scaler + logistic regression", progress=bar)
-        view.version(v_sk)
-        for v in _other_frameworks(lg, view, x, y):
-            view.version(v)
-        for v in (v_torch, v_sk):
-            bom = json.loads(lg.file_bytes(v, BOM_FILE))
-            view.say(f"{v.name}@{v.number}: CycloneDX {bom['specVersion']} BOM with "
-                     f"{len(bom['components'])} components, model card, manifest; signed by "
-                     f"key {v.signed_by[:16]}")
 
-        view.step("4. promote through the gates: prototype → stabilized → production")
-        for v in (v_torch, v_sk):
-            res = lg.promote(f"{v.name}@{v.number}", "stabilized")
-            view.say(f"{v.name}@{v.number}: {res.from_stage} → {res.to_stage} "
-                     f"({', '.join(f'{r.gate}={r.status.value}' for r in res.results)})")
-        ref = f"{v_torch.name}@{v_torch.number}"
-        try:
-            lg.promote(ref, "production")
-            raise Error("the demo expected the approval gate to block the first attempt")
-        except GateFailedError as exc:
-            view.table(f"{ref} → production: refused", ["gate", "status", "message"],
-                       [[r.gate, r.status.value, _short(r.message)] for r in exc.results])
-        view.say(f"{APPROVER} approves, and waives rollback_ready for this first release")
-        for v in (v_torch, v_sk):
-            lg.approve(f"{v.name}@{v.number}", "production", actor=APPROVER,
-                       comment="metrics and validation reviewed")
-            lg.waive(f"{v.name}@{v.number}", "production", "rollback_ready", actor=APPROVER,
-                     reason="first release: nothing to roll back to",
-                     expires=date.today() + timedelta(days=7))
-        for v in (v_torch, v_sk):
-            res = lg.promote(f"{v.name}@{v.number}", "production")
-            view.table(f"{v.name}@{v.number} → production: promoted",
-                       ["gate", "status", "message"],
-                       [[r.gate, r.status.value, _short(r.message)] for r in res.results])
+def _serve(view: DemoView, lg: Lockgate, torch_model: tuple[Any, Version],
+           sklearn_model: tuple[Any, Version], x: np.ndarray, y: np.ndarray) -> None:
+    """Step 5: the production versions served; their answers against the source frameworks."""
+    view.step("5. serve production versions over the Open Inference Protocol v2")
+    app = lg.create_app()
+    batch = x[100:105]
+    with _Server(app) as server:
+        server.wait_ready()
+        meta = server.request("GET", "/v2")
+        view.say(f"server {meta.get('name')} {meta.get('version')} on "
+                 f"http://127.0.0.1:{server.port}/v2")
+        got_t = _infer(server, torch_model[1], batch)
+        got_s = _infer(server, sklearn_model[1], batch)
+        _observe(view, lg, server, torch_model[1], x)
+    _check_predictions(view, torch_model, sklearn_model, batch, y[100:105], (got_t, got_s))
 
-        view.step("5. serve production versions over the Open Inference Protocol v2")
-        app = lg.create_app()
-        batch = x[100:105]
-        with _Server(app) as server:
-            server.wait_ready()
-            meta = server.request("GET", "/v2")
-            view.say(f"server {meta.get('name')} {meta.get('version')} on "
-                     f"http://127.0.0.1:{server.port}/v2")
-            got_t = _infer(server, v_torch, batch)
-            got_s = _infer(server, v_sk, batch)
-            _observe(view, lg, server, v_torch, x)
-        with torch.no_grad():
-            ref_t = net(torch.from_numpy(batch)).numpy()
-        ref_s = pipe.predict_proba(batch)
-        out_t = got_t[v_torch.signature.outputs[0].name]
-        prob_name = next((o.name for o in v_sk.signature.outputs
-                          if o.name.startswith("prob")), v_sk.signature.outputs[-1].name)
-        out_s = got_s[prob_name]
-        rows = []
-        for i in range(len(batch)):
-            rows.append([
-                str(i), str(int(y[100 + i])),
-                f"{int(ref_t[i].argmax())} / {int(out_t[i].argmax())}",
-                f"{np.abs(ref_t[i] - out_t[i]).max():.1e}",
-                f"{int(ref_s[i].argmax())} / {int(out_s[i].argmax())}",
-                f"{np.abs(ref_s[i] - out_s[i]).max():.1e}",
-            ])
-        view.table("predictions: source framework / lockgate server",
-                   ["row", "truth", "torch / server", "max |Δ| logits", "sklearn / server",
-                    "max |Δ| proba"], rows)
-        agree = bool(np.array_equal(ref_t.argmax(1), out_t.argmax(1))
-                     and np.array_equal(ref_s.argmax(1), out_s.argmax(1)))
-        if not agree or not np.allclose(ref_t, out_t, atol=1e-4, rtol=1e-3):
-            raise Error("served predictions differ from the source frameworks")
-        view.say("served predictions match both source frameworks")
 
-        view.step("6. verify the audit chain")
-        report = lg.audit_verify()
-        if not report.ok:
-            raise AuditChainError(f"audit chain broken at row {report.first_broken}")
-        view.table("audit log", ["#", "event", "target"], [
-            [str(r.seq), r.type,
-             f"{r.model}@{r.version}" if r.version else r.model or _models(r.payload)]
-            for r in lg.audit_log()
+def _check_predictions(view: DemoView, torch_model: tuple[Any, Version],
+                       sklearn_model: tuple[Any, Version], batch: np.ndarray, truth: np.ndarray,
+                       served: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> None:
+    """The served answers side by side with the source frameworks'; an error if they differ."""
+    import torch
+
+    (net, v_torch), (pipe, v_sk) = torch_model, sklearn_model
+    got_t, got_s = served
+    with torch.no_grad():
+        ref_t = net(torch.from_numpy(batch)).numpy()
+    ref_s = pipe.predict_proba(batch)
+    out_t = got_t[v_torch.signature.outputs[0].name]
+    prob_name = next((o.name for o in v_sk.signature.outputs
+                      if o.name.startswith("prob")), v_sk.signature.outputs[-1].name)
+    out_s = got_s[prob_name]
+    rows = []
+    for i in range(len(batch)):
+        rows.append([
+            str(i), str(int(truth[i])),
+            f"{int(ref_t[i].argmax())} / {int(out_t[i].argmax())}",
+            f"{np.abs(ref_t[i] - out_t[i]).max():.1e}",
+            f"{int(ref_s[i].argmax())} / {int(out_s[i].argmax())}",
+            f"{np.abs(ref_s[i] - out_s[i]).max():.1e}",
         ])
-        view.say(f"audit chain intact: {report.count} events, each hashed over the previous")
+    view.table("predictions: source framework / lockgate server",
+               ["row", "truth", "torch / server", "max |Δ| logits", "sklearn / server",
+                "max |Δ| proba"], rows)
+    agree = bool(np.array_equal(ref_t.argmax(1), out_t.argmax(1))
+                 and np.array_equal(ref_s.argmax(1), out_s.argmax(1)))
+    if not agree or not np.allclose(ref_t, out_t, atol=1e-4, rtol=1e-3):
+        raise Error("served predictions differ from the source frameworks")
+    view.say("served predictions match both source frameworks")
 
-        view.step("7. export an evidence pack an auditor can check without lockgate")
-        pack = lg.export_evidence(f"{v_torch.name}@{v_torch.number}", home / "evidence")
-        view.say(f"{pack}: " + ", ".join(sorted(p.name for p in pack.iterdir())))
-        view.say("see VERIFY.md there: sha256sum -c, model_signing verify key, CycloneDX "
-                 "validation")
 
-        view.step("8. the model report: one HTML page, no network needed to open it")
-        from lockgate.web.report import write_report
+def _audit(view: DemoView, lg: Lockgate) -> None:
+    """Step 6: the audit chain verified and listed."""
+    view.step("6. verify the audit chain")
+    report = lg.audit_verify()
+    if not report.ok:
+        raise AuditChainError(f"audit chain broken at row {report.first_broken}")
+    view.table("audit log", ["#", "event", "target"], [
+        [str(r.seq), r.type,
+         f"{r.model}@{r.version}" if r.version else r.model or _models(r.payload)]
+        for r in lg.audit_log()
+    ])
+    view.say(f"audit chain intact: {report.count} events, each hashed over the previous")
 
-        page = write_report(lg, f"{v_torch.name}@{v_torch.number}", home / "report.html")
-        view.say(f"{page} ({page.stat().st_size // 1024} KiB): card, lineage, parity, gates, "
-                 "latency, drift histograms, audit trail")
-        _team(view, lg, home, v_torch)
-    finally:
-        lg.close()
+
+def _evidence(view: DemoView, lg: Lockgate, home: Path, v: Version) -> None:
+    """Steps 7 and 8: the evidence pack and the HTML model report of the torch version."""
+    view.step("7. export an evidence pack an auditor can check without lockgate")
+    pack = lg.export_evidence(f"{v.name}@{v.number}", home / "evidence")
+    view.say(f"{pack}: " + ", ".join(sorted(p.name for p in pack.iterdir())))
+    view.say("see VERIFY.md there: sha256sum -c, model_signing verify key, CycloneDX "
+             "validation")
+
+    view.step("8. the model report: one HTML page, no network needed to open it")
+    from lockgate.web.report import write_report
+
+    page = write_report(lg, f"{v.name}@{v.number}", home / "report.html")
+    view.say(f"{page} ({page.stat().st_size // 1024} KiB): card, lineage, parity, gates, "
+             "latency, drift histograms, audit trail")
 
 
 def _team(view: DemoView, lg: Lockgate, home: Path, v: Version) -> None:
@@ -412,3 +462,13 @@ def _team(view: DemoView, lg: Lockgate, home: Path, v: Version) -> None:
         denied = [r for r in lg.audit_log() if r.type == "access.denied"]
         view.say(f"audit: {denied[-1].type} by {denied[-1].actor}; OpenAPI document at "
                  f"/openapi.json, console at /ui (`lockgate ui`, login with a token)")
+
+
+@click.command()
+@click.option("--keep", is_flag=True, help="Keep the demo's temporary home and print its path.")
+def demo(keep: bool) -> None:
+    """Train, register, promote and serve a PyTorch and a scikit-learn model, end to end."""
+    run_demo(DemoPrinter(), keep=keep)
+
+
+COMMANDS: tuple[click.Command, ...] = (demo,)

@@ -1,0 +1,95 @@
+"""`lockgate register`: an ONNX file, or the model a --from function returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lockgate.cli.context import open_registry
+from lockgate.cli.parse import load_factory, parse_pairs
+from lockgate.cli.render import emit_json, err, out, print_parity, progress_bars
+from lockgate.errors import InvalidInputError
+
+
+@click.command()
+@click.argument("onnx_file", required=False, type=click.Path(path_type=Path))
+@click.option("--from", "factory", metavar="MODULE:FUNCTION",
+              help="Function returning (model, sample_input) to register.")
+@click.option("--name", required=True, help="Model name.")
+@click.option("--description", default="", help="Free text stored with the version.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag (repeatable).")
+@click.option("--metric", "metrics", multiple=True, metavar="NAME=NUMBER",
+              help="User metric (repeatable).")
+@click.option("--seed", type=int, default=None, help="Seed used for training, recorded.")
+@click.option("--opset", type=int, default=None, help="ONNX opset to export with.")
+@click.option("--atol", type=float, default=None, help="Parity absolute tolerance.")
+@click.option("--rtol", type=float, default=None, help="Parity relative tolerance.")
+@click.option("--lock-file", type=click.Path(path_type=Path), default=None,
+              help="pylock.toml or requirements.txt with --hash: hashes for the BOM.")
+@click.option("--dataset", "datasets", multiple=True, metavar="NAME[=sha256:HEX]",
+              help="Training dataset and its fingerprint, for the model card (repeatable).")
+@click.option("--considerations", default="",
+              help="Known limitations for the model card (paragraphs separated by blank lines).")
+@click.option("--arg", "args", multiple=True,
+              help="Argument passed to the --from function, recorded in the recipe (repeatable).")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="Reference data (.npy, .npz, .csv, .parquet) profiled for drift monitors.")
+@click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
+@click.pass_context
+def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, name: str,
+             description: str, tags: tuple[str, ...], metrics: tuple[str, ...],
+             seed: int | None, opset: int | None, atol: float | None, rtol: float | None,
+             lock_file: Path | None, datasets: tuple[str, ...], considerations: str,
+             args: tuple[str, ...], reference: Path | None, as_json: bool) -> None:
+    """Register an ONNX file, or the model returned by --from MODULE:FUNCTION."""
+    if (onnx_file is None) == (factory is None):
+        raise InvalidInputError("give either an .onnx file or --from MODULE:FUNCTION")
+    if factory is not None and ctx.obj.get("server"):
+        raise InvalidInputError(
+            "a remote registration uploads an .onnx file; --from converts in this process",
+            hint="export to ONNX first, or point LOCKGATE_DATABASE_URL at the shared database")
+    metric_values = parse_pairs(metrics, "--metric")
+    lg = open_registry(ctx)
+    model, sample = (str(onnx_file), None) if onnx_file is not None else load_factory(
+        factory or "", args)
+    recipe = None
+    if factory is not None:
+        from lockgate.reproduce.recipe import make_recipe
+
+        recipe = make_recipe(factory, list(args), Path.cwd())
+    with progress_bars(not as_json and err.is_terminal) as bar:
+        v = lg.register(
+            model, sample, name=name, description=description, tags=parse_pairs(tags, "--tag"),
+            metrics={k: _float(k, x) for k, x in metric_values.items()}, seed=seed,
+            opset=opset, atol=atol, rtol=rtol, lock_file=lock_file,
+            datasets=[_dataset(d) for d in datasets], considerations=considerations,
+            recipe=recipe, reference=reference, progress=bar,
+        )
+    if as_json:
+        emit_json(v.to_dict())
+        return
+    out.print(f"registered [bold]{v.name}@{v.number}[/] ({v.framework} {v.framework_version}, "
+              f"opset {v.opset}, {v.digest})")
+    print_parity(v)
+    if v.signed_by:
+        out.print(f"signed with key {v.signed_by[:16]}; files: {', '.join(sorted(v.files))}")
+    else:
+        out.print("[yellow]unsigned[/] (signing.require_signature = false)")
+
+
+def _dataset(text: str) -> dict[str, str]:
+    name, sep, fingerprint = text.partition("=")
+    if not name.strip():
+        raise InvalidInputError(f"--dataset {text!r}: expected NAME or NAME=sha256:HEX")
+    return {"name": name.strip(), **({"fingerprint": fingerprint.strip()} if sep else {})}
+
+
+def _float(key: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInputError(f"metric {key} is not a number: {text!r}") from None
+
+
+COMMANDS: tuple[click.Command, ...] = (register,)
