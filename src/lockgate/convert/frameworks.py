@@ -3,7 +3,8 @@
 ``[frameworks]`` in lockgate.toml or the policy file maps a framework (as converters name it:
 ``pytorch``, ``keras``, ``tensorflow``, ``jax``, ``scikit-learn``, ``onnx`` for ready-made ONNX
 files) to a PEP 440 version range (``"*"`` for any). An empty table allows everything; once it
-lists anything, a framework it does not list is refused.
+lists anything, a framework it does not list is refused. The table is read and checked by
+:mod:`lockgate.config.frameworks`; this module applies it.
 """
 
 from __future__ import annotations
@@ -12,48 +13,17 @@ import importlib.metadata
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from lockgate.errors import ConfigError, InvalidInputError
+from lockgate.config.frameworks import FRAMEWORKS, check_framework_config, framework_range
+from lockgate.errors import InvalidInputError
 
 __all__ = ["FRAMEWORKS", "FrameworkPolicyError", "FrameworkRow", "check_framework",
            "check_framework_config", "framework_table"]
 
-FRAMEWORKS: Mapping[str, tuple[str, ...]] = {
-    "pytorch": ("torch",), "keras": ("keras",), "tensorflow": ("tensorflow", "tensorflow-cpu"),
-    "jax": ("jax",), "scikit-learn": ("scikit-learn",), "onnx": ("onnx",),
-}
-"""Framework names and the distributions that carry their version."""
-
 
 class FrameworkPolicyError(InvalidInputError):
     """Registration from a framework (or version) the platform policy does not allow."""
-
-
-def _spec(text: str, key: str) -> SpecifierSet:
-    if text.strip() == "*":
-        return SpecifierSet()
-    try:
-        return SpecifierSet(text)
-    except InvalidSpecifier:
-        raise ConfigError(f"frameworks.{key}: {text!r} is not a version range",
-                          hint='use PEP 440, e.g. ">=2.4,<3", or "*" for any') from None
-
-
-def check_framework_config(table: object, where: str) -> dict[str, str]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: [frameworks] must be a table of name = \"range\"")
-    out = {}
-    for name, value in table.items():
-        if name not in FRAMEWORKS:
-            raise ConfigError(f"{where}: frameworks.{name}: unknown framework",
-                              hint=f"known: {sorted(FRAMEWORKS)}")
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: frameworks.{name}: expected a version range string")
-        _spec(value, name)
-        out[str(name)] = value
-    return out
 
 
 def check_framework(policy: Mapping[str, str], framework: str, version: str) -> None:
@@ -67,7 +37,7 @@ def check_framework(policy: Mapping[str, str], framework: str, version: str) -> 
             hint=f"[frameworks] allows {', '.join(f'{k} {v}' for k, v in sorted(policy.items()))}")
     rule = policy[framework]
     try:
-        allowed = _spec(rule, framework).contains(Version(version), prereleases=True)
+        allowed = framework_range(rule, framework).contains(Version(version), prereleases=True)
     except InvalidVersion:
         allowed = False
     if not allowed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lockgate.config.names import unknown_name
 from lockgate.config.settings import GateSpec, Settings
 from lockgate.errors import ConfigError
 from lockgate.gates.base import AllOf, Configurable, Evidence, Gate, GateContext, ServerHandle
@@ -64,4 +65,4 @@ def check_policy(settings: Settings) -> None:
             raise
     unknown = sorted(set(settings.gate_params) - set(GATES))
     if unknown:
-        raise ConfigError(f"[gate.{unknown[0]}]: unknown gate", hint=f"known: {sorted(GATES)}")
+        raise unknown_name(f"[gate.{unknown[0]}]: unknown gate", unknown[0], GATES)

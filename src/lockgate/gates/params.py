@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lockgate.config.names import closest
 from lockgate.errors import ConfigError
 
 __all__ = ["REQUIRED", "Param", "bind"]
@@ -43,7 +44,9 @@ def bind(declared: Mapping[str, Param], given: Mapping[str, Any], where: str) ->
     """``given`` checked against ``declared``, defaults filled in; ConfigError naming the key."""
     unknown = sorted(set(given) - set(declared))
     if unknown:
-        raise ConfigError(f"{where}: unknown parameter(s) {unknown}",
+        best = closest(unknown[0], declared)
+        raise ConfigError(f"{where}: unknown parameter(s) {unknown}"
+                          + (f"; did you mean {best!r}?" if best else ""),
                           hint=f"known: {sorted(declared)}" if declared else "it takes none")
     out: dict[str, Any] = {}
     for key, param in declared.items():

@@ -8,7 +8,7 @@ import pytest
 from lockgate.config.settings import SETTINGS, load_settings, write_default_config
 from lockgate.errors import ConfigError
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def test_defaults(tmp_path: Path) -> None:
