@@ -43,6 +43,10 @@ from typing import Any
 import license_expression  # type: ignore[import-untyped]
 from packaging.utils import canonicalize_name
 
+from lockgate.config.spdx import license_id as _policy_id
+from lockgate.config.spdx import license_lists
+from lockgate.config.spdx import licensing as _licensing
+from lockgate.config.spdx import parse_expression as _parse
 from lockgate.errors import InvalidInputError
 
 __all__ = [
@@ -104,12 +108,7 @@ class LicensePolicy:
     denied: frozenset[str]
 
     def __post_init__(self) -> None:
-        allowed = frozenset(_policy_id(i) for i in self.allowed)
-        denied = frozenset(_policy_id(i) for i in self.denied)
-        both = {i.casefold() for i in allowed} & {i.casefold() for i in denied}
-        if both:
-            raise InvalidInputError(f"license ids both allowed and denied: {sorted(both)}",
-                                    hint="list each SPDX id in allow or in deny, not in both")
+        allowed, denied = license_lists(self.allowed, self.denied)
         object.__setattr__(self, "allowed", allowed)
         object.__setattr__(self, "denied", denied)
 
@@ -141,46 +140,11 @@ class LicenseFinding:
 # -- SPDX --------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _licensing() -> Any:
-    return license_expression.get_spdx_licensing()
-
-
-def _is_ref(key: str) -> bool:
-    return key.startswith(("LicenseRef-", "DocumentRef-"))
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse(text: str) -> Any:
-    """The parsed expression, or InvalidInputError. ``LicenseRef-*`` ids are valid."""
-    licensing = _licensing()
-    try:
-        expr = licensing.parse(text, strict=True)
-    except (license_expression.ExpressionError, license_expression.ParseError) as exc:
-        raise InvalidInputError(f"{text!r} is not an SPDX license expression: {exc}") from exc
-    if expr is None:
-        raise InvalidInputError("an empty license expression")
-    unknown = [k for k in licensing.unknown_license_keys(expr) if not _is_ref(k)]
-    if unknown:
-        raise InvalidInputError(f"{text!r} is not an SPDX license expression: unknown license "
-                                f"ids {unknown}")
-    return expr
-
-
 def normalize_expression(text: str) -> str:
     """``text`` as a normalised SPDX expression (``mit or apache-2.0`` is ``MIT OR Apache-2.0``);
     :class:`InvalidInputError` when it is not one."""
     rendered: str = _parse(text.strip()).render()
     return rendered
-
-
-def _policy_id(text: str) -> str:
-    expr = _parse(text.strip())
-    if not isinstance(expr, license_expression.LicenseSymbol):
-        raise InvalidInputError(f"{text!r} is not a single SPDX license id",
-                                hint="list ids such as MIT or Apache-2.0, not expressions")
-    key: str = expr.key
-    return key
 
 
 def _try_expression(text: str) -> str | None:
