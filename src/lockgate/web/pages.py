@@ -280,8 +280,9 @@ def audit_page(lg: Lockgate, viewer: Viewer, filters: Mapping[str, str]) -> Page
 
 
 # -- login, confirmation, result ---------------------------------------------------------------
-def login_page(message: str = "") -> Page:
-    return Page("lockgate", "console/login.html", {"message": message})
+def login_page(problem: str = "") -> Page:
+    """The login form, saying above it why the last try failed (if it did)."""
+    return Page("lockgate", "console/login.html", {"problem": problem})
 
 
 def confirm_page(plan: Plan, fields: Mapping[str, str], back: str) -> Page:
