@@ -10,6 +10,7 @@ from typing import Any
 from lockgate.registry.bundle import ONNX_MEDIA
 from lockgate.registry.operations import OPERATIONS, Operation
 from lockgate.registry.schemas import NAME_PATTERN, SCHEMAS, ref
+from lockgate.serve.about import lockgate_version
 
 __all__ = ["openapi_document"]
 
@@ -67,15 +68,13 @@ def _entry(op: Operation, error: dict[str, Any]) -> dict[str, Any]:
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route."""
-    from lockgate.serve.routes import _version
-
     error = {"description": "Error", "content": {"application/json": {"schema": ref("Error")}}}
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:
         paths.setdefault(op.path, {})[op.method.lower()] = _entry(op, error)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "lockgate registry API", "version": _version(),
+        "info": {"title": "lockgate registry API", "version": lockgate_version(),
                  "description": "Register, govern, promote and deploy models. Authenticate "
                                 "with 'Authorization: Bearer lgt_...'."},
         "paths": paths,

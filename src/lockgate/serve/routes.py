@@ -76,7 +76,6 @@ log = logging.getLogger("lockgate.serve")
 
 DEFAULT_MAX_REQUEST_BYTES = 64 << 20
 _JSON = "application/json"
-_version = lockgate_version  # the name lockgate.registry imports
 
 
 def _error(exc: Error) -> Response:
