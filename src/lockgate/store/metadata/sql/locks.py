@@ -19,8 +19,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from lockgate.errors import StorageError
 
@@ -36,7 +38,9 @@ class RegistrationLocks:
     """One lock per model name, across processes where the database allows it."""
 
     def __init__(self, engine: Engine, *, postgres: bool, folder: Path | None) -> None:
-        self._engine = engine
+        # lock holders get connections of their own, outside the store's pool: a registration
+        # that holds one for minutes never starves the pool of the transactions meanwhile
+        self._engine = sa.create_engine(engine.url, poolclass=NullPool) if postgres else engine
         self._postgres = postgres
         self._folder = folder if sys.platform != "win32" else None
         self._guard = threading.Lock()
