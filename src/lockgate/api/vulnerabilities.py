@@ -12,8 +12,8 @@ from packaging.utils import canonicalize_name
 from lockgate.api.home import Home
 from lockgate.api.lookup import Lookup
 from lockgate.audit import AuditEvent, EventType, canonical_json, now
-from lockgate.supplychain.vulns.snapshots import load_snapshot
 from lockgate.supplychain.vulns.policy import VulnReport, assess_vulnerabilities
+from lockgate.supplychain.vulns.snapshots import load_snapshot
 from lockgate.types import ModelRef, VulnSnapshot
 
 __all__ = ["Vulnerabilities"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Connection
 
+import lockgate.store.metadata.sql.activity as activity
+import lockgate.store.metadata.sql.audit as audit
+import lockgate.store.metadata.sql.versions as versions
 from lockgate.store.metadata.interface import Change
-from lockgate.store.metadata.sql import activity, audit, versions
 
 __all__ = ["write_change"]
 

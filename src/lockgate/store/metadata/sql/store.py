@@ -28,6 +28,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
+import lockgate.store.metadata.sql.activity as activity
+import lockgate.store.metadata.sql.audit as audit
+import lockgate.store.metadata.sql.identity as identity
+import lockgate.store.metadata.sql.versions as versions
+import lockgate.store.metadata.sql.vulndb as vulndb
 from lockgate.audit import AuditEvent, AuditRecord
 from lockgate.errors import StorageError
 from lockgate.store.metadata.interface import (
@@ -44,7 +49,6 @@ from lockgate.store.metadata.interface import (
     VersionRow,
     VulnSnapshot,
 )
-from lockgate.store.metadata.sql import activity, audit, identity, versions, vulndb
 from lockgate.store.metadata.sql.changes import write_change
 from lockgate.store.metadata.sql.locks import RegistrationLocks
 
