@@ -7,14 +7,15 @@ names the version's number (its manifest, BOM and card), so it is sealed and sig
 model's registration lock is held (see :meth:`MetadataStore.registering`): that lock fixes the
 number for this registration alone, and only registrations of the same model wait for it.
 One short transaction then stores the version at that number with its audit event and its
-reference profile, all or nothing; a retried transaction writes the same prepared record
-again and never rebuilds or re-signs anything.
+reference profile, all or nothing, after putting the version's blobs again under the write
+lock (a touch, unless a ``gc`` removed one meanwhile); a retried transaction writes the same
+prepared record again and never rebuilds or re-signs anything.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Unpack
@@ -34,6 +35,7 @@ from lockgate.progress import NullProgress, Progress
 from lockgate.runtime.onnxmeta import default_opset
 from lockgate.runtime.predictor import Predictor
 from lockgate.seal import folder as sealing
+from lockgate.store.artifacts import ArtifactStore, StoredEntry
 from lockgate.store.metadata import Change
 from lockgate.supplychain.lockfiles import parse_lock_hashes
 from lockgate.types import Digest, ParityReport, Version, validate_name
@@ -97,6 +99,41 @@ class _Built:
     profile: Profile | None
     files: Mapping[str, bytes]
     """Every extra file of the folder: the options' and the recorded samples."""
+
+
+class _Written:
+    """The artifact store as sealing writes to it, keeping what was written: every blob is
+    put again inside the version's transaction, under the write lock that ``lockgate gc``
+    removes under. A gc that ran after the first write and before the commit may have
+    removed a blob (the version did not reference it yet); written again there, it is
+    restored, or its modification time is refreshed so that a gc listing it earlier keeps
+    it, and after the commit the version references it (see :mod:`lockgate.seal.integrity`).
+    Putting bytes already stored only touches them."""
+
+    def __init__(self, artifacts: ArtifactStore) -> None:
+        self._artifacts = artifacts
+        self._blobs: dict[Digest, bytes] = {}
+
+    def put(self, data: bytes) -> Digest:
+        digest = self._artifacts.put(data)
+        self._blobs[digest] = data
+        return digest
+
+    def put_again(self) -> None:
+        for data in self._blobs.values():
+            self._artifacts.put(data)
+
+    def get(self, digest: Digest) -> bytes:
+        return self._artifacts.get(digest)
+
+    def exists(self, digest: Digest) -> bool:
+        return self._artifacts.exists(digest)
+
+    def entries(self) -> Iterator[StoredEntry]:
+        return self._artifacts.entries()
+
+    def remove(self, entry: StoredEntry) -> bool:
+        return self._artifacts.remove(entry)
 
 
 class Registration:
@@ -181,12 +218,13 @@ class Registration:
         """Seal and sign under the model's registration lock, then store in one transaction
         the version, its audit event and its reference profile."""
         home, draft = self._home, built.draft
+        written = _Written(home.artifacts)
         blob = built.profile.to_json() if built.profile is not None else None
-        profile_digest = home.artifacts.put(blob) if blob is not None else None
+        profile_digest = written.put(blob) if blob is not None else None
         with home.meta.registering(draft.name) as number:
             sealed = sealing.seal(
-                replace(draft, number=number), built.onnx_bytes, home.artifacts,
-                home.settings, producer=built.producer, lock_hashes=inputs.lock_hashes,
+                replace(draft, number=number), built.onnx_bytes, written, home.settings,
+                producer=built.producer, lock_hashes=inputs.lock_hashes,
                 considerations=inputs.considerations, datasets=inputs.datasets,
                 extra_files=built.files)
             record = sealed.record()
@@ -194,11 +232,14 @@ class Registration:
             if built.profile is not None and profile_digest is not None:
                 _, extra = monitoring.reference_change(sealed, built.profile, profile_digest,
                                                        actor=sealed.creator)
-            home.meta.create_version(draft.name, lambda _number: record, draft.stage,
+
+            def under_the_write_lock(_number: int) -> Mapping[str, Any]:
+                written.put_again()
+                return record
+
+            home.meta.create_version(draft.name, under_the_write_lock, draft.stage,
                                      self._event(sealed, built.parity), number=number,
                                      extra=extra)
-        if blob is not None:
-            home.artifacts.put(blob)  # a gc between the first write and the commit removed it
         return sealed
 
     @staticmethod
