@@ -166,6 +166,9 @@ def whoami(ctx: click.Context) -> None:
     if isinstance(reg, Lockgate):
         out.print(f"{reg.settings.user} (local home {reg.settings.home}: no server, no tokens)")
         return
+    from lockgate.registry.client import RemoteRegistry
+
+    assert isinstance(reg, RemoteRegistry)
     me = reg.whoami()
     grants = ", ".join(f"{g['model']}={g['role']}" for g in me["grants"])
     out.print(f"{me['name']} at {reg.url}: roles {', '.join(me['roles']) or '-'}"

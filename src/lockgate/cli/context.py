@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 
 from lockgate.api.facade import Lockgate
+from lockgate.api.protocol import Registry
 from lockgate.errors import InvalidInputError
 
-if TYPE_CHECKING:
-    from lockgate.registry.client import RemoteRegistry
 
-
-def open_registry(ctx: click.Context) -> Lockgate | RemoteRegistry:
+def open_registry(ctx: click.Context) -> Registry:
     """The registry: the server named by --server / LOCKGATE_SERVER, else the local home."""
-    reg: Lockgate | RemoteRegistry | None = ctx.obj.get("lg")
+    reg: Registry | None = ctx.obj.get("lg")
     if reg is None:
         url = ctx.obj.get("server")
         if url:
