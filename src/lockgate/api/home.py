@@ -10,7 +10,7 @@ from lockgate.config.settings import Settings
 from lockgate.store.artifacts import ArtifactStore
 from lockgate.store.metadata import MetadataStore
 
-__all__ = ["Home"]
+__all__ = ["Home", "HomeView"]
 
 
 @dataclass
@@ -33,3 +33,23 @@ class Home:
         """The stage that serves: ``production`` when configured, else the one before last."""
         st = self.settings.stages
         return "production" if "production" in st else st[-2]
+
+
+@dataclass(frozen=True)
+class HomeView:
+    """A home's settings and stores, read through to the one :class:`Home`: the base of the
+    narrow views the facade hands to domain parts (evidence packs, monitor runs)."""
+
+    home: Home
+
+    @property
+    def settings(self) -> Settings:
+        return self.home.settings
+
+    @property
+    def meta(self) -> MetadataStore:
+        return self.home.meta
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        return self.home.artifacts

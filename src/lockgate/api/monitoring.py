@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from lockgate.api.files import VersionFiles
-from lockgate.api.home import Home
+from lockgate.api.home import Home, HomeView
 from lockgate.api.lookup import Lookup
 from lockgate.api.rollout import Rollout
 from lockgate.audit import now
-from lockgate.config.settings import Settings
 from lockgate.errors import InvalidInputError
 from lockgate.gates.probe import sample_feeds
 from lockgate.monitor import service
@@ -23,33 +22,19 @@ from lockgate.parity.benchmark import load_factory, runtime_comparison
 from lockgate.rollout.state import Deployment
 from lockgate.runtime.predictor import Predictor
 from lockgate.seal import folder as sealing
-from lockgate.store.artifacts import ArtifactStore
-from lockgate.store.metadata import Change, MetadataStore
+from lockgate.store.metadata import Change
 from lockgate.types import ModelRef, Observation, Version, validate_name
 
 __all__ = ["Monitoring"]
 
 
 @dataclass(frozen=True)
-class _Watched:
+class _Watched(HomeView):
     """The part of the home a monitor run uses (:class:`lockgate.monitor.service.MonitoredHome`):
     the stores, version lookup and the deployments it may roll back."""
 
-    home: Home
     lookup: Lookup
     rollout: Rollout
-
-    @property
-    def settings(self) -> Settings:
-        return self.home.settings
-
-    @property
-    def meta(self) -> MetadataStore:
-        return self.home.meta
-
-    @property
-    def artifacts(self) -> ArtifactStore:
-        return self.home.artifacts
 
     def get(self, ref: ModelRef, /) -> Version:
         return self.lookup.get(ref)

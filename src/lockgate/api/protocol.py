@@ -5,8 +5,8 @@ defined once for :func:`lockgate.register`, ``Lockgate.register`` and
 
 A face that works with either types its registry as :class:`Registry`::
 
-    def show(reg: Registry, ref: str) -> None:
-        print(reg.get(ref).to_dict())
+    def describe(reg: Registry, ref: str) -> dict[str, Any]:
+        return reg.get(ref).to_dict()
 """
 
 from __future__ import annotations

@@ -11,17 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from lockgate.api.files import VersionFiles
-from lockgate.api.home import Home
+from lockgate.api.home import Home, HomeView
 from lockgate.api.lookup import Lookup
 from lockgate.api.vulnerabilities import Vulnerabilities
 from lockgate.audit import AuditEvent, AuditRecord, ChainReport, EventType, verify_chain
-from lockgate.config.settings import Settings
 from lockgate.errors import InvalidInputError, NotFoundError
 from lockgate.progress import Progress
 from lockgate.seal.evidence import write_evidence
 from lockgate.seal.integrity import CollectReport, FsckReport, collect, fsck
-from lockgate.store.artifacts import ArtifactStore
-from lockgate.store.metadata import MetadataStore
 from lockgate.supplychain.vulns.policy import VulnReport
 from lockgate.types import ModelRef, validate_name
 
@@ -29,23 +26,10 @@ __all__ = ["Records"]
 
 
 @dataclass(frozen=True)
-class _PackSource:
+class _PackSource(HomeView):
     """What an evidence pack is read from (:class:`lockgate.seal.evidence.EvidenceSource`)."""
 
-    home: Home
     vulns: Vulnerabilities
-
-    @property
-    def settings(self) -> Settings:
-        return self.home.settings
-
-    @property
-    def meta(self) -> MetadataStore:
-        return self.home.meta
-
-    @property
-    def artifacts(self) -> ArtifactStore:
-        return self.home.artifacts
 
     def vulnerability_report(self, ref: ModelRef, /) -> VulnReport:
         return self.vulns.vulnerability_report(ref)
