@@ -43,6 +43,9 @@ class RegisterOptions(TypedDict, total=False):
     """Every seed by name (none)."""
     opset: int | None
     """The ONNX opset to convert to (the converter's default)."""
+    dynamic: Mapping[str, Mapping[int, str]] | None
+    """Dimensions left free in the ONNX graph, by input name and axis:
+    ``{"input_ids": {0: "batch", 1: "sequence"}}`` (dim 0 of every input as ``"batch"``)."""
     atol: float | None
     """Absolute parity tolerance (``parity.atol`` of the policy)."""
     rtol: float | None

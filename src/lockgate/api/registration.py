@@ -172,7 +172,8 @@ class Registration:
         progress: Progress = options.get("progress") or NullProgress()
         settings = self._home.settings
         converted = converter_for(model).convert(model, sample_input, opset=options.get("opset"),
-                                                 progress=progress)
+                                                 progress=progress,
+                                                 dynamic=options.get("dynamic"))
         self._check_framework(inputs.name, converted.framework, converted.framework_version)
         onnx_bytes = converted.model.SerializeToString()
         if len(onnx_bytes) > _MAX_ONNX_BYTES:

@@ -8,7 +8,7 @@ comes from it.
 
 from __future__ import annotations
 
-from lockgate.convert.base import Converted, Converter, ReferenceRunner
+from lockgate.convert.base import Converted, Converter, Dynamic, ReferenceRunner
 from lockgate.convert.jax import JaxConverter, JaxFunction
 from lockgate.convert.keras import KerasConverter
 from lockgate.convert.onnxfile import OnnxFileConverter
@@ -19,6 +19,7 @@ from lockgate.errors import UnsupportedModelError
 __all__ = [
     "Converted",
     "Converter",
+    "Dynamic",
     "JaxConverter",
     "JaxFunction",
     "KerasConverter",

@@ -11,10 +11,14 @@ import onnx
 
 from lockgate.progress import Progress
 
-__all__ = ["Converted", "Converter", "ReferenceRunner"]
+__all__ = ["Converted", "Converter", "Dynamic", "ReferenceRunner"]
 
 ReferenceRunner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
 """Runs the source model on inputs keyed by ONNX input name; outputs come in ONNX output order."""
+
+Dynamic = Mapping[str, Mapping[int, str]]
+"""Dimensions that stay free in the ONNX graph, by input name: ``{"input_ids": {0: "batch",
+1: "sequence"}}``. Axes with the same name are the same size in every input."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,9 @@ class Converted:
     sample: Mapping[str, np.ndarray]
     reference: ReferenceRunner | None
     details: Mapping[str, str] = field(default_factory=dict)
+    categories: Mapping[str, tuple[object, ...]] = field(default_factory=dict)
+    """Inputs whose elements take only these values (the categories a fitted encoder knows),
+    by input name: parity draws their random inputs from them."""
 
 
 class Converter(Protocol):
@@ -46,7 +53,9 @@ class Converter(Protocol):
         ...
 
     def convert(
-        self, model: object, sample: object, *, opset: int | None, progress: Progress
+        self, model: object, sample: object, *, opset: int | None, progress: Progress,
+        dynamic: Dynamic | None = None,
     ) -> Converted:
-        """Export ``model`` to ONNX, traced or checked with ``sample``."""
+        """Export ``model`` to ONNX, traced or checked with ``sample``; ``dynamic`` names the
+        dimensions that stay free (None: the converter's default, dim 0 as ``"batch"``)."""
         ...

@@ -34,7 +34,7 @@ from lockgate.convert._common import (
     rename_io,
     sample_arrays,
 )
-from lockgate.convert.base import Converted
+from lockgate.convert.base import Converted, Dynamic
 from lockgate.errors import ConversionError
 from lockgate.progress import Progress
 from lockgate.runtime.onnxmeta import signature_of
@@ -84,7 +84,8 @@ class JaxConverter:
         return _kind(model) is not None
 
     def convert(
-        self, model: object, sample: object, *, opset: int | None, progress: Progress
+        self, model: object, sample: object, *, opset: int | None, progress: Progress,
+        dynamic: Dynamic | None = None,
     ) -> Converted:
         import jax
         from jax2onnx import to_onnx

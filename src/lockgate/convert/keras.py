@@ -33,7 +33,7 @@ from lockgate.convert._common import (
     rename_io,
     sample_arrays,
 )
-from lockgate.convert.base import Converted
+from lockgate.convert.base import Converted, Dynamic
 from lockgate.errors import ConversionError
 from lockgate.progress import Progress
 from lockgate.runtime.onnxmeta import signature_of
@@ -82,7 +82,8 @@ class KerasConverter:
         return False
 
     def convert(
-        self, model: object, sample: object, *, opset: int | None, progress: Progress
+        self, model: object, sample: object, *, opset: int | None, progress: Progress,
+        dynamic: Dynamic | None = None,
     ) -> Converted:
         opset = opset or DEFAULT_OPSET
         progress.start("export")

@@ -15,7 +15,7 @@ import onnx
 from onnx import external_data_helper
 
 from lockgate.convert._common import first_line
-from lockgate.convert.base import Converted
+from lockgate.convert.base import Converted, Dynamic
 from lockgate.errors import ConversionError, UnsafePathError
 from lockgate.progress import Progress
 from lockgate.runtime.onnxmeta import default_opset, signature_of
@@ -40,7 +40,8 @@ class OnnxFileConverter:
         return False
 
     def convert(
-        self, model: object, sample: object, *, opset: int | None, progress: Progress
+        self, model: object, sample: object, *, opset: int | None, progress: Progress,
+        dynamic: Dynamic | None = None,
     ) -> Converted:
         progress.start("export")
         try:

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from lockgate.convert._common import BATCH, dist_version, first_line, from_package
-from lockgate.convert.base import Converted
+from lockgate.convert.base import Converted, Dynamic
 from lockgate.errors import ConversionError
 from lockgate.progress import Progress
 from lockgate.runtime.onnxmeta import default_opset as onnx_opset
@@ -83,7 +83,8 @@ class SklearnConverter:
         return isinstance(model, BaseEstimator)
 
     def convert(
-        self, model: object, sample: object, *, opset: int | None, progress: Progress
+        self, model: object, sample: object, *, opset: int | None, progress: Progress,
+        dynamic: Dynamic | None = None,
     ) -> Converted:
         import sklearn
         from sklearn.exceptions import NotFittedError

@@ -25,7 +25,7 @@ from lockgate.convert._common import (
     rename_batch,
     strip_ansi,
 )
-from lockgate.convert.base import Converted
+from lockgate.convert.base import Converted, Dynamic
 from lockgate.errors import ConversionError
 from lockgate.progress import Progress
 from lockgate.runtime.onnxmeta import signature_of
@@ -59,7 +59,8 @@ class TorchConverter:
         return isinstance(model, torch.nn.Module)
 
     def convert(
-        self, model: object, sample: object, *, opset: int | None, progress: Progress
+        self, model: object, sample: object, *, opset: int | None, progress: Progress,
+        dynamic: Dynamic | None = None,
     ) -> Converted:
         import torch
 
