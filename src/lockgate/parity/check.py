@@ -1,24 +1,36 @@
 """Does ONNX Runtime agree with the source framework? Reference vs ORT → :class:`ParityReport`.
 
-Both run on the caller's sample plus ``n_random`` random inputs drawn from it: the batch size
-cycles through 1, 2, 3, 5, 8 when dim 0 is symbolic; float features are normal with the sample's
-per-feature mean and std, integers uniform within the sample's range, bools fair coins.
+Both run on the caller's sample plus ``n_random`` random inputs drawn inside each input's domain
+(:mod:`lockgate.parity.inputs`: categories and strings among the known and seen values, floats
+normal or among few seen whole numbers with NaN where the sample has NaN, integers within the seen
+range, every free dimension varied). A random input of a length the source model refuses (a
+position table too short, a kernel too wide) is skipped and named in the report.
 
-An element passes when ``|actual - expected| <= atol + rtol * |expected|`` (floats; NaN matches
-NaN) or when it is equal (integers, bools, strings). Tolerances follow the ONNX output's dtype
-unless a per-output tolerance is given.
+Tolerance per output kind:
+
+- **floats**: an element passes when ``|actual - expected| <= atol + rtol * |expected|`` (NaN
+  matches NaN); ``atol``/``rtol`` follow the output's dtype unless a per-output tolerance is given;
+- **labels**, **integers**, **bools**, **strings**: exact. A label may differ only on a near
+  tie: where the source model's two top classes in a probabilities (or scores) output are closer
+  than both that output's tolerance and twice the difference seen between the two runs on that
+  row (an exact tie always counts), and that output passes, the float32 split thresholds of a
+  tree or the order of a sum may flip the label. Such rows are counted as *borderline* and listed,
+  not failed.
+
+A mismatch lists its rows, numbered across the inputs (:meth:`ParityReport.where`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from lockgate.convert.base import Converted
+from lockgate.convert.base import Converted, ReferenceRunner
 from lockgate.errors import Error, InvalidInputError, ParityError, ServeError
+from lockgate.parity.inputs import BATCH_SIZES, Draws, parity_inputs, random_inputs
 from lockgate.progress import NullProgress, Progress
 from lockgate.runtime.predictor import Predictor
 from lockgate.types import OutputParity, ParityReport, TensorSpec
@@ -32,14 +44,13 @@ __all__ = [
     "random_inputs",
 ]
 
-BATCH_SIZES = (1, 2, 3, 5, 8)
-"""Batch sizes the random inputs cycle through when dim 0 is symbolic."""
-
 _FLOAT_TOLERANCES: dict[str, tuple[float, float]] = {
     "float64": (1e-7, 1e-6),
     "float16": (1e-2, 1e-2),
     "bfloat16": (1e-2, 1e-2),
 }
+_FLOATS = frozenset({"float16", "float32", "float64", "bfloat16"})
+_ROWS_KEPT = 20
 
 
 def default_tolerance(dtype: str, *, atol: float = 1e-4, rtol: float = 1e-3) -> tuple[float, float]:
@@ -62,13 +73,16 @@ def check_parity(
     seed: int = 0,
     tolerances: Mapping[str, tuple[float, float]] | None = None,
     progress: Progress = NullProgress(),  # noqa: B008 - stateless
+    pool: Mapping[str, np.ndarray] | None = None,
 ) -> ParityReport:
     """Compare ``converted.reference`` with ``predictor`` on the sample plus ``n_random`` inputs.
 
     ``atol``/``rtol`` apply to float32 outputs; ``tolerances`` maps an output name to its own
-    ``(atol, rtol)``. Needs a reference: a model that arrived as ONNX has none, see
-    :func:`parity_if_reference`. Structural disagreements (output count, shapes) and a reference
-    that fails raise :class:`ParityError`; the report itself says whether the values agree.
+    ``(atol, rtol)``. ``pool`` adds values per input (the reference data's, say) to the values
+    categories and strings are drawn among. Needs a reference: a model that arrived as ONNX has
+    none, see :func:`parity_if_reference`. Structural disagreements (output count, shapes) and a
+    reference that fails on the sample raise :class:`ParityError`; the report itself says
+    whether the values agree.
     """
     reference = converted.reference
     if reference is None:
@@ -78,53 +92,32 @@ def check_parity(
         )
     names = predictor.output_names
     specs = {s.name: s for s in predictor.signature.outputs}
-    tols = {
-        n: (tolerances or {}).get(n) or default_tolerance(specs[n].dtype, atol=atol, rtol=rtol)
-        for n in names
-    }
-    stats = {n: _Stats(n, *tols[n]) for n in names}
+    stats = {n: _Stats(n, *((tolerances or {}).get(n) or default_tolerance(
+        specs[n].dtype, atol=atol, rtol=rtol)), exact=specs[n].dtype not in _FLOATS)
+        for n in names}
+    draws = _inputs(converted, predictor, n_random, seed, pool)
     batch_sizes: list[int] = []
+    skipped: list[str] = []
     progress.start("parity", total=n_random + 1)
     try:
-        for i, inputs in enumerate(_inputs(converted, predictor, n_random, seed)):
+        for i, inputs in enumerate(draws.inputs):
             batch_sizes.append(_batch_of(inputs, predictor.signature.inputs))
-            try:
-                actual = predictor.run(inputs)
-            except ServeError as exc:
-                op = re.search(r"while running (\w+) node", exc.message)
-                raise ParityError(
-                    (f"ONNX Runtime cannot run the {op.group(1)} op the converter emitted, on "
-                     if op else "ONNX Runtime failed on ")
-                    + f"{_which(i)} (batch {batch_sizes[-1]}): {exc.message}",
-                    hint=(f"the {converted.converter.split()[0]} export of this model is not "
-                          "runnable: change the model (another op) or the converter version"
-                          if op else
-                          "the exported graph may have fixed a shape the source model keeps "
-                          "free"),
-                ) from exc
-            try:
-                expected = list(reference(inputs))
-            except Error:
-                raise
-            except Exception as exc:  # whatever the framework raises
-                raise ParityError(
-                    f"the source model failed on {_which(i)} (batch {batch_sizes[-1]}): "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            if len(expected) != len(names):
-                raise ParityError(
-                    f"the source model returned {len(expected)} outputs, the ONNX model "
-                    f"returns {len(names)} ({names})"
-                )
-            for name, exp in zip(names, expected, strict=True):
-                stats[name].add(np.asarray(exp), actual[name], _which(i))
+            ran = _run_both(converted, reference, predictor, inputs, i, draws, batch_sizes[-1])
+            if isinstance(ran, str):
+                skipped.append(ran)
+            else:
+                _compare(stats, names, *ran, where=_which(i), offset=sum(batch_sizes[:-1]))
             progress.advance("parity")
     finally:
         progress.finish("parity")
+    passing = {n for n, s in stats.items() if not s.exact and s.mismatches == 0}
     return ParityReport(
-        outputs=tuple(s.result() for s in stats.values()),
+        outputs=tuple(s.result(passing) for s in stats.values()),
         batch_sizes=tuple(batch_sizes),
         seed=seed,
+        inputs=draws.how,
+        dims=draws.dims,
+        skipped=tuple(skipped),
     )
 
 
@@ -138,12 +131,14 @@ def parity_if_reference(
     seed: int = 0,
     tolerances: Mapping[str, tuple[float, float]] | None = None,
     progress: Progress = NullProgress(),  # noqa: B008 - stateless
+    pool: Mapping[str, np.ndarray] | None = None,
 ) -> ParityReport | None:
     """:func:`check_parity` when there is a reference; otherwise None.
 
     Without a reference (the model arrived as ONNX) comparing ORT with itself proves nothing,
     so no report is made, but ORT still runs the sample and the random inputs: a model that
-    cannot run at the varied batch sizes fails here.
+    cannot run at the varied batch sizes fails here (a varied length it refuses is let pass:
+    nothing says the model takes it).
     """
     if converted.reference is not None:
         return check_parity(
@@ -155,11 +150,17 @@ def parity_if_reference(
             seed=seed,
             tolerances=tolerances,
             progress=progress,
+            pool=pool,
         )
+    draws = _inputs(converted, predictor, n_random, seed, pool)
     progress.start("parity", total=n_random + 1)
     try:
-        for inputs in _inputs(converted, predictor, n_random, seed):
-            predictor.run(inputs)
+        for inputs, varied in zip(draws.inputs, draws.varied, strict=True):
+            try:
+                predictor.run(inputs)
+            except ServeError:
+                if not varied:
+                    raise
             progress.advance("parity")
     finally:
         progress.finish("parity")
@@ -167,46 +168,52 @@ def parity_if_reference(
 
 
 def assert_parity(report: ParityReport) -> None:
-    """Raise :class:`ParityError` naming the first failing output and its worst element."""
+    """Raise :class:`ParityError` naming the first failing output, its worst element and the
+    rows that disagree."""
     if not report.outputs:
         raise ParityError("the parity report compares no outputs", report=report)
     for out in report.outputs:
         if out.passed:
             continue
+        rows = f"; rows {_rows_text(report, out.rows)}" if out.rows else ""
+        border = (f" ({out.borderline} more on near ties, not counted)" if out.borderline
+                  else "")
+        if out.exact:
+            raise ParityError(
+                f"output {out.name!r}: {out.mismatches} of {out.elements} elements differ "
+                f"(compared exactly){border}{rows}; first at index {list(out.worst_index)}: "
+                f"expected {out.worst_expected!r}, got {out.worst_actual!r} (batch sizes "
+                f"{list(report.batch_sizes)})",
+                report=report,
+                hint="the converted model decides differently on these rows: check that the "
+                "inputs are in the model's domain (categories, ranges, missing values) or "
+                "change the converter; a tolerance cannot help an exact output",
+            )
         raise ParityError(
             f"output {out.name!r}: {out.mismatches} of {out.elements} elements outside "
             f"tolerance (atol={out.atol:g}, rtol={out.rtol:g}); worst at index "
             f"{list(out.worst_index)}: expected {out.worst_expected!r}, got "
             f"{out.worst_actual!r} (max abs error {out.max_abs_error:.3g}, max rel error "
-            f"{out.max_rel_error:.3g}, batch sizes {list(report.batch_sizes)})",
+            f"{out.max_rel_error:.3g}, batch sizes {list(report.batch_sizes)}){rows}",
             report=report,
             hint="loosen the tolerance only if the difference is understood; otherwise the "
             "conversion changed the model",
         )
 
 
-def random_inputs(
-    sample: Mapping[str, np.ndarray],
-    specs: Sequence[TensorSpec],
-    batch: int,
-    rng: np.random.Generator,
-) -> dict[str, np.ndarray]:
-    """One random input shaped like ``sample``, with dim 0 set to ``batch`` where the
-    signature's dim 0 is the batch dim (symbolic and shared with the first batched input)."""
-    batch_dim = _batch_symbol(specs)
-    out: dict[str, np.ndarray] = {}
-    for spec in specs:
-        ref = np.asarray(sample[spec.name])
-        shape = list(ref.shape)
-        if batch_dim is not None and spec.shape and spec.shape[0] == batch_dim:
-            shape[0] = batch
-        out[spec.name] = _draw(ref, tuple(shape), rng)
-    return out
+def _rows_text(report: ParityReport, rows: Sequence[int]) -> str:
+    """``sample [0, 3], random input 2 [1]``: the rows grouped by input."""
+    groups: dict[str, list[int]] = {}
+    for row in rows:
+        where, _, at = report.where(row).rpartition(" row ")
+        groups.setdefault(where or "row", []).append(int(at))
+    return ", ".join(f"{where} {at}" for where, at in groups.items())
 
 
 def _inputs(
-    converted: Converted, predictor: Predictor, n_random: int, seed: int
-) -> list[dict[str, np.ndarray]]:
+    converted: Converted, predictor: Predictor, n_random: int, seed: int,
+    pool: Mapping[str, np.ndarray] | None,
+) -> Draws:
     specs = predictor.signature.inputs
     missing = [s.name for s in specs if s.name not in converted.sample]
     if missing:
@@ -214,18 +221,72 @@ def _inputs(
             f"the sample has no value for the model inputs {missing}",
             hint=f"key the sample by {[s.name for s in specs]}",
         )
-    sample = {s.name: np.asarray(converted.sample[s.name]) for s in specs}
-    rng = np.random.default_rng(seed)
-    batches = [BATCH_SIZES[i % len(BATCH_SIZES)] for i in range(n_random)]
-    return [sample, *(random_inputs(sample, specs, b, rng) for b in batches)]
+    return parity_inputs(converted.sample, specs, n_random, seed,
+                         categories=converted.categories, pool=pool)
 
 
-def _batch_symbol(specs: Sequence[TensorSpec]) -> str | None:
-    for spec in specs:
-        if spec.shape:
-            first = spec.shape[0]
-            return first if isinstance(first, str) else None
-    return None
+def _run_both(
+    converted: Converted, reference: ReferenceRunner, predictor: Predictor,
+    inputs: Mapping[str, np.ndarray], i: int, draws: Draws, batch: int,
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]] | str:
+    """The source model's and ORT's outputs on one input, or why the input was skipped (a
+    varied length the source model refuses)."""
+    try:
+        expected = list(reference(inputs))
+    except Error:
+        raise
+    except Exception as exc:  # whatever the framework raises
+        dims = ", ".join(f"{d} {sizes[i]}" for d, sizes in draws.dims.items())
+        if draws.varied[i]:
+            return (f"{_which(i)} ({dims}): the source model refused it: "
+                    f"{type(exc).__name__}: {str(exc)[:160]}")
+        raise ParityError(
+            f"the source model failed on {_which(i)} (batch {batch}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        actual = predictor.run(inputs)
+    except ServeError as exc:
+        op = re.search(r"while running (\w+) node", exc.message)
+        raise ParityError(
+            (f"ONNX Runtime cannot run the {op.group(1)} op the converter emitted, on "
+             if op else "ONNX Runtime failed on ")
+            + f"{_which(i)} (batch {batch}): {exc.message}",
+            hint=(f"the {converted.converter.split()[0]} export of this model is not "
+                  "runnable: change the model (another op) or the converter version"
+                  if op else
+                  "the exported graph may have fixed a shape the source model keeps free"),
+        ) from exc
+    if len(expected) != len(predictor.output_names):
+        raise ParityError(
+            f"the source model returned {len(expected)} outputs, the ONNX model "
+            f"returns {len(predictor.output_names)} ({predictor.output_names})"
+        )
+    return expected, actual
+
+
+def _compare(stats: Mapping[str, _Stats], names: Sequence[str], expected: list[np.ndarray],
+             actual: Mapping[str, np.ndarray], *, where: str, offset: int) -> None:
+    """Add one input's outputs to ``stats``; labels learn which rows are near ties."""
+    arrays = [np.asarray(e) for e in expected]
+    ties = {name: _near_ties(exp, actual[name], stats[name])
+            for name, exp in zip(names, arrays, strict=True)
+            if not stats[name].exact and exp.ndim == 2 and exp.shape[1] >= 2
+            and actual[name].size == exp.size}
+    for name, exp in zip(names, arrays, strict=True):
+        stats[name].add(exp, actual[name], where, offset, ties)
+
+
+def _near_ties(expected: np.ndarray, actual: np.ndarray, stats: _Stats) -> np.ndarray:
+    """Rows where the source model's two top scores are so close that the difference seen
+    between the two runs on that row (and the output's tolerance) can swap them."""
+    e = expected.astype(np.float64)
+    s = np.sort(e, axis=1)
+    top, second = s[:, -1], s[:, -2]
+    with np.errstate(invalid="ignore"):
+        seen = np.abs(actual.astype(np.float64).reshape(e.shape) - e).max(axis=1)
+        reach = np.minimum(stats.atol + stats.rtol * np.abs(top), 2 * seen)
+        return np.asarray((top - second) <= reach, dtype=bool)
 
 
 def _batch_of(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> int:
@@ -234,33 +295,6 @@ def _batch_of(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> 
         if arr.ndim:
             return int(arr.shape[0])
     return 1
-
-
-def _draw(ref: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """Random values like ``ref``'s: floats per feature (axis 0) normal, ints uniform in range."""
-    dtype = ref.dtype
-    if ref.size == 0:
-        return np.zeros(shape, dtype=dtype)
-    if dtype.kind == "f":
-        data = ref.astype(np.float64)
-        feature_shape = shape[1:] if ref.ndim else ()
-        if ref.ndim and ref.shape[1:] == feature_shape:
-            mean, std = data.mean(axis=0), data.std(axis=0)
-        else:
-            mean, std = np.full(feature_shape, data.mean()), np.zeros(feature_shape)
-        spread = float(data.std()) or 1.0
-        std = np.where(std > 0, std, spread)  # constant features still vary
-        drawn: np.ndarray = mean + std * rng.standard_normal(shape)
-        return drawn.astype(dtype)
-    if dtype.kind in "iu":
-        low, high = int(ref.min()), int(ref.max())
-        return rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
-    if dtype.kind == "b":
-        return np.asarray(rng.random(shape) < 0.5, dtype=bool)
-    if ref.ndim == 0:
-        return ref.copy()
-    rows = rng.integers(0, ref.shape[0], size=shape[0])  # strings and others: resample rows
-    return ref[rows].reshape(shape)
 
 
 def _which(i: int) -> str:
@@ -274,6 +308,7 @@ class _Stats:
     name: str
     atol: float
     rtol: float
+    exact: bool = False
     max_abs: float = 0.0
     max_rel: float = 0.0
     mismatches: int = 0
@@ -282,8 +317,13 @@ class _Stats:
     worst_index: tuple[int, ...] = ()
     worst_expected: float = 0.0
     worst_actual: float = 0.0
+    bad_rows: dict[int, int] = field(default_factory=dict)
+    """Row (across inputs) → mismatching elements in it."""
+    ties: dict[int, set[str]] = field(default_factory=dict)
+    """Row → the score outputs on which the source model's top two classes nearly tie."""
 
-    def add(self, expected: np.ndarray, actual: np.ndarray, where: str) -> None:
+    def add(self, expected: np.ndarray, actual: np.ndarray, where: str, offset: int = 0,
+            ties: Mapping[str, np.ndarray] | None = None) -> None:
         if expected.shape != actual.shape:
             if expected.size != actual.size or np.squeeze(expected).shape != np.squeeze(
                 actual
@@ -297,11 +337,28 @@ class _Stats:
         if actual.size == 0:
             return
         if actual.dtype.kind in "fc" or expected.dtype.kind in "fc":
-            self._add_float(expected, actual)
+            bad = self._add_float(expected, actual)
         else:
-            self._add_exact(expected, actual)
+            bad = self._add_exact(expected, actual, self._label_ties(actual, ties or {}, offset))
+        per_row = bad.reshape(bad.shape[0], -1).sum(axis=1) if bad.ndim else bad.reshape(1)
+        for row in np.flatnonzero(per_row):
+            self.bad_rows[offset + int(row)] = int(per_row[row])
 
-    def _add_float(self, expected: np.ndarray, actual: np.ndarray) -> None:
+    def _label_ties(self, actual: np.ndarray, ties: Mapping[str, np.ndarray],
+                    offset: int) -> np.ndarray:
+        """Per element, whether it is a label on a near tie (labels: one element per row)."""
+        rows = actual.shape[0] if actual.ndim else 0
+        near = np.zeros(actual.shape, dtype=bool)
+        if not actual.ndim or actual.size != rows:
+            return near
+        for output, mask in ties.items():
+            if mask.shape == (rows,):
+                for row in np.flatnonzero(mask):
+                    self.ties.setdefault(offset + int(row), set()).add(output)
+                near |= mask.reshape(actual.shape)
+        return near
+
+    def _add_float(self, expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
         e = expected.astype(np.float64)
         a = actual.astype(np.float64)
         same = (e == a) | (np.isnan(e) & np.isnan(a))
@@ -315,10 +372,13 @@ class _Stats:
             score = np.where(allowed > 0, diff / np.where(allowed > 0, allowed, 1.0), diff)
         self.max_abs = max(self.max_abs, float(diff.max()))
         self.max_rel = max(self.max_rel, float(rel.max()))
-        self.mismatches += int((diff > allowed).sum())
+        bad = np.asarray(diff > allowed)
+        self.mismatches += int(bad.sum())
         self._track_worst(score, e, a)
+        return bad
 
-    def _add_exact(self, expected: np.ndarray, actual: np.ndarray) -> None:
+    def _add_exact(self, expected: np.ndarray, actual: np.ndarray,
+                   near: np.ndarray) -> np.ndarray:
         bad = np.asarray(expected != actual, dtype=bool).reshape(actual.shape)
         numeric = actual.dtype.kind in "iub" and expected.dtype.kind in "iub"
         if numeric:
@@ -332,7 +392,10 @@ class _Stats:
         else:
             e = a = np.zeros(actual.shape)
         self.mismatches += int(bad.sum())
-        self._track_worst(np.where(bad, 1.0 + (np.abs(a - e) if numeric else 0.0), 0.0), e, a)
+        # a mismatch on a near tie is the worst only when no other is left
+        score = np.where(bad, np.where(near, 0.5, 1.0 + (np.abs(a - e) if numeric else 0.0)), 0.0)
+        self._track_worst(score, e, a)
+        return bad
 
     def _track_worst(self, score: np.ndarray, e: np.ndarray, a: np.ndarray) -> None:
         flat = int(np.argmax(score))
@@ -344,16 +407,25 @@ class _Stats:
             self.worst_expected = float(e[index])
             self.worst_actual = float(a[index])
 
-    def result(self) -> OutputParity:
+    def result(self, passing: frozenset[str] | set[str] = frozenset()) -> OutputParity:
+        """The output's parity; label rows on a near tie of a ``passing`` output are
+        borderline, not mismatches."""
+        border = [r for r in self.bad_rows if self.ties.get(r, set()) & passing]
+        borderline = sum(self.bad_rows[r] for r in border)
+        rows = [r for r in self.bad_rows if r not in set(border)]
         return OutputParity(
             name=self.name,
             max_abs_error=self.max_abs,
             max_rel_error=self.max_rel,
             atol=self.atol,
             rtol=self.rtol,
-            mismatches=self.mismatches,
+            mismatches=self.mismatches - borderline,
             elements=self.elements,
             worst_index=self.worst_index,
             worst_expected=self.worst_expected,
             worst_actual=self.worst_actual,
+            exact=self.exact,
+            rows=tuple(rows[:_ROWS_KEPT]),
+            borderline=borderline,
+            borderline_rows=tuple(border[:_ROWS_KEPT]),
         )
