@@ -1,7 +1,9 @@
-"""Option values the CLI parses: KEY=VALUE pairs, durations, and --from MODULE:FUNCTION."""
+"""Option values the CLI parses: KEY=VALUE pairs, durations, --dynamic specs and --from
+MODULE:FUNCTION."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from lockgate.errors import InvalidInputError
@@ -16,6 +18,68 @@ def parse_pairs(items: Sequence[str], what: str) -> dict[str, str]:
             raise InvalidInputError(f"{what} must look like key=value, got {item!r}")
         pairs[k] = v
     return pairs
+
+
+_DYNAMIC_FORM = ("expected NAME:AXIS=DIM[,AXIS=DIM] (input_ids:0=batch,1=sequence) or a JSON "
+                 'object ({"input_ids": {"0": "batch", "1": "sequence"}})')
+
+
+def parse_dynamic(items: Sequence[str]) -> dict[str, dict[int, str]] | None:
+    """--dynamic items (``NAME:AXIS=DIM[,AXIS=DIM]`` or a JSON object) as one spec; None when
+    there are none. The converter checks the names against the model."""
+    if not items:
+        return None
+    spec: dict[str, dict[int, str]] = {}
+    for item in items:
+        for name, axes in _dynamic_item(item.strip()):
+            merged = spec.setdefault(name, {})
+            for axis, dim in axes.items():
+                if axis in merged:
+                    raise InvalidInputError(f"--dynamic names axis {axis} of {name!r} twice")
+                merged[axis] = dim
+    return spec
+
+
+def _dynamic_item(item: str) -> list[tuple[str, dict[int, str]]]:
+    if item.startswith("{"):
+        try:
+            doc = json.loads(item)
+        except ValueError as exc:
+            raise InvalidInputError(f"--dynamic {item!r}: not valid JSON ({exc})",
+                                    hint=_DYNAMIC_FORM) from None
+        if not isinstance(doc, dict) or not all(isinstance(v, dict) for v in doc.values()):
+            raise InvalidInputError(f"--dynamic {item!r}: {_DYNAMIC_FORM}")
+        return [(str(k), {_axis(item, a): _dim(item, d) for a, d in v.items()})
+                for k, v in doc.items()]
+    name, sep, rest = item.rpartition(":")
+    if not sep or not name or not rest:
+        raise InvalidInputError(f"--dynamic {item!r}: {_DYNAMIC_FORM}")
+    axes: dict[int, str] = {}
+    for pair in rest.split(","):
+        axis, eq, dim = pair.partition("=")
+        if not eq:
+            raise InvalidInputError(f"--dynamic {item!r}: {pair!r} is not AXIS=DIM",
+                                    hint=_DYNAMIC_FORM)
+        key = _axis(item, axis.strip())
+        if key in axes:
+            raise InvalidInputError(f"--dynamic {item!r} names axis {key} twice")
+        axes[key] = _dim(item, dim.strip())
+    return [(name.strip(), axes)]
+
+
+def _axis(item: str, text: object) -> int:
+    try:
+        return int(str(text))
+    except ValueError:
+        raise InvalidInputError(f"--dynamic {item!r}: axis {text!r} is not an integer",
+                                hint=_DYNAMIC_FORM) from None
+
+
+def _dim(item: str, dim: object) -> str:
+    if not isinstance(dim, str) or not dim:
+        raise InvalidInputError(f"--dynamic {item!r}: a dimension name is a non-empty string",
+                                hint=_DYNAMIC_FORM)
+    return dim
 
 
 def load_factory(spec: str, args: Sequence[str] = ()) -> tuple[object, object]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from lockgate.cli.context import open_registry
-from lockgate.cli.parse import load_factory, parse_pairs
+from lockgate.cli.parse import load_factory, parse_dynamic, parse_pairs
 from lockgate.cli.render import emit_json, err, out, print_parity, progress_bars
 from lockgate.errors import InvalidInputError
 
@@ -23,6 +23,9 @@ from lockgate.errors import InvalidInputError
               help="User metric (repeatable).")
 @click.option("--seed", type=int, default=None, help="Seed used for training, recorded.")
 @click.option("--opset", type=int, default=None, help="ONNX opset to export with.")
+@click.option("--dynamic", "dynamic", multiple=True, metavar="NAME:AXIS=DIM[,AXIS=DIM]",
+              help="Dimensions left free, e.g. input_ids:0=batch,1=sequence, or a JSON object "
+                   "(repeatable; default: dim 0 of every input as batch).")
 @click.option("--atol", type=float, default=None, help="Parity absolute tolerance.")
 @click.option("--rtol", type=float, default=None, help="Parity relative tolerance.")
 @click.option("--lock-file", type=click.Path(path_type=Path), default=None,
@@ -39,7 +42,8 @@ from lockgate.errors import InvalidInputError
 @click.pass_context
 def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, name: str,
              description: str, tags: tuple[str, ...], metrics: tuple[str, ...],
-             seed: int | None, opset: int | None, atol: float | None, rtol: float | None,
+             seed: int | None, opset: int | None, dynamic: tuple[str, ...],
+             atol: float | None, rtol: float | None,
              lock_file: Path | None, datasets: tuple[str, ...], considerations: str,
              args: tuple[str, ...], reference: Path | None, as_json: bool) -> None:
     """Register an ONNX file, or the model returned by --from MODULE:FUNCTION."""
@@ -50,6 +54,7 @@ def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, na
             "a remote registration uploads an .onnx file; --from converts in this process",
             hint="export to ONNX first, or point LOCKGATE_DATABASE_URL at the shared database")
     metric_values = parse_pairs(metrics, "--metric")
+    dynamic_spec = parse_dynamic(dynamic)
     lg = open_registry(ctx)
     model, sample = (str(onnx_file), None) if onnx_file is not None else load_factory(
         factory or "", args)
@@ -62,7 +67,7 @@ def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, na
         v = lg.register(
             model, sample, name=name, description=description, tags=parse_pairs(tags, "--tag"),
             metrics={k: _float(k, x) for k, x in metric_values.items()}, seed=seed,
-            opset=opset, atol=atol, rtol=rtol, lock_file=lock_file,
+            opset=opset, dynamic=dynamic_spec, atol=atol, rtol=rtol, lock_file=lock_file,
             datasets=[_dataset(d) for d in datasets], considerations=considerations,
             recipe=recipe, reference=reference, progress=bar,
         )

@@ -1,4 +1,5 @@
-"""JAX → ONNX through jax2onnx, with a symbolic batch dimension.
+"""JAX → ONNX through jax2onnx, with a symbolic batch dimension (or the symbolic dims a
+``dynamic`` spec names: jax2onnx traces with ``jax.export`` symbolic shapes of those names).
 
 Accepted models:
 
@@ -35,6 +36,7 @@ from lockgate.convert._common import (
     sample_arrays,
 )
 from lockgate.convert.base import Converted, Dynamic
+from lockgate.convert.dims import describe, name_dims, resolve_dynamic
 from lockgate.errors import ConversionError
 from lockgate.progress import Progress
 from lockgate.runtime.onnxmeta import signature_of
@@ -109,6 +111,11 @@ class JaxConverter:
                                   hint="pass a sample the model accepts (dtype, shape)") from exc
         in_names = io_names("input", len(arrays))
         out_names = io_names("output", n_out)
+        resolved = None if dynamic is None else resolve_dynamic(
+            dynamic, in_names, [a.shape for a in arrays])
+        shapes = [(BATCH, *a.shape[1:]) for a in arrays] if resolved is None else [
+            tuple(axes.get(i, s) for i, s in enumerate(a.shape))
+            for a, axes in zip(arrays, resolved, strict=True)]
         progress.start("export")
         try:
             kwargs: dict[str, Any] = {"input_names": in_names, "output_names": out_names}
@@ -120,7 +127,7 @@ class JaxConverter:
                     # nothing there is about the user's model
                     warnings.simplefilter("ignore", DeprecationWarning)
                     warnings.simplefilter("ignore", FutureWarning)
-                    proto = to_onnx(fn, [(BATCH, *a.shape[1:]) for a in arrays], **kwargs)
+                    proto = to_onnx(fn, shapes, **kwargs)
             except Exception as exc:
                 raise ConversionError(f"jax2onnx could not convert the {name} model: "
                                       f"{first_line(exc)}",
@@ -134,7 +141,13 @@ class JaxConverter:
             raise ConversionError(
                 f"the exported graph has {len(sig.inputs)} inputs and {len(sig.outputs)} "
                 f"outputs; the model takes {len(arrays)} and returns {n_out}")
-        proto = rename_batch(rename_io(proto, in_names, out_names))
+        proto = rename_io(proto, in_names, out_names)
+        details = {"kind": kind, "opset": str(proto.opset_import[0].version)}
+        if resolved is None:
+            proto = rename_batch(proto)
+        else:
+            proto = name_dims(proto, resolved)
+            details["dynamic"] = describe(in_names, resolved)
         libraries = f"jax=={jax.__version__} jax2onnx=={dist_version('jax2onnx')}"
         if kind.startswith("flax"):
             libraries += f" flax=={dist_version('flax')}"
@@ -143,7 +156,7 @@ class JaxConverter:
             converter=f"jax2onnx.to_onnx ({kind}) {libraries}",
             sample={n: a for n, a in zip(in_names, arrays, strict=True)},
             reference=_Reference(fn, in_names),
-            details={"kind": kind, "opset": str(proto.opset_import[0].version)})
+            details=details)
 
 
 class _Reference:

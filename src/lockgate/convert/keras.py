@@ -8,8 +8,10 @@
   the sample (a model must have been built).
 
 Inputs are named ``input`` (``input_0``, ``input_1`` … for several) and outputs ``output``
-(``output_0`` …); the symbolic batch dimension is ``batch``. TensorFlow and Keras are imported
-only when a model that comes from them is seen.
+(``output_0`` …); the symbolic batch dimension is ``batch``. A ``dynamic`` spec leaves its axes
+``None`` in the input signature (TensorFlow graphs only; Keras on torch or jax refuses it); output
+dims that ONNX shape inference traces to them take the same names. TensorFlow and Keras are
+imported only when a model that comes from them is seen.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ from lockgate.convert._common import (
     sample_arrays,
 )
 from lockgate.convert.base import Converted, Dynamic
+from lockgate.convert.dims import (
+    Axes,
+    describe,
+    dim_names,
+    name_dims,
+    name_output_dims,
+    resolve_dynamic,
+)
 from lockgate.errors import ConversionError
 from lockgate.progress import Progress
 from lockgate.runtime.onnxmeta import signature_of
@@ -90,21 +100,27 @@ class KerasConverter:
         try:
             saved = _saved_model_dir(model)
             if saved is not None:
-                return self._saved_model(saved, sample, opset)
+                return self._saved_model(saved, sample, opset, dynamic)
             if from_package(model, "keras"):
                 import keras
 
                 backend = keras.backend.backend()
                 if backend == "tensorflow":
-                    return self._tf_function(model, sample, opset, "keras")
+                    return self._tf_function(model, sample, opset, "keras", dynamic)
+                if dynamic is not None:
+                    raise ConversionError(
+                        f"dynamic dimensions are not supported for Keras on the {backend} "
+                        "backend (model.export keeps only dim 0 free)",
+                        hint="use the TensorFlow backend (KERAS_BACKEND=tensorflow), or "
+                             "register without dynamic")
                 return self._keras_export(model, sample, opset, backend)
-            return self._tf_function(model, sample, opset, "tensorflow")
+            return self._tf_function(model, sample, opset, "tensorflow", dynamic)
         finally:
             progress.finish("export")
 
     # -- TensorFlow graphs through tf2onnx ----------------------------------------------------
-    def _tf_function(self, model: Any, sample: object, opset: int, framework: str
-                     ) -> Converted:
+    def _tf_function(self, model: Any, sample: object, opset: int, framework: str,
+                     dynamic: Dynamic | None) -> Converted:
         import tensorflow as tf
 
         arrays = sample_arrays(sample, "Keras or TensorFlow")
@@ -115,8 +131,7 @@ class KerasConverter:
             raise ConversionError(f"the {name} model failed on the sample: {first_line(exc)}",
                                   hint="pass a sample the model accepts (dtype, shape)") from exc
         in_names = io_names("input", len(arrays))
-        spec = [tf.TensorSpec([None, *a.shape[1:]], tf.as_dtype(a.dtype), name=n)
-                for a, n in zip(arrays, in_names, strict=True)]
+        spec, resolved = _signature(arrays, in_names, dynamic)
 
         def run(*xs: Any) -> Any:
             out = _call(model, list(xs))
@@ -128,9 +143,10 @@ class KerasConverter:
                             _Reference(lambda xs: _call(model, xs), in_names),
                             f"tf2onnx.convert.from_function tf2onnx=={dist_version('tf2onnx')} "
                             f"tensorflow=={tf.__version__}", {"backend": "tensorflow",
-                                                             "opset": str(opset)})
+                                                             "opset": str(opset)}, resolved)
 
-    def _saved_model(self, path: Path, sample: object, opset: int) -> Converted:
+    def _saved_model(self, path: Path, sample: object, opset: int, dynamic: Dynamic | None
+                     ) -> Converted:
         import tensorflow as tf
 
         arrays = sample_arrays(sample, "Keras or TensorFlow")
@@ -145,8 +161,7 @@ class KerasConverter:
             raise ConversionError(f"{path}: the signature takes {keys}; the sample has "
                                   f"{len(arrays)} array(s)")
         in_names = io_names("input", len(arrays))
-        spec = [tf.TensorSpec([None, *a.shape[1:]], tf.as_dtype(a.dtype), name=n)
-                for a, n in zip(arrays, in_names, strict=True)]
+        spec, resolved = _signature(arrays, in_names, dynamic)
 
         def call(xs: Sequence[Any]) -> Any:
             return sig(**{k: tf.convert_to_tensor(x) for k, x in zip(keys, xs, strict=True)})
@@ -158,7 +173,7 @@ class KerasConverter:
                             _Reference(call, in_names),
                             f"tf2onnx.convert.from_function (SavedModel serving_default) "
                             f"tf2onnx=={dist_version('tf2onnx')} tensorflow=={tf.__version__}",
-                            {"backend": "tensorflow", "opset": str(opset)})
+                            {"backend": "tensorflow", "opset": str(opset)}, resolved)
 
     # -- Keras 3 on torch or jax: model.export -------------------------------------------------
     def _keras_export(self, model: Any, sample: object, opset: int, backend: str
@@ -189,14 +204,20 @@ class KerasConverter:
 
     def _finish(self, proto: onnx.ModelProto, arrays: list[np.ndarray], in_names: list[str],
                 n_out: int, framework: str, reference: _Reference, converter: str,
-                details: dict[str, str]) -> Converted:
+                details: dict[str, str], resolved: list[Axes] | None = None) -> Converted:
         sig = signature_of(proto)
         if len(sig.inputs) != len(arrays) or len(sig.outputs) != n_out:
             raise ConversionError(
                 f"the exported graph has {len(sig.inputs)} inputs and {len(sig.outputs)} "
                 f"outputs; the model takes {len(arrays)} and returns {n_out}")
-        proto = rename_batch(rename_io(proto, in_names, io_names("output", n_out)))
-        for value in proto.graph.output:  # tf2onnx names each unknown dim on its own
+        proto = rename_io(proto, in_names, io_names("output", n_out))
+        if resolved is None:
+            proto = rename_batch(proto)
+        else:
+            proto = name_output_dims(name_dims(proto, resolved), dim_names(resolved))
+            details["dynamic"] = describe(in_names, resolved)
+        batched = resolved is None or BATCH in dim_names(resolved)
+        for value in proto.graph.output if batched else ():  # tf2onnx names unknown dims apart
             dims = value.type.tensor_type.shape.dim
             if dims and (dims[0].dim_param.startswith("unk__") or not (
                     dims[0].dim_param or dims[0].HasField("dim_value"))):
@@ -213,6 +234,20 @@ class KerasConverter:
                          converter=converter,
                          sample={n: a for n, a in zip(in_names, arrays, strict=True)},
                          reference=reference, details=details)
+
+
+def _signature(arrays: Sequence[np.ndarray], names: Sequence[str], dynamic: Dynamic | None
+               ) -> tuple[list[Any], list[Axes] | None]:
+    """The tf.function input signature: ``None`` at dim 0 by default, else at the free axes."""
+    import tensorflow as tf
+
+    if dynamic is None:
+        return [tf.TensorSpec([None, *a.shape[1:]], tf.as_dtype(a.dtype), name=n)
+                for a, n in zip(arrays, names, strict=True)], None
+    resolved = resolve_dynamic(dynamic, names, [a.shape for a in arrays])
+    return [tf.TensorSpec([None if i in axes else s for i, s in enumerate(a.shape)],
+                          tf.as_dtype(a.dtype), name=n)
+            for a, n, axes in zip(arrays, names, resolved, strict=True)], resolved
 
 
 def _call(model: Any, xs: Sequence[Any]) -> Any:

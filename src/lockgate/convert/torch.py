@@ -3,11 +3,14 @@
 torch is imported only when a model that comes from torch is seen, so ``accepts`` stays cheap.
 Dim 0 of every batched input becomes the symbolic dim ``"batch"``; a model whose code pins the
 batch size is exported with static shapes instead (``details["dynamic_batch"] == "false"``).
+A ``dynamic`` spec gives each named dim one shared ``torch.export.Dim``; inputs are named after
+``forward``'s arguments, and a spec whose dims the model's code pins is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
@@ -26,6 +29,7 @@ from lockgate.convert._common import (
     strip_ansi,
 )
 from lockgate.convert.base import Converted, Dynamic
+from lockgate.convert.dims import Axes, describe, dim_names, name_dims, resolve_dynamic
 from lockgate.errors import ConversionError
 from lockgate.progress import Progress
 from lockgate.runtime.onnxmeta import signature_of
@@ -69,6 +73,8 @@ class TorchConverter:
         opset = opset or DEFAULT_OPSET
         args = _sample_tensors(sample, _device_of(model))
         name = type(model).__name__
+        resolved = None if dynamic is None else resolve_dynamic(
+            dynamic, _argument_names(model, len(args)), [tuple(a.shape) for a in args])
         progress.start("export")
         try:
             with _eval_mode(model), torch.no_grad():
@@ -85,7 +91,8 @@ class TorchConverter:
                 f"output_{i}" for i in range(n_outputs)
             ]
             details: dict[str, str] = {"opset": str(opset)}
-            proto = _export(model, args, output_names, opset, details)
+            proto = (_export(model, args, output_names, opset, details) if resolved is None
+                     else _export_dynamic(model, args, resolved, output_names, opset, details))
         finally:
             progress.finish("export")
         signature = signature_of(proto)
@@ -154,6 +161,32 @@ def _export(
             details["dynamic_batch_error"] = exc.message[:500]
     proto = _export_once(model, args, None, output_names, opset, details)
     details["dynamic_batch"] = "false"
+    return proto
+
+
+def _export_dynamic(
+    model: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    resolved: Sequence[Axes],
+    output_names: list[str],
+    opset: int,
+    details: dict[str, str],
+) -> onnx.ModelProto:
+    """Export with one shared ``Dim`` per name of ``resolved``; no static fallback."""
+    from torch.export import Dim
+
+    dims = {n: Dim(n) for n in dim_names(resolved)}
+    shapes = tuple({axis: dims[n] for axis, n in axes.items()} or None for axes in resolved)
+    try:
+        proto = _export_once(model, _widen(args, resolved), shapes, output_names, opset,
+                             details)
+    except ConversionError as exc:
+        raise ConversionError(
+            exc.message, hint="the model's code may pin a dimension dynamic names: leave it "
+            "out of dynamic, or give dims the code ties together one name") from exc
+    proto = name_dims(proto, resolved)
+    details["dynamic"] = describe([v.name for v in proto.graph.input], resolved)
+    details["dynamic_batch"] = str(_has_batch(proto)).lower()
     return proto
 
 
@@ -251,6 +284,31 @@ def _widen_batch(args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     if not batched or int(batched[0].shape[0]) != 1:
         return args
     return tuple(torch.cat([a, a]) if a.dim() > 0 and a.shape[0] == 1 else a for a in args)
+
+
+def _widen(args: tuple[torch.Tensor, ...], resolved: Sequence[Axes]
+           ) -> tuple[torch.Tensor, ...]:
+    """torch.export specialises a dim of size 1: double such free axes (one name, one size)."""
+    import torch
+
+    out = []
+    for a, axes in zip(args, resolved, strict=True):
+        for axis in axes:
+            if a.shape[axis] == 1:
+                a = torch.cat([a, a], dim=axis)
+        out.append(a)
+    return tuple(out)
+
+
+def _argument_names(model: torch.nn.Module, n: int) -> list[str]:
+    """The names the exporter gives the inputs: ``forward``'s positional arguments."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params
+             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:n]
+    return names if len(names) == n else [f"input_{i}" for i in range(n)]
 
 
 def _has_batch(proto: onnx.ModelProto) -> bool:
