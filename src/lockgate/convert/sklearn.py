@@ -1,15 +1,30 @@
 """scikit-learn → ONNX through skl2onnx.
 
-One float32 input named ``"input"`` of shape ``["batch", n_features]``. Classifiers give
-``"label"`` and ``"probabilities"`` (a plain tensor, no ZipMap); regressors and transformers give
-``"variable"``. sklearn and skl2onnx are imported only for objects that come from sklearn.
+The sample decides the inputs:
+
+- a 2-D numeric array: one float32 input named ``"input"`` of shape ``["batch", n_features]``;
+- a pandas DataFrame or a dict of columns (name → 1-D values): one input per column the model
+  was fitted on, named after it, of shape ``["batch", 1]``: float32 for floats, int64 for
+  integers, bool for bools, string for object, ``string`` and ``category`` columns
+  (:mod:`lockgate.convert.columns`); the reference rebuilds a DataFrame with the sample's column
+  names and dtypes, so the estimator sees what it was fitted on;
+- a 1-D list of strings (or a Series of them): one string input ``"input"`` (or the Series'
+  name) of shape ``["batch", 1]``, for text pipelines (CountVectorizer, TfidfVectorizer; see
+  :mod:`lockgate.convert.sklearn_text`); a 2-D array of strings: one string input ``"input"``.
+
+Classifiers give ``"label"`` (int64, or string for string classes) and ``"probabilities"`` (a
+plain tensor, no ZipMap); regressors and transformers give ``"variable"``. Inputs read by a
+OneHotEncoder or OrdinalEncoder carry its categories in ``Converted.categories``. A
+FunctionTransformer (arbitrary Python) is refused, naming its step. sklearn, skl2onnx and pandas
+are imported only for objects that come from them.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +32,14 @@ import onnx
 
 from lockgate.convert._common import BATCH, dist_version, first_line, from_package
 from lockgate.convert.base import Converted, Dynamic
+from lockgate.convert.boosted import (
+    booster_identity,
+    matrix_reader,
+    register_boosters,
+    scaler_options,
+)
+from lockgate.convert.columns import Layout, encoder_categories, is_columnar, layout_of, walk
+from lockgate.convert.sklearn_text import check_tokenizers, portable_locale, vectorizer_options
 from lockgate.errors import ConversionError
 from lockgate.progress import Progress
 from lockgate.runtime.onnxmeta import default_opset as onnx_opset
@@ -87,29 +110,14 @@ class SklearnConverter:
         dynamic: Dynamic | None = None,
     ) -> Converted:
         import sklearn
-        from sklearn.exceptions import NotFittedError
-        from sklearn.utils.validation import check_is_fitted
 
-        name = type(model).__name__
-        x = _features(sample)
-        try:
-            check_is_fitted(model)
-        except NotFittedError as exc:
-            raise ConversionError(
-                f"the {name} model is not fitted", hint="fit it before registering"
-            ) from exc
-        except TypeError as exc:
-            raise ConversionError(f"{name} is not a scikit-learn estimator") from exc
-        expected = getattr(model, "n_features_in_", None)
-        if expected is not None and int(expected) != x.shape[1]:
-            raise ConversionError(
-                f"the sample has {x.shape[1]} features, the {name} model was fitted on "
-                f"{expected}"
-            )
+        _check_fitted(model)
+        layout, arrays = _sample_inputs(model, sample)
+        _refuse_python_steps(model)
         opset = opset or default_opset()
         progress.start("export")
         try:
-            proto, notes = _convert(model, x.shape[1], opset)
+            proto, notes = _convert(model, _initial_types(layout, arrays), opset)
         finally:
             progress.finish("export")
         signature = signature_of(proto)
@@ -118,44 +126,126 @@ class SklearnConverter:
         details = {"target_opset": str(opset), "opset": str(onnx_opset(proto))}
         if notes:
             details["export_warnings"] = notes
-        return Converted(
+        categories: dict[str, tuple[object, ...]] = {}
+        if layout is not None:
+            details["inputs"] = f"columns ({layout.container})"
+            if layout.dropped:
+                details["unused_columns"] = ", ".join(layout.dropped)
+            categories = encoder_categories(model, [c.name for c in layout.columns])
+        locale = portable_locale(proto)
+        if locale is not None:
+            details["string_normalizer_locale"] = locale
+        converted = Converted(
             model=proto,
             framework=self.framework,
             framework_version=sklearn.__version__,
             converter=f"skl2onnx=={skl2onnx_version} scikit-learn=={sklearn.__version__}",
-            sample={INPUT: x},
-            reference=_Reference(model, methods, signature.outputs),
+            sample=arrays,
+            reference=_Reference(model, methods, signature.outputs,
+                                 matrix_reader(model, _matrix) if layout is None
+                                 else layout.rebuild),
             details=details,
+            categories=categories,
         )
+        booster = booster_identity(model, converted.converter)
+        return converted if booster is None else replace(
+            converted, framework=booster.framework, framework_version=booster.framework_version,
+            converter=booster.converter, details={**converted.details, **booster.details})
 
 
-def _convert(model: object, n_features: int, opset: int) -> tuple[onnx.ModelProto, str]:
-    from skl2onnx import convert_sklearn
+def _check_fitted(model: object) -> None:
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    name = type(model).__name__
+    try:
+        check_is_fitted(model)
+    except NotFittedError as exc:
+        raise ConversionError(
+            f"the {name} model is not fitted", hint="fit it before registering"
+        ) from exc
+    except TypeError as exc:
+        raise ConversionError(f"{name} is not a scikit-learn estimator") from exc
+
+
+def _sample_inputs(model: object, sample: object) -> tuple[Layout | None, dict[str, np.ndarray]]:
+    """The sample as ONNX inputs: columns (a DataFrame, dict, texts) or one float32 matrix."""
+    if sample is not None and is_columnar(sample):
+        return layout_of(sample, model)
+    x = _features(sample)
+    expected = getattr(model, "n_features_in_", None)
+    if expected is not None and int(expected) != x.shape[1]:
+        raise ConversionError(
+            f"the sample has {x.shape[1]} features, the {type(model).__name__} model was "
+            f"fitted on {expected}"
+        )
+    return None, {INPUT: x}
+
+
+def _initial_types(layout: Layout | None, arrays: Mapping[str, np.ndarray]) -> list[Any]:
     from skl2onnx.common.data_types import FloatTensorType
+
+    if layout is None:
+        return [(INPUT, FloatTensorType([None, arrays[INPUT].shape[1]]))]
+    return layout.initial_types()
+
+
+def _refuse_python_steps(model: object) -> None:
+    """A FunctionTransformer runs arbitrary Python, which has no ONNX form."""
+    from sklearn.preprocessing import FunctionTransformer
+
+    for path, est in walk(model):
+        if isinstance(est, FunctionTransformer) and est.func is not None:  # None: identity
+            func = getattr(est.func, "__qualname__", None) or repr(est.func)
+            raise ConversionError(
+                f"the step {path!r} is a FunctionTransformer calling {func}: arbitrary Python "
+                "code cannot be converted to ONNX",
+                hint="replace it with a built-in transformer that does the same (e.g. "
+                "SimpleImputer, StandardScaler, OneHotEncoder), or export the model to ONNX "
+                "yourself and register the file with --reference or --expect",
+            )
+
+
+def _convert(model: object, initial_types: list[Any], opset: int) -> tuple[onnx.ModelProto, str]:
+    from skl2onnx import convert_sklearn
     from sklearn.pipeline import Pipeline
 
+    register_boosters(model)  # XGBoost / LightGBM steps convert through onnxmltools
     final = model
     while isinstance(final, Pipeline):
         final = final.steps[-1][1]
-    options = _options(final)
+    options = {**vectorizer_options(model), **scaler_options(model), **(_options(final) or {})}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             proto = convert_sklearn(
                 model,
-                initial_types=[(INPUT, FloatTensorType([None, n_features]))],
+                initial_types=initial_types,
                 target_opset={"": opset, "ai.onnx.ml": ML_OPSET},
-                options=options,
+                options=options or None,
                 name=type(model).__name__,  # skl2onnx's default is a random uuid
             )
         except Exception as exc:  # skl2onnx raises RuntimeError, NameError, KeyError, ...
+            step = _step_in(model, first_line(exc))
             raise ConversionError(
-                f"skl2onnx could not convert {type(model).__name__}: "
-                f"{type(exc).__name__}: {first_line(exc)}",
+                f"skl2onnx could not convert {type(model).__name__}"
+                + (f" (at the step {step})" if step else "")
+                + f": {type(exc).__name__}: {first_line(exc)}",
                 hint="see skl2onnx.supported_converters() for the estimators it knows",
             ) from exc
     notes = " | ".join(sorted({first_line(w.message) for w in caught}))[:2000]
-    return _tidy(proto), notes
+    proto = _tidy(proto)
+    check_tokenizers(proto)
+    return proto, notes
+
+
+def _step_in(model: object, message: str) -> str | None:
+    """The step whose estimator class a skl2onnx error message names, as ``'path' (Class)``."""
+    for path, est in list(walk(model))[1:] or list(walk(model)):
+        cls = type(est).__name__
+        if cls in message:
+            return f"{path!r} ({cls})"
+    return None
 
 
 def _options(final: object) -> dict[int, dict[str, Any]] | None:
@@ -212,18 +302,25 @@ def _methods(model: object, outputs: tuple[TensorSpec, ...]) -> list[str]:
     return methods
 
 
+def _matrix(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(inputs[INPUT], dtype=np.float32)
+
+
 class _Reference:
-    """Calls the estimator's methods on the float32 features, shaped like the ONNX outputs."""
+    """Calls the estimator's methods on what ``prepare`` makes of the ONNX inputs (the float32
+    features, or a DataFrame rebuilt from the columns), shaped like the ONNX outputs."""
 
     def __init__(
-        self, model: object, methods: list[str], outputs: tuple[TensorSpec, ...]
+        self, model: object, methods: list[str], outputs: tuple[TensorSpec, ...],
+        prepare: Callable[[Mapping[str, np.ndarray]], object],
     ) -> None:
         self._model = model
         self._methods = methods
         self._shapes = [o.shape for o in outputs]
+        self._prepare = prepare
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        x = np.asarray(inputs[INPUT], dtype=np.float32)
+        x = self._prepare(inputs)
         results: list[np.ndarray] = []
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_FEATURE_NAMES_WARNING)

@@ -150,10 +150,16 @@ def request(base_url: str, method: str, path: str, body: Any, timeout: float,
 def sample_document(inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
                     max_rows: int = 16) -> dict[str, Any]:
     """The recorded sample: an OIP request body and the outputs ONNX Runtime gave for it at
-    registration (at most ``max_rows`` rows of the batch)."""
+    registration (at most ``max_rows`` rows of the batch). JSON has no NaN or infinity, so rows
+    with a non-finite float (a missing value in a tabular sample) are left out while others
+    remain."""
+    rows = _finite_rows([*inputs.values(), *outputs.values()], max_rows)
+
     def tensor(name: str, arr: np.ndarray) -> dict[str, Any]:
         arr = np.asarray(arr)
-        if arr.ndim and arr.shape[0] > max_rows:
+        if rows is not None and arr.ndim and arr.shape[0] == rows.batch:
+            arr = arr[rows.index]
+        elif arr.ndim and arr.shape[0] > max_rows:
             arr = arr[:max_rows]
         from lockgate.serve.oip import oip_datatype
 
@@ -166,6 +172,30 @@ def sample_document(inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.n
 
     return {"request": {"inputs": [tensor(n, a) for n, a in inputs.items()]},
             "outputs": [tensor(n, a) for n, a in outputs.items()]}
+
+
+@dataclass(frozen=True)
+class _Rows:
+    batch: int
+    index: np.ndarray
+
+
+def _finite_rows(arrays: list[np.ndarray], max_rows: int) -> _Rows | None:
+    """The first ``max_rows`` rows where every float array sharing the batch size is finite;
+    None when every value is finite or no row is (nothing better to choose)."""
+    arrays = [np.asarray(a) for a in arrays]
+    batched = [a for a in arrays if a.ndim]
+    if not batched:
+        return None
+    batch = int(batched[0].shape[0])
+    floats = [a for a in batched if a.dtype.kind in "fc" and a.shape[0] == batch]
+    if not floats or all(np.isfinite(a).all() for a in floats):
+        return None
+    ok = np.ones(batch, dtype=bool)
+    for a in floats:
+        ok &= np.isfinite(a.reshape(batch, -1)).all(axis=1)
+    index = np.flatnonzero(ok)[:max_rows]
+    return _Rows(batch, index) if index.size else None
 
 
 def sample_feeds(samples: Mapping[str, Any]) -> dict[str, np.ndarray]:
