@@ -68,6 +68,14 @@ class Layout:
     container: str
     dropped: tuple[str, ...] = ()
 
+    def describe(self) -> str:
+        """How the sample became inputs, for the version's details."""
+        if self.container == "frame":
+            return (f"{len(self.columns)} columns, one input each, given to the model as a "
+                    "DataFrame")
+        width = self.columns[0].width
+        return "one text column" if width == 1 else f"a matrix of {width} string columns"
+
     def initial_types(self) -> list[tuple[str, Any]]:
         return [c.initial_type() for c in self.columns]
 

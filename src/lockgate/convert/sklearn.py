@@ -128,7 +128,7 @@ class SklearnConverter:
             details["export_warnings"] = notes
         categories: dict[str, tuple[object, ...]] = {}
         if layout is not None:
-            details["inputs"] = f"columns ({layout.container})"
+            details["inputs"] = layout.describe()
             if layout.dropped:
                 details["unused_columns"] = ", ".join(layout.dropped)
             categories = encoder_categories(model, [c.name for c in layout.columns])
