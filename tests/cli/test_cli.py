@@ -66,7 +66,7 @@ def test_register_list_show_alias_and_audit(home: Path, tmp_path: Path,
      (["show", "../x"], 2, "invalid name"),
      (["promote", "nope@1", "--to", "production"], 3, "no model named"),
      (["register", "--name", "x"], 2, "either an .onnx file"),
-     (["register", "missing.onnx", "--name", "x"], 5, "missing.onnx"),
+     (["register", "missing.onnx", "--name", "x"], 3, "no file at missing.onnx"),
      (["register", "--from", "no_such_module:fn", "--name", "x"], 2, "cannot import")],
 )
 def test_errors_are_one_line_with_documented_exit_code(home: Path, args: list[str], code: int,

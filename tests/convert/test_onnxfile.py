@@ -16,6 +16,7 @@ from lockgate.convert import OnnxFileConverter, converter_for
 from lockgate.errors import (
     ConversionError,
     InvalidInputError,
+    NotFoundError,
     UnsafePathError,
     UnsupportedModelError,
 )
@@ -177,7 +178,7 @@ def test_invalid_graph_is_a_conversion_error(tmp_path: Path) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConversionError, match="no ONNX file"):
+    with pytest.raises(NotFoundError, match="no file at"):
         _convert(tmp_path / "absent.onnx")
 
 
@@ -196,7 +197,7 @@ def test_unsupported_model_lists_supported_kinds() -> None:
     assert ".onnx" in info.value.hint
     assert "torch" in info.value.hint
     assert "scikit-learn" in info.value.hint
-    with pytest.raises(UnsupportedModelError):
+    with pytest.raises(NotFoundError):
         converter_for("model.pkl")
 
 

@@ -29,7 +29,8 @@ __all__ = ["RegisterOptions", "Registry"]
 class RegisterOptions(TypedDict, total=False):
     """The keyword options of a registration; each may be left out (its default in
     parentheses). A remote registration sends the ones an ONNX upload can use and refuses
-    ``sample_input``, ``opset`` and ``recipe`` (they need the source framework)."""
+    ``sample_input``, ``opset``, ``recipe``, ``source`` and ``expect`` (they run or read
+    here, not on the server)."""
 
     description: str
     """Free text shown with the version ("")."""
@@ -64,6 +65,18 @@ class RegisterOptions(TypedDict, total=False):
     (none)."""
     reference: Path | str | Mapping[str, Any] | None
     """Reference data for drift monitors: a data file or arrays by input name (none)."""
+    source: Callable[[Mapping[str, Any]], Any] | str | None
+    """For an ONNX file: the code it was made from, as a callable or ``"pkg.mod:fn"``
+    (imported from the current directory). It takes the inputs by ONNX input name (numpy
+    arrays) and returns the outputs in ONNX output order or by output name; parity compares
+    ONNX Runtime with it on the sample and random inputs, as for a converted model. Refused
+    for a model converted from a framework: the framework is the reference (none)."""
+    expect: tuple[Path | str | Mapping[str, Any], Path | str | Mapping[str, Any]] | None
+    """For an ONNX file: ``(inputs, outputs)`` the source model recorded, each a ``.npz``
+    file or arrays by name (ONNX input names, ONNX output names); parity compares ONNX
+    Runtime with the recorded outputs on those inputs alone, no random inputs. With
+    ``source`` too, both are checked and the report covers both. Refused for a model
+    converted from a framework (none)."""
     progress: Progress | None
     """Where the steps are reported (nowhere)."""
 

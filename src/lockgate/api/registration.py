@@ -25,12 +25,14 @@ from lockgate.api.protocol import RegisterOptions
 from lockgate.audit import AuditEvent, EventType, canonical_json, now
 from lockgate.convert import Converted, converter_for
 from lockgate.convert.frameworks import FrameworkPolicyError, check_framework
+from lockgate.convert.source import with_source
 from lockgate.environment import fingerprint
 from lockgate.errors import ConversionError, InvalidInputError
 from lockgate.gates.probe import sample_document
 from lockgate.monitor import service as monitoring
 from lockgate.monitor.profile import Profile
 from lockgate.parity.check import assert_parity, check_parity
+from lockgate.parity.expected import merge_reports, recorded_case
 from lockgate.progress import NullProgress, Progress
 from lockgate.runtime.onnxmeta import default_opset
 from lockgate.runtime.predictor import Predictor
@@ -170,24 +172,17 @@ class Registration:
         """Convert, check parity, capture the environment, profile the reference data and
         record the samples: everything but the number-bearing, signed files."""
         progress: Progress = options.get("progress") or NullProgress()
-        settings = self._home.settings
-        converted = converter_for(model).convert(model, sample_input, opset=options.get("opset"),
-                                                 progress=progress,
-                                                 dynamic=options.get("dynamic"))
+        converter = converter_for(model)
+        _check_proof(converter.framework, options)
+        converted = converter.convert(model, sample_input, opset=options.get("opset"),
+                                      progress=progress, dynamic=options.get("dynamic"))
         self._check_framework(inputs.name, converted.framework, converted.framework_version)
         onnx_bytes = converted.model.SerializeToString()
         if len(onnx_bytes) > _MAX_ONNX_BYTES:
             raise ConversionError("the ONNX model is over 2 GB; lockgate stores one-file models")
         predictor = Predictor(onnx_bytes)
-        report = None
-        if converted.reference is not None:
-            atol, rtol = options.get("atol"), options.get("rtol")
-            report = check_parity(
-                converted, predictor, n_random=settings.parity_samples,
-                atol=settings.parity_atol if atol is None else atol,
-                rtol=settings.parity_rtol if rtol is None else rtol,
-                seed=inputs.seeds.get("seed", 0), progress=progress)
-            assert_parity(report)
+        converted, report = self._parity(converted, predictor, sample_input is None, options,
+                                         inputs.seeds.get("seed", 0), progress)
         environment = fingerprint.capture_environment(
             seeds=inputs.seeds, providers=predictor.providers, cwd=Path.cwd())
         environment["converter"] = converted.converter
@@ -201,6 +196,35 @@ class Registration:
         producer = f"{proto.producer_name} {proto.producer_version}".strip() or "unknown"
         return _Built(draft, onnx_bytes, producer, report, profile,
                       {**inputs.files, sealing.SAMPLES_FILE: samples})
+
+    def _parity(self, converted: Converted, predictor: Predictor, no_sample: bool,
+                options: RegisterOptions, seed: int, progress: Progress
+                ) -> tuple[Converted, ParityReport | None]:
+        """The parity report, checked: against the source framework, the ``source`` callable
+        and the ``expect`` recording (both merged into one report when both are given). The
+        recorded inputs become the sample when none was given."""
+        settings = self._home.settings
+        atol, rtol = options.get("atol"), options.get("rtol")
+        atol = settings.parity_atol if atol is None else atol
+        rtol = settings.parity_rtol if rtol is None else rtol
+        source, expect = options.get("source"), options.get("expect")
+        case = (recorded_case(converted, predictor.signature, *expect)
+                if expect is not None else None)
+        if case is not None and no_sample:
+            converted = replace(converted, sample=case.sample)
+        if source is not None:
+            converted = with_source(converted, source, predictor.output_names)
+        report = None
+        if converted.reference is not None:
+            report = check_parity(converted, predictor, n_random=settings.parity_samples,
+                                  atol=atol, rtol=rtol, seed=seed, progress=progress)
+        if case is not None:
+            recorded = check_parity(case, predictor, n_random=0, atol=atol, rtol=rtol,
+                                    seed=seed, progress=progress)
+            report = recorded if report is None else merge_reports(report, recorded)
+        if report is not None:
+            assert_parity(report)
+        return converted, report
 
     def _draft(self, inputs: _Inputs, digest: Digest, converted: Converted,
                predictor: Predictor, report: ParityReport | None,
@@ -269,6 +293,19 @@ def _profile(predictor: Predictor,
         return None
     data = Path(reference) if isinstance(reference, (str, Path)) else reference
     return monitoring.build_reference(predictor, data)
+
+
+def _check_proof(framework: str, options: RegisterOptions) -> None:
+    """``source`` and ``expect`` prove an ONNX file; a converted model has its framework."""
+    given = [k for k in ("source", "expect") if options.get(k) is not None]
+    if given and framework != "onnx":
+        raise InvalidInputError(
+            f"{' and '.join(given)} apply to ONNX files; a {framework} model is checked "
+            f"against {framework} itself",
+            hint=f"leave out {' and '.join(given)} (--reference MODULE:FUNCTION, --expect)")
+    expect = options.get("expect")
+    if expect is not None and (not isinstance(expect, tuple | list) or len(expect) != 2):
+        raise InvalidInputError("expect must be (inputs, outputs): two .npz files or mappings")
 
 
 def _check_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:

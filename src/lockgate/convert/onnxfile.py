@@ -7,6 +7,7 @@ read only from files inside the model's folder, then embedded, so the result is 
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -16,14 +17,23 @@ from onnx import external_data_helper
 
 from lockgate.convert._common import first_line
 from lockgate.convert.base import Converted, Dynamic
-from lockgate.errors import ConversionError, UnsafePathError
+from lockgate.errors import (
+    ConversionError,
+    NotFoundError,
+    UnsafePathError,
+    UnsupportedModelError,
+)
 from lockgate.progress import Progress
 from lockgate.runtime.onnxmeta import default_opset, signature_of
 from lockgate.types import Signature, TensorSpec
 
-__all__ = ["OnnxFileConverter", "external_files", "sample_for"]
+__all__ = ["OnnxFileConverter", "external_files", "not_onnx", "sample_for"]
 
 _MAX_BYTES = 2**31 - 1
+_SAVE_HINT = "register a binary ONNX file, as onnx.save or torch.onnx.export write it"
+_NO_MODEL = "parses as protobuf but holds no ONNX ModelProto (no graph, no IR version)"
+_FROM = "--from MODULE:FUNCTION (a function returning (model, sample_input))"
+_FROM_HINT = f"register the model object with {_FROM}"
 _SAMPLE_SEED = 0
 
 
@@ -85,14 +95,20 @@ class OnnxFileConverter:
 
 
 def _load(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise NotFoundError(f"no file at {path}", hint="give the path of an .onnx file")
     if not path.is_file():
-        raise ConversionError(f"no ONNX file at {path}")
+        raise not_onnx(path)
+    kind = _sniff(path)
+    if kind is not None:
+        raise ConversionError(f"{path} is not an ONNX model: it {kind[0]}", hint=kind[1])
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError, OSError, ...
-        raise ConversionError(
-            f"{path} is not a readable ONNX model: {type(exc).__name__}: {first_line(exc)}"
-        ) from exc
+        raise ConversionError(f"{path} is not an ONNX model: it {_undecodable(exc)}",
+                              hint=_SAVE_HINT) from exc
+    if not proto.HasField("graph") or not proto.ir_version:
+        raise ConversionError(f"{path} is not an ONNX model: it {_NO_MODEL}", hint=_SAVE_HINT)
     folder = path.parent
     external = [t for t in _tensors(proto) if external_data_helper.uses_external_data(t)]
     total = path.stat().st_size
@@ -294,3 +310,77 @@ def _random_input(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
         f"cannot draw a random value for input {spec.name!r} of dtype {kind}",
         hint="pass a sample",
     )
+
+
+def not_onnx(path: Path) -> ConversionError:
+    """The error for a file or folder that exists and is not an ONNX model: what it looks like
+    and what to register instead."""
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.onnx"))[:3]
+        return UnsupportedModelError(
+            f"{path} is a folder, not an ONNX file or a SavedModel (no saved_model.pb in it)",
+            hint=(f"register one of its ONNX files: {', '.join(found)}" if found else
+                  "register an .onnx file, a SavedModel folder, or --from MODULE:FUNCTION"))
+    kind = _sniff(path)
+    if kind is None:
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # any parse failure means "not ONNX"
+            kind = (_undecodable(exc), _SAVE_HINT)
+        else:
+            kind = (("holds an ONNX model, but its name does not end in .onnx",
+                     f"rename it to {path.with_suffix('.onnx').name}")
+                    if proto.HasField("graph") and proto.ir_version else (_NO_MODEL, _SAVE_HINT))
+    return UnsupportedModelError(f"{path} is not an ONNX model: it {kind[0]}", hint=kind[1])
+
+
+def _undecodable(exc: Exception) -> str:
+    return ("is neither an ONNX ModelProto nor a zip, pickle, HDF5 or text file "
+            f"({type(exc).__name__}: {first_line(exc)})")
+
+
+def _sniff(path: Path) -> tuple[str, str] | None:
+    """What the file at ``path`` looks like when that is plainly not ONNX's protobuf: a phrase
+    ("looks like ...") and a hint; None when it may be protobuf."""
+    with path.open("rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "is empty", _SAVE_HINT
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return _zip_kind(path)
+    if head[0] == 0x80 and 2 <= head[1] <= 5:
+        return ("looks like a Python pickle (pickle or joblib), which lockgate does not load",
+                f"unpickle it in your code and register the model object with {_FROM}")
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return ("looks like an HDF5 file (Keras .h5 weights)",
+                f"load it with keras.saving.load_model and register the model with {_FROM}")
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 2**27:
+        return ("looks like safetensors weights: tensors without the graph that uses them",
+                f"load them into the model in your code and register it with {_FROM}")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if all(c.isprintable() or c in "\t\n\r" for c in text):
+        first = text.strip().splitlines()[0][:60] if text.strip() else ""
+        return f"is a text file (starting {first!r})", _SAVE_HINT
+    return None
+
+
+def _zip_kind(path: Path) -> tuple[str, str]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        names = []
+    leaves = {n.rsplit("/", 1)[-1] for n in names}
+    if "constants.pkl" in leaves or any("/code/" in f"/{n}" for n in names):
+        kind = "looks like a TorchScript archive (zip archive)"
+    elif "data.pkl" in leaves:
+        kind = "looks like a PyTorch checkpoint (zip archive)"
+    elif "model.weights.h5" in leaves or ("config.json" in leaves and "metadata.json" in leaves):
+        return ("looks like a Keras archive (.keras, a zip archive)",
+                f"load it with keras.saving.load_model and register the model with {_FROM}")
+    else:
+        kind = "is a zip archive"
+    return kind, _FROM_HINT
