@@ -265,3 +265,239 @@ def test_no_reference() -> None:
 def test_empty_report_fails() -> None:
     with pytest.raises(ParityError, match="no outputs"):
         assert_parity(ParityReport(outputs=(), batch_sizes=(), seed=0))
+
+
+def _graph_model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto],
+                 outputs: list[onnx.ValueInfoProto], inits: list[onnx.TensorProto] | None = None,
+                 ml: bool = False) -> onnx.ModelProto:
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("ai.onnx.ml", 2)] if ml else [])
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits or []),
+                              opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
+def _converted_with(model: onnx.ModelProto, reference: object,
+                    sample: Mapping[str, np.ndarray],
+                    categories: Mapping[str, tuple[object, ...]] | None = None,
+                    ) -> tuple[Converted, Predictor]:
+    converted = Converted(model=model, framework="numpy", framework_version=np.__version__,
+                          converter="hand-built", sample=sample,
+                          reference=reference,  # type: ignore[arg-type]
+                          categories=categories or {})
+    return converted, Predictor(model.SerializeToString())
+
+
+def _tie_model() -> onnx.ModelProto:
+    """``probabilities = x`` and ``label = argmax(x)``, the last index winning a tie."""
+    return _graph_model(
+        [helper.make_node("Identity", ["x"], ["probabilities"]),
+         helper.make_node("ArgMax", ["x"], ["label"], axis=1, keepdims=0, select_last_index=1)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+    )
+
+
+def _tie_reference(shift: float = 0.0):  # type: ignore[no-untyped-def]
+    def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        x = inputs["x"]
+        return [x.argmax(axis=1).astype(np.int64), x + shift]  # the first index wins a tie
+
+    return run
+
+
+TIE_SAMPLE = {"x": np.array([[0, 1], [1, 0], [1, 1], [0, 0], [1, 0], [0, 1]], np.float32)}
+
+
+def test_label_flips_on_exact_ties_are_borderline_when_probabilities_pass() -> None:
+    converted, predictor = _converted_with(_tie_model(), _tie_reference(), TIE_SAMPLE)
+    report = check_parity(converted, predictor, n_random=8)
+    label, probabilities = report.outputs
+    assert probabilities.passed
+    assert label.passed
+    assert label.borderline > 0
+    assert 2 in label.borderline_rows  # the sample's third row: [1, 1]
+    assert label.rows == ()
+    assert report.passed
+    assert_parity(report)
+    assert ParityReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
+
+
+def test_ties_do_not_excuse_labels_when_probabilities_fail() -> None:
+    converted, predictor = _converted_with(_tie_model(), _tie_reference(shift=1.0), TIE_SAMPLE)
+    report = check_parity(converted, predictor, n_random=4)
+    label, probabilities = report.outputs
+    assert not probabilities.passed
+    assert not label.passed
+    assert label.borderline == 0
+    assert 2 in label.rows
+
+
+def test_label_mismatch_lists_rows_and_says_a_tolerance_cannot_help() -> None:
+    converted, predictor = _converted(_model(), _reference(flip_label=True))
+    report = check_parity(converted, predictor, n_random=2)
+    label = report.outputs[1]
+    assert label.exact
+    assert label.rows == (0, 4, 5)  # row 0 of the sample (4 rows), random inputs 1 and 2
+    assert report.where(5) == "random input 2 row 0"
+    with pytest.raises(ParityError) as info:
+        assert_parity(report)
+    message = str(info.value)
+    assert "compared exactly" in message
+    assert "rows sample [0], random input 1 [0], random input 2 [0]" in message
+    hint = info.value.hint or ""
+    assert "decides differently" in hint
+    assert "loosen" not in hint
+
+
+def test_float_mismatch_lists_rows_too() -> None:
+    converted, predictor = _converted(_model(), _reference(shift=1.0))
+    report = check_parity(converted, predictor, n_random=1)
+    scores = report.outputs[0]
+    assert not scores.exact
+    assert scores.rows == (0, 1, 2, 3, 4)
+    with pytest.raises(ParityError, match=r"rows sample \[0, 1, 2, 3\], random input 1 \[0\]"):
+        assert_parity(report)
+
+
+def _sequence_model() -> onnx.ModelProto:
+    """``total = sum(input_ids * attention_mask)`` over the sequence."""
+    ints = TensorProto.INT64
+    return _graph_model(
+        [helper.make_node("Mul", ["input_ids", "attention_mask"], ["masked"]),
+         helper.make_node("ReduceSum", ["masked", "axes"], ["total"], keepdims=0)],
+        [helper.make_tensor_value_info("input_ids", ints, ["batch", "sequence"]),
+         helper.make_tensor_value_info("attention_mask", ints, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("total", ints, ["batch"])],
+        [numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+
+
+SEQUENCE_SAMPLE = {"input_ids": np.array([[101, 7, 9, 102], [101, 3, 3, 102]], dtype=np.int64),
+                   "attention_mask": np.ones((2, 4), dtype=np.int64)}
+
+
+def test_every_free_dimension_varies_and_is_reported() -> None:
+    def reference(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return [(inputs["input_ids"] * inputs["attention_mask"]).sum(axis=1)]
+
+    converted, predictor = _converted_with(_sequence_model(), reference, SEQUENCE_SAMPLE)
+    report = check_parity(converted, predictor, n_random=8)
+    assert_parity(report)
+    assert report.dims["batch"] == report.batch_sizes
+    assert report.dims["sequence"][0] == 4
+    assert set(report.dims["sequence"]) == {1, 2, 4, 8}
+    assert report.skipped == ()
+    assert [(d.name, d.how) for d in report.inputs] == [
+        ("input_ids", "ints in [3, 102]"), ("attention_mask", "constant 1")]
+
+
+def test_lengths_the_source_model_refuses_are_skipped_and_named() -> None:
+    def short_only(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        if inputs["input_ids"].shape[1] > 4:
+            raise IndexError("index 4 is out of bounds for the position table")
+        return [(inputs["input_ids"] * inputs["attention_mask"]).sum(axis=1)]
+
+    converted, predictor = _converted_with(_sequence_model(), short_only, SEQUENCE_SAMPLE)
+    report = check_parity(converted, predictor, n_random=8)
+    assert report.passed
+    assert len(report.skipped) == 2  # random inputs 2 and 6 are 8 long
+    assert report.skipped[0].startswith("random input 2 (batch 2, sequence 8)")
+    assert "IndexError: index 4 is out of bounds" in report.skipped[0]
+    total = report.outputs[0]
+    assert total.elements == sum(report.batch_sizes) - 2 - 1  # their batches: 2 and 1
+
+    def broken(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        raise IndexError("broken everywhere")
+
+    converted, predictor = _converted_with(_sequence_model(), broken, SEQUENCE_SAMPLE)
+    with pytest.raises(ParityError, match="failed on the sample"):
+        check_parity(converted, predictor, n_random=2)
+
+
+def _encoder_model() -> onnx.ModelProto:
+    return _graph_model(
+        [helper.make_node("LabelEncoder", ["color"], ["code"], domain="ai.onnx.ml",
+                          keys_strings=["red", "blue", "green"], values_int64s=[0, 1, 2],
+                          default_int64=-1)],
+        [helper.make_tensor_value_info("color", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("code", TensorProto.INT64, ["N"])],
+        ml=True,
+    )
+
+
+def _recording_encoder(seen: set[object]):  # type: ignore[no-untyped-def]
+    codes = {"red": 0, "blue": 1, "green": 2}
+
+    def run(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        seen.update(inputs["color"].tolist())
+        return [np.array([codes.get(c, -1) for c in inputs["color"]], dtype=np.int64)]
+
+    return run
+
+
+def _colors(*names: str) -> np.ndarray:
+    out = np.empty(len(names), dtype=object)
+    out[:] = list(names)
+    return out
+
+
+def test_categories_and_the_pool_reach_the_source_model() -> None:
+    seen: set[object] = set()
+    sample = {"color": _colors("red", "red", "blue")}
+    converted, predictor = _converted_with(
+        _encoder_model(), _recording_encoder(seen), sample,
+        categories={"color": ("red", "blue", "green")})
+    report = check_parity(converted, predictor, n_random=8)
+    assert_parity(report)
+    assert seen == {"red", "blue", "green"}
+    assert report.inputs[0].how == "categories (3 values)"
+
+    seen.clear()
+    converted, predictor = _converted_with(_encoder_model(), _recording_encoder(seen), sample)
+    report = check_parity(converted, predictor, n_random=8, pool={"color": _colors("green")})
+    assert_parity(report)
+    assert seen == {"red", "blue", "green"}
+    assert report.inputs[0].how == "strings from 3 values (2 seen, 1 more from the pool)"
+
+
+def test_missing_values_reach_both_models() -> None:
+    model = _graph_model(
+        [helper.make_node("IsNaN", ["x"], ["missing"]),
+         helper.make_node("Where", ["missing", "zero", "x"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero")],
+    )
+    nan_seen: list[int] = []
+
+    def reference(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        x = inputs["x"]
+        nan_seen.append(int(np.isnan(x).sum()))
+        return [np.where(np.isnan(x), 0.0, x).astype(np.float32)]
+
+    sample = np.random.default_rng(0).normal(size=(10, 2)).astype(np.float32)
+    sample[2, 0] = np.nan
+    converted, predictor = _converted_with(model, reference, {"x": sample})
+    report = check_parity(converted, predictor, n_random=4)
+    assert_parity(report)
+    assert sum(nan_seen[1:]) >= 1  # the random inputs carry NaN too
+    assert report.inputs[0].how == "normal per feature, NaN 10% in 1 of 2 features"
+
+
+def test_reports_stored_before_the_new_fields_still_load() -> None:
+    converted, predictor = _converted(_model(), _reference())
+    report = check_parity(converted, predictor, n_random=2)
+    old = report.to_dict()
+    for key in ("inputs", "dims", "skipped"):
+        del old[key]
+    for out in old["outputs"]:
+        for key in ("exact", "rows", "borderline", "borderline_rows"):
+            del out[key]
+    loaded = ParityReport.from_dict(old)
+    assert loaded.passed
+    assert loaded.inputs == ()
+    assert loaded.dims == {}
+    assert loaded.outputs[1].rows == ()
+    assert not loaded.outputs[1].exact

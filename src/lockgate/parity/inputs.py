@@ -190,7 +190,7 @@ class _Domain:
                 "U": "strings", "S": "strings"}.get(ref.dtype.kind, "rows")
         if kind == "floats":
             cols, pooled = _Values.floats(rows), _Values.floats(flat)
-            return cls(name, ref, kind, cols, pooled, _float_how(cols, ref))
+            return cls(name, ref, kind, cols, pooled, _float_how(cols))
         if kind == "ints":
             low, high = int(ref.min()), int(ref.max())
             how = f"constant {low}" if low == high else f"ints in [{low}, {high}]"
@@ -335,7 +335,7 @@ def _typed(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     return values.astype(dtype)
 
 
-def _float_how(cols: _Values, ref: np.ndarray) -> str:
+def _float_how(cols: _Values) -> str:
     assert cols.discrete is not None
     n_discrete, n = int(cols.discrete.sum()), cols.discrete.size
     per = "" if n == 1 else " per feature"
@@ -345,7 +345,10 @@ def _float_how(cols: _Values, ref: np.ndarray) -> str:
         how = f"seen values{per} (few whole numbers)"
     else:
         how = f"normal per feature ({n - n_discrete}), seen values ({n_discrete})"
-    rate = float(np.isnan(ref.astype(np.float64)).mean())
-    if rate > 0:
+    missing = cols.nan_rate > 0
+    if missing.any():
+        rate = float(cols.nan_rate[missing].mean())
         how += f", NaN {rate:.0%}" if rate >= 0.01 else ", NaN <1%"
+        if n > 1:
+            how += f" in {int(missing.sum())} of {n} features"
     return how
