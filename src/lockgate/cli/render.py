@@ -14,7 +14,7 @@ from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColum
 from rich.progress import Progress as RichBar
 from rich.table import Table
 
-from lockgate.types import GateResult, Version
+from lockgate.types import GateResult, OutputParity, Version
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -67,8 +67,24 @@ def print_parity(v: Version) -> None:
         t.add_column(col)
     for o in v.parity.outputs:
         t.add_row(o.name, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}", f"{o.atol:g}",
-                  f"{o.rtol:g}", "pass" if o.passed else f"FAIL ({o.mismatches})")
+                  f"{o.rtol:g}", _parity_result(o))
     out.print(t)
+    for d in v.parity.inputs:
+        out.print(f"  input {d.name}: {d.how}", markup=False)
+    if v.parity.dims:
+        out.print("  dims: " + ", ".join(f"{k} {min(s)}..{max(s)}"
+                                         for k, s in v.parity.dims.items()), markup=False)
+    for s in v.parity.skipped:
+        out.print(f"  skipped {s}", markup=False)
+
+
+def _parity_result(o: OutputParity) -> str:
+    """``pass``, ``pass (2 on near ties)`` or ``FAIL (3)``."""
+    counts = [] if o.passed else [str(o.mismatches)]
+    if o.borderline:
+        counts.append(f"{o.borderline} on near ties")
+    text = "pass" if o.passed else "FAIL"
+    return f"{text} ({', '.join(counts)})" if counts else text
 
 
 def gate_table(title: str, results: Sequence[GateResult]) -> Table:
