@@ -165,3 +165,13 @@ def test_same_seed_same_inputs() -> None:
     one = parity_inputs(sample, specs, 4, 7).inputs
     two = parity_inputs(sample, specs, 4, 7).inputs
     assert all(np.array_equal(a["x"], b["x"]) for a, b in zip(one, two, strict=True))
+
+
+def test_known_categories_keep_to_themselves_and_the_pool_keeps_to_strings() -> None:
+    sample = {"c": _strings("a", "b"), "s": _strings("x", "y")}
+    specs = [TensorSpec("c", "object", ("N",)), TensorSpec("s", "object", ("N",))]
+    pool = {"c": _strings("zzz"), "s": np.array(["w", None, 3.5, "x"], dtype=object)}
+    draws = parity_inputs(sample, specs, 20, 0, categories={"c": ("a", "b", "q")}, pool=pool)
+    assert {v for x in _all(draws.inputs, "c") for v in x} == {"a", "b", "q"}
+    assert {v for x in _all(draws.inputs, "s") for v in x} == {"x", "y", "w"}
+    assert draws.how[1].how == "strings from 3 values (2 seen, 1 more from the pool)"

@@ -216,8 +216,10 @@ class Registration:
             converted = with_source(converted, source, predictor.output_names)
         report = None
         if converted.reference is not None:
+            data = options.get("reference")  # arrays by input name add to the seen strings
             report = check_parity(converted, predictor, n_random=settings.parity_samples,
-                                  atol=atol, rtol=rtol, seed=seed, progress=progress)
+                                  atol=atol, rtol=rtol, seed=seed, progress=progress,
+                                  pool=data if isinstance(data, Mapping) else None)
         if case is not None:
             recorded = check_parity(case, predictor, n_random=0, atol=atol, rtol=rtol,
                                     seed=seed, progress=progress)

@@ -78,11 +78,11 @@ def check_parity(
     """Compare ``converted.reference`` with ``predictor`` on the sample plus ``n_random`` inputs.
 
     ``atol``/``rtol`` apply to float32 outputs; ``tolerances`` maps an output name to its own
-    ``(atol, rtol)``. ``pool`` adds values per input (the reference data's, say) to the values
-    categories and strings are drawn among. Needs a reference: a model that arrived as ONNX has
-    none, see :func:`parity_if_reference`. Structural disagreements (output count, shapes) and a
-    reference that fails on the sample raise :class:`ParityError`; the report itself says
-    whether the values agree.
+    ``(atol, rtol)``. ``pool`` adds values per input (the reference data's, say) to the seen
+    values strings are drawn among (an input with known categories keeps to them). Needs a
+    reference: a model that arrived as ONNX has none, see :func:`parity_if_reference`.
+    Structural disagreements (output count, shapes) and a reference that fails on the sample
+    raise :class:`ParityError`; the report itself says whether the values agree.
     """
     reference = converted.reference
     if reference is None:

@@ -4,9 +4,10 @@ Each input is drawn like the sample's values for it, per feature (the elements a
 after dim 0) where the drawn shape keeps the sample's feature shape, over all its elements where a
 free dimension changed it:
 
-- **categories** (``Converted.categories``, the values a fitted encoder knows, plus the pool):
-  drawn among them;
-- **strings**: drawn among the values seen in the sample (plus the pool);
+- **categories** (``Converted.categories``, the values a fitted encoder knows): drawn among
+  them, and only them (a value the model does not know may be refused);
+- **strings**: drawn among the values seen in the sample and the strings of the pool (values
+  from the reference data, say);
 - **floats**: normal with the sample's mean and std (NaN ignored; a constant feature still
   varies), or drawn among the seen values where they are few whole numbers (codes stored as
   floats); NaN at the sample's rate where the sample has NaN, and at least once over all the
@@ -181,7 +182,7 @@ class _Domain:
             return cls(name, ref, "empty", _Values(), _Values(), "empty in the sample")
         rows = ref.reshape(ref.shape[0], -1) if ref.ndim else ref.reshape(1, 1)
         flat = ref.reshape(-1, 1)
-        known = _as_values(categories, pool, ref.dtype) if categories else None
+        known = _as_values(categories, ref.dtype) if categories else None
         if known is not None:
             cols = _Values(choices=[known] * rows.shape[1])
             return cls(name, ref, "categories", cols, _Values(choices=[known]),
@@ -196,7 +197,9 @@ class _Domain:
             how = f"constant {low}" if low == high else f"ints in [{low}, {high}]"
             return cls(name, ref, kind, _Values.ints(rows), _Values.ints(flat), how)
         if kind == "strings":
-            extra = None if pool is None else pool.reshape(-1)
+            kind_of = bytes if ref.dtype.kind == "S" else str
+            extra = None if pool is None else np.asarray(
+                [v for v in pool.reshape(-1).tolist() if isinstance(v, kind_of)], dtype=object)
             cols = _Values.strings(rows, extra)
             pooled = _Values.strings(flat, extra)
             seen = len(_distinct(ref.reshape(-1)))
@@ -280,7 +283,8 @@ class _Values:
     @classmethod
     def strings(cls, rows: np.ndarray, extra: np.ndarray | None) -> _Values:
         more = [] if extra is None else list(extra)
-        return cls(choices=[_object_array([*_distinct(rows[:, c]), *more])
+        return cls(choices=[_object_array(_distinct(np.asarray([*rows[:, c], *more],
+                                                               dtype=object)))
                             for c in range(rows.shape[1])])
 
     def draw(self, kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -314,11 +318,9 @@ def _object_array(values: Sequence[object]) -> np.ndarray:
     return out
 
 
-def _as_values(categories: Sequence[object], pool: np.ndarray | None,
-               dtype: np.dtype[Any]) -> np.ndarray | None:
-    """The categories (and pool values) as elements of ``dtype``; None when they are not."""
-    values = _distinct(np.asarray([*categories, *([] if pool is None else pool.reshape(-1))],
-                                  dtype=object))
+def _as_values(categories: Sequence[object], dtype: np.dtype[Any]) -> np.ndarray | None:
+    """The categories as elements of ``dtype``; None when they are not."""
+    values = _distinct(np.asarray(list(categories), dtype=object))
     if not values:
         return None
     try:
