@@ -2,8 +2,10 @@
 register models.
 
 Keys are frameworks as converters name them (``pytorch``, ``keras``, ``tensorflow``, ``jax``,
-``scikit-learn``, ``onnx`` for ready-made ONNX files); values are version ranges (``"*"`` for
-any). :mod:`lockgate.convert.frameworks` applies the table at registration.
+``scikit-learn``, ``xgboost``, ``lightgbm``, ``catboost`` for a bare booster (a scikit-learn
+Pipeline ending in one is ``scikit-learn``), ``onnx`` for ready-made ONNX files); values are
+version ranges (``"*"`` for any). :mod:`lockgate.convert.frameworks` applies the table at
+registration.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = ["FRAMEWORKS", "check_framework_config", "framework_range"]
 FRAMEWORKS: Mapping[str, tuple[str, ...]] = {
     "pytorch": ("torch",), "keras": ("keras",), "tensorflow": ("tensorflow", "tensorflow-cpu"),
     "jax": ("jax",), "scikit-learn": ("scikit-learn",), "onnx": ("onnx",),
+    "xgboost": ("xgboost",), "lightgbm": ("lightgbm",), "catboost": ("catboost",),
 }
 """Framework names and the distributions that carry their version."""
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 
 from lockgate.convert._common import dist_version, from_package
 from lockgate.errors import ConversionError
@@ -88,7 +90,7 @@ def register_boosters(model: object) -> None:
 @functools.cache
 def _register(package: str) -> None:
     try:
-        import onnxmltools  # noqa: F401
+        import onnxmltools  # type: ignore[import-untyped]  # noqa: F401
     except ImportError as exc:
         raise ConversionError(
             f"converting a {package} model needs onnxmltools, which is not installed",
@@ -100,9 +102,12 @@ def _register(package: str) -> None:
         calculate_linear_regressor_output_shapes,
     )
 
+    _register_scalers()
     if package == "xgboost":
         import xgboost
-        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import (  # type: ignore[import-untyped]
+            convert_xgboost,
+        )
 
         update_registered_converter(
             xgboost.XGBClassifier, "XGBoostXGBClassifier",
@@ -124,6 +129,36 @@ def _register(package: str) -> None:
             options={"split": None})
 
 
+@functools.cache
+def _register_scalers() -> None:
+    """skl2onnx's scaler converter, with the float64 offset of ``div="div_cast"`` exact.
+
+    skl2onnx rounds the offset (the mean, or the center) to float32 before casting it to
+    float64; the float64 subtraction then differs from scikit-learn's by up to the rounding.
+    """
+    from skl2onnx import update_registered_converter
+    from skl2onnx.operator_converters.scaler_op import convert_sklearn_scaler
+    from skl2onnx.shape_calculators.scaler import calculate_sklearn_scaler_output_shapes
+    from sklearn.preprocessing import RobustScaler, StandardScaler
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        start = len(container.nodes)
+        convert_sklearn_scaler(scope, operator, container)
+        op = operator.raw_operator
+        offset = getattr(op, "mean_", None) if isinstance(op, StandardScaler) else op.center_
+        if offset is None or container.get_options(op, {"div": "std"})["div"] != "div_cast":
+            return
+        subs = {n.input[1] for n in container.nodes[start:] if n.op_type == "Sub"}
+        for init in container.initializers:
+            if init.name in subs and init.data_type == onnx.TensorProto.DOUBLE:
+                init.CopyFrom(onnx.numpy_helper.from_array(
+                    np.asarray(offset, dtype=np.float64), init.name))
+
+    for cls, alias in ((StandardScaler, "SklearnScaler"), (RobustScaler, "SklearnRobustScaler")):
+        update_registered_converter(cls, alias, calculate_sklearn_scaler_output_shapes,
+                                    convert, options={"div": ["std", "div", "div_cast"]})
+
+
 def _check_xgb_objective(model: Any) -> None:
     objective = model.get_params().get("objective") or "reg:squarederror"
     if not isinstance(objective, str) or objective not in _XGB_REGRESSION_OBJECTIVES:
@@ -137,7 +172,9 @@ def _check_xgb_objective(model: Any) -> None:
 
 def _convert_lightgbm(scope: Any, operator: Any, container: Any) -> None:
     """onnxmltools' LightGBM converter, then each split threshold rounded down to float32."""
-    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import (  # type: ignore[import-untyped]
+        convert_lightgbm,
+    )
 
     start = len(container.nodes)
     convert_lightgbm(scope, operator, container)
