@@ -226,7 +226,7 @@ def _convert(model: object, initial_types: list[Any], opset: int) -> tuple[onnx.
                 name=type(model).__name__,  # skl2onnx's default is a random uuid
             )
         except Exception as exc:  # skl2onnx raises RuntimeError, NameError, KeyError, ...
-            step = _step_in(model, first_line(exc))
+            step = _step_in(model, exc)
             raise ConversionError(
                 f"skl2onnx could not convert {type(model).__name__}"
                 + (f" (at the step {step})" if step else "")
@@ -239,12 +239,23 @@ def _convert(model: object, initial_types: list[Any], opset: int) -> tuple[onnx.
     return proto, notes
 
 
-def _step_in(model: object, message: str) -> str | None:
-    """The step whose estimator class a skl2onnx error message names, as ``'path' (Class)``."""
-    for path, est in list(walk(model))[1:] or list(walk(model)):
-        cls = type(est).__name__
-        if cls in message:
-            return f"{path!r} ({cls})"
+def _step_in(model: object, exc: BaseException) -> str | None:
+    """The step skl2onnx failed on, as ``'path' (Class)``: the estimator its converter was
+    working on (found in the traceback), else one whose class the message names."""
+    steps = list(walk(model))
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost converter's operator is the step
+        raw = getattr(tb.tb_frame.f_locals.get("operator"), "raw_operator", None)
+        tb = tb.tb_next
+        found = next((f"{path!r} ({type(est).__name__})" for path, est in steps
+                      if raw is est and est is not model), found)
+    if found is not None:
+        return found
+    message = first_line(exc)
+    for path, est in steps[1:]:
+        if any(cls.__name__ in message for cls in type(est).__mro__[:-1]):
+            return f"{path!r} ({type(est).__name__})"
     return None
 
 

@@ -7,8 +7,11 @@ Three things skl2onnx leaves to the machine or gets wrong for non-ASCII text:
   :data:`LOCALE` (``C.UTF-8``, built into glibc and present in Debian-based images), or ``C``
   where the ONNX Runtime here cannot build ``C.UTF-8``;
 - the default ``token_pattern`` (``(?u)\\b\\w\\w+\\b``) becomes ``[a-zA-Z0-9_]+``, which splits
-  words at every accented letter: it becomes :data:`WORDS` (letters, digits and ``_`` of any
-  script, as Python's ``\\w`` is), and a custom pattern loses the ``(?u)`` flag RE2 refuses;
+  words at every accented letter and keeps the 1-letter words scikit-learn drops (so n-grams
+  differ): it becomes :data:`WORDS` (runs of two or more letters, digits or ``_`` of any
+  script, as Python's ``\\w`` is). Word-run patterns (``\\b\\w+\\b``, ``\\w{3,}`` ...) are
+  rewritten the same way; any other pattern only loses the ``(?u)`` flag RE2 refuses, and its
+  ``\\w`` and ``\\b`` stay ASCII in RE2;
 - a pattern ONNX Runtime's tokenizer (RE2) cannot compile (look-around, back-references) only
   fails when the model is loaded: :func:`check_tokenizers` says so at conversion, naming it.
 """
@@ -16,6 +19,7 @@ Three things skl2onnx leaves to the machine or gets wrong for non-ASCII text:
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,17 +28,22 @@ import onnx
 from lockgate.convert.columns import walk
 from lockgate.errors import ConversionError
 
-__all__ = ["LOCALE", "WORDS", "check_tokenizers", "portable_locale", "vectorizer_options"]
+__all__ = ["LOCALE", "WORDS", "WORD_CHAR", "check_tokenizers", "portable_locale", "re2_pattern",
+           "vectorizer_options"]
 
 LOCALE = "C.UTF-8"
 """The StringNormalizer locale lockgate writes: present wherever glibc 2.35+ or Debian is."""
 
-WORDS = r"[\p{L}\p{N}_]+"
-"""RE2 for runs of Unicode word characters: the default token pattern, minus 1-letter words,
-which no vocabulary holds."""
+WORD_CHAR = r"[\p{L}\p{N}_]"
+"""RE2 for one character Python's ``\\w`` matches in a str pattern: a letter, digit or ``_``."""
 
-_DEFAULT_PATTERN = r"(?u)\b\w\w+\b"
+WORDS = WORD_CHAR + "{2,}"
+"""RE2 for the default token pattern ``(?u)\\b\\w\\w+\\b``: runs of two or more word characters."""
+
 _UNICODE_FLAG = "(?u)"
+# \w repeated (\w\w+, \w{3,} ...), optionally between \b's: a run of word characters, which
+# RE2's leftmost-longest search finds the same way without the (ASCII-only) \b.
+_WORD_RUN = re.compile(r"(\\w)*\\w(\+|\{(\d+),\})")
 
 
 def vectorizer_options(model: object) -> dict[int, dict[str, Any]]:
@@ -49,11 +58,25 @@ def vectorizer_options(model: object) -> dict[int, dict[str, Any]]:
         if est.analyzer != "word" or est.tokenizer is not None or est.token_pattern is None:
             continue  # skl2onnx refuses custom tokenizers itself, with their name
         pattern = str(est.token_pattern)
-        if pattern == _DEFAULT_PATTERN:
-            options[id(est)] = {"tokenexp": WORDS}
-        elif pattern.startswith(_UNICODE_FLAG):
-            options[id(est)] = {"tokenexp": pattern[len(_UNICODE_FLAG):]}
+        rewritten = re2_pattern(pattern)
+        if rewritten != pattern:
+            options[id(est)] = {"tokenexp": rewritten}
     return options
+
+
+def re2_pattern(pattern: str) -> str:
+    """The RE2 pattern that tokenizes as the Python ``token_pattern`` does, where one is known:
+    word runs become :data:`WORD_CHAR` runs; otherwise the pattern without ``(?u)``."""
+    if pattern.startswith(_UNICODE_FLAG):
+        pattern = pattern[len(_UNICODE_FLAG):]
+    core = pattern
+    if core.startswith(r"\b") and core.endswith(r"\b") and len(core) > 4:
+        core = core[2:-2]
+    run = _WORD_RUN.fullmatch(core)
+    if run is None:
+        return pattern
+    least = core.count(r"\w") - 1 + (int(run.group(3)) if run.group(3) else 1)
+    return WORD_CHAR + ("+" if least == 1 else f"{{{least},}}")
 
 
 def portable_locale(proto: onnx.ModelProto) -> str | None:
@@ -81,7 +104,7 @@ def check_tokenizers(proto: onnx.ModelProto) -> None:
         pattern = attrs.get("tokenexp", b"")
         text = pattern.decode() if isinstance(pattern, bytes) else str(pattern)
         raise ConversionError(
-            f"ONNX Runtime's tokenizer (RE2) cannot use the token_pattern {text!r}: {problem}",
+            f"ONNX Runtime's tokenizer (RE2) cannot use the token_pattern '{text}': {problem}",
             hint="use a pattern in RE2 syntax (no look-around, no back-references), or the "
             "default token_pattern",
         )
