@@ -26,7 +26,6 @@ __all__ = [
     "GateResult",
     "GateRun",
     "GateStatus",
-    "InputDraw",
     "ModelRef",
     "Observation",
     "OutputParity",
@@ -178,7 +177,13 @@ class Signature:
 
 @dataclass(frozen=True)
 class OutputParity:
-    """Agreement of one output between the source framework and ONNX Runtime."""
+    """Agreement of one output between the source framework and ONNX Runtime.
+
+    ``exact``: compared for equality (labels, integers, strings), no tolerance can help it.
+    ``rows``: the first 20 rows that disagree, numbered across the inputs (see
+    :meth:`ParityReport.where`). ``borderline``: labels that differ where the source model's two
+    top classes nearly tie (a probabilities output that passes says so), not mismatches.
+    """
 
     name: str
     max_abs_error: float
@@ -191,13 +196,8 @@ class OutputParity:
     worst_expected: float = 0.0
     worst_actual: float = 0.0
     exact: bool = False
-    """Compared for equality (labels, integers, strings): no tolerance can help it."""
     rows: tuple[int, ...] = ()
-    """The first (at most 20) rows with a mismatch, numbered across the inputs in order (the
-    sample first); :meth:`ParityReport.where` names the input and its row."""
     borderline: int = 0
-    """Labels that differ on a near tie of the source model's two top classes (within the
-    tolerance of a probabilities output that passes): counted here, not as mismatches."""
     borderline_rows: tuple[int, ...] = ()
 
     @property
@@ -216,9 +216,7 @@ class OutputParity:
             "worst_index": list(self.worst_index),
             "worst_expected": self.worst_expected,
             "worst_actual": self.worst_actual,
-            "exact": self.exact,
-            "rows": list(self.rows),
-            "borderline": self.borderline,
+            "exact": self.exact, "rows": list(self.rows), "borderline": self.borderline,
             "borderline_rows": list(self.borderline_rows),
             "passed": self.passed,
         }
@@ -236,41 +234,25 @@ class OutputParity:
             worst_index=tuple(int(i) for i in d.get("worst_index", ())),
             worst_expected=float(d.get("worst_expected", 0.0)),
             worst_actual=float(d.get("worst_actual", 0.0)),
-            exact=bool(d.get("exact", False)),
-            rows=tuple(int(r) for r in d.get("rows", ())),
+            exact=bool(d.get("exact", False)), rows=tuple(int(r) for r in d.get("rows", ())),
             borderline=int(d.get("borderline", 0)),
             borderline_rows=tuple(int(r) for r in d.get("borderline_rows", ())),
         )
 
 
 @dataclass(frozen=True)
-class InputDraw:
-    """How parity drew one input's random values, in words (``"strings from 12 seen values"``)."""
-
-    name: str
-    how: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "how": self.how}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> InputDraw:
-        return cls(name=str(d["name"]), how=str(d["how"]))
-
-
-@dataclass(frozen=True)
 class ParityReport:
     """Parity over the sample input plus ``len(batch_sizes) - 1`` random inputs.
 
-    ``inputs`` says how each input's random values were drawn, ``dims`` the size each free
-    dimension took on every input (the sample first), ``skipped`` the random inputs the source
-    model refused (a length it does not take), which are not compared.
+    ``inputs``: how each input was drawn, in words (``"strings from 12 seen values"``); ``dims``:
+    each free dimension's size on every input (the sample first); ``skipped``: random inputs the
+    source model refused (a length it does not take), not compared.
     """
 
     outputs: tuple[OutputParity, ...]
     batch_sizes: tuple[int, ...]
     seed: int
-    inputs: tuple[InputDraw, ...] = ()
+    inputs: Mapping[str, str] = field(default_factory=dict)
     dims: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()
 
@@ -293,8 +275,7 @@ class ParityReport:
             "batch_sizes": list(self.batch_sizes),
             "seed": self.seed,
             "outputs": [o.to_dict() for o in self.outputs],
-            "inputs": [i.to_dict() for i in self.inputs],
-            "dims": {k: list(v) for k, v in self.dims.items()},
+            "inputs": dict(self.inputs), "dims": {k: list(v) for k, v in self.dims.items()},
             "skipped": list(self.skipped),
         }
 
@@ -304,7 +285,7 @@ class ParityReport:
             outputs=tuple(OutputParity.from_dict(o) for o in d["outputs"]),
             batch_sizes=tuple(int(b) for b in d["batch_sizes"]),
             seed=int(d["seed"]),
-            inputs=tuple(InputDraw.from_dict(i) for i in d.get("inputs", ())),
+            inputs={str(k): str(v) for k, v in d.get("inputs", {}).items()},
             dims={str(k): tuple(int(x) for x in v) for k, v in d.get("dims", {}).items()},
             skipped=tuple(str(s) for s in d.get("skipped", ())),
         )

@@ -25,7 +25,7 @@ def test_categories_are_drawn_among_the_known_values() -> None:
     seen = {v for x in _all(draws.inputs, "color") for v in x.reshape(-1)}
     assert seen == {"red", "blue", "green"}  # green is known to the model, absent from the sample
     assert all(x.dtype == object and x.shape[1] == 1 for x in _all(draws.inputs, "color"))
-    assert draws.how[0].how == "categories (3 values)"
+    assert draws.how["color"] == "categories (3 values)"
 
 
 def test_strings_are_drawn_per_column_from_the_seen_values_and_the_pool() -> None:
@@ -35,13 +35,13 @@ def test_strings_are_drawn_per_column_from_the_seen_values_and_the_pool() -> Non
     drawn = np.concatenate(_all(draws.inputs, "s"))
     assert set(drawn[:, 0]) == {"a", "b"}
     assert set(drawn[:, 1]) == {"x", "y"}
-    assert draws.how[0].how == "strings from 4 seen values"
+    assert draws.how["s"] == "strings from 4 seen values"
 
     pooled = parity_inputs(sample, specs, 24, 1, pool={"s": _strings("c")})
     drawn = np.concatenate(_all(pooled.inputs, "s"))
     assert set(drawn[:, 0]) == {"a", "b", "c"}
     assert set(drawn[:, 1]) == {"x", "y", "c"}
-    assert pooled.how[0].how == "strings from 5 values (4 seen, 1 more from the pool)"
+    assert pooled.how["s"] == "strings from 5 values (4 seen, 1 more from the pool)"
 
 
 def test_unicode_strings_keep_their_kind_and_are_not_truncated() -> None:
@@ -66,7 +66,7 @@ def test_whole_number_floats_with_few_values_are_drawn_among_them() -> None:
     assert set(np.unique(drawn[:, 0])) == {0.0, 1.0, 2.0}
     assert len(np.unique(drawn[:, 1])) == len(drawn)
     assert not np.all(drawn[:, 2] == np.round(drawn[:, 2]))
-    assert draws.how[0].how == "normal per feature (2), seen values (1)"
+    assert draws.how["x"] == "normal per feature (2), seen values (1)"
 
 
 def test_nan_is_drawn_at_the_sample_rate_per_column() -> None:
@@ -83,7 +83,7 @@ def test_nan_is_drawn_at_the_sample_rate_per_column() -> None:
     assert abs(finite.mean() - np.nanmean(x[:, 0])) < 0.1  # NaN does not poison the mean
 
     draws = parity_inputs(sample, specs, 3, 0)
-    assert draws.how[0].how == "normal per feature, NaN 20% in 1 of 2 features"
+    assert draws.how["x"] == "normal per feature, NaN 20% in 1 of 2 features"
 
 
 def test_a_rare_nan_shows_up_at_least_once() -> None:
@@ -122,8 +122,8 @@ def test_sequence_lengths_vary_together_and_integers_stay_in_range() -> None:
         assert np.all(x["attention_mask"] == 1)  # a constant input stays constant
     assert draws.dims == {"batch": (2, *(BATCH_SIZES * 2)[:8]), "sequence": tuple(lengths)}
     assert draws.varied == [False] + [n != 8 for n in lengths[1:]]
-    assert draws.how[1].how == "constant 1"
-    assert draws.how[0].how.startswith("ints in [")
+    assert draws.how["attention_mask"] == "constant 1"
+    assert draws.how["input_ids"].startswith("ints in [")
 
 
 def test_integers_are_drawn_per_column_when_the_width_is_kept() -> None:
@@ -156,7 +156,7 @@ def test_fixed_and_empty_inputs_keep_their_shape() -> None:
         assert x["b"].shape == (2,)
         assert x["b"].dtype == np.bool_
     assert draws.dims == {}
-    assert [d.how for d in draws.how] == ["empty in the sample", "bools (fair coin)"]
+    assert draws.how == {"x": "empty in the sample", "b": "bools (fair coin)"}
 
 
 def test_same_seed_same_inputs() -> None:
@@ -174,4 +174,4 @@ def test_known_categories_keep_to_themselves_and_the_pool_keeps_to_strings() -> 
     draws = parity_inputs(sample, specs, 20, 0, categories={"c": ("a", "b", "q")}, pool=pool)
     assert {v for x in _all(draws.inputs, "c") for v in x} == {"a", "b", "q"}
     assert {v for x in _all(draws.inputs, "s") for v in x} == {"x", "y", "w"}
-    assert draws.how[1].how == "strings from 3 values (2 seen, 1 more from the pool)"
+    assert draws.how["s"] == "strings from 3 values (2 seen, 1 more from the pool)"

@@ -389,8 +389,7 @@ def test_every_free_dimension_varies_and_is_reported() -> None:
     assert report.dims["sequence"][0] == 4
     assert set(report.dims["sequence"]) == {1, 2, 4, 8}
     assert report.skipped == ()
-    assert [(d.name, d.how) for d in report.inputs] == [
-        ("input_ids", "ints in [3, 102]"), ("attention_mask", "constant 1")]
+    assert report.inputs == {"input_ids": "ints in [3, 102]", "attention_mask": "constant 1"}
 
 
 def test_lengths_the_source_model_refuses_are_skipped_and_named() -> None:
@@ -452,14 +451,14 @@ def test_categories_and_the_pool_reach_the_source_model() -> None:
     report = check_parity(converted, predictor, n_random=8)
     assert_parity(report)
     assert seen == {"red", "blue", "green"}
-    assert report.inputs[0].how == "categories (3 values)"
+    assert report.inputs["color"] == "categories (3 values)"
 
     seen.clear()
     converted, predictor = _converted_with(_encoder_model(), _recording_encoder(seen), sample)
     report = check_parity(converted, predictor, n_random=8, pool={"color": _colors("green")})
     assert_parity(report)
     assert seen == {"red", "blue", "green"}
-    assert report.inputs[0].how == "strings from 3 values (2 seen, 1 more from the pool)"
+    assert report.inputs["color"] == "strings from 3 values (2 seen, 1 more from the pool)"
 
 
 def test_missing_values_reach_both_models() -> None:
@@ -483,7 +482,7 @@ def test_missing_values_reach_both_models() -> None:
     report = check_parity(converted, predictor, n_random=4)
     assert_parity(report)
     assert sum(nan_seen[1:]) >= 1  # the random inputs carry NaN too
-    assert report.inputs[0].how == "normal per feature, NaN 10% in 1 of 2 features"
+    assert report.inputs["x"] == "normal per feature, NaN 10% in 1 of 2 features"
 
 
 def test_reports_stored_before_the_new_fields_still_load() -> None:
@@ -497,7 +496,7 @@ def test_reports_stored_before_the_new_fields_still_load() -> None:
             del out[key]
     loaded = ParityReport.from_dict(old)
     assert loaded.passed
-    assert loaded.inputs == ()
+    assert loaded.inputs == {}
     assert loaded.dims == {}
     assert loaded.outputs[1].rows == ()
     assert not loaded.outputs[1].exact

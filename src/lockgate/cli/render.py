@@ -69,8 +69,8 @@ def print_parity(v: Version) -> None:
         t.add_row(o.name, f"{o.max_abs_error:.3g}", f"{o.max_rel_error:.3g}", f"{o.atol:g}",
                   f"{o.rtol:g}", _parity_result(o))
     out.print(t)
-    for d in v.parity.inputs:
-        out.print(f"  input {d.name}: {d.how}", markup=False)
+    for name, how in v.parity.inputs.items():
+        out.print(f"  input {name}: {how}", markup=False)
     if v.parity.dims:
         out.print("  dims: " + ", ".join(f"{k} {min(s)}..{max(s)}"
                                          for k, s in v.parity.dims.items()), markup=False)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from lockgate.types import InputDraw, TensorSpec
+from lockgate.types import TensorSpec
 
 __all__ = ["BATCH_SIZES", "Draws", "parity_inputs", "random_inputs"]
 
@@ -46,13 +46,14 @@ class Draws:
     """The sample and the random inputs, and how they were drawn.
 
     ``varied[i]`` is True where a dimension other than the batch differs from the sample's: the
-    source model may refuse such an input. ``dims`` gives each free dimension's size per input.
+    source model may refuse such an input. ``dims`` gives each free dimension's size per input,
+    ``how`` says in words how each input was drawn.
     """
 
     inputs: list[dict[str, np.ndarray]]
     varied: list[bool]
     dims: dict[str, tuple[int, ...]]
-    how: tuple[InputDraw, ...]
+    how: dict[str, str]
 
 
 def parity_inputs(
@@ -81,7 +82,7 @@ def parity_inputs(
         inputs=[{s.name: np.asarray(sample[s.name]) for s in specs}, *drawn],
         varied=varied,
         dims=_dims_shown(symbols, plans),
-        how=tuple(InputDraw(d.name, d.how) for d in domains),
+        how={d.name: d.how for d in domains},
     )
 
 
