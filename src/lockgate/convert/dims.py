@@ -100,7 +100,9 @@ def _check_axes(key: str, axes: Mapping[object, object], rank: int) -> Axes:
                      "underscores (batch, sequence)")
         normal = axis % rank
         if normal in checked:
-            raise InvalidInputError(f"dynamic[{key!r}] names axis {normal} twice")
+            raise InvalidInputError(f"dynamic[{key!r}] names axis {normal} twice",
+                                    hint="a negative axis counts from the end: give each "
+                                         "axis one name")
         checked[normal] = dim
     return dict(sorted(checked.items()))
 
@@ -167,7 +169,7 @@ def name_output_dims(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.Model
     for value in probe.graph.output:
         value.type.tensor_type.ClearField("shape")
     try:
-        inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(probe, strict_mode=False, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError):
         return proto
     traced = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.output]}
