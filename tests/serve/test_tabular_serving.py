@@ -39,6 +39,7 @@ def _customers(n: int, seed: int) -> Any:
         "visits": rng.integers(0, 20, n),
         "city": rng.choice(["paris", "lyon", "nice", "lille"], n),
         "plan": pd.Categorical(rng.choice(["free", "pro"], n)),
+        "member": rng.random(n) < 0.3,
     })
     frame.loc[::5, "age"] = np.nan
     return frame
@@ -46,10 +47,12 @@ def _customers(n: int, seed: int) -> Any:
 
 def _tabular_model() -> tuple[Pipeline, Any]:
     train = _customers(300, seed=1)
-    churn = np.where((train["visits"] < 6) | (train["plan"] == "free"), "churn", "stay")
+    churn = np.where((train["visits"] < 6) | (train["plan"] == "free") & ~train["member"],
+                     "churn", "stay")
     pre = ColumnTransformer([
         ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["age", "visits"]),
         ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
+        ("flag", "passthrough", ["member"]),
     ])
     return Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=500))]).fit(
         train, churn), train
@@ -69,21 +72,29 @@ def _infer(client: Any, model: str, columns: dict[str, np.ndarray],
     return labels, result.as_numpy("probabilities")
 
 
-def test_dataframe_and_text_models_served_by_column(home: Path) -> None:
+def test_dataframe_and_text_models_served_by_column(home: Path, tmp_path: Path) -> None:
     tabular, train = _tabular_model()
+    train.to_csv(tmp_path / "train.csv", index=False)  # the reference data, one input a column
     texts = ["free shipping today", "meeting moved to friday", "win a free prize now",
              "lunch on friday?", "claim your prize", "notes from the meeting",
              "Gratis café für dich", "réunion vendredi"] * 4
     spam = ["spam", "ham", "spam", "ham", "spam", "ham", "spam", "ham"] * 4
     text_model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, spam)
     with Lockgate.open(home) as lg:
-        version = lg.register(tabular, train.head(40), name="churn")
+        version = lg.register(tabular, train.head(40), name="churn",
+                              reference=str(tmp_path / "train.csv"))
         lg.register(text_model, texts[:8], name="spam")
         signature = {s.name: s for s in version.signature.inputs}
-    assert [s for s in signature] == ["age", "visits", "city", "plan"]
+        profile = lg.reference_profile("churn@1")
+    assert profile is not None
+    assert profile.rows == len(train)
+    assert profile.kind("city[0]") == "categorical"
+    assert profile.features["age[0]"]["missing"] == int(train["age"].isna().sum())
+    assert [s for s in signature] == ["age", "visits", "city", "plan", "member"]
     assert {n: (s.dtype, s.shape) for n, s in signature.items()} == {
         "age": ("float32", ("batch", 1)), "visits": ("int64", ("batch", 1)),
-        "city": ("object", ("batch", 1)), "plan": ("object", ("batch", 1))}
+        "city": ("object", ("batch", 1)), "plan": ("object", ("batch", 1)),
+        "member": ("bool", ("batch", 1))}
 
     fresh = _customers(12, seed=7)
     fresh.loc[3, "city"] = "marseille"  # unseen: the encoder ignores it
@@ -92,6 +103,7 @@ def test_dataframe_and_text_models_served_by_column(home: Path) -> None:
         "visits": fresh[["visits"]].to_numpy(np.int64),
         "city": fresh[["city"]].to_numpy(object),
         "plan": fresh[["plan"]].astype(str).to_numpy(object),
+        "member": fresh[["member"]].to_numpy(bool),
     }
     news = np.array(["free prize for you", "friday meeting notes", "café gratis"],
                     dtype=object).reshape(-1, 1)

@@ -164,7 +164,9 @@ def _table(header: list[str], rows: list[list[str]], where: str) -> NDArray[Any]
 def read_reference_data(path: Path, inputs: tuple[TensorSpec, ...]) -> dict[str, NDArray[Any]]:
     """Model inputs from a reference data file: ``.npy`` (the single input), ``.npz`` (one
     array per input name), ``.csv`` or ``.parquet`` (numeric columns, in order, form the single
-    rank-2 input). InvalidInputError when the file does not fit the model's inputs."""
+    rank-2 input; or, when every input is one column ``[batch, 1]`` named in the header, as a
+    model converted from a DataFrame has, each input is read from its column, in its dtype).
+    InvalidInputError when the file does not fit the model's inputs."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise InvalidInputError(f"no such reference data file: {path}")
@@ -178,6 +180,8 @@ def read_reference_data(path: Path, inputs: tuple[TensorSpec, ...]) -> dict[str,
         elif suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
+        elif suffix in (".csv", ".parquet") and _by_column(path, inputs):
+            arrays = _named_columns(path, inputs)
         elif suffix in (".csv", ".parquet"):
             if len(inputs) != 1:
                 raise InvalidInputError(f"a {suffix} file feeds one rank-2 input; this model has "
@@ -197,6 +201,58 @@ def read_reference_data(path: Path, inputs: tuple[TensorSpec, ...]) -> dict[str,
     except (OSError, ValueError) as exc:
         raise InvalidInputError(f"cannot read {path}: {exc}") from None
     return as_inputs(arrays, inputs)
+
+
+def _header(path: Path) -> list[str]:
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8", newline="") as f:
+            return next(csv.reader(f), [])
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        return []
+    return [str(n) for n in pq.read_schema(path).names]
+
+
+def _by_column(path: Path, inputs: tuple[TensorSpec, ...]) -> bool:
+    """Every input is a ``[batch, 1]`` column the file names."""
+    one_column = all(len(s.shape) == 2 and s.shape[1] == 1 for s in inputs)
+    return bool(inputs) and one_column and {s.name for s in inputs} <= set(_header(path))
+
+
+def _named_columns(path: Path, inputs: tuple[TensorSpec, ...]) -> dict[str, NDArray[Any]]:
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+        cells = {s.name: [r[s.name] for r in rows] for s in inputs}
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path, columns=[s.name for s in inputs])
+        cells = {s.name: table.column(s.name).to_pylist() for s in inputs}
+    out = {}
+    for spec in inputs:
+        try:
+            values = [_cell(v, spec.dtype) for v in cells[spec.name]]
+        except ValueError as exc:
+            raise InvalidInputError(f"{path}: column {spec.name!r} is not {spec.dtype} "
+                                    f"({exc})") from None
+        out[spec.name] = np.asarray(values, dtype=spec.dtype).reshape(-1, 1)
+    return out
+
+
+def _cell(value: Any, dtype: str) -> Any:
+    """One CSV or parquet cell as a value of ``dtype``; empty and NA cells are NaN floats."""
+    if dtype == "object":
+        return "" if value is None else str(value)
+    text = str(value).strip() if value is not None else ""
+    if dtype.startswith("float"):
+        return float("nan") if text in ("", "NA", "NaN", "nan", "None") else float(text)
+    if dtype == "bool":
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{text!r} is not a bool")
+        return text.lower() in ("true", "1")
+    return int(float(text)) if text else int(text)
 
 
 def _parquet(path: Path) -> NDArray[Any]:
