@@ -1,8 +1,9 @@
 """Converters: one module per framework behind the two-method :class:`Converter` protocol.
 
 :func:`converter_for` picks the first converter that accepts a model, in this order: ONNX file or
-ModelProto, Keras model / ``tf.Module`` / SavedModel directory, torch ``nn.Module``, scikit-learn
-estimator, JAX function or flax module. Asking does not import a framework unless the model
+ModelProto, Keras model / ``tf.Module`` / SavedModel directory, torch ``nn.Module``, CatBoost
+model, scikit-learn estimator (XGBoost and LightGBM's scikit-learn models among them), JAX
+function or flax module. Asking does not import a framework unless the model
 comes from it.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lockgate.convert.base import Converted, Converter, Dynamic, ReferenceRunner
+from lockgate.convert.catboost import CatBoostConverter
 from lockgate.convert.jax import JaxConverter, JaxFunction
 from lockgate.convert.keras import KerasConverter
 from lockgate.convert.onnxfile import OnnxFileConverter, not_onnx
@@ -22,6 +24,7 @@ from lockgate.convert.torch import TorchConverter
 from lockgate.errors import NotFoundError, UnsupportedModelError
 
 __all__ = [
+    "CatBoostConverter",
     "Converted",
     "Converter",
     "Dynamic",
@@ -41,15 +44,18 @@ _SUPPORTED = (
     "a path to a .onnx file or an onnx.ModelProto; a torch.nn.Module (extra 'torch'); "
     "a fitted scikit-learn estimator or Pipeline (extra 'sklearn'); a Keras 3 model, tf.Module "
     "or SavedModel directory (extra 'tensorflow'); a JaxFunction, jax.jit function, flax nnx "
-    "module or bound linen module (extra 'jax')"
+    "module or bound linen module (extra 'jax'); an XGBoost or LightGBM scikit-learn model "
+    "(XGBClassifier, LGBMRegressor, ...), alone or as a Pipeline step (extras 'xgboost', "
+    "'lightgbm'; for a native Booster, register the scikit-learn wrapper that trained it); a "
+    "CatBoostClassifier or CatBoostRegressor (extra 'catboost')"
 )
 
 
 def converters() -> tuple[Converter, ...]:
     """Every converter, in the order :func:`converter_for` asks them."""
     # Keras before torch: on the torch backend a Keras model is also a torch.nn.Module
-    return (OnnxFileConverter(), KerasConverter(), TorchConverter(), SklearnConverter(),
-            JaxConverter())
+    return (OnnxFileConverter(), KerasConverter(), TorchConverter(), CatBoostConverter(),
+            SklearnConverter(), JaxConverter())
 
 
 _EXTRAS: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...] = (
