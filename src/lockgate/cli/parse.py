@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
-from lockgate.errors import InvalidInputError
+from lockgate.errors import InvalidInputError, NotFoundError
 
 
 def parse_pairs(items: Sequence[str], what: str) -> dict[str, str]:
@@ -87,6 +88,39 @@ def load_factory(spec: str, args: Sequence[str] = ()) -> tuple[object, object]:
     from lockgate.parity.benchmark import load_factory as call_factory
 
     return call_factory(spec, args)
+
+
+def reference_option(value: str | None, data: Path | None) -> tuple[str | None, Path | None]:
+    """``--reference`` read as the source callable (``MODULE:FUNCTION`` naming no file) or,
+    as before, as reference data; then the source and the reference data."""
+    from lockgate.convert.source import is_source_spec
+
+    if value is None:
+        return None, data
+    if is_source_spec(value) and not Path(value).exists():
+        return value, data
+    if data is not None:
+        raise InvalidInputError(
+            f"--reference {value} and --reference-data {data} both give reference data",
+            hint="give the data once, with --reference-data")
+    return None, Path(value)
+
+
+def load_sample(path: Path) -> object:
+    """``--sample``: arrays by input name from a ``.npz``, or one array from a ``.npy``."""
+    import numpy as np
+
+    from lockgate.parity.expected import load_arrays
+
+    if path.suffix == ".npy":
+        if not path.is_file():
+            raise NotFoundError(f"--sample: no file at {path}")
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"--sample: {path} is not a readable .npy file: {exc}",
+                                    hint="save it with numpy.save") from exc
+    return load_arrays(path, "--sample")
 
 
 def parse_duration(text: str, flag: str = "--every") -> float:

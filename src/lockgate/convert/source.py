@@ -33,7 +33,7 @@ __all__ = ["Source", "is_source_spec", "load_source", "with_source"]
 Source = Callable[[Mapping[str, np.ndarray]], object] | str
 """A source callable, or ``"package.module:function"`` naming one."""
 
-_SPEC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+_SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
 def is_source_spec(text: str) -> bool:
@@ -51,17 +51,15 @@ def load_source(spec: str) -> Callable[..., object]:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        target: object = importlib.import_module(mod_name)
+        module = importlib.import_module(mod_name)
     except Exception as exc:  # ImportError, and whatever the module raises while importing
         raise InvalidInputError(
             f"cannot import {mod_name!r} for the source {spec}: {type(exc).__name__}: "
             f"{first_line(exc)}",
             hint="run from the folder the module is in, or install its package") from exc
-    for part in attr.split("."):
-        found = getattr(target, part, None)
-        if found is None:
-            raise InvalidInputError(f"{mod_name} has no {attr!r} (source {spec})")
-        target = found
+    target: object = getattr(module, attr, None)
+    if target is None:
+        raise InvalidInputError(f"{mod_name} has no {attr!r} (source {spec})")
     if not callable(target):
         raise InvalidInputError(
             f"source {spec} is a {type(target).__name__}, not a callable",

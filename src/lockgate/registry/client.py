@@ -220,11 +220,18 @@ class RemoteRegistry:
                                            for k in ("recipe", "opset")):
             raise InvalidInputError("sample inputs, recipes and opset conversion need the "
                                     "source framework; they are not sent to a server")
+        proof = [k for k in ("source", "expect") if options.get(k) is not None]
+        if proof:
+            raise InvalidInputError(
+                f"{' and '.join(proof)} prove an ONNX file in the process that registers it; "
+                "a server does not run your code or take recorded outputs",
+                hint="register against the database directly (LOCKGATE_DATABASE_URL) to prove "
+                     "parity here")
         if reference is not None and not isinstance(reference, str | os.PathLike):
             raise InvalidInputError("a remote registration takes reference data as a file")
         path = Path(os.fspath(model))
         if not path.is_file():
-            raise InvalidInputError(f"no ONNX file at {path}")
+            raise errors.NotFoundError(f"no file at {path}")
         lock_file = options.get("lock_file")
         body = make_bundle(path, options=_upload_options(options),
                            lock_file=Path(lock_file) if lock_file is not None else None,
