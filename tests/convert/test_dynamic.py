@@ -3,6 +3,10 @@ carries the names, ONNX Runtime runs every length, and bad specs are refused bef
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +151,28 @@ def test_torch_model_registered_with_a_free_sequence_runs_at_every_length(
 
 
 @pytest.mark.torch
+def test_torch_free_dims_of_size_1_in_the_sample_stay_free() -> None:
+    torch = pytest.importorskip("torch")
+    from lockgate.convert.torch import TorchConverter
+
+    model = _torch_tokens()
+    ids = torch.randint(0, 50, (1, 1))
+    converted = TorchConverter().convert(
+        model, (ids, torch.ones_like(ids)), opset=None, progress=NullProgress(),
+        dynamic={"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}})
+    assert _io(converted.model)["input_ids"] == [1, "sequence"]
+    assert _io(converted.model)["output_0"] == [1, "sequence", 8]
+    assert converted.details["dynamic_batch"] == "false"
+    session = ort.InferenceSession(converted.model.SerializeToString())
+    x = torch.randint(0, 50, (1, 6))
+    got = session.run(None, {"input_ids": x.numpy(),
+                             "attention_mask": np.ones((1, 6), np.int64)})
+    with torch.no_grad():
+        want = model(x, torch.ones_like(x))
+    np.testing.assert_allclose(got[1], want[1].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.torch
 def test_torch_dims_the_code_pins_are_refused(mem_lg: Lockgate) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxscript")
@@ -188,6 +214,31 @@ def test_keras_sequence_dims_stay_none_and_carry_the_names() -> None:
     with pytest.raises(InvalidInputError, match="the model's inputs are 'input'"):
         KerasConverter().convert(model, sample, opset=None, progress=NullProgress(),
                                  dynamic={"x": SEQ})
+
+
+@pytest.mark.slow
+def test_keras_on_the_torch_backend_refuses_dynamic() -> None:
+    pytest.importorskip("torch")
+    script = textwrap.dedent("""
+        import numpy as np, keras
+        from lockgate.convert.keras import KerasConverter
+        from lockgate.errors import ConversionError
+        from lockgate.progress import NullProgress
+        inp = keras.Input((None, 4))
+        model = keras.Model(inp, keras.layers.Dense(3)(inp))
+        try:
+            KerasConverter().convert(model, np.zeros((2, 5, 4), np.float32), opset=None,
+                                     progress=NullProgress(), dynamic={"input": {1: "seq"}})
+        except ConversionError as exc:
+            print("refused:", exc.message, "|", exc.hint)
+    """)
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: dynamic dimensions are not supported for Keras on the torch backend" in (
+        done.stdout)
+    assert "KERAS_BACKEND=tensorflow" in done.stdout
 
 
 # -- JAX ----------------------------------------------------------------------------------------

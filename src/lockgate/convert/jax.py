@@ -131,7 +131,9 @@ class JaxConverter:
             except Exception as exc:
                 raise ConversionError(f"jax2onnx could not convert the {name} model: "
                                       f"{first_line(exc)}",
-                                      hint="a JAX primitive without a jax2onnx plugin") from exc
+                                      hint="a JAX primitive without a jax2onnx plugin" + (
+                                          "" if resolved is None else ", or code that pins "
+                                          "a dimension dynamic names (leave it out)")) from exc
         finally:
             progress.finish("export")
         if not isinstance(proto, onnx.ModelProto):
