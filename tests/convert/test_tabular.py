@@ -169,7 +169,7 @@ def test_column_transformer_logistic_regression_keeps_parity() -> None:
     assert converted.categories["region"] == ("east", "north", "south")
     assert "income" not in converted.categories
     assert converted.details["inputs"].startswith("5 columns")
-    draws = {d.name: d.how for d in report.inputs}
+    draws = dict(report.inputs)
     assert "NaN" in draws["income"]  # missing values drawn where the sample has them
     assert report.outputs[0].mismatches == 0
 
@@ -231,3 +231,18 @@ def test_series_and_string_matrices() -> None:
     assert [(c.name, c.kind) for c in _layout_of_text(series).columns] == [("review", "string")]
     matrix = _layout_of_text(np.array([["a", "b"], ["c", "d"]]))
     assert [(c.name, c.width) for c in matrix.columns] == [("input", 2)]
+
+
+def test_recorded_sample_leaves_out_rows_with_missing_values() -> None:
+    from lockgate.gates.probe import sample_document, sample_feeds
+
+    frame = _frame(10)  # income is NaN in rows 0 and 6
+    _, arrays = layout_of(frame, object())
+    doc = sample_document(arrays, {"label": np.arange(10)}, max_rows=4)
+    feeds = sample_feeds(doc)
+    assert feeds["region"][:, 0].tolist() == frame["region"].iloc[[1, 2, 3, 4]].tolist()
+    assert np.isfinite(feeds["income"]).all()
+    assert [o["data"] for o in doc["outputs"]] == [[1, 2, 3, 4]]
+    assert {t["name"]: t["datatype"] for t in doc["request"]["inputs"]} == {
+        "income": "FP32", "children": "INT64", "region": "BYTES", "tier": "BYTES",
+        "member": "BOOL"}
