@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from lockgate.api.facade import Lockgate
 from lockgate.convert import CatBoostConverter, Converted, SklearnConverter, boosted, converter_for
 from lockgate.convert.frameworks import FrameworkPolicyError
-from lockgate.errors import ConversionError, UnsupportedModelError
+from lockgate.errors import ConversionError
 from lockgate.parity.check import assert_parity, check_parity
 from lockgate.progress import NullProgress
 from lockgate.runtime.predictor import Predictor
@@ -205,11 +205,41 @@ def test_converters_are_picked_and_registered_once() -> None:
     assert first.model.graph == second.model.graph
 
 
-def test_a_native_booster_is_refused_with_a_hint() -> None:
-    booster = xgboost.XGBClassifier(**TREES).fit(X_IRIS, Y_IRIS).get_booster()
-    with pytest.raises(UnsupportedModelError) as info:
-        converter_for(booster)
-    assert "scikit-learn wrapper" in (info.value.hint or "")
+@pytest.mark.parametrize(("params", "x", "y", "outputs"), [
+    ({"objective": "multi:softprob", "num_class": 3}, X_IRIS, Y_IRIS, ["label", "probabilities"]),
+    ({"objective": "binary:logistic"}, X_CANCER, Y_CANCER, ["label", "probabilities"]),
+    ({"objective": "reg:squarederror"}, X_DIAB, Y_DIAB, ["variable"]),
+], ids=["multiclass", "binary", "regression"])
+def test_a_native_xgboost_booster_converts_as_its_wrapper(
+        lg: Lockgate, params: dict[str, Any], x: np.ndarray, y: np.ndarray,
+        outputs: list[str]) -> None:
+    booster = xgboost.train({**params, "max_depth": 3}, xgboost.DMatrix(x, label=y), 15)
+    version = lg.register(booster, x[:20], name="native")
+    assert version.framework == "xgboost"
+    assert [o.name for o in version.signature.outputs] == outputs
+    converted = _convert(booster, x[:20])
+    _parity(converted, x)
+    assert converted.reference is not None
+    got = converted.reference({"input": x.astype(np.float32)})[-1]
+    want = booster.predict(xgboost.DMatrix(x.astype(np.float32)))
+    if params["objective"] == "binary:logistic":
+        want = np.stack([1 - want, want], axis=1)
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-6)  # the same trees
+
+
+def test_a_native_lightgbm_booster_is_refused_with_a_hint() -> None:
+    booster = lightgbm.train({"objective": "regression", "verbose": -1},
+                             lightgbm.Dataset(X_DIAB, label=Y_DIAB), 5)
+    with pytest.raises(ConversionError, match=r"native lightgbm\.Booster") as info:
+        _convert(booster, X_DIAB[:5])
+    assert "LGBMRegressor" in (info.value.hint or "")
+
+
+def test_a_native_booster_with_another_objective_is_refused() -> None:
+    data = xgboost.DMatrix(X_DIAB, label=Y_DIAB > 150)
+    booster = xgboost.train({"objective": "rank:pairwise"}, data, 3)
+    with pytest.raises(ConversionError, match="objective 'rank:pairwise'"):
+        _convert(booster, X_DIAB[:5])
 
 
 def test_missing_onnxmltools_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,9 +45,9 @@ _SUPPORTED = (
     "a fitted scikit-learn estimator or Pipeline (extra 'sklearn'); a Keras 3 model, tf.Module "
     "or SavedModel directory (extra 'tensorflow'); a JaxFunction, jax.jit function, flax nnx "
     "module or bound linen module (extra 'jax'); an XGBoost or LightGBM scikit-learn model "
-    "(XGBClassifier, LGBMRegressor, ...), alone or as a Pipeline step (extras 'xgboost', "
-    "'lightgbm'; for a native Booster, register the scikit-learn wrapper that trained it); a "
-    "CatBoostClassifier or CatBoostRegressor (extra 'catboost')"
+    "(XGBClassifier, LGBMRegressor, ...), alone or as a Pipeline step, or an xgboost.Booster "
+    "(extras 'xgboost', 'lightgbm'); a CatBoostClassifier or CatBoostRegressor (extra "
+    "'catboost')"
 )
 
 

@@ -4,7 +4,9 @@
 ``LGBMClassifier`` and ``LGBMRegressor`` into skl2onnx's registry (once per framework, and only
 when the model or one of its pipeline steps comes from xgboost or lightgbm), so
 :class:`~lockgate.convert.sklearn.SklearnConverter` converts them alone or as a Pipeline's step,
-classifiers with the ``zipmap`` option off. :func:`booster_identity` says what the version
+classifiers with the ``zipmap`` option off. A native ``xgboost.Booster`` is loaded into the
+scikit-learn wrapper its objective calls for (:func:`as_estimator`); a native
+``lightgbm.Booster`` is refused with a hint. :func:`booster_identity` says what the version
 records: the booster's framework (``"xgboost"``, ``"lightgbm"``) for a bare model, scikit-learn
 for a pipeline, with every version in the converter string.
 
@@ -35,8 +37,9 @@ import onnx.numpy_helper
 from lockgate.convert._common import dist_version, from_package
 from lockgate.errors import ConversionError
 
-__all__ = ["BOOSTER_FRAMEWORKS", "BoosterIdentity", "booster_identity", "boosters_in",
-           "matrix_reader", "register_boosters", "scaler_options"]
+__all__ = ["BOOSTER_FRAMEWORKS", "BoosterIdentity", "as_estimator", "booster_identity",
+           "boosters_in", "is_native_booster", "matrix_reader", "register_boosters",
+           "scaler_options"]
 
 BOOSTER_FRAMEWORKS = ("xgboost", "lightgbm")
 """The packages whose scikit-learn wrappers convert through onnxmltools."""
@@ -275,3 +278,41 @@ def matrix_reader(
     if not _in_pipeline(model):
         return read
     return lambda inputs: np.asarray(read(inputs), dtype=np.float64)
+
+
+def is_native_booster(model: object) -> bool:
+    """True for an ``xgboost.Booster`` or ``lightgbm.Booster`` (the training API's models)."""
+    return type(model).__name__ == "Booster" and any(
+        from_package(model, p) for p in BOOSTER_FRAMEWORKS)
+
+
+_XGB_CLASSIFIER_OBJECTIVES = ("binary:logistic", "multi:softprob")
+
+
+def as_estimator(model: object) -> object:
+    """``model``, or for a native xgboost Booster the XGBClassifier / XGBRegressor holding it
+    (same trees, same predictions). A native lightgbm Booster: ConversionError with a hint."""
+    if not is_native_booster(model):
+        return model
+    if from_package(model, "lightgbm"):
+        raise ConversionError(
+            "a native lightgbm.Booster has no scikit-learn form lockgate can convert",
+            hint="train with lightgbm.LGBMClassifier or LGBMRegressor (the scikit-learn API) "
+            "and register that model")
+    import json
+
+    import xgboost
+
+    booster: Any = model
+    objective = json.loads(booster.save_config())["learner"]["objective"]["name"]
+    if objective in _XGB_CLASSIFIER_OBJECTIVES:
+        wrapper: Any = xgboost.XGBClassifier()
+    elif objective in _XGB_REGRESSION_OBJECTIVES:
+        wrapper = xgboost.XGBRegressor()
+    else:
+        raise ConversionError(
+            f"lockgate does not convert an xgboost.Booster with objective {objective!r}",
+            hint=f"train with one of {', '.join(_XGB_CLASSIFIER_OBJECTIVES)} (a classifier) or "
+            f"{', '.join(sorted(_XGB_REGRESSION_OBJECTIVES))} (a regressor)")
+    wrapper.load_model(bytearray(booster.save_raw("json")))
+    return wrapper

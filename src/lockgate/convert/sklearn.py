@@ -33,7 +33,9 @@ import onnx
 from lockgate.convert._common import BATCH, dist_version, first_line, from_package
 from lockgate.convert.base import Converted, Dynamic
 from lockgate.convert.boosted import (
+    as_estimator,
     booster_identity,
+    is_native_booster,
     matrix_reader,
     register_boosters,
     scaler_options,
@@ -100,7 +102,7 @@ class SklearnConverter:
 
     def accepts(self, model: object) -> bool:
         if not from_package(model, "sklearn"):
-            return False
+            return is_native_booster(model)  # converted as its scikit-learn wrapper
         from sklearn.base import BaseEstimator
 
         return isinstance(model, BaseEstimator)
@@ -111,6 +113,7 @@ class SklearnConverter:
     ) -> Converted:
         import sklearn
 
+        model = as_estimator(model)
         _check_fitted(model)
         layout, arrays = _sample_inputs(model, sample)
         _refuse_python_steps(model)
