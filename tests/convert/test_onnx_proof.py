@@ -25,7 +25,8 @@ from lockgate.errors import (
     UnsupportedModelError,
 )
 from lockgate.gates.parity import ParityGate
-from lockgate.types import GateStatus
+from lockgate.parity.expected import as_recorded, merge_reports
+from lockgate.types import GateStatus, OutputParity, ParityReport
 from onnx_models import linear_onnx
 
 MODEL = linear_onnx()
@@ -88,6 +89,8 @@ def test_expect_compares_recorded_outputs_on_recorded_inputs_alone(
     assert v.parity is not None
     assert v.parity.passed
     assert v.parity.batch_sizes == (6,)  # the recording, no random inputs
+    assert v.parity.inputs == {"input": "recorded: the 6 rows given with their outputs, no "
+                                        "random inputs"}
     assert v.parity.outputs[0].elements == 6 * 3
     assert _parity_gate(mem_lg, "lin@1") is GateStatus.PASS
 
@@ -99,9 +102,18 @@ def test_expect_and_source_together_are_both_checked(mem_lg: Lockgate, lin: Path
     assert v.parity.passed
     assert v.parity.batch_sizes[-1] == 6
     assert len(v.parity.batch_sizes) > 2
-    wrong = ({"input": X}, {"output": source({"input": X})[0] + 1})
-    with pytest.raises(ParityError):
+    assert "; then recorded: the 6 rows" in v.parity.inputs["input"]
+    out = source({"input": X})[0].copy()
+    out[4] += 1
+    wrong = ({"input": X}, {"output": out})
+    with pytest.raises(ParityError) as info:
         mem_lg.register(str(lin), name="lin", source=source, expect=wrong)
+    report = info.value.report
+    assert report is not None
+    assert report.batch_sizes == (6,)  # the recording fails on its own, naming its row
+    assert report.outputs[0].mismatches == 3
+    assert report.outputs[0].rows == (4,)
+    assert "rows sample [4]" in str(info.value)
     assert [x.number for x in mem_lg.versions("lin")] == [1]
 
 
@@ -274,3 +286,30 @@ def test_an_installed_framework_is_not_told_to_install_itself() -> None:
         converter_for(fake)
     assert "pip install" not in info.value.diagnostics()
     assert "lockgate converts" in (info.value.hint or "")
+
+
+def test_merged_reports_keep_every_mismatch_and_number_rows_across_both() -> None:
+    def out(mismatches: int, rows: tuple[int, ...], err: float) -> OutputParity:
+        return OutputParity("y", err, err, 1e-4, 1e-3, mismatches, 10, rows=rows)
+
+    first = ParityReport((out(1, (3,), 0.5),), (4, 6), 0, inputs={"x": "normal"})
+    second = as_recorded(ParityReport((out(2, (0, 1), 2.0),), (5,), 0, inputs={"x": "?"}))
+    merged = merge_reports(first, second)
+    assert merged.batch_sizes == (4, 6, 5)
+    (y,) = merged.outputs
+    assert (y.mismatches, y.elements, y.max_abs_error) == (3, 20, 2.0)
+    assert y.rows == (3, 10, 11)
+    assert merged.inputs == {"x": "normal; then recorded: the 5 rows given with their "
+                                  "outputs, no random inputs"}
+
+
+def test_a_remote_registration_refuses_proof_it_cannot_send(lin: Path) -> None:
+    from lockgate import RemoteRegistry
+
+    with RemoteRegistry("http://127.0.0.1:9") as remote:  # refused before anything is sent
+        with pytest.raises(InvalidInputError, match="source prove an ONNX file"):
+            remote.register(str(lin), name="lin", source=source)
+        with pytest.raises(InvalidInputError, match="expect prove an ONNX file"):
+            remote.register(str(lin), name="lin", expect=({"input": X}, {"output": X}))
+        with pytest.raises(NotFoundError, match="no file at"):
+            remote.register(str(lin.with_name("absent.onnx")), name="lin")

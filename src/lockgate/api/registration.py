@@ -32,7 +32,7 @@ from lockgate.gates.probe import sample_document
 from lockgate.monitor import service as monitoring
 from lockgate.monitor.profile import Profile
 from lockgate.parity.check import assert_parity, check_parity
-from lockgate.parity.expected import merge_reports, recorded_case
+from lockgate.parity.expected import as_recorded, merge_reports, recorded_case
 from lockgate.progress import NullProgress, Progress
 from lockgate.runtime.onnxmeta import default_opset
 from lockgate.runtime.predictor import Predictor
@@ -201,8 +201,8 @@ class Registration:
                 options: RegisterOptions, seed: int, progress: Progress
                 ) -> tuple[Converted, ParityReport | None]:
         """The parity report, checked: against the source framework, the ``source`` callable
-        and the ``expect`` recording (both merged into one report when both are given). The
-        recorded inputs become the sample when none was given."""
+        and the ``expect`` recording (each checked, then merged into one report when both are
+        given). The recorded inputs become the sample when none was given."""
         settings = self._home.settings
         atol, rtol = options.get("atol"), options.get("rtol")
         atol = settings.parity_atol if atol is None else atol
@@ -220,12 +220,12 @@ class Registration:
             report = check_parity(converted, predictor, n_random=settings.parity_samples,
                                   atol=atol, rtol=rtol, seed=seed, progress=progress,
                                   pool=data if isinstance(data, Mapping) else None)
-        if case is not None:
-            recorded = check_parity(case, predictor, n_random=0, atol=atol, rtol=rtol,
-                                    seed=seed, progress=progress)
-            report = recorded if report is None else merge_reports(report, recorded)
-        if report is not None:
             assert_parity(report)
+        if case is not None:  # checked on its own: a failure names the recorded rows
+            recorded = as_recorded(check_parity(case, predictor, n_random=0, atol=atol,
+                                                rtol=rtol, seed=seed, progress=progress))
+            assert_parity(recorded)
+            report = recorded if report is None else merge_reports(report, recorded)
         return converted, report
 
     def _draft(self, inputs: _Inputs, digest: Digest, converted: Converted,

@@ -23,11 +23,13 @@ from lockgate.convert.base import Converted
 from lockgate.errors import InvalidInputError, NotFoundError
 from lockgate.types import OutputParity, ParityReport, Signature, TensorSpec
 
-__all__ = ["Arrays", "load_arrays", "merge_reports", "recorded_case"]
+__all__ = ["Arrays", "as_recorded", "load_arrays", "merge_reports", "recorded_case"]
 
 Arrays = Path | str | Mapping[str, Any]
 """A ``.npz`` file (``numpy.savez``) or arrays by name."""
 
+_MAX_ROWS = 20
+"""Rows that disagree a report keeps per output, as the parity check does."""
 _SAVEZ = "save the arrays by name with numpy.savez(path, **{name: array})"
 _KINDS = {"f": "fiub", "i": "iub", "u": "iub", "b": "b", "O": "OUS"}
 """The array kinds a recorded value may have for a tensor of each dtype kind."""
@@ -87,8 +89,17 @@ def recorded_case(converted: Converted, signature: Signature, inputs: Arrays,
                    details={**converted.details, "parity_inputs": "recorded"})
 
 
+def as_recorded(report: ParityReport) -> ParityReport:
+    """The report of a comparison on recorded inputs, saying so input by input."""
+    rows = report.batch_sizes[0] if report.batch_sizes else 0
+    how = f"recorded: the {rows} rows given with their outputs, no random inputs"
+    return replace(report, inputs={name: how for name in report.inputs} or {"*": how})
+
+
 def merge_reports(first: ParityReport, second: ParityReport) -> ParityReport:
-    """One report over both reports' inputs: per output, the worst errors and every mismatch."""
+    """One report over both reports' inputs, ``second``'s after ``first``'s: per output, the
+    worst errors, every mismatch and the rows that disagree (numbered across both)."""
+    offset = sum(first.batch_sizes)
     by_name = {o.name: o for o in second.outputs}
     merged: list[OutputParity] = []
     for a in first.outputs:
@@ -100,9 +111,19 @@ def merge_reports(first: ParityReport, second: ParityReport) -> ParityReport:
         merged.append(replace(
             worst, max_abs_error=max(a.max_abs_error, b.max_abs_error),
             max_rel_error=max(a.max_rel_error, b.max_rel_error),
-            mismatches=a.mismatches + b.mismatches, elements=a.elements + b.elements))
+            mismatches=a.mismatches + b.mismatches, elements=a.elements + b.elements,
+            rows=(*a.rows, *(r + offset for r in b.rows))[:_MAX_ROWS],
+            borderline=a.borderline + b.borderline,
+            borderline_rows=(*a.borderline_rows,
+                             *(r + offset for r in b.borderline_rows))[:_MAX_ROWS]))
+    inputs = dict(first.inputs)
+    for name, how in second.inputs.items():
+        inputs[name] = f"{inputs[name]}; then {how}" if name in inputs else how
+    dims = {k: (*first.dims.get(k, ()), *second.dims.get(k, ()))
+            for k in (*first.dims, *(k for k in second.dims if k not in first.dims))}
     return replace(first, outputs=tuple(merged),
-                   batch_sizes=(*first.batch_sizes, *second.batch_sizes))
+                   batch_sizes=(*first.batch_sizes, *second.batch_sizes),
+                   inputs=inputs, dims=dims, skipped=(*first.skipped, *second.skipped))
 
 
 def _same_names(what: str, given: Mapping[str, np.ndarray], names: Sequence[str],
