@@ -193,6 +193,17 @@ def test_ordinal_encoder_imputer_random_forest_keeps_parity() -> None:
     assert list(predictor.run(unseen)["label"]) == list(expected)
 
 
+@pytest.mark.parametrize("fit_on_frame", [True, False], ids=["fitted-on-frame", "on-array"])
+def test_a_lone_estimator_reads_the_numeric_columns_together(fit_on_frame: bool) -> None:
+    frame = _frame(80)[["income", "children", "member"]].fillna(50_000.0)
+    model = RandomForestClassifier(8, max_depth=4, random_state=0)
+    model.fit(frame if fit_on_frame else frame.to_numpy(np.float64), _target(_frame(80)))
+    converted = _convert(model, frame.head(20))
+    predictor, _ = _parity(converted)
+    assert predictor.input_names == ["income", "children", "member"]
+    assert [s.dtype for s in predictor.signature.inputs] == ["float32", "int64", "bool"]
+
+
 def test_function_transformer_is_refused_by_name() -> None:
     frame = _frame(40)
     pre = ColumnTransformer([("log", FunctionTransformer(np.log1p), ["children"])])

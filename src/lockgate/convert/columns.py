@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import onnx
 
 from lockgate.convert._common import from_package
 from lockgate.errors import ConversionError
 
-__all__ = ["Column", "Layout", "encoder_categories", "is_columnar", "layout_of", "walk"]
+__all__ = ["JOINED", "Column", "Layout", "encoder_categories", "is_columnar", "join_columns",
+           "joined_input", "layout_of", "walk"]
 
 INPUT = "input"
 
@@ -147,6 +149,51 @@ def layout_of(sample: object, model: object) -> tuple[Layout, dict[str, np.ndarr
         arrays[name] = arr.reshape(-1, 1)
     _same_rows(arrays)
     return Layout(tuple(columns), container, dropped), arrays
+
+
+JOINED = "lockgate_columns"
+"""The matrix input an estimator that reads one matrix is converted on, before
+:func:`join_columns` puts the column inputs in front of it."""
+
+
+def joined_input(initial_types: Sequence[tuple[str, Any]]) -> tuple[str, Any] | None:
+    """One float matrix input as wide as the columns together, or None when a column is a
+    string (no estimator reads strings and numbers in one matrix)."""
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    if len(initial_types) < 2 or any(isinstance(t, StringTensorType) for _, t in initial_types):
+        return None
+    width = sum(int(t.shape[1]) for _, t in initial_types)
+    return JOINED, FloatTensorType([None, width])
+
+
+def join_columns(proto: onnx.ModelProto,
+                 initial_types: Sequence[tuple[str, Any]]) -> onnx.ModelProto:
+    """``proto`` (converted on :data:`JOINED`) with the column inputs in its place: each cast
+    to float32, then concatenated along axis 1 into :data:`JOINED`."""
+    from skl2onnx.common.data_types import FloatTensorType
+
+    helper, graph = onnx.helper, proto.graph
+    nodes, parts, inputs = [], [], []
+    for name, tensor_type in initial_types:
+        elem = {"BooleanTensorType": onnx.TensorProto.BOOL,
+                "Int64TensorType": onnx.TensorProto.INT64}.get(type(tensor_type).__name__,
+                                                                onnx.TensorProto.FLOAT)
+        inputs.append(helper.make_tensor_value_info(name, elem, [None, tensor_type.shape[1]]))
+        if isinstance(tensor_type, FloatTensorType):
+            parts.append(name)
+            continue
+        parts.append(f"{JOINED}_{name}")
+        nodes.append(helper.make_node("Cast", [name], [parts[-1]], to=onnx.TensorProto.FLOAT,
+                                      name=f"{JOINED}_cast_{name}"))
+    nodes.append(helper.make_node("Concat", parts, [JOINED], axis=1, name=f"{JOINED}_concat"))
+    kept = [v for v in graph.input if v.name != JOINED]
+    del graph.input[:]
+    graph.input.extend([*inputs, *kept])
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend([*nodes, *existing])
+    return proto
 
 
 def walk(model: object, path: str = "") -> Iterator[tuple[str, object]]:

@@ -7,7 +7,8 @@ The sample decides the inputs:
   was fitted on, named after it, of shape ``["batch", 1]``: float32 for floats, int64 for
   integers, bool for bools, string for object, ``string`` and ``category`` columns
   (:mod:`lockgate.convert.columns`); the reference rebuilds a DataFrame with the sample's column
-  names and dtypes, so the estimator sees what it was fitted on;
+  names and dtypes, so the estimator sees what it was fitted on (an estimator that reads one
+  matrix, given numeric columns, reads them cast to float32 and joined in order);
 - a 1-D list of strings (or a Series of them): one string input ``"input"`` (or the Series'
   name) of shape ``["batch", 1]``, for text pipelines (CountVectorizer, TfidfVectorizer; see
   :mod:`lockgate.convert.sklearn_text`); a 2-D array of strings: one string input ``"input"``.
@@ -40,7 +41,15 @@ from lockgate.convert.boosted import (
     register_boosters,
     scaler_options,
 )
-from lockgate.convert.columns import Layout, encoder_categories, is_columnar, layout_of, walk
+from lockgate.convert.columns import (
+    Layout,
+    encoder_categories,
+    is_columnar,
+    join_columns,
+    joined_input,
+    layout_of,
+    walk,
+)
 from lockgate.convert.sklearn_text import check_tokenizers, portable_locale, vectorizer_options
 from lockgate.errors import ConversionError
 from lockgate.progress import Progress
@@ -56,6 +65,8 @@ ML_OPSET = 3
 
 # Raised by sklearn when an estimator fitted on a DataFrame is given the numpy array ONNX sees.
 _FEATURE_NAMES_WARNING = "X does not have valid feature names"
+# Raised when a DataFrame sample's columns go to an estimator fitted on a bare array.
+_FITTED_WITHOUT_NAMES = "X has feature names, but"
 
 
 @functools.cache
@@ -210,7 +221,6 @@ def _refuse_python_steps(model: object) -> None:
 
 
 def _convert(model: object, initial_types: list[Any], opset: int) -> tuple[onnx.ModelProto, str]:
-    from skl2onnx import convert_sklearn
     from sklearn.pipeline import Pipeline
 
     register_boosters(model)  # XGBoost / LightGBM steps convert through onnxmltools
@@ -221,13 +231,7 @@ def _convert(model: object, initial_types: list[Any], opset: int) -> tuple[onnx.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            proto = convert_sklearn(
-                model,
-                initial_types=initial_types,
-                target_opset={"": opset, "ai.onnx.ml": ML_OPSET},
-                options=options or None,
-                name=type(model).__name__,  # skl2onnx's default is a random uuid
-            )
+            proto = _skl2onnx(model, initial_types, {"": opset, "ai.onnx.ml": ML_OPSET}, options)
         except Exception as exc:  # skl2onnx raises RuntimeError, NameError, KeyError, ...
             step = _step_in(model, exc)
             raise ConversionError(
@@ -240,6 +244,29 @@ def _convert(model: object, initial_types: list[Any], opset: int) -> tuple[onnx.
     proto = _tidy(proto)
     check_tokenizers(proto)
     return proto, notes
+
+
+def _skl2onnx(model: object, initial_types: list[Any], opsets: dict[str, int],
+              options: dict[int, dict[str, Any]]) -> onnx.ModelProto:
+    """``convert_sklearn``; an estimator that reads one matrix but is given numeric columns is
+    converted on their concatenation, and the columns are put in front of it."""
+    from skl2onnx import convert_sklearn
+
+    def run(types: list[Any]) -> onnx.ModelProto:
+        converted: onnx.ModelProto = convert_sklearn(
+            model, initial_types=types, target_opset=opsets, options=options or None,
+            name=type(model).__name__,  # skl2onnx's default is a random uuid
+        )
+        return converted
+
+    try:
+        return run(initial_types)
+    except Exception as exc:
+        one_input = type(exc).__name__ == "InvalidInputLengthException"
+        joined = joined_input(initial_types) if one_input else None
+        if joined is None:
+            raise
+    return join_columns(run([joined]), initial_types)
 
 
 def _step_in(model: object, exc: BaseException) -> str | None:
@@ -338,6 +365,7 @@ class _Reference:
         results: list[np.ndarray] = []
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_FEATURE_NAMES_WARNING)
+            warnings.filterwarnings("ignore", message=_FITTED_WITHOUT_NAMES)
             for method, shape in zip(self._methods, self._shapes, strict=True):
                 out = np.asarray(getattr(self._model, method)(x))
                 if out.ndim == 1 and len(shape) == 2:
