@@ -88,6 +88,19 @@ def test_rebuild_gives_back_the_sample_dtypes() -> None:
     np.testing.assert_allclose(rebuilt["income"], frame["income"].astype(np.float32), rtol=0)
 
 
+def test_rebuild_keeps_pandas_extension_dtypes() -> None:
+    frame = pd.DataFrame({
+        "s": pd.array(["a", "b"], dtype="string"), "b": pd.array([True, False], dtype="boolean"),
+        "i": pd.array([1, 2], dtype="Int64"), "f": pd.array([1.5, None], dtype="Float64"),
+        "u": np.array([1, 2], np.uint8)})
+    layout, arrays = layout_of(frame, object())
+    assert [c.kind for c in layout.columns] == ["string", "bool", "int", "float", "int"]
+    assert np.isnan(arrays["f"][1, 0])
+    rebuilt = layout.rebuild(arrays)
+    assert rebuilt.dtypes.to_dict() == frame.dtypes.to_dict()
+    assert rebuilt["f"].isna().tolist() == [False, True]
+
+
 def test_dict_of_columns_and_one_wide_columns() -> None:
     sample = {"a": [1.5, 2.5], "b": np.array([[3], [4]]), "c": ["x", "y"]}
     layout, arrays = layout_of(sample, object())

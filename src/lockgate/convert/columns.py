@@ -334,9 +334,8 @@ def _kind(name: str, dtype: Any) -> str:
 def _restore(column: Column, values: np.ndarray) -> Any:
     """A column's ONNX values in the sample's dtype."""
     dtype = column.dtype
-    if str(dtype) == "category":
-        return _pandas_module().Categorical(values.tolist(), categories=dtype.categories,
-                              ordered=dtype.ordered)
+    if not isinstance(dtype, np.dtype):  # pandas: category, string, boolean, Int64, Float64
+        return _pandas_module().array(values.tolist(), dtype=dtype)
     if column.kind == "string" and isinstance(dtype, np.dtype):
         return values.astype(dtype) if dtype.kind in "US" else values.astype(object)
     try:
