@@ -84,8 +84,8 @@ class Layout:
     def rebuild(self, inputs: Mapping[str, np.ndarray]) -> object:
         """The estimator's input for ONNX inputs keyed by column name."""
         if self.container == "frame":
-            return _pandas_module().DataFrame({c.name: _restore(c, np.asarray(inputs[c.name])[:, 0])
-                                 for c in self.columns})
+            return _pandas_module().DataFrame(
+                {c.name: _restore(c, np.asarray(inputs[c.name])[:, 0]) for c in self.columns})
         (column,) = self.columns
         values = np.asarray(inputs[column.name])
         if self.container == "series":
@@ -201,14 +201,15 @@ def walk(model: object, path: str = "") -> Iterator[tuple[str, object]]:
     ``"pre/num/scale"``: Pipeline steps, ColumnTransformer and FeatureUnion parts, and the
     estimators held in parameters (a meta-estimator's ``estimator``)."""
     yield path or type(model).__name__, model
+    est: Any = model
     parts: list[tuple[str, object]] = []
-    if hasattr(model, "steps"):
-        parts = [(n, s) for n, s in model.steps]
-    elif hasattr(model, "transformers_") or hasattr(model, "transformers"):
-        fitted = getattr(model, "transformers_", None) or model.transformers  # type: ignore[attr-defined]
+    if hasattr(est, "steps"):
+        parts = [(n, s) for n, s in est.steps]
+    elif hasattr(est, "transformers_") or hasattr(est, "transformers"):
+        fitted = getattr(est, "transformers_", None) or est.transformers
         parts = [(n, t) for n, t, _ in fitted]
-    elif hasattr(model, "transformer_list"):
-        parts = list(model.transformer_list)
+    elif hasattr(est, "transformer_list"):
+        parts = list(est.transformer_list)
     else:
         for key in ("estimator", "base_estimator", "regressor", "classifier"):
             inner = getattr(model, key + "_", None) or getattr(model, key, None)
