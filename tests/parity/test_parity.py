@@ -500,3 +500,25 @@ def test_reports_stored_before_the_new_fields_still_load() -> None:
     assert loaded.dims == {}
     assert loaded.outputs[1].rows == ()
     assert not loaded.outputs[1].exact
+
+
+def test_a_graph_that_fixed_a_free_length_fails_naming_it() -> None:
+    ints = TensorProto.INT64
+    fixed = _graph_model(  # the export froze the sequence at the sample's 4
+        [helper.make_node("Reshape", ["input_ids", "shape"], ["kept"]),
+         helper.make_node("Mul", ["kept", "attention_mask"], ["masked"]),
+         helper.make_node("ReduceSum", ["masked", "axes"], ["total"], keepdims=0)],
+        [helper.make_tensor_value_info("input_ids", ints, ["batch", "sequence"]),
+         helper.make_tensor_value_info("attention_mask", ints, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("total", ints, ["batch"])],
+        [numpy_helper.from_array(np.array([1], dtype=np.int64), "axes"),
+         numpy_helper.from_array(np.array([0, 4], dtype=np.int64), "shape")],
+    )
+
+    def reference(inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        return [(inputs["input_ids"] * inputs["attention_mask"]).sum(axis=1)]
+
+    converted, predictor = _converted_with(fixed, reference, SEQUENCE_SAMPLE)
+    with pytest.raises(ParityError, match=r"random input 1 \(batch 1, sequence 2\)") as info:
+        check_parity(converted, predictor, n_random=3)
+    assert "fixed a shape" in (info.value.hint or "")

@@ -231,27 +231,27 @@ def _run_both(
 ) -> tuple[list[np.ndarray], dict[str, np.ndarray]] | str:
     """The source model's and ORT's outputs on one input, or why the input was skipped (a
     varied length the source model refuses)."""
+    dims = ", ".join(f"{d} {sizes[i]}" for d, sizes in draws.dims.items()) or f"batch {batch}"
     try:
         expected = list(reference(inputs))
     except Error:
         raise
     except Exception as exc:  # whatever the framework raises
-        dims = ", ".join(f"{d} {sizes[i]}" for d, sizes in draws.dims.items())
         if draws.varied[i]:
             return (f"{_which(i)} ({dims}): the source model refused it: "
                     f"{type(exc).__name__}: {str(exc)[:160]}")
         raise ParityError(
-            f"the source model failed on {_which(i)} (batch {batch}): "
-            f"{type(exc).__name__}: {exc}"
+            f"the source model failed on {_which(i)} ({dims}): {type(exc).__name__}: {exc}"
         ) from exc
     try:
         actual = predictor.run(inputs)
     except ServeError as exc:
-        op = re.search(r"while running (\w+) node", exc.message)
+        # an op that ran on the sample is runnable: a later input failing it met a fixed shape
+        op = re.search(r"while running (\w+) node", exc.message) if i == 0 else None
         raise ParityError(
             (f"ONNX Runtime cannot run the {op.group(1)} op the converter emitted, on "
              if op else "ONNX Runtime failed on ")
-            + f"{_which(i)} (batch {batch}): {exc.message}",
+            + f"{_which(i)} ({dims}): {exc.message}",
             hint=(f"the {converted.converter.split()[0]} export of this model is not "
                   "runnable: change the model (another op) or the converter version"
                   if op else
@@ -339,24 +339,23 @@ class _Stats:
         if actual.dtype.kind in "fc" or expected.dtype.kind in "fc":
             bad = self._add_float(expected, actual)
         else:
-            bad = self._add_exact(expected, actual, self._label_ties(actual, ties or {}, offset))
+            near = self._label_ties(actual, ties or {})
+            bad = self._add_exact(expected, actual, near)
+            for output, mask in near.items():
+                for row in np.flatnonzero(mask & bad.reshape(-1)):
+                    self.ties.setdefault(offset + int(row), set()).add(output)
         per_row = bad.reshape(bad.shape[0], -1).sum(axis=1) if bad.ndim else bad.reshape(1)
         for row in np.flatnonzero(per_row):
             self.bad_rows[offset + int(row)] = int(per_row[row])
 
-    def _label_ties(self, actual: np.ndarray, ties: Mapping[str, np.ndarray],
-                    offset: int) -> np.ndarray:
-        """Per element, whether it is a label on a near tie (labels: one element per row)."""
+    @staticmethod
+    def _label_ties(actual: np.ndarray, ties: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The near-tie rows of each score output that a label output (one element per row)
+        can flip on."""
         rows = actual.shape[0] if actual.ndim else 0
-        near = np.zeros(actual.shape, dtype=bool)
         if not actual.ndim or actual.size != rows:
-            return near
-        for output, mask in ties.items():
-            if mask.shape == (rows,):
-                for row in np.flatnonzero(mask):
-                    self.ties.setdefault(offset + int(row), set()).add(output)
-                near |= mask.reshape(actual.shape)
-        return near
+            return {}
+        return {output: mask for output, mask in ties.items() if mask.shape == (rows,)}
 
     def _add_float(self, expected: np.ndarray, actual: np.ndarray) -> np.ndarray:
         e = expected.astype(np.float64)
@@ -378,8 +377,12 @@ class _Stats:
         return bad
 
     def _add_exact(self, expected: np.ndarray, actual: np.ndarray,
-                   near: np.ndarray) -> np.ndarray:
+                   ties: Mapping[str, np.ndarray]) -> np.ndarray:
         bad = np.asarray(expected != actual, dtype=bool).reshape(actual.shape)
+        flat = np.zeros(actual.size, dtype=bool)
+        for mask in ties.values():
+            flat |= mask
+        near = flat.reshape(actual.shape)
         numeric = actual.dtype.kind in "iub" and expected.dtype.kind in "iub"
         if numeric:
             e = expected.astype(np.float64)
