@@ -9,9 +9,9 @@ free dimension changed it:
 - **strings**: drawn among the values seen in the sample and the strings of the pool (values
   from the reference data, say);
 - **floats**: normal with the sample's mean and std (NaN ignored; a constant feature still
-  varies), or drawn among the seen values where they are few whole numbers (codes stored as
-  floats); NaN at the sample's rate where the sample has NaN, and at least once over all the
-  random inputs;
+  varies), or drawn among the seen values where they are whole numbers that repeat, at most 20
+  distinct or at most half the rows (codes stored as floats); NaN at the sample's rate where the
+  sample has NaN, and at least once over all the random inputs;
 - **integers**: uniform within the seen range (token ids stay valid; a constant input, such as an
   attention mask of ones, stays constant);
 - **bools**: fair coins.
