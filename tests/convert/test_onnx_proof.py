@@ -165,7 +165,7 @@ def test_source_and_expect_are_refused_for_converted_models(mem_lg: Lockgate) ->
     net = torch.nn.Linear(4, 3)
     with pytest.raises(InvalidInputError, match="pytorch model is checked against pytorch"):
         mem_lg.register(net, torch.randn(2, 4), name="net", source=source)
-    with pytest.raises(InvalidInputError, match="expect apply to ONNX files"):
+    with pytest.raises(InvalidInputError, match="expect applies to ONNX files"):
         mem_lg.register(net, torch.randn(2, 4), name="net",
                         expect=({"input": X}, {"output": X}))
 

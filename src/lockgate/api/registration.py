@@ -302,9 +302,10 @@ def _check_proof(framework: str, options: RegisterOptions) -> None:
     given = [k for k in ("source", "expect") if options.get(k) is not None]
     if given and framework != "onnx":
         raise InvalidInputError(
-            f"{' and '.join(given)} apply to ONNX files; a {framework} model is checked "
-            f"against {framework} itself",
-            hint=f"leave out {' and '.join(given)} (--reference MODULE:FUNCTION, --expect)")
+            f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to ONNX files; "
+            f"a {framework} model is checked against {framework} itself",
+            hint=f"leave out {' and '.join(given)} (--reference MODULE:FUNCTION, --expect): "
+                 "parity runs the model's own framework")
     expect = options.get("expect")
     if expect is not None and (not isinstance(expect, tuple | list) or len(expect) != 2):
         raise InvalidInputError("expect must be (inputs, outputs): two .npz files or mappings")
