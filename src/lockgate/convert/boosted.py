@@ -31,6 +31,7 @@ its leaves are large can exceed atol there; pass a larger ``atol`` for it.
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -114,17 +115,14 @@ def _register(package: str) -> None:
     _register_scalers()
     if package == "xgboost":
         import xgboost
-        from onnxmltools.convert.xgboost.operator_converters.XGBoost import (  # type: ignore[import-untyped]
-            convert_xgboost,
-        )
 
         update_registered_converter(
             xgboost.XGBClassifier, "XGBoostXGBClassifier",
-            calculate_linear_classifier_output_shapes, convert_xgboost,
+            calculate_linear_classifier_output_shapes, _convert_xgboost,
             options=_CLASSIFIER_OPTIONS)
         update_registered_converter(
             xgboost.XGBRegressor, "XGBoostXGBRegressor",
-            calculate_linear_regressor_output_shapes, convert_xgboost)
+            calculate_linear_regressor_output_shapes, _convert_xgboost)
     elif package == "lightgbm":
         import lightgbm
 
@@ -177,6 +175,29 @@ def _check_xgb_objective(model: Any) -> None:
             hint="train an XGBClassifier for binary:logistic, or a regressor with "
             f"one of {', '.join(sorted(_XGB_REGRESSION_OBJECTIVES))}",
         )
+
+
+def _convert_xgboost(scope: Any, operator: Any, container: Any) -> None:
+    """onnxmltools' XGBoost converter, on a copy without feature names for a model fitted on a
+    DataFrame (onnxmltools reads split features as ``f<index>`` only)."""
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import (  # type: ignore[import-untyped]
+        convert_xgboost,
+    )
+
+    model = operator.raw_operator
+    booster = model.get_booster()
+    if not booster.feature_names:
+        convert_xgboost(scope, operator, container)
+        return
+    nameless = copy.copy(model)
+    nameless._Booster = booster.copy()
+    nameless._Booster.feature_names = None
+    nameless._Booster.feature_types = None
+    operator.raw_operator = nameless
+    try:
+        convert_xgboost(scope, operator, container)
+    finally:
+        operator.raw_operator = model
 
 
 def _convert_lightgbm(scope: Any, operator: Any, container: Any) -> None:
