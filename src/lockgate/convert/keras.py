@@ -9,7 +9,7 @@
 
 Inputs are named ``input`` (``input_0``, ``input_1`` … for several) and outputs ``output``
 (``output_0`` …); the symbolic batch dimension is ``batch``. A ``dynamic`` spec leaves its axes
-``None`` in the input signature (TensorFlow graphs only; Keras on torch or jax refuses it); output
+``None`` in the input signature (the tf.function's, or ``model.export``'s on torch and jax); output
 dims that ONNX shape inference traces to them take the same names. TensorFlow and Keras are
 imported only when a model that comes from them is seen.
 """
@@ -107,13 +107,7 @@ class KerasConverter:
                 backend = keras.backend.backend()
                 if backend == "tensorflow":
                     return self._tf_function(model, sample, opset, "keras", dynamic)
-                if dynamic is not None:
-                    raise ConversionError(
-                        f"dynamic dimensions are not supported for Keras on the {backend} "
-                        "backend (model.export keeps only dim 0 free)",
-                        hint="use the TensorFlow backend (KERAS_BACKEND=tensorflow), or "
-                             "register without dynamic")
-                return self._keras_export(model, sample, opset, backend)
+                return self._keras_export(model, sample, opset, backend, dynamic)
             return self._tf_function(model, sample, opset, "tensorflow", dynamic)
         finally:
             progress.finish("export")
@@ -176,8 +170,8 @@ class KerasConverter:
                             {"backend": "tensorflow", "opset": str(opset)}, resolved)
 
     # -- Keras 3 on torch or jax: model.export -------------------------------------------------
-    def _keras_export(self, model: Any, sample: object, opset: int, backend: str
-                      ) -> Converted:
+    def _keras_export(self, model: Any, sample: object, opset: int, backend: str,
+                      dynamic: Dynamic | None) -> Converted:
         import keras
 
         arrays = sample_arrays(sample, "Keras or TensorFlow")
@@ -187,20 +181,29 @@ class KerasConverter:
         except Exception as exc:
             raise ConversionError(f"the {name} model failed on the sample: {first_line(exc)}",
                                   hint="pass a sample the model accepts (dtype, shape)") from exc
+        in_names = io_names("input", len(arrays))
+        kwargs: dict[str, Any] = {}
+        resolved = None
+        if dynamic is not None:
+            resolved = resolve_dynamic(dynamic, in_names, [a.shape for a in arrays])
+            specs = [keras.InputSpec(shape=tuple(None if i in axes else s
+                                                 for i, s in enumerate(a.shape)),
+                                     dtype=str(a.dtype))
+                     for a, axes in zip(arrays, resolved, strict=True)]
+            kwargs["input_signature"] = specs if len(specs) == 1 else [specs]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.onnx"
             try:
-                model.export(str(path), format="onnx", verbose=False)
+                model.export(str(path), format="onnx", verbose=False, **kwargs)
             except Exception as exc:
                 raise ConversionError(f"Keras could not export the {name} model to ONNX on the "
                                       f"{backend} backend: {first_line(exc)}") from exc
             proto = onnx.load(str(path))
-        return self._finish(proto, arrays, io_names("input", len(arrays)), n_out, "keras",
-                            _Reference(lambda xs: _call(model, xs),
-                                       io_names("input", len(arrays))),
+        return self._finish(proto, arrays, in_names, n_out, "keras",
+                            _Reference(lambda xs: _call(model, xs), in_names),
                             f"keras.Model.export(format='onnx') keras=={keras.__version__} "
                             f"backend={backend}", {"backend": backend, "opset":
-                                                   str(proto.opset_import[0].version)})
+                                                   str(proto.opset_import[0].version)}, resolved)
 
     def _finish(self, proto: onnx.ModelProto, arrays: list[np.ndarray], in_names: list[str],
                 n_out: int, framework: str, reference: _Reference, converter: str,
