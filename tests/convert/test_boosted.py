@@ -262,6 +262,27 @@ def test_catboost_categorical_features_are_refused() -> None:
         _convert(model, X_IRIS[:5])
 
 
+@pytest.mark.parametrize("loss", ["Poisson", "Tweedie:variance_power=1.5", "MAE"])
+def test_catboost_regression_losses(loss: str) -> None:
+    """A log-link loss predicts the exponent of the trees' sum; the export gets an Exp."""
+    model = catboost.CatBoostRegressor(**CATBOOST, loss_function=loss).fit(X_DIAB, Y_DIAB)
+    _parity(_convert(model, X_DIAB[:20]), X_DIAB)
+
+
+@pytest.mark.parametrize(("make", "y", "match"), [
+    (lambda: catboost.CatBoostClassifier(**CATBOOST, loss_function="MultiClassOneVsAll"),
+     Y_DIAB > 140, "one sigmoid per class"),
+    (lambda: catboost.CatBoostRegressor(**CATBOOST, loss_function="MultiRMSE"),
+     np.column_stack([Y_DIAB, Y_DIAB]), "several targets"),
+], ids=["one-vs-all", "multi-target"])
+def test_catboost_losses_the_export_cannot_reproduce(make: object, y: np.ndarray,
+                                                      match: str) -> None:
+    model = make().fit(X_DIAB, y)  # type: ignore[operator]
+    with pytest.raises(ConversionError, match=match) as info:
+        _convert(model, X_DIAB[:5])
+    assert "RMSE" in (info.value.hint or "")
+
+
 def test_catboost_bool_labels_fail_with_a_clear_error() -> None:
     model = catboost.CatBoostClassifier(**CATBOOST).fit(X_CANCER, Y_CANCER == 1)
     with pytest.raises(ConversionError, match="CatBoost could not export"):

@@ -4,8 +4,10 @@ The graph is made to look like the scikit-learn converter's: one float32 input `
 shape ``["batch", n_features]``; a classifier gives ``"label"`` and ``"probabilities"`` (the
 exporter's ZipMap removed: a plain ``["batch", n_classes]`` tensor), a regressor gives
 ``"variable"`` of shape ``["batch", 1]``. CatBoost compares float32 features with float32 borders,
-as ONNX does, so the trees agree exactly. Models with categorical or text features are refused:
-CatBoost's ONNX export has no form for them. catboost is imported only for its own models.
+as ONNX does, so the trees agree exactly. A Poisson or Tweedie regressor's value is the exponent
+of the trees' sum, as its ``predict`` gives. Models with categorical or text features, several
+targets or one-vs-all probabilities are refused: CatBoost's ONNX export has no form for them.
+catboost is imported only for its own models.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ __all__ = ["CatBoostConverter"]
 INPUT = "input"
 _KINDS = ("CatBoostClassifier", "CatBoostRegressor")
 _IR_VERSION = 9
+_LOG_LINK = frozenset({"Poisson", "Tweedie"})
+"""Losses whose prediction is the exponent of the trees' sum: the export gives the sum."""
+_REFUSED_LOSSES = {
+    "MultiClassOneVsAll": "its probabilities are one sigmoid per class, the export's a softmax",
+    "MultiRMSE": "it predicts several targets, lockgate converts one",
+}
 
 
 class CatBoostConverter:
@@ -61,10 +69,19 @@ class CatBoostConverter:
                 hint="encode those columns as numbers before training (or register a "
                 "scikit-learn pipeline with an encoder and a booster)")
         x = _features(sample, int(cb.n_features_in_), name)
+        loss = str(cb.get_all_params().get("loss_function", "")).partition(":")[0]
+        if loss in _REFUSED_LOSSES:
+            raise ConversionError(
+                f"CatBoost's ONNX export does not reproduce the {name} model's {loss} loss: "
+                f"{_REFUSED_LOSSES[loss]}",
+                hint="train with a loss the export reproduces (RMSE, MAE, Quantile, Huber, "
+                "Poisson, Tweedie; Logloss, CrossEntropy, MultiClass)")
         opset = opset or default_opset()
         progress.start("export")
         try:
             proto = _tidy(_export(cb, name), opset)
+            if loss in _LOG_LINK:
+                _exponent(proto)
         finally:
             progress.finish("export")
         signature = signature_of(proto)
@@ -138,6 +155,16 @@ def _tidy(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     if not graph.name:
         graph.name = "CatBoost"
     return proto
+
+
+def _exponent(proto: onnx.ModelProto) -> None:
+    """``variable`` becomes the exponent of what the trees give (CatBoost's ``predict`` for a
+    log-link loss)."""
+    graph = proto.graph
+    for node in graph.node:
+        node.output[:] = ["raw_variable" if n == "variable" else n for n in node.output]
+    graph.node.append(onnx.helper.make_node("Exp", ["raw_variable"], ["variable"],
+                                            name="exponent"))
 
 
 def _classes(graph: onnx.GraphProto) -> int:
