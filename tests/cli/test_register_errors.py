@@ -19,6 +19,8 @@ from onnx import numpy_helper
 
 from lockgate.cli.main import main
 from onnx_models import linear_onnx
+from registry_server import Registry
+from registry_server import registry as registry  # the fixture
 
 MODEL = linear_onnx()
 W = numpy_helper.to_array(MODEL.graph.initializer[0])
@@ -240,3 +242,29 @@ def test_a_model_whose_extra_is_missing_names_it(work: Path, monkeypatch: pytest
                        capsys=capsys)
     assert code == 5
     _one_line(err, "pip install 'lockgate[xgboost]'")
+
+
+def test_recorded_outputs_travel_to_a_registry_server(
+        registry: Registry, work: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LOCKGATE_SERVER", registry.url)
+    monkeypatch.setenv("LOCKGATE_TOKEN", registry.tokens["dev"])
+    np.savez(work / "in.npz", input=X)
+    np.savez(work / "out.npz", output=X @ W + B)
+    code, out, err = cli("register", "lin.onnx", "--name", "remote-proof", "--expect",
+                         "in.npz", "out.npz", "--json", capsys=capsys)
+    assert code == 0, err + "".join(registry.log[-30:])
+    parity = json.loads(out)["parity"]
+    assert parity["passed"] is True
+    assert parity["batch_sizes"] == [5]
+    np.savez(work / "bad.npz", output=X @ W)
+    code, _, err = cli("register", "lin.onnx", "--name", "remote-proof", "--expect",
+                       "in.npz", "bad.npz", capsys=capsys)
+    assert code == 6
+    _one_line(err, "output 'output'")
+    code, _, err = cli("register", "lin.onnx", "--name", "remote-proof", "--reference",
+                       "json:loads", capsys=capsys)
+    assert code == 2
+    _one_line(err, "by running your code")
+    code, out, _ = cli("versions", "remote-proof", "--json", capsys=capsys)
+    assert [v["version"] for v in json.loads(out)] == [1]

@@ -307,9 +307,12 @@ def test_a_remote_registration_refuses_proof_it_cannot_send(lin: Path) -> None:
     from lockgate import RemoteRegistry
 
     with RemoteRegistry("http://127.0.0.1:9") as remote:  # refused before anything is sent
-        with pytest.raises(InvalidInputError, match="source prove an ONNX file"):
+        with pytest.raises(InvalidInputError, match="by running your code"):
             remote.register(str(lin), name="lin", source=source)
-        with pytest.raises(InvalidInputError, match="expect prove an ONNX file"):
+        with pytest.raises(InvalidInputError, match=r"two \.npz files"):
             remote.register(str(lin), name="lin", expect=({"input": X}, {"output": X}))
+        with pytest.raises(NotFoundError, match="expect_inputs: no file at"):
+            remote.register(str(lin), name="lin", expect=(lin.with_name("a.npz"),
+                                                          lin.with_name("b.npz")))
         with pytest.raises(NotFoundError, match="no file at"):
             remote.register(str(lin.with_name("absent.onnx")), name="lin")

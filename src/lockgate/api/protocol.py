@@ -28,9 +28,9 @@ __all__ = ["RegisterOptions", "Registry"]
 
 class RegisterOptions(TypedDict, total=False):
     """The keyword options of a registration; each may be left out (its default in
-    parentheses). A remote registration sends the ones an ONNX upload can use and refuses
-    ``sample_input``, ``opset``, ``recipe``, ``source`` and ``expect`` (they run or read
-    here, not on the server)."""
+    parentheses). A remote registration sends the ones an ONNX upload can use (``expect``
+    as two ``.npz`` files) and refuses ``sample_input``, ``opset``, ``recipe`` and ``source``
+    (they need the source framework or code run here)."""
 
     description: str
     """Free text shown with the version ("")."""

@@ -5,6 +5,8 @@ one ``.onnx`` file at its top, the external-data files it names, and optionally:
                           considerations, datasets
     pylock.toml | requirements.txt          the lock file for the BOM's hashes
     reference.npy|.npz|.csv|.parquet        reference data for drift monitors
+    expect_inputs.npz, expect_outputs.npz   recorded inputs and the source model's outputs
+                                            for them, which parity compares ONNX Runtime with
 
 Extraction refuses anything but plain files and folders, absolute paths, ``..``, more than
 ``MAX_MEMBERS`` members or more bytes than the upload limit; ONNX external data is then read
@@ -23,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from lockgate.errors import InvalidInputError, UnsafePathError
+from lockgate.errors import InvalidInputError, NotFoundError, UnsafePathError
 
-__all__ = ["BUNDLE_MEDIA", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "ONNX_MEDIA",
-           "Upload", "load_json", "make_bundle", "read_bundle"]
+__all__ = ["BUNDLE_MEDIA", "EXPECT_FILES", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS",
+           "ONNX_MEDIA", "Upload", "load_json", "make_bundle", "read_bundle"]
 
 ONNX_MEDIA = "application/octet-stream"
 """The content type of a bare ONNX file, uploaded or downloaded."""
@@ -36,6 +38,8 @@ MAX_MEMBERS = 1000
 MAX_JSON_DEPTH = 64
 MAX_JSON_BYTES = 1 << 20
 OPTIONS_FILE = "registration.json"
+EXPECT_FILES = ("expect_inputs.npz", "expect_outputs.npz")
+"""The recorded inputs and outputs of a bundle, in that order."""
 _LOCK_FILES = ("pylock.toml", "requirements.txt")
 _REFERENCE_SUFFIXES = (".npy", ".npz", ".csv", ".parquet")
 _OPTIONS = {"description": str, "considerations": str, "tags": dict, "metrics": dict,
@@ -50,6 +54,7 @@ class Upload:
     options: dict[str, Any] = field(default_factory=dict)
     lock_file: Path | None = None
     reference: Path | None = None
+    expect: tuple[Path, Path] | None = None
 
 
 def _no_constant(name: str) -> Any:
@@ -170,6 +175,10 @@ def read_bundle(data: Path, folder: Path, limit: int) -> Upload:
     if len(refs) > 1:
         raise InvalidInputError("a bundle holds one reference data file at most")
     upload.reference = refs[0] if refs else None
+    recorded = [folder / name for name in EXPECT_FILES if (folder / name).is_file()]
+    if len(recorded) == 1:
+        raise InvalidInputError(f"a bundle holds both {' and '.join(EXPECT_FILES)}, or neither")
+    upload.expect = (recorded[0], recorded[1]) if recorded else None
     return upload
 
 
@@ -182,7 +191,8 @@ def _check_member(m: tarfile.TarInfo) -> None:
 
 
 def make_bundle(model: Path, *, options: Mapping[str, Any] | None = None,
-                lock_file: Path | None = None, reference: Path | None = None) -> bytes:
+                lock_file: Path | None = None, reference: Path | None = None,
+                expect: tuple[Path, Path] | None = None) -> bytes:
     """A gzip'd tar bundle of the ONNX file ``model``, every other file in its folder that it
     names as external data, and the optional parts."""
     from lockgate.convert.onnxfile import external_files
@@ -206,4 +216,8 @@ def make_bundle(model: Path, *, options: Mapping[str, Any] | None = None,
                 raise InvalidInputError(f"reference data must be one of "
                                         f"{', '.join(_REFERENCE_SUFFIXES)}, not {suffix!r}")
             tar.add(reference, arcname=f"reference{suffix}", recursive=False)
+        for path, arcname in zip(expect or (), EXPECT_FILES, strict=False):
+            if not path.is_file():
+                raise NotFoundError(f"{arcname.removesuffix('.npz')}: no file at {path}")
+            tar.add(path, arcname=arcname, recursive=False)
     return buf.getvalue()

@@ -77,7 +77,7 @@ def _error(response: httpx.Response) -> Error:
     if kind is errors.GateFailedError:
         results = [GateResult.from_dict(r) for r in body.get("results", [])]
         return errors.GateFailedError(message, results=results, hint=hint)
-    if isinstance(kind, type) and issubclass(kind, Error) and kind is not errors.ParityError:
+    if isinstance(kind, type) and issubclass(kind, Error):
         return kind(message, hint=hint)
     by_status: dict[int, type[Error]] = {
         400: InvalidInputError, 401: errors.AuthenticationError, 403: errors.AccessDeniedError,
@@ -208,8 +208,9 @@ class RemoteRegistry:
     # -- registration and reads --------------------------------------------------------------
     def register(self, model: object, sample_input: object = None, *, name: str,
                  **options: Unpack[RegisterOptions]) -> Version:
-        """Upload an ONNX file (and its external data, lock file and reference data) as a
-        bundle; the server checks, signs and stores it as ``creator`` = the token's user."""
+        """Upload an ONNX file (and its external data, lock file, reference data and recorded
+        outputs) as a bundle; the server checks, signs and stores it as ``creator`` = the
+        token's user."""
         reference = options.get("reference")
         if not isinstance(model, str | os.PathLike) or not os.fspath(model).endswith(".onnx"):
             raise InvalidInputError(
@@ -220,13 +221,20 @@ class RemoteRegistry:
                                            for k in ("recipe", "opset")):
             raise InvalidInputError("sample inputs, recipes and opset conversion need the "
                                     "source framework; they are not sent to a server")
-        proof = [k for k in ("source", "expect") if options.get(k) is not None]
-        if proof:
+        if options.get("source") is not None:
             raise InvalidInputError(
-                f"{' and '.join(proof)} prove an ONNX file in the process that registers it; "
-                "a server does not run your code or take recorded outputs",
-                hint="register against the database directly (LOCKGATE_DATABASE_URL) to prove "
-                     "parity here")
+                "source proves an ONNX file by running your code, which a server does not do",
+                hint="send recorded outputs instead (expect=(inputs.npz, outputs.npz), "
+                     "--expect), or register against the database directly "
+                     "(LOCKGATE_DATABASE_URL) to run it here")
+        recorded = options.get("expect")
+        expect: tuple[Path, Path] | None = None
+        if recorded is not None:
+            files = [Path(os.fspath(p)) for p in recorded if isinstance(p, str | os.PathLike)]
+            if len(files) != 2 or len(recorded) != 2:
+                raise InvalidInputError("a remote registration takes recorded outputs as two "
+                                        ".npz files", hint="save them with numpy.savez")
+            expect = (files[0], files[1])
         if reference is not None and not isinstance(reference, str | os.PathLike):
             raise InvalidInputError("a remote registration takes reference data as a file")
         path = Path(os.fspath(model))
@@ -236,7 +244,8 @@ class RemoteRegistry:
         body = make_bundle(path, options=_upload_options(options),
                            lock_file=Path(lock_file) if lock_file is not None else None,
                            reference=Path(os.fspath(reference)) if reference is not None
-                           else None)
+                           else None,
+                           expect=expect)
         return _version(self._json("POST", f"{_API}/models/{quote(name)}/versions",
                                    content=body,
                                    headers={"Content-Type": "application/gzip"}))

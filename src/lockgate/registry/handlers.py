@@ -58,7 +58,7 @@ def register(c: Call) -> dict[str, Any]:
         atol=opts.get("atol"), rtol=opts.get("rtol"),
         considerations=str(opts.get("considerations", "")),
         datasets=opts.get("datasets", ()), lock_file=c.upload.lock_file,
-        reference=c.upload.reference,
+        reference=c.upload.reference, expect=c.upload.expect,
     )
     return v.to_dict()
 
