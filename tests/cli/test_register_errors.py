@@ -215,6 +215,7 @@ def test_proof_is_refused_for_a_converted_model(work: Path,
 
 
 # -- files that are not ONNX, and missing ones: the real process -------------------------------
+@pytest.mark.slow
 def test_files_that_are_not_onnx(work: Path) -> None:
     torch.save(torch.nn.Linear(2, 2).state_dict(), work / "model.pt")
     (work / "model.pkl").write_bytes(pickle.dumps({"weights": [1.0, 2.0]}))
@@ -244,6 +245,7 @@ def test_a_model_whose_extra_is_missing_names_it(work: Path, monkeypatch: pytest
     _one_line(err, "pip install 'lockgate[xgboost]'")
 
 
+@pytest.mark.slow
 def test_recorded_outputs_travel_to_a_registry_server(
         registry: Registry, work: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
