@@ -49,7 +49,6 @@ _FLOAT_TOLERANCES: dict[str, tuple[float, float]] = {
     "float16": (1e-2, 1e-2),
     "bfloat16": (1e-2, 1e-2),
 }
-_FLOATS = frozenset({"float16", "float32", "float64", "bfloat16"})
 _ROWS_KEPT = 20
 
 
@@ -92,9 +91,7 @@ def check_parity(
         )
     names = predictor.output_names
     specs = {s.name: s for s in predictor.signature.outputs}
-    stats = {n: _Stats(n, *((tolerances or {}).get(n) or default_tolerance(
-        specs[n].dtype, atol=atol, rtol=rtol)), exact=specs[n].dtype not in _FLOATS)
-        for n in names}
+    stats = {n: _stats_for(specs[n], tolerances or {}, atol, rtol) for n in names}
     draws = _inputs(converted, predictor, n_random, seed, pool)
     batch_sizes: list[int] = []
     skipped: list[str] = []
@@ -199,6 +196,12 @@ def assert_parity(report: ParityReport) -> None:
             hint="loosen the tolerance only if the difference is understood; otherwise the "
             "conversion changed the model",
         )
+
+
+def _stats_for(spec: TensorSpec, tolerances: Mapping[str, tuple[float, float]], atol: float,
+               rtol: float) -> _Stats:
+    tol = tolerances.get(spec.name) or default_tolerance(spec.dtype, atol=atol, rtol=rtol)
+    return _Stats(spec.name, *tol, exact=not spec.dtype.startswith(("float", "bfloat", "complex")))
 
 
 def _rows_text(report: ParityReport, rows: Sequence[int]) -> str:
