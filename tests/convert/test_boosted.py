@@ -184,6 +184,27 @@ def test_xgboost_regressor_with_a_logistic_objective_is_refused() -> None:
     assert "XGBClassifier" in (info.value.hint or "")
 
 
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: xgboost.XGBClassifier(**TREES, objective="multi:softmax"), "'multi:softmax'"),
+    (lambda: xgboost.XGBClassifier(**TREES, booster="dart"), "booster='dart'"),
+    (lambda: lightgbm.LGBMClassifier(**LGBM, objective="multiclassova"), "one sigmoid per class"),
+], ids=["xgboost-softmax", "xgboost-dart", "lightgbm-one-vs-all"])
+def test_boosters_the_export_cannot_reproduce_are_refused(make: object, match: str) -> None:
+    model = make().fit(X_IRIS, Y_IRIS)  # type: ignore[operator]
+    with pytest.raises(ConversionError, match=match) as info:
+        _convert(model, X_IRIS[:5])
+    assert "train with" in (info.value.hint or "")
+
+
+@pytest.mark.parametrize("make", [lambda: xgboost.XGBRegressor(**TREES),
+                                  lambda: lightgbm.LGBMRegressor(**LGBM)],
+                         ids=["xgboost", "lightgbm"])
+def test_missing_values_take_the_sources_default_branch(make: object) -> None:
+    x = np.where(X_DIAB > 0.05, np.nan, X_DIAB)
+    model = make().fit(x, Y_DIAB)  # type: ignore[operator]
+    _parity(_convert(model, x[:20]), x)
+
+
 def test_string_classes_come_out_exact() -> None:
     labels = np.array(["setosa", "versicolor", "virginica"])[Y_IRIS]
     for model in (lightgbm.LGBMClassifier(**LGBM).fit(X_IRIS, labels),

@@ -53,6 +53,8 @@ BOOSTER_FRAMEWORKS = ("xgboost", "lightgbm")
 
 _CLASSIFIER_OPTIONS = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
 
+_XGB_CLASSIFIER_OBJECTIVES = ("binary:logistic", "multi:softprob", "binary:hinge")
+
 # XGBRegressor objectives whose prediction onnxmltools reproduces: the trees' sum plus
 # base_score (identity link), or exp of it (log link).
 _XGB_REGRESSION_OBJECTIVES = frozenset({
@@ -87,12 +89,14 @@ def boosters_in(model: object) -> tuple[str, ...]:
 def register_boosters(model: object) -> None:
     """Register onnxmltools' converters for the boosters in ``model`` into skl2onnx (once).
 
-    ConversionError naming the extra when onnxmltools is missing, or for an XGBRegressor whose
-    objective onnxmltools does not reproduce.
+    ConversionError naming the extra when onnxmltools is missing, or for a booster whose
+    objective (or kind of booster) onnxmltools does not reproduce.
     """
     for est in _estimators(model):
-        if from_package(est, "xgboost") and type(est).__name__ == "XGBRegressor":
-            _check_xgb_objective(est)
+        if from_package(est, "xgboost") and hasattr(est, "get_booster"):
+            _check_xgboost(est)
+        elif from_package(est, "lightgbm") and type(est).__name__ == "LGBMClassifier":
+            _check_lightgbm(est)
     for package in boosters_in(model):
         _register(package)
 
@@ -166,15 +170,38 @@ def _register_scalers() -> None:
                                     convert, options={"div": ["std", "div", "div_cast"]})
 
 
-def _check_xgb_objective(model: Any) -> None:
-    objective = model.get_params().get("objective") or "reg:squarederror"
-    if not isinstance(objective, str) or objective not in _XGB_REGRESSION_OBJECTIVES:
+def _check_xgboost(model: Any) -> None:
+    import json
+
+    name = type(model).__name__
+    learner = json.loads(model.get_booster().save_config())["learner"]
+    kind = learner.get("gradient_booster", {}).get("name", "gbtree")
+    if kind != "gbtree":
+        raise ConversionError(
+            f"onnxmltools converts tree boosters, not the {name}'s booster={kind!r}",
+            hint="train with booster='gbtree' (the default)")
+    objective = learner["objective"]["name"]
+    if name == "XGBClassifier" and objective not in _XGB_CLASSIFIER_OBJECTIVES:
+        raise ConversionError(
+            f"onnxmltools does not reproduce an XGBClassifier with objective {objective!r}",
+            hint=f"train with one of {', '.join(_XGB_CLASSIFIER_OBJECTIVES)} (binary:logistic "
+            "and multi:softprob are the defaults)")
+    if name == "XGBRegressor" and objective not in _XGB_REGRESSION_OBJECTIVES:
         raise ConversionError(
             f"onnxmltools does not reproduce an XGBRegressor with objective {objective!r}: "
             "its export leaves out the link function and base_score's transform",
             hint="train an XGBClassifier for binary:logistic, or a regressor with "
             f"one of {', '.join(sorted(_XGB_REGRESSION_OBJECTIVES))}",
         )
+
+
+def _check_lightgbm(model: Any) -> None:
+    objective = str(model.objective_ if hasattr(model, "objective_") else model.objective)
+    if objective in ("multiclassova", "multiclass_ova", "ova", "ovr"):
+        raise ConversionError(
+            f"onnxmltools does not reproduce an LGBMClassifier with objective {objective!r}: "
+            "its probabilities are one sigmoid per class, the export's a softmax",
+            hint="train with objective='multiclass' (the default for several classes)")
 
 
 def _convert_xgboost(scope: Any, operator: Any, container: Any) -> None:
@@ -313,7 +340,6 @@ def is_native_booster(model: object) -> bool:
         from_package(model, p) for p in BOOSTER_FRAMEWORKS)
 
 
-_XGB_CLASSIFIER_OBJECTIVES = ("binary:logistic", "multi:softprob")
 
 
 def as_estimator(model: object) -> object:
