@@ -15,6 +15,7 @@ prepared record again and never rebuilds or re-signs anything.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from lockgate.monitor.profile import Profile
 from lockgate.parity.check import assert_parity, check_parity
 from lockgate.parity.expected import as_recorded, merge_reports, recorded_case
 from lockgate.progress import NullProgress, Progress
-from lockgate.runtime.onnxmeta import default_opset
+from lockgate.runtime.onnxmeta import default_opset, signature_of
 from lockgate.runtime.predictor import Predictor
 from lockgate.seal import folder as sealing
 from lockgate.store.artifacts import ArtifactStore, StoredEntry
@@ -45,6 +46,12 @@ from lockgate.types import Digest, ParityReport, Version, validate_name
 __all__ = ["Registration"]
 
 _MAX_ONNX_BYTES = 2**31 - 1
+_HOLD_BYTES = 256 * 2**20
+"""Models whose weights are larger are written to a file in pieces (never serialized whole in
+memory, see :func:`lockgate.seal.folder.write_model`) and stored before their parity check;
+ONNX Runtime's session reads the file and sealing reads the store, so the weights are held
+once at a time. A failed check then leaves an unreferenced blob, which ``lockgate gc``
+removes."""
 _RECIPE_KEYS = {"entry", "args", "git_commit", "workdir", "root"}
 
 
@@ -95,8 +102,11 @@ class _Built:
     """What was made before the version is sealed: the draft (number 0) and its model."""
 
     draft: Version
-    onnx_bytes: bytes
+    onnx_bytes: bytes | None
+    """The model; None for one over ``_HOLD_BYTES``, which sealing reads from the store."""
     producer: str
+    outline: bytes
+    """The model less its weights (:func:`lockgate.seal.folder.outline`), for the card."""
     parity: ParityReport | None
     profile: Profile | None
     files: Mapping[str, bytes]
@@ -177,10 +187,22 @@ class Registration:
         converted = converter.convert(model, sample_input, opset=options.get("opset"),
                                       progress=progress, dynamic=options.get("dynamic"))
         self._check_framework(inputs.name, converted.framework, converted.framework_version)
-        onnx_bytes = converted.model.SerializeToString()
-        if len(onnx_bytes) > _MAX_ONNX_BYTES:
-            raise ConversionError("the ONNX model is over 2 GB; lockgate stores one-file models")
-        predictor = Predictor(onnx_bytes)
+        signature, proto = signature_of(converted.model), converted.model
+        converted = replace(converted, model=sealing.outline(proto))  # the weights: in proto
+        held: bytes | Digest  # the serialized model, or its digest once stored
+        if sealing.weights_bytes(proto) <= _HOLD_BYTES:
+            held = proto.SerializeToString()
+            _check_size(len(held))
+            del proto
+            predictor = Predictor(held, signature=signature)
+        else:
+            with tempfile.TemporaryDirectory(prefix="lockgate-register-") as tmp:
+                path = Path(tmp) / sealing.MODEL_FILE
+                sealing.write_model(proto, path)
+                del proto
+                _check_size(path.stat().st_size)
+                held = self._home.artifacts.put(path.read_bytes())
+                predictor = Predictor(path, signature=signature)
         converted, report = self._parity(converted, predictor, sample_input is None, options,
                                          inputs.seeds.get("seed", 0), progress)
         environment = fingerprint.capture_environment(
@@ -189,12 +211,13 @@ class Registration:
         profile = _profile(predictor, options.get("reference"))
         samples = (canonical_json(sample_document(
             converted.sample, predictor(converted.sample))) + "\n").encode()
-        digest = self._home.artifacts.put(onnx_bytes)
+        digest = held if isinstance(held, Digest) else self._home.artifacts.put(held)
         draft = self._draft(inputs, digest, converted, predictor, report, environment,
                             options.get("creator"))
-        proto = converted.model
-        producer = f"{proto.producer_name} {proto.producer_version}".strip() or "unknown"
-        return _Built(draft, onnx_bytes, producer, report, profile,
+        outline = converted.model
+        producer = f"{outline.producer_name} {outline.producer_version}".strip() or "unknown"
+        return _Built(draft, None if isinstance(held, Digest) else held, producer,
+                      outline.SerializeToString(), report, profile,
                       {**inputs.files, sealing.SAMPLES_FILE: samples})
 
     def _parity(self, converted: Converted, predictor: Predictor, no_sample: bool,
@@ -250,10 +273,11 @@ class Registration:
         profile_digest = written.put(blob) if blob is not None else None
         with home.meta.registering(draft.name) as number:
             sealed = sealing.seal(
-                replace(draft, number=number), built.onnx_bytes, written, home.settings,
-                producer=built.producer, lock_hashes=inputs.lock_hashes,
-                considerations=inputs.considerations, datasets=inputs.datasets,
-                extra_files=built.files)
+                replace(draft, number=number),
+                built.onnx_bytes or home.artifacts.get(draft.digest), written, home.settings,
+                model_outline=built.outline, producer=built.producer,
+                lock_hashes=inputs.lock_hashes, considerations=inputs.considerations,
+                datasets=inputs.datasets, extra_files=built.files)
             record = sealed.record()
             extra: Change | None = None
             if built.profile is not None and profile_digest is not None:
@@ -309,6 +333,11 @@ def _check_proof(framework: str, options: RegisterOptions) -> None:
     expect = options.get("expect")
     if expect is not None and (not isinstance(expect, tuple | list) or len(expect) != 2):
         raise InvalidInputError("expect must be (inputs, outputs): two .npz files or mappings")
+
+
+def _check_size(size: int) -> None:
+    if size > _MAX_ONNX_BYTES:
+        raise ConversionError("the ONNX model is over 2 GB; lockgate stores one-file models")
 
 
 def _check_recipe(recipe: Mapping[str, Any]) -> dict[str, Any]:

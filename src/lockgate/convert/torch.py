@@ -233,7 +233,9 @@ def _export_once(
     )
     if notes:
         details["export_warnings"] = " | ".join(notes)[:2000]
-    size = proto.ByteSize()
+    # From the weights' shapes: protobuf's ByteSize() encodes the whole model to count it.
+    size = sum(v.const_value.nbytes for v in program.model.graph.initializers.values()
+               if v.const_value is not None)
     if size > _MAX_PROTO_BYTES:
         raise ConversionError(
             f"the exported model is {size} bytes, over protobuf's 2 GiB limit",

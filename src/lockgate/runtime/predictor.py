@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,10 @@ def _np_dtype(name: str) -> np.dtype[Any] | None:
 class Predictor:
     """An ORT session over one ONNX model, with its signature.
 
+    ``model`` is the serialized model or the path of an ONNX file (ONNX Runtime reads the file
+    itself, so the caller need not hold the bytes). ``signature``, when the caller has it already
+    (read off the same model), saves parsing the whole model, weights included, a second time.
+
     ``run`` takes a mapping of input name to array and returns a dict of output name to array.
     Wrong names, dtypes or ranks raise :class:`InvalidInputError`; runtime failures
     raise :class:`ServeError`.
@@ -44,10 +49,11 @@ class Predictor:
 
     def __init__(
         self,
-        model_bytes: bytes,
+        model: bytes | Path,
         *,
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 0,
+        signature: Signature | None = None,
     ) -> None:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -55,13 +61,17 @@ class Predictor:
             opts.intra_op_num_threads = intra_op_threads
         try:
             self._session = ort.InferenceSession(
-                model_bytes,
+                model if isinstance(model, bytes) else str(model),
                 sess_options=opts,
                 providers=list(providers) if providers else ["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ServeError(f"ONNX Runtime could not load the model: {exc}") from exc
-        self.signature: Signature = signature_of(onnx.load_model_from_string(model_bytes))
+        if signature is None:
+            signature = signature_of(
+                onnx.load_model_from_string(model) if isinstance(model, bytes)
+                else onnx.load_model(str(model), load_external_data=False))
+        self.signature: Signature = signature
         self._input_names = [i.name for i in self._session.get_inputs()]
         self._output_names = [o.name for o in self._session.get_outputs()]
         self._input_set = frozenset(self._input_names)

@@ -21,10 +21,13 @@ record the metadata store returned — so editing the record in the database is 
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+
+import onnx
 
 from lockgate.audit import canonical_json
 from lockgate.config.settings import Settings
@@ -45,8 +48,11 @@ __all__ = [
     "SIGNATURE_FILE",
     "ensure_default_keys",
     "materialize",
+    "outline",
     "seal",
     "verify",
+    "weights_bytes",
+    "write_model",
 ]
 
 MODEL_FILE = "model.onnx"
@@ -61,6 +67,82 @@ OPTIONAL_FILES = (*LOCK_FILES, RECIPE_FILE)
 """Files a registration may add: the lock it was made with, and how to rebuild it."""
 SIGNATURE_FILE = "model.sig"
 """Name of the signature bundle next to (never inside) an exported folder."""
+
+
+def outline(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` less the values of its initializers: every field of the model and of its graph
+    as they are, the initializers with their names, types and shapes only. What the model card
+    and the version record read, without a copy of the weights (a registration keeps the
+    weights in the serialized model alone)."""
+    out = _without_initializers(model)
+    out.graph.initializer.extend(
+        onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims)
+        for t in model.graph.initializer)
+    return out
+
+
+def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    for target, source, skip in ((out, model, "graph"), (out.graph, model.graph, "initializer")):
+        for field, value in source.ListFields():
+            if field.name == skip:
+                continue
+            if field.is_repeated:
+                getattr(target, field.name).extend(value)
+            elif field.message_type is not None:
+                getattr(target, field.name).CopyFrom(value)
+            else:
+                setattr(target, field.name, value)
+    return out
+
+
+def weights_bytes(model: onnx.ModelProto) -> int:
+    """The size of the main graph's initializers, from their shapes and types (no copy)."""
+    total = 0
+    for t in model.graph.initializer:
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            itemsize = 1
+        total += math.prod(t.dims) * itemsize
+    return total
+
+
+def write_model(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``model``'s protobuf encoding to ``path`` without building it in memory whole.
+
+    protobuf's own serializer holds the model's encoding twice while it makes the bytes (its
+    buffer and the result) beside the model itself. This writes the model less its
+    initializers, then each initializer as one more ``graph`` field holding one ``initializer``:
+    a parser merges a message field that occurs several times and appends to its repeated
+    fields, so the file parses to the same model (ONNX Runtime, onnx.load and protobuf agree),
+    with at most one initializer's encoding in memory at a time.
+    """
+    header = _without_initializers(model)
+    with path.open("wb") as f:
+        f.write(header.SerializeToString())
+        for tensor in model.graph.initializer:
+            data = tensor.SerializeToString()
+            inner = _field(_INITIALIZER_FIELD, len(data))
+            f.write(_field(_GRAPH_FIELD, len(inner) + len(data)))
+            f.write(inner)
+            f.write(data)
+            del data
+
+
+_GRAPH_FIELD = 7  # ModelProto.graph
+_INITIALIZER_FIELD = 5  # GraphProto.initializer
+
+
+def _field(number: int, length: int) -> bytes:
+    """The key and length of a length-delimited protobuf field."""
+    out = bytearray()
+    for value in ((number << 3) | 2, length):
+        while value > 0x7F:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out)
 
 
 def manifest_bytes(version: Version) -> bytes:
@@ -78,10 +160,13 @@ def seal(
     considerations: str = "",
     datasets: Sequence[Mapping[str, str]] = (),
     extra_files: Mapping[str, bytes] | None = None,
+    model_outline: bytes | None = None,
 ) -> Version:
     """Write the version's BOM, card and manifest, sign the folder, and return the version with
     ``files``, ``signature_bundle`` and ``signed_by`` set. ``extra_files`` are
     ``samples.json`` and any of :data:`OPTIONAL_FILES`, signed with the rest.
+    ``model_outline`` (the serialized :func:`outline` of the model) is what the card reads the
+    graph from; without it the card parses ``onnx_bytes``, weights and all.
 
     Raises SupplyChainError when the BOM does not validate and ConfigError when signing is
     required but no usable key is configured. Only content-addressed blobs are written, so a
@@ -91,7 +176,8 @@ def seal(
     from lockgate.supplychain.modelcard import model_card_markdown
 
     bom = build_bom(version, onnx_bytes=onnx_bytes, producer=producer, lock_hashes=lock_hashes,
-                    considerations=considerations, datasets=datasets)
+                    considerations=considerations, datasets=datasets,
+                    model_outline=model_outline)
     contents = {
         MODEL_FILE: onnx_bytes,
         BOM_FILE: (json.dumps(bom, indent=2, sort_keys=True) + "\n").encode("utf-8"),

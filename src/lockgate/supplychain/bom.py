@@ -84,6 +84,7 @@ def build_bom(
     lock_hashes: Mapping[str, list[str]] | None = None,
     considerations: str = "",
     datasets: Sequence[Mapping[str, str]] = (),
+    model_outline: bytes | None = None,
 ) -> dict[str, Any]:
     """The version's CycloneDX 1.6 JSON BOM, validated against the strict 1.6 schema.
 
@@ -93,7 +94,9 @@ def build_bom(
     ``considerations`` is free text, one limitation per paragraph; each dataset is a mapping
     with ``name`` and optionally ``fingerprint`` (``"sha256:<hex>"``), ``url``, ``description``.
     Tags ``task``, ``architecture_family``, ``model_architecture`` and ``learning_approach``
-    override what the card infers from the outputs and the ONNX graph.
+    override what the card infers from the outputs and the ONNX graph, which it reads from
+    ``model_outline`` (the model less its weights, :func:`lockgate.seal.folder.outline`) when
+    given, else from ``onnx_bytes``.
 
     Raises IntegrityError when ``onnx_bytes`` is not the version's model, InvalidInputError for
     unusable datasets or hashes, and SupplyChainError when the result does not validate.
@@ -135,7 +138,8 @@ def build_bom(
 
     doc = _serialize(bom, root_has_dependencies=bool(model_deps))
     doc["metadata"]["component"]["modelCard"] = model_card(
-        version, onnx_bytes, [str(d.bom_ref) for d in data], considerations
+        version, onnx_bytes if model_outline is None else model_outline,
+        [str(d.bom_ref) for d in data], considerations
     )
     validate_bom(doc)
     return doc
