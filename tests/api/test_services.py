@@ -49,4 +49,5 @@ def test_both_registries_take_the_protocols_parameters(cls: type, name: str) -> 
 def test_register_options_name_every_keyword_of_the_old_signature() -> None:
     assert set(RegisterOptions.__annotations__) == {
         "description", "tags", "metrics", "seed", "seeds", "opset", "atol", "rtol", "creator",
-        "considerations", "datasets", "lock_file", "recipe", "reference", "progress"}
+        "considerations", "datasets", "lock_file", "recipe", "reference", "progress",
+        "dynamic", "source", "expect"}

@@ -217,3 +217,34 @@ def test_asking_does_not_import_frameworks() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.strip() == "[]"
+
+
+def _token_sum() -> onnx.ModelProto:
+    """Sums token embeddings over a free sequence axis the file calls ``L``."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["tokens", "axes"], ["output"], keepdims=0)],
+        "token_sum",
+        [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["N", "L", 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+
+
+def test_dynamic_names_the_free_axes_of_an_onnx_file() -> None:
+    converted = OnnxFileConverter().convert(
+        _token_sum(), None, opset=None, progress=NullProgress(),
+        dynamic={"tokens": {0: "batch", 1: "sequence"}})
+    dims = [d.dim_param for d in converted.model.graph.input[0].type.tensor_type.shape.dim[:2]]
+    assert dims == ["batch", "sequence"]
+    assert converted.model.graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert converted.details["dynamic"] == "tokens: 0=batch, 1=sequence"
+
+
+def test_dynamic_cannot_free_an_axis_the_onnx_file_fixes() -> None:
+    with pytest.raises(ConversionError, match="fixes axis 2 of 'tokens' at 3"):
+        OnnxFileConverter().convert(_token_sum(), None, opset=None, progress=NullProgress(),
+                                    dynamic={"tokens": {2: "width"}})
+    with pytest.raises(InvalidInputError, match="tokenz"):
+        OnnxFileConverter().convert(_token_sum(), None, opset=None, progress=NullProgress(),
+                                    dynamic={"tokenz": {1: "sequence"}})

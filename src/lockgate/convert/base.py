@@ -26,8 +26,9 @@ class Converted:
     """What a converter hands back.
 
     ``sample`` is the caller's sample input keyed by the ONNX model's input names, as numpy arrays.
-    ``reference`` runs the source framework for parity; it is None for models that arrived as
-    ONNX already (nothing to compare against).
+    ``reference`` runs the source framework for parity; for a model that arrived as ONNX it
+    runs the code given as its source (``source=``), and is None without one (nothing to
+    compare against).
     """
 
     model: onnx.ModelProto

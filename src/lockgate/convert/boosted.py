@@ -104,7 +104,7 @@ def register_boosters(model: object) -> None:
 @functools.cache
 def _register(package: str) -> None:
     try:
-        import onnxmltools  # type: ignore[import-untyped]  # noqa: F401
+        import onnxmltools  # noqa: F401
     except ImportError as exc:
         raise ConversionError(
             f"converting a {package} model needs onnxmltools, which is not installed",
@@ -207,7 +207,7 @@ def _check_lightgbm(model: Any) -> None:
 def _convert_xgboost(scope: Any, operator: Any, container: Any) -> None:
     """onnxmltools' XGBoost converter, on a copy without feature names for a model fitted on a
     DataFrame (onnxmltools reads split features as ``f<index>`` only)."""
-    from onnxmltools.convert.xgboost.operator_converters.XGBoost import (  # type: ignore[import-untyped]
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import (
         convert_xgboost,
     )
 
@@ -229,7 +229,7 @@ def _convert_xgboost(scope: Any, operator: Any, container: Any) -> None:
 
 def _convert_lightgbm(scope: Any, operator: Any, container: Any) -> None:
     """onnxmltools' LightGBM converter, then each split threshold rounded down to float32."""
-    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import (  # type: ignore[import-untyped]
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import (
         convert_lightgbm,
     )
 

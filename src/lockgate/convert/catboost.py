@@ -54,7 +54,7 @@ class CatBoostConverter:
         self, model: object, sample: object, *, opset: int | None, progress: Progress,
         dynamic: Dynamic | None = None,
     ) -> Converted:
-        import catboost  # type: ignore[import-untyped]
+        import catboost
 
         cb: Any = model
         name = type(model).__name__

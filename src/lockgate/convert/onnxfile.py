@@ -17,6 +17,7 @@ from onnx import external_data_helper
 
 from lockgate.convert._common import first_line
 from lockgate.convert.base import Converted, Dynamic
+from lockgate.convert.dims import describe, name_dims, resolve_dynamic
 from lockgate.errors import (
     ConversionError,
     NotFoundError,
@@ -76,6 +77,7 @@ class OnnxFileConverter:
         finally:
             progress.finish("export")
         signature = signature_of(proto)
+        arrays = sample_for(signature, sample)
         details = {
             "source": source,
             "producer_name": proto.producer_name or "unknown",
@@ -83,15 +85,31 @@ class OnnxFileConverter:
             "ir_version": str(proto.ir_version),
             "opset": str(default_opset(proto)),
         }
+        if dynamic:
+            details["dynamic"] = _name_free_axes(proto, signature, arrays, dynamic)
         return Converted(
             model=proto,
             framework=self.framework,
             framework_version=onnx.__version__,
             converter=f"onnx=={onnx.__version__} (checked, shapes inferred)",
-            sample=sample_for(signature, sample),
+            sample=arrays,
             reference=None,
             details=details,
         )
+
+
+def _name_free_axes(proto: onnx.ModelProto, signature: Signature,
+                    sample: Mapping[str, np.ndarray], dynamic: Dynamic) -> str:
+    """Give the file's symbolic dims at the axes ``dynamic`` names those names (in place).
+
+    A file's graph is what it is: an axis it fixes cannot be freed here (ConversionError from
+    :func:`~lockgate.convert.dims.name_dims`); inputs ``dynamic`` leaves out keep their dims.
+    """
+    names = [spec.name for spec in signature.inputs]
+    resolved = resolve_dynamic(dynamic, names, [sample[n].shape for n in names])
+    named = [axes if name in dynamic else {} for name, axes in zip(names, resolved, strict=True)]
+    name_dims(proto, named)
+    return describe(names, named)
 
 
 def _load(path: Path) -> onnx.ModelProto:

@@ -21,7 +21,8 @@ class ParityGate(Configurable):
                 self.name,
                 GateStatus.FAIL,
                 "no parity report: the version was registered without a source model to "
-                "compare ONNX Runtime against",
+                "compare ONNX Runtime against (register an ONNX file with --reference "
+                "MODULE:FUNCTION or --expect INPUTS.npz OUTPUTS.npz to prove it)",
             )
         measured = {o.name: {"max_abs_error": o.max_abs_error, "max_rel_error": o.max_rel_error,
                              "mismatches": o.mismatches} for o in report.outputs}
@@ -37,10 +38,15 @@ class ParityGate(Configurable):
                 measured, thresholds,
             )
         worst = max(report.outputs, key=lambda o: o.max_abs_error)
+        notes = [f"{o.borderline} label(s) of {o.name} on near ties"
+                 for o in report.outputs if o.borderline]
+        if report.skipped:
+            notes.append(f"{len(report.skipped)} input(s) the source model refused skipped")
         return GateResult(
             self.name, GateStatus.PASS,
             f"{len(report.outputs)} output(s) within tolerance over {len(report.batch_sizes)} "
-            f"input(s); worst max abs error {worst.max_abs_error:.3g} ({worst.name})",
+            f"input(s); worst max abs error {worst.max_abs_error:.3g} ({worst.name})"
+            + "".join(f"; {n}" for n in notes),
             measured, thresholds,
         )
 

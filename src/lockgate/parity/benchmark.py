@@ -122,9 +122,9 @@ def _source_runners(framework: str, model: Any, compile_: bool
             jitted = jax.jit(lambda *xs: model(*xs))
             out.append(("jax.jit", lambda xs: jax.block_until_ready(  # type: ignore[no-untyped-call]
                 jitted(*xs))))
-    elif framework == "scikit-learn":
+    elif framework in ("scikit-learn", "xgboost", "lightgbm", "catboost"):
         method = getattr(model, "predict_proba", None) or model.predict
-        out.append(("scikit-learn", lambda xs: method(xs[0])))
+        out.append((framework, lambda xs: method(xs[0])))
     else:
         raise InvalidInputError(f"no source runner for framework {framework!r}",
                                 hint="compare needs the model the version was converted from")

@@ -218,9 +218,11 @@ class RemoteRegistry:
                 hint="export the model to ONNX first, or register against the database "
                      "directly (LOCKGATE_DATABASE_URL) to convert and check parity here")
         if sample_input is not None or any(options.get(k) is not None
-                                           for k in ("recipe", "opset")):
-            raise InvalidInputError("sample inputs, recipes and opset conversion need the "
-                                    "source framework; they are not sent to a server")
+                                           for k in ("recipe", "opset", "dynamic")):
+            raise InvalidInputError("sample inputs, recipes, opset conversion and dynamic "
+                                    "dimensions need the source framework; they are not sent "
+                                    "to a server",
+                                    hint="export the model with the dimensions it needs free")
         if options.get("source") is not None:
             raise InvalidInputError(
                 "source proves an ONNX file by running your code, which a server does not do",
