@@ -15,6 +15,7 @@ need it.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,6 +129,7 @@ def layout_of(sample: object, model: object) -> tuple[Layout, dict[str, np.ndarr
         return _single(INPUT, arr, "array")
     wanted = _feature_names(model)
     if wanted is not None:
+        frame = _fitted_names(frame, wanted)
         missing = [n for n in wanted if n not in frame]
         if missing:
             raise ConversionError(
@@ -366,6 +368,17 @@ def _same_rows(arrays: Mapping[str, np.ndarray]) -> None:
                               hint="give every column one value per row")
     if not next(iter(rows.values())):
         raise ConversionError("the sample has no rows", hint="pass a few rows of features")
+
+
+def _fitted_names(frame: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
+    """The frame with columns renamed to the names the model was fitted with where those are
+    the column's name with whitespace as ``_`` (LightGBM renames ``"mean radius"`` so)."""
+    spelled = {re.sub(r"\s", "_", name): name for name in frame if name not in wanted}
+    renamed = {n: spelled[n] for n in wanted if n not in frame and n in spelled}
+    if not renamed:
+        return frame
+    back = {old: new for new, old in renamed.items()}
+    return {back.get(name, name): values for name, values in frame.items()}
 
 
 def _feature_names(model: object) -> list[str] | None:
