@@ -16,7 +16,7 @@ pytest.importorskip("xgboost")
 pytest.importorskip("lightgbm")
 pytest.importorskip("catboost")
 
-import catboost  # type: ignore[import-untyped]
+import catboost
 import lightgbm
 import xgboost
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
@@ -334,6 +334,6 @@ def test_a_booster_fitted_on_a_dataframe(lg: Lockgate, make: object) -> None:
     version = lg.register(model, x.iloc[:20], name="frame")
     assert version.parity is not None
     assert all(o.passed for o in version.parity.outputs)
-    fitted = [str(n) for n in model.feature_names_in_]  # type: ignore[attr-defined]
+    fitted = [str(n) for n in model.feature_names_in_]
     assert [s.name for s in version.signature.inputs][:2] == fitted[:2]
     assert isinstance(x, pd.DataFrame)
