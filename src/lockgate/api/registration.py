@@ -191,10 +191,10 @@ class Registration:
         converted = replace(converted, model=sealing.outline(proto))  # the weights: in proto
         held: bytes | Digest  # the serialized model, or its digest once stored
         if sealing.weights_bytes(proto) <= _HOLD_BYTES:
-            held = proto.SerializeToString()
-            _check_size(len(held))
+            data = proto.SerializeToString()
+            _check_size(len(data))
             del proto
-            predictor = Predictor(held, signature=signature)
+            held, predictor = data, Predictor(data, signature=signature, spin=False)
         else:
             with tempfile.TemporaryDirectory(prefix="lockgate-register-") as tmp:
                 path = Path(tmp) / sealing.MODEL_FILE
@@ -202,7 +202,7 @@ class Registration:
                 del proto
                 _check_size(path.stat().st_size)
                 held = self._home.artifacts.put(path.read_bytes())
-                predictor = Predictor(path, signature=signature)
+                predictor = Predictor(path, signature=signature, spin=False)
         converted, report = self._parity(converted, predictor, sample_input is None, options,
                                          inputs.seeds.get("seed", 0), progress)
         environment = fingerprint.capture_environment(

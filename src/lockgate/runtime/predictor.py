@@ -41,6 +41,10 @@ class Predictor:
     ``model`` is the serialized model or the path of an ONNX file (ONNX Runtime reads the file
     itself, so the caller need not hold the bytes). ``signature``, when the caller has it already
     (read off the same model), saves parsing the whole model, weights included, a second time.
+    ``spin=False`` stops ONNX Runtime's worker threads from spinning while they wait for the
+    next run: a server wants them spinning (lower latency); a caller that alternates runs with
+    other CPU work, as the parity check does with the source framework, does not (the spinning
+    threads take the cores that work needs).
 
     ``run`` takes a mapping of input name to array and returns a dict of output name to array.
     Wrong names, dtypes or ranks raise :class:`InvalidInputError`; runtime failures
@@ -54,9 +58,13 @@ class Predictor:
         providers: Sequence[str] | None = None,
         intra_op_threads: int = 0,
         signature: Signature | None = None,
+        spin: bool = True,
     ) -> None:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if intra_op_threads:
             opts.intra_op_num_threads = intra_op_threads
         try:
