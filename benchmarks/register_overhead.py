@@ -16,9 +16,9 @@ and prints medians and each as a ratio of its baseline (1 for 2, 3 for 4).
 Then, when torch is installed, a ResNet-18 (BasicBlock x [2, 2, 2, 2], 11.7 M parameters,
 defined here: torchvision is not needed) on a [1, 3, 224, 224] input, in alternating rounds
 (bare export, register, bare export, register, ...) after one warm-up of each: the median of
-each, their ratio (median of the per-round ratios too), and where a registration's time goes,
-phase by phase (times of the internal calls, summed over a registration; a phase inside another
-is indented under it).
+each, their ratio (median of the per-round ratios too; the same in process CPU time), and
+where a registration's time goes, phase by phase (times of the internal calls, summed over a
+registration; a phase inside another is indented under it).
 
     .venv/bin/python benchmarks/register_overhead.py [--runs 10] [--rounds 5]
 """
@@ -237,19 +237,23 @@ def resnet_ratio(rounds: int) -> None:
     _instrument(phases)
     bares: list[float] = []
     regs: list[float] = []
+    bares_cpu: list[float] = []
+    regs_cpu: list[float] = []
     per_phase: list[dict[str, float]] = []
     try:
         with tempfile.TemporaryDirectory() as tmp, Lockgate.open(Path(tmp)) as lg:
             bare()  # warm-up: imports, dispatch caches, the BOM's one-time reads
             lg.register(model, x, name="warm")
             for _ in range(rounds):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 bare()
                 bares.append(time.perf_counter() - t0)
+                bares_cpu.append(time.process_time() - c0)
                 with phases.recording() as totals:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     lg.register(model, x, name="resnet18")
                     regs.append(time.perf_counter() - t0)
+                    regs_cpu.append(time.process_time() - c0)
                 per_phase.append(dict(totals))
     finally:
         phases.restore()
@@ -265,6 +269,10 @@ def resnet_ratio(rounds: int) -> None:
     print(f"{'bare torch.onnx.export(dynamo=True)':<44}{b:>10.2f}{1.0:>8.2f}")
     print(f"{'lockgate.register':<44}{r:>10.2f}{r / b:>8.2f}")
     print(f"median of the per-round ratios: {statistics.median(ratios):.2f}")
+    cpu = [r / b for r, b in zip(regs_cpu, bares_cpu, strict=True)]
+    print(f"process CPU time (all threads), median s: bare {statistics.median(bares_cpu):.2f}, "
+          f"register {statistics.median(regs_cpu):.2f}; median of the per-round ratios "
+          f"{statistics.median(cpu):.2f} (less sensitive to other processes than wall time)")
     print("where a registration's time goes (median over rounds, s):")
     accounted = 0.0
     for depth, label in phases.order:
