@@ -23,10 +23,13 @@ class Param:
     default: Any = REQUIRED
     help: str = ""
     minimum: float | None = None
+    choices: tuple[Any, ...] = ()
+    """The values it takes, when only some do."""
 
     def describe(self) -> str:
         default = "required" if self.default is REQUIRED else f"default {self.default!r}"
-        return f"{self.kind.__name__}, {default}: {self.help}"
+        among = f" (one of {list(self.choices)})" if self.choices else ""
+        return f"{self.kind.__name__}, {default}{among}: {self.help}"
 
 
 def check_value(value: Any, param: Param, where: str) -> Any:
@@ -37,6 +40,8 @@ def check_value(value: Any, param: Param, where: str) -> Any:
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
     if param.minimum is not None and value < param.minimum:
         raise ConfigError(f"{where}: must be at least {param.minimum}, got {value!r}")
+    if param.choices and value not in param.choices:
+        raise ConfigError(f"{where}: must be one of {list(param.choices)}, got {value!r}")
     return float(value) if kind is float else value
 
 

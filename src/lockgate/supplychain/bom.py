@@ -12,10 +12,15 @@ What the BOM holds:
 * ``components``: every Python distribution of the registration environment as a ``library``,
   CUDA, cuDNN and the GPU driver when the environment names them, each dataset as a ``data``
   component (:mod:`lockgate.supplychain.components`); hashes come from a lock file
-  (:mod:`lockgate.supplychain.lockfiles`).
+  (:mod:`lockgate.supplychain.lockfiles`), whose pinned packages the environment does not record
+  are listed too. Each component says what ships: CycloneDX ``scope`` ``required`` and
+  ``lockgate:closure=runtime`` for the runtime closure (ONNX Runtime, lockgate's serving
+  requirements and their dependencies, :mod:`lockgate.supplychain.closure`), ``excluded`` and
+  ``lockgate:closure=training`` for the rest of the training environment.
 * ``dependencies``: the model on its runtime (onnxruntime), framework and converter; library on
   library from installed ``Requires-Dist`` (extras left out) where both ends are in the BOM.
-* ``metadata.properties``: every other environment fact (Python, OS, CPU, git, providers, ...).
+* ``metadata.properties``: every other environment fact (Python, OS, CPU, git, providers, ...)
+  and how the runtime closure was found (``lockgate:closure:*``).
 
 The serial number and timestamp come from the version, so the same inputs give the same BOM.
 """
@@ -41,7 +46,16 @@ from cyclonedx.schema import OutputFormat, SchemaVersion
 from packaging.utils import canonicalize_name
 
 from lockgate.errors import IntegrityError, InvalidInputError, SupplyChainError
+from lockgate.supplychain.closure import (
+    RUNTIME_DISTS,
+    Closure,
+    RuntimeClosure,
+    closure_properties,
+    mark_components,
+    runtime_closure,
+)
 from lockgate.supplychain.components import (
+    GPU_PROVIDERS,
     PREFIX,
     Installed,
     dataset_component,
@@ -66,9 +80,6 @@ __all__ = ["PREFIX", "SPEC_VERSION", "build_bom", "validate_bom"]
 
 SPEC_VERSION = "1.6"
 
-_RUNTIME_DISTS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml",
-                  "onnxruntime-openvino", "onnxruntime-qnn", "onnxruntime-rocm",
-                  "onnxruntime-training")
 _FRAMEWORK_DISTS = {"pytorch": "torch", "torch": "torch", "scikit-learn": "scikit-learn",
                     "sklearn": "scikit-learn", "onnx": "onnx", "tensorflow": "tensorflow"}
 _CONVERTER_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s,;()]+)")
@@ -109,12 +120,16 @@ def build_bom(
             hint="pass the bytes the artifact store returns for this version",
         )
     env = version.environment
-    libs, matched = _libraries(env, lock_hash_types(lock_hashes or {}))
-    runtime = next((libs[n] for n in _RUNTIME_DISTS if n in libs), None)
+    hashes = lock_hash_types(lock_hashes or {})
+    libs, matched = _libraries(env, hashes)
+    runtime = next((libs[n] for n in RUNTIME_DISTS if n in libs), None)
     if runtime is not None:
         runtime.properties.update(provider_properties(env))
     natives = native_components(env)
     data = [dataset_component(d, i) for i, d in enumerate(datasets)]
+    closure = runtime_closure()
+    shipped = _mark_parts(env, libs, natives, data, closure)
+    locked = _lock_only(libs, hashes)
 
     model = _model_component(version, digest, producer)
     bom = Bom(
@@ -125,9 +140,10 @@ def build_bom(
             component=model,
             tools=ToolRepository(components=[Component(
                 type=ComponentType.APPLICATION, name="lockgate", version=_own_version())]),
-            properties=environment_properties(env),
+            properties=[*environment_properties(env),
+                        *closure_properties(closure, shipped, len(libs) + len(locked))],
         ),
-        components=[*libs.values(), *natives.values(), *data],
+        components=[*libs.values(), *locked, *natives.values(), *data],
     )
     model_deps = _model_dependencies(version, libs, runtime)
     bom.register_dependency(model, model_deps)
@@ -160,6 +176,36 @@ def _libraries(
         libs[cname] = library(name, dist_version, dist if cname in matched else None,
                               hashes.get(lock_key(cname, dist_version)) or hashes.get(cname))
     return libs, matched
+
+
+def _mark_parts(
+    env: Mapping[str, Any], libs: Mapping[str, Component], natives: Mapping[str, Component],
+    data: Sequence[Component], closure: RuntimeClosure,
+) -> int:
+    """Mark each component runtime closure or training environment; the runtime's native
+    pieces ship only when it ran on a GPU provider. Returns the runtime libraries' count."""
+    shipped = [c for n, c in libs.items() if n in closure.members]
+    mark_components(shipped, Closure.RUNTIME)
+    mark_components([c for n, c in libs.items() if n not in closure.members], Closure.TRAINING)
+    used = env.get("onnxruntime", {}).get("session_providers") \
+        if isinstance(env.get("onnxruntime"), Mapping) else None
+    gpu = isinstance(used, list) and bool(set(used) & set(GPU_PROVIDERS))
+    mark_components(natives.values(), Closure.RUNTIME if gpu else Closure.TRAINING)
+    mark_components(data, Closure.TRAINING)
+    return len(shipped)
+
+
+def _lock_only(libs: Mapping[str, Component], hashes: Mapping[str, list[HashType]]
+               ) -> list[Component]:
+    """The lock file's pinned packages the environment does not record, as training
+    environment libraries (no installed metadata: license unknown)."""
+    out = []
+    for key, values in hashes.items():
+        cname, sep, ver = key.partition("==")
+        if sep and cname not in libs:
+            out.append(library(cname, ver, None, values))
+    mark_components(out, Closure.TRAINING)
+    return out
 
 
 def _serialize(bom: Bom, *, root_has_dependencies: bool) -> dict[str, Any]:

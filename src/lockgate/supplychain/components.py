@@ -38,14 +38,15 @@ from lockgate.errors import InvalidInputError
 from lockgate.supplychain.licenses import LicenseInfo, license_of
 from lockgate.supplychain.lockfiles import canonical_version, lock_key, normalize_hash
 
-__all__ = ["PREFIX", "Installed", "dataset_component", "environment_properties", "hash_type",
-           "installed_dists", "library", "lock_hash_types", "native_components",
+__all__ = ["GPU_PROVIDERS", "PREFIX", "Installed", "dataset_component", "environment_properties",
+           "hash_type", "installed_dists", "library", "lock_hash_types", "native_components",
            "native_dependencies", "packages_of", "provider_properties", "same_version"]
 
 PREFIX = "lockgate:"
 """Namespace of every property lockgate writes."""
 
-_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+"""Execution providers that make the runtime depend on CUDA, cuDNN and the driver."""
 _HASH_ALGS = {"md5": HashAlgorithm.MD5, "sha1": HashAlgorithm.SHA_1,
               "sha256": HashAlgorithm.SHA_256, "sha384": HashAlgorithm.SHA_384,
               "sha512": HashAlgorithm.SHA_512}
@@ -68,6 +69,9 @@ class Installed:
     version: str
     license: LicenseInfo
     requires: tuple[str, ...]
+    """Canonical names it requires, extras-only requirements left out."""
+    requirements: tuple[str, ...] = ()
+    """Its ``Requires-Dist`` lines as written, markers and extras included."""
 
 
 def installed_dists() -> Mapping[str, Installed]:
@@ -94,7 +98,8 @@ def _installed_for(state: tuple[tuple[str, int], ...]) -> Mapping[str, Installed
         name = dist.metadata["Name"] if dist.metadata else None
         if name and canonicalize_name(str(name)) not in found:
             found[canonicalize_name(str(name))] = Installed(
-                str(dist.version), license_of(dist), tuple(_requirements(dist)))
+                str(dist.version), license_of(dist), tuple(_requirements(dist)),
+                tuple(dist.requires or ()))
     return MappingProxyType(found)
 
 
@@ -136,6 +141,7 @@ def _license_properties(info: LicenseInfo | None) -> list[Property]:
     props = [Property(name=f"{PREFIX}license:source", value=info.source.value)]
     if info.problem:
         props.append(Property(name=f"{PREFIX}license:problem", value=info.problem))
+    props += [Property(name=f"{PREFIX}license:evidence", value=e) for e in info.evidence]
     return props
 
 
@@ -224,7 +230,7 @@ def native_dependencies(
     if torch is not None:
         bom.register_dependency(torch, [c for c in (cuda, cudnn) if c is not None])
     used = _section(env, "onnxruntime").get("session_providers")
-    if runtime is not None and isinstance(used, list) and set(used) & set(_GPU_PROVIDERS):
+    if runtime is not None and isinstance(used, list) and set(used) & set(GPU_PROVIDERS):
         bom.register_dependency(runtime, [c for c in (cuda, cudnn, driver) if c is not None])
 
 
