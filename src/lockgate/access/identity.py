@@ -10,6 +10,11 @@ through grants, for the models matching a pattern (``fraud-*``).
 A token is ``lgt_<id>_<secret>``: 48 random bytes of secret, shown once; the store keeps its id
 and the SHA-256 of the secret (a fast hash is enough for a 256-bit random secret; it cannot be
 guessed, only stolen). Tokens never reach logs, audit payloads or error messages.
+
+How a principal was identified travels with it (:class:`IdentifiedBy`): ``token`` for the user
+of a valid API token, ``local`` for the OS user or ``LOCKGATE_USER`` of a local home, which
+nothing proves. Approvals, rejections and waivers record it; the approval gate counts only
+token-identified approvers where ``[roles]`` are configured.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from fnmatch import fnmatchcase
 
 from lockgate.audit import AuditEvent, EventType, now
@@ -30,6 +36,7 @@ from lockgate.types import validate_name
 
 __all__ = [
     "ROLES",
+    "IdentifiedBy",
     "Principal",
     "add_user",
     "authenticate",
@@ -44,13 +51,24 @@ _TOKEN = re.compile(r"lgt_([0-9a-f]{12})_([A-Za-z0-9_-]{43,128})")
 _MAX_DAYS = 3650
 
 
+class IdentifiedBy(StrEnum):
+    """How the actor of a request or decision was identified."""
+
+    TOKEN = "token"
+    """The user of a valid API token, checked by the registry server."""
+    LOCAL = "local"
+    """The OS user or ``LOCKGATE_USER`` of a local home (or a server without tokens): claimed,
+    not proven."""
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts as, and what they may do."""
+    """Who a request acts as, what they may do, and how that was established."""
 
     name: str
     roles: frozenset[str]
     grants: tuple[tuple[str, str], ...] = ()
+    identified_by: IdentifiedBy = IdentifiedBy.LOCAL
 
     def can(self, role: str, model: str | None = None) -> bool:
         """Whether the principal holds ``role`` (for ``model``, when the action is on one)."""
@@ -160,7 +178,7 @@ def authenticate(meta: MetadataStore, token: str | None) -> Principal:
     principal = principal_of(meta, row.user)
     if principal is None:
         raise AuthenticationError(f"the user of token {row.id} is disabled or gone")
-    return principal
+    return replace(principal, identified_by=IdentifiedBy.TOKEN)
 
 
 def principal_of(meta: MetadataStore, name: str) -> Principal | None:

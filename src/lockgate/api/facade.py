@@ -29,7 +29,7 @@ from typing import Any, Unpack
 
 from starlette.applications import Starlette
 
-from lockgate.access.identity import Principal
+from lockgate.access.identity import IdentifiedBy, Principal
 from lockgate.api.access import Access
 from lockgate.api.files import VersionFiles
 from lockgate.api.home import Home
@@ -220,20 +220,26 @@ class Lockgate:
                                           on_result=on_result)
 
     def approve(self, ref: str | ModelRef, stage: str, *, comment: str = "",
-                actor: str | None = None) -> Decision:
-        """Approve the version for ``stage`` (approver role, not its registrant)."""
-        return self.promotion.approve(ref, stage, comment=comment, actor=actor)
+                actor: str | None = None,
+                identified_by: IdentifiedBy = IdentifiedBy.LOCAL) -> Decision:
+        """Approve the version for ``stage`` (approver role, not its registrant);
+        ``identified_by`` records how the actor was established."""
+        return self.promotion.approve(ref, stage, comment=comment, actor=actor,
+                                      identified_by=identified_by)
 
     def reject(self, ref: str | ModelRef, stage: str, *, comment: str,
-               actor: str | None = None) -> Decision:
+               actor: str | None = None,
+               identified_by: IdentifiedBy = IdentifiedBy.LOCAL) -> Decision:
         """Reject the version for ``stage``, saying why."""
-        return self.promotion.reject(ref, stage, comment=comment, actor=actor)
+        return self.promotion.reject(ref, stage, comment=comment, actor=actor,
+                                     identified_by=identified_by)
 
     def waive(self, ref: str | ModelRef, stage: str, gate: str, *, reason: str,
-              expires: date, actor: str | None = None) -> Decision:
+              expires: date, actor: str | None = None,
+              identified_by: IdentifiedBy = IdentifiedBy.LOCAL) -> Decision:
         """Waive ``gate`` for the version's promotion to ``stage`` until ``expires``."""
         return self.promotion.waive(ref, stage, gate, reason=reason, expires=expires,
-                                    actor=actor)
+                                    actor=actor, identified_by=identified_by)
 
     def record_reproduction(self, v: Version, detail: Mapping[str, Any],
                             *, actor: str | None = None) -> Decision:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+from lockgate.access.identity import IdentifiedBy
 from lockgate.api.access import Access
 from lockgate.api.files import VersionFiles
 from lockgate.api.gate_evidence import VersionEvidence
@@ -88,21 +89,27 @@ class Promotion:
 
     # -- decisions by people -----------------------------------------------------------------
     def approve(self, ref: str | ModelRef, stage: str, *, comment: str = "",
-                actor: str | None = None) -> Decision:
+                actor: str | None = None,
+                identified_by: IdentifiedBy = IdentifiedBy.LOCAL) -> Decision:
         """Approve the version for ``stage``: the actor needs the approver role and must not
-        be its registrant (separation of duties)."""
-        return self._decide("approval", ref, stage, comment=comment, actor=actor)
+        be its registrant (separation of duties). ``identified_by`` says how the actor was
+        established (the registry server passes ``token`` for a token's user)."""
+        return self._decide("approval", ref, stage, comment=comment, actor=actor,
+                            identified_by=identified_by)
 
     def reject(self, ref: str | ModelRef, stage: str, *, comment: str,
-               actor: str | None = None) -> Decision:
+               actor: str | None = None,
+               identified_by: IdentifiedBy = IdentifiedBy.LOCAL) -> Decision:
         """Reject the version for ``stage``; it blocks the approval gate until the same
         approver approves again."""
         if not comment.strip():
             raise InvalidInputError("a rejection needs a comment saying why")
-        return self._decide("rejection", ref, stage, comment=comment, actor=actor)
+        return self._decide("rejection", ref, stage, comment=comment, actor=actor,
+                            identified_by=identified_by)
 
     def waive(self, ref: str | ModelRef, stage: str, gate: str, *, reason: str,
-              expires: date, actor: str | None = None) -> Decision:
+              expires: date, actor: str | None = None,
+              identified_by: IdentifiedBy = IdentifiedBy.LOCAL) -> Decision:
         """Waive ``gate`` for the version's promotion to ``stage`` until ``expires``: the
         gate still runs, and its failure is shown as waived, with who, why and until when."""
         if gate not in GATES:
@@ -116,21 +123,25 @@ class Promotion:
             raise InvalidInputError("a waiver may last a year at most",
                                     hint="waivers are exceptions; fix the cause instead")
         return self._decide("waiver", ref, stage, comment=reason, actor=actor, gate=gate,
-                            expires=expires.isoformat())
+                            expires=expires.isoformat(), identified_by=identified_by)
 
     def _decide(self, kind: str, ref: str | ModelRef, stage: str, *, comment: str,
-                actor: str | None, gate: str = "", expires: str | None = None) -> Decision:
+                actor: str | None, gate: str = "", expires: str | None = None,
+                identified_by: IdentifiedBy = IdentifiedBy.LOCAL) -> Decision:
         v = self._lookup.get(ref)
         who = self._home.actor(actor)
         if stage not in self._home.settings.stages:
             raise InvalidInputError(f"unknown stage {stage!r}",
                                     hint=f"stages: {list(self._home.settings.stages)}")
         self._check_decider(kind, v, stage, who, gate)
+        how = IdentifiedBy(identified_by).value
         decision = Decision(kind=kind, name=v.name, number=v.number, stage=stage, actor=who,
-                            created_at=now(), comment=comment, gate=gate, expires=expires)
+                            created_at=now(), comment=comment, gate=gate, expires=expires,
+                            detail={"identified_by": how})
         self._home.meta.apply(Change(decisions=[decision], events=[AuditEvent(
             _DECISION_EVENTS[kind], who, v.name, v.number,
-            {"stage": stage, "comment": comment, "gate": gate, "expires": expires})]))
+            {"stage": stage, "comment": comment, "gate": gate, "expires": expires,
+             "identified_by": how})]))
         return decision
 
     def _check_decider(self, kind: str, v: Version, stage: str, who: str, gate: str) -> None:

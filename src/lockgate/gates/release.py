@@ -2,53 +2,85 @@
 
 from __future__ import annotations
 
+from lockgate.access.identity import IdentifiedBy
 from lockgate.errors import Error
 from lockgate.gates.base import Configurable, GateContext
 from lockgate.gates.params import Param
-from lockgate.types import GateResult, GateStatus
+from lockgate.types import Decision, GateResult, GateStatus
 
 __all__ = ["ApprovalGate", "RollbackReadyGate", "ShadowDivergenceGate"]
 
 
 class ApprovalGate(Configurable):
     """``required`` approvals for the target stage from users holding ``role`` who did not
-    register the version; any standing rejection blocks. Each user's latest word counts."""
+    register the version; any standing rejection blocks. Each user's latest word counts.
+
+    Where ``[roles]`` are configured, an approval counts only when its actor was identified by
+    an API token (given through the registry server): the OS user or ``LOCKGATE_USER`` of a
+    local home is a claim anyone can make. ``allow_local_identity = true`` counts those too,
+    and the result says so. Rejections block whoever made them."""
 
     name = "approval"
     PARAMS = {"required": Param(int, 1, "approvals needed", 1),
-              "role": Param(str, "approver", "role an approver must hold")}
+              "role": Param(str, "approver", "role an approver must hold"),
+              "allow_local_identity": Param(
+                  bool, False, "count approvals by local users (OS user or LOCKGATE_USER), "
+                               "not only by API token users, where [roles] are configured")}
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         if ctx.evidence is None:
             return GateResult(self.name, GateStatus.ERROR, "no evidence store")
         role, required = str(self.params["role"]), int(self.params["required"])
-        latest: dict[str, str] = {}
-        comments: dict[str, str] = {}
+        allow_local = bool(self.params["allow_local_identity"]) or not ctx.settings.roles
+        latest: dict[str, Decision] = {}
         for d in ctx.evidence.decisions():
             if d.kind in ("approval", "rejection") and d.stage == ctx.to_stage:
-                latest[d.actor] = d.kind
-                comments[d.actor] = d.comment
+                latest[d.actor] = d
         creator = ctx.version.creator
-        counted = sorted(u for u, k in latest.items() if k == "approval"
-                         and u != creator and ctx.settings.has_role(u, role))
-        rejected = sorted(u for u, k in latest.items() if k == "rejection"
+        approvals = sorted(u for u, d in latest.items() if d.kind == "approval"
+                           and u != creator and ctx.settings.has_role(u, role))
+        counted = [u for u in approvals
+                   if allow_local or identified_by(latest[u]) == IdentifiedBy.TOKEN]
+        unproven = [u for u in approvals if u not in counted]
+        rejected = sorted(u for u, d in latest.items() if d.kind == "rejection"
                           and ctx.settings.has_role(u, role))
-        measured = {"approved_by": counted, "rejected_by": rejected,
-                    "registrant": creator}
-        thresholds = {"required": required, "role": role}
+        measured = {"approved_by": counted, "rejected_by": rejected, "registrant": creator,
+                    "identified_by": {u: identified_by(latest[u]) for u in approvals + rejected},
+                    "not_counted_local": unproven}
+        thresholds = {"required": required, "role": role,
+                      "allow_local_identity": bool(self.params["allow_local_identity"])}
         if rejected:
-            return GateResult(self.name, GateStatus.FAIL,
-                              "rejected by " + "; ".join(f"{u} ({comments[u]})" for u in rejected),
-                              measured, thresholds)
+            return GateResult(self.name, GateStatus.FAIL, "rejected by " + "; ".join(
+                f"{u} ({latest[u].comment})" for u in rejected), measured, thresholds)
         if len(counted) < required:
-            return GateResult(
-                self.name, GateStatus.FAIL,
-                f"{len(counted)} of {required} approval(s) for {ctx.to_stage} from users with "
-                f"role {role!r} other than the registrant {creator!r}; ask one to run "
-                f"`lockgate approve {ctx.version.name}@{ctx.version.number} --stage "
-                f"{ctx.to_stage}`", measured, thresholds)
-        return GateResult(self.name, GateStatus.PASS, "approved by " + ", ".join(counted),
-                          measured, thresholds)
+            ref = f"{ctx.version.name}@{ctx.version.number}"
+            message = (f"{len(counted)} of {required} approval(s) for {ctx.to_stage} from users "
+                       f"with role {role!r} other than the registrant {creator!r}")
+            if unproven:
+                message += (f"; not counted: {', '.join(unproven)} approved as a local user "
+                            "(OS user or LOCKGATE_USER), which proves no identity: approve "
+                            f"through the registry server with an API token (`lockgate approve "
+                            f"{ref} --stage {ctx.to_stage} --server URL`, token in "
+                            "$LOCKGATE_TOKEN), or set [gate.approval] allow_local_identity = "
+                            "true in the policy")
+            else:
+                message += (f"; ask one to run `lockgate approve {ref} --stage {ctx.to_stage}`"
+                            + ("" if allow_local else " through the registry server (--server "
+                                                      "URL, with their API token)"))
+            return GateResult(self.name, GateStatus.FAIL, message, measured, thresholds)
+        message = "approved by " + ", ".join(
+            f"{u} ({identified_by(latest[u])})" for u in counted)
+        if bool(self.params["allow_local_identity"]) and ctx.settings.roles and any(
+                identified_by(latest[u]) != IdentifiedBy.TOKEN for u in counted):
+            message += "; local identities counted ([gate.approval] allow_local_identity = true)"
+        return GateResult(self.name, GateStatus.PASS, message, measured, thresholds)
+
+
+def identified_by(d: Decision) -> str:
+    """How the actor of ``d`` was identified; ``local`` for decisions recorded before this was
+    kept (nothing proved them)."""
+    how = d.detail.get("identified_by")
+    return str(how) if how in set(IdentifiedBy) else IdentifiedBy.LOCAL.value
 
 
 class RollbackReadyGate(Configurable):

@@ -114,12 +114,12 @@ def gates(c: Call) -> dict[str, Any]:
 
 def approve(c: Call) -> dict[str, Any]:
     return c.lg.approve(c.ref(), str(c.body["stage"]), comment=str(c.body.get("comment", "")),
-                        actor=c.actor).to_dict()
+                        actor=c.actor, identified_by=c.principal.identified_by).to_dict()
 
 
 def reject(c: Call) -> dict[str, Any]:
     return c.lg.reject(c.ref(), str(c.body["stage"]), comment=str(c.body["comment"]),
-                       actor=c.actor).to_dict()
+                       actor=c.actor, identified_by=c.principal.identified_by).to_dict()
 
 
 def waive(c: Call) -> dict[str, Any]:
@@ -128,7 +128,8 @@ def waive(c: Call) -> dict[str, Any]:
     except ValueError:
         raise InvalidInputError(f"expires {c.body['expires']!r} is not a date") from None
     return c.lg.waive(c.ref(), str(c.body["stage"]), str(c.body["gate"]),
-                      reason=str(c.body["reason"]), expires=until, actor=c.actor).to_dict()
+                      reason=str(c.body["reason"]), expires=until, actor=c.actor,
+                      identified_by=c.principal.identified_by).to_dict()
 
 
 def evidence(c: Call) -> Response:
