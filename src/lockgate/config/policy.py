@@ -14,12 +14,12 @@ from typing import Any
 from lockgate.config.frameworks import check_framework_config
 from lockgate.config.kinds import Found, Kind
 from lockgate.config.monitor import check_monitor_config
-from lockgate.config.spdx import license_lists
-from lockgate.config.values import GateSpec, Settings, VulnAllow
+from lockgate.config.spdx import license_lists, parse_expression
+from lockgate.config.values import GateSpec, LicenseDecision, Settings, VulnAllow
 from lockgate.errors import ConfigError, InvalidInputError
 
-__all__ = ["FRAMEWORK_TABLE", "GATES", "GATE_PARAMS", "LICENSE_IDS", "MONITOR", "ROLES",
-           "VULN_ALLOW", "check_licenses"]
+__all__ = ["FRAMEWORK_TABLE", "GATES", "GATE_PARAMS", "LICENSE_DECISIONS", "LICENSE_IDS",
+           "MONITOR", "ROLES", "VULN_ALLOW", "check_licenses"]
 
 
 def _gate_entry(entry: Any, where: str) -> GateSpec:
@@ -82,6 +82,75 @@ def _allow_entry(item: Any, index: int) -> VulnAllow:
     return VulnAllow(str(item["id"]), expires, str(item["reason"]))
 
 
+def _date(value: Any, key: str) -> date:
+    if isinstance(value, str):
+        try:
+            value = date.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"{key}: not a date: {value!r}",
+                              hint="write the date as YYYY-MM-DD") from None
+    if not isinstance(value, date):
+        raise ConfigError(f"{key}: not a date: {value!r}", hint="write the date as YYYY-MM-DD")
+    return value
+
+
+_DECISION_KEYS = frozenset({"package", "license", "accept", "reason", "expires", "by"})
+_DECISION_HINT = ("write { package = \"name\", license = \"SPDX expression\" or accept = true, "
+                  "reason = \"why\", expires = YYYY-MM-DD, by = \"who\" }")
+
+
+def _decision(item: Any, index: int) -> LicenseDecision:
+    key = f"licenses.decisions[{index}]"
+    if not isinstance(item, dict):
+        raise ConfigError(f"{key}: expected a table", hint=_DECISION_HINT)
+    unknown = sorted(set(item) - _DECISION_KEYS)
+    if unknown:
+        raise ConfigError(f"{key}: unknown keys {unknown}", hint=_DECISION_HINT)
+    package = item.get("package")
+    if not isinstance(package, str) or not package.strip():
+        raise ConfigError(f"{key}.package: name the distribution the decision is about",
+                          hint=_DECISION_HINT)
+    reason = item.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ConfigError(f"{key}.reason: say why the decision about {package!r} was taken",
+                          hint=_DECISION_HINT)
+    license_text, accept = item.get("license"), item.get("accept", False)
+    if not isinstance(accept, bool):
+        raise ConfigError(f"{key}.accept: expected true or false", hint=_DECISION_HINT)
+    if (license_text is None) == (not accept):
+        raise ConfigError(f"{key}: give either license = \"SPDX expression\" or accept = true",
+                          hint=_DECISION_HINT)
+    if license_text is not None:
+        if not isinstance(license_text, str):
+            raise ConfigError(f"{key}.license: expected an SPDX expression", hint=_DECISION_HINT)
+        try:
+            license_text = str(parse_expression(license_text.strip()).render())
+        except InvalidInputError as exc:
+            raise ConfigError(f"{key}.license: {exc.message}",
+                              hint="use SPDX ids such as MIT or LGPL-3.0-only") from None
+    by = item.get("by", "")
+    if not isinstance(by, str):
+        raise ConfigError(f"{key}.by: expected the name of who decided", hint=_DECISION_HINT)
+    expires = _date(item["expires"], f"{key}.expires") if "expires" in item else None
+    return LicenseDecision(package.strip(), reason.strip(), license_text, accept, expires,
+                           by.strip())
+
+
+def _license_decisions(value: Any, at: Found) -> tuple[LicenseDecision, ...]:
+    from packaging.utils import canonicalize_name
+
+    if not isinstance(value, list):
+        raise ConfigError(f"{at.key}: expected a list of tables ([[licenses.decisions]])",
+                          hint=_DECISION_HINT)
+    decisions = tuple(_decision(x, i) for i, x in enumerate(value))
+    names = [canonicalize_name(d.package) for d in decisions]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"{at.key}: more than one decision for {twice}",
+                          hint="keep one decision per distribution")
+    return decisions
+
+
 def _vuln_allow(value: Any, at: Found) -> tuple[VulnAllow, ...]:
     if not isinstance(value, list):
         raise ConfigError(f"{at.key}: expected a list of tables")
@@ -107,6 +176,8 @@ GATE_PARAMS = Kind("[gate.<name>] tables of parameters", _gate_params)
 ROLES = Kind("table of role = [users]", _roles)
 VULN_ALLOW = Kind("list of { id, expires, reason } tables", _vuln_allow)
 LICENSE_IDS = Kind("list of SPDX license ids", _license_ids)
+LICENSE_DECISIONS = Kind("list of { package, license or accept, reason, expires, by } tables",
+                         _license_decisions)
 MONITOR = Kind("[monitor] tables", lambda table, at: check_monitor_config(table, str(at.path)))
 FRAMEWORK_TABLE = Kind("table of framework = \"range\"",
                        lambda table, at: check_framework_config(table, str(at.path)))

@@ -41,6 +41,7 @@ from lockgate.config.policy import (
     FRAMEWORK_TABLE,
     GATE_PARAMS,
     GATES,
+    LICENSE_DECISIONS,
     LICENSE_IDS,
     MONITOR,
     ROLES,
@@ -152,6 +153,9 @@ SETTINGS: tuple[Setting, ...] = (
             "SPDX license ids the licenses gate allows.", policy=True),
     Setting("license_deny", "licenses.deny", "-", LICENSE_IDS, "(network copyleft ids)",
             "SPDX license ids the licenses gate refuses.", check_licenses, policy=True),
+    Setting("license_decisions", "licenses.decisions", "-", LICENSE_DECISIONS, "[]",
+            "Per-package license decisions: the license a distribution is under, or accept = "
+            "true, each with a reason, and optionally expires and by.", policy=True),
     Setting("environment_drift", "serve.environment_drift", "LOCKGATE_ENVIRONMENT_DRIFT", TEXT,
             "warn", "What serving does when ONNX Runtime, providers or CUDA/cuDNN differ from "
             "the registered environment: warn or refuse.",

@@ -20,6 +20,7 @@ __all__ = [
     "SEED_POLICY",
     "SEVERITIES",
     "GateSpec",
+    "LicenseDecision",
     "Settings",
     "VulnAllow",
     "default_gates",
@@ -37,6 +38,20 @@ class VulnAllow:
     id: str
     expires: date
     reason: str
+
+
+@dataclass(frozen=True)
+class LicenseDecision:
+    """A per-package license decision of the policy: the license it is under (``license``, an
+    SPDX expression the metadata does not say) or accepted as it is (``accept``), why, until
+    when (None: no end), and who decided."""
+
+    package: str
+    reason: str
+    license: str | None = None
+    accept: bool = False
+    expires: date | None = None
+    by: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,7 @@ class Settings:
     vuln_allow: tuple[VulnAllow, ...] = ()
     license_allow: frozenset[str] | None = None
     license_deny: frozenset[str] | None = None
+    license_decisions: tuple[LicenseDecision, ...] = ()
     environment_drift: str = "warn"
     notify_command: tuple[str, ...] = ()
     capture_window: int = 5000

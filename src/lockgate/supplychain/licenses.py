@@ -14,6 +14,15 @@ Reading order for one distribution (the first that says something wins):
    ``3-Clause BSD License``, ``PSFL``) or a full license text recognised by its wording (the
    license whose wording comes first wins, so bundled third-party notices further down do not).
    Texts of the GNU licenses cannot say "only" or "or later"; they are read as ``-only``.
+4. When the classifiers name only a family (``BSD License``) that the ``License`` field does not
+   narrow, or no field says anything usable: the license files the distribution ships
+   (``License-File`` entries, ``.dist-info/licenses/``, ``LICENSE*``/``COPYING*`` in the
+   ``.dist-info`` folder), matched by :mod:`lockgate.supplychain.license_texts`. Every license a
+   file holds counts (joined with ``AND``); the family the classifiers name must be among them.
+
+Each :class:`LicenseInfo` lists the evidence it was read from (field and value, or file and the
+ids it matched). Per-package decisions of the policy (:mod:`lockgate.supplychain.license_decisions`)
+are applied over the findings.
 
 Everything is normalised with ``license-expression``'s SPDX licensing (``mit`` is ``MIT``,
 ``GPL-2.0+`` is ``GPL-2.0-or-later``); ``LicenseRef-*`` ids are kept as written.
@@ -32,6 +41,7 @@ model is shipped, which a person decides.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import importlib.metadata
@@ -48,9 +58,16 @@ from lockgate.config.spdx import license_lists
 from lockgate.config.spdx import licensing as _licensing
 from lockgate.config.spdx import parse_expression as _parse
 from lockgate.errors import InvalidInputError
+from lockgate.supplychain.license_texts import (
+    LicenseFile,
+    first_license,
+    license_files,
+    without_implied,
+)
 
 __all__ = [
     "DEFAULT_LICENSE_POLICY",
+    "EVIDENCE_PROPERTY",
     "LicenseFinding",
     "LicenseInfo",
     "LicenseOutcome",
@@ -72,6 +89,8 @@ class LicenseSource(enum.StrEnum):
     EXPRESSION = "expression"
     CLASSIFIER = "classifier"
     LICENSE_FIELD = "license-field"
+    LICENSE_FILE = "license-file"
+    DECISION = "decision"
     NONE = "none"
 
 
@@ -84,7 +103,9 @@ class LicenseOutcome(enum.StrEnum):
 @dataclass(frozen=True)
 class LicenseInfo:
     """What one distribution declares. ``expression`` is a normalised SPDX expression, or None
-    with ``problem`` saying why; ``declared`` is what the metadata said (shortened)."""
+    with ``problem`` saying why; ``declared`` is what the metadata said (shortened);
+    ``evidence`` what was read (``Classifier: BSD License``, ``license file LICENSE:
+    BSD-3-Clause``)."""
 
     name: str
     version: str
@@ -92,10 +113,12 @@ class LicenseInfo:
     source: LicenseSource
     declared: str = ""
     problem: str | None = None
+    evidence: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "expression": self.expression,
-                "source": self.source.value, "declared": self.declared, "problem": self.problem}
+                "source": self.source.value, "declared": self.declared, "problem": self.problem,
+                "evidence": list(self.evidence)}
 
 
 @dataclass(frozen=True)
@@ -129,12 +152,17 @@ class LicensePolicy:
 
 @dataclass(frozen=True)
 class LicenseFinding:
+    """The outcome for one distribution; ``decision`` says which policy decision was applied
+    (or why one was not)."""
+
     info: LicenseInfo
     outcome: LicenseOutcome
     reason: str
+    decision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.info.to_dict(), "outcome": self.outcome.value, "reason": self.reason}
+        return {**self.info.to_dict(), "outcome": self.outcome.value, "reason": self.reason,
+                "decision": self.decision}
 
 
 # -- SPDX --------------------------------------------------------------------------------------
@@ -221,7 +249,7 @@ _CLASSIFIERS = {
 _FAMILIES: dict[str, tuple[str, ...]] = {
     "Academic Free License (AFL)": ("AFL-",),
     "Artistic License": ("Artistic-",),
-    "BSD License": ("BSD-", "0BSD"),
+    "BSD License": ("BSD-", "0BSD", "ISC"),
     "Eiffel Forum License": ("EFL-",),
     "GNU Free Documentation License (FDL)": ("GFDL-",),
     "GNU General Public License (GPL)": ("GPL-",),
@@ -260,31 +288,6 @@ _ALIASES = {
 _NOTHING = frozenset({"", "unknown", "none", "n/a", "na", "-", "license", "see license",
                       "see license file", "license.txt", "see license.txt", "license file"})
 
-_TEXTS: tuple[tuple[str, str, str], ...] = (
-    # (phrase that starts the recognition, phrase that must follow soon after, SPDX id)
-    ("gnu affero general public license", "version 3", "AGPL-3.0-only"),
-    ("gnu lesser general public license", "version 3", "LGPL-3.0-only"),
-    ("gnu lesser general public license", "version 2.1", "LGPL-2.1-only"),
-    ("gnu library general public license", "version 2", "LGPL-2.0-only"),
-    ("gnu general public license", "version 3", "GPL-3.0-only"),
-    ("gnu general public license", "version 2", "GPL-2.0-only"),
-    ("mozilla public license", "2.0", "MPL-2.0"),
-    ("apache license", "version 2.0", "Apache-2.0"),
-    ("boost software license", "version 1.0", "BSL-1.0"),
-    ("this is free and unencumbered software released into the public domain", "", "Unlicense"),
-    ("python software foundation license version 2", "", "PSF-2.0"),
-    ("permission is hereby granted, free of charge, to any person obtaining a copy",
-     "shall be included in all copies or substantial portions", "MIT"),
-    ("permission to use, copy, modify, and/or distribute this software for any purpose with or "
-     "without fee is hereby granted", "provided that the above copyright notice", "ISC"),
-    ("permission to use, copy, modify, and/or distribute this software for any purpose with or "
-     "without fee is hereby granted", "", "0BSD"),
-    ("altered source versions must be plainly marked as such", "", "Zlib"),
-)
-_BSD = "redistribution and use in source and binary forms"
-_NEAR = 2000  # characters within which the confirming phrase must follow
-
-
 def _field(dist: importlib.metadata.Distribution, key: str) -> list[str]:
     try:
         meta = dist.metadata
@@ -311,26 +314,63 @@ def license_of(dist: importlib.metadata.Distribution) -> LicenseInfo:
     version = next(iter(_field(dist, "Version")), "")
     expression = next(iter(_field(dist, "License-Expression")), "").strip()
     if expression:
+        evidence = (f"License-Expression: {_short(expression, 120)}",)
         try:
             return LicenseInfo(name, version, normalize_expression(expression),
-                               LicenseSource.EXPRESSION, _short(expression))
+                               LicenseSource.EXPRESSION, _short(expression), None, evidence)
         except InvalidInputError as exc:
             return LicenseInfo(name, version, None, LicenseSource.EXPRESSION, _short(expression),
-                               f"License-Expression: {exc.message}")
+                               f"License-Expression: {exc.message}", evidence)
     field_text = _unfold(next(iter(_field(dist, "License")), ""))
+    has_field = field_text.casefold() not in _NOTHING
     classifiers = [c for c in _field(dist, "Classifier")
                    if c.replace(" ", "").startswith("License::")]
+    seen = [f"Classifier: {c.split('::', 1)[-1].strip()}" for c in classifiers]
+    seen += [f"License: {_short(field_text, 120)}"] if has_field else []
+    ids: list[str] = []
+    families: list[str] = []
     if classifiers:
-        expr, problem = _from_classifiers(classifiers, field_text)
-        declared = "; ".join(c.split("::", 1)[-1].strip() for c in classifiers)
-        return LicenseInfo(name, version, expr, LicenseSource.CLASSIFIER, _short(declared),
-                           problem)
-    if field_text.casefold() not in _NOTHING:
+        declared = _short("; ".join(c.split("::", 1)[-1].strip() for c in classifiers))
+        expr, problem, ids, families = _from_classifiers(classifiers, field_text)
+        if expr is not None or not families:
+            return LicenseInfo(name, version, expr, LicenseSource.CLASSIFIER, declared, problem,
+                               tuple(seen))
+    elif has_field:
+        declared = _short(field_text)
         expr, problem = _from_text(field_text)
-        return LicenseInfo(name, version, expr, LicenseSource.LICENSE_FIELD, _short(field_text),
-                           problem)
-    return LicenseInfo(name, version, None, LicenseSource.NONE, "",
-                       "no License-Expression, license classifier or License field")
+        if expr is not None:
+            return LicenseInfo(name, version, expr, LicenseSource.LICENSE_FIELD, declared, None,
+                               tuple(seen))
+    else:
+        declared = ""
+        problem = "no License-Expression, license classifier or License field"
+    files = license_files(dist)
+    seen += [f"license file {f.path}: {' AND '.join(f.ids) or 'not recognised'}" for f in files]
+    expr, file_problem = _from_files(files, ids, families)
+    if expr is not None:
+        return LicenseInfo(name, version, expr, LicenseSource.LICENSE_FILE, declared, None,
+                           tuple(seen))
+    source = (LicenseSource.CLASSIFIER if classifiers
+              else LicenseSource.LICENSE_FIELD if has_field else LicenseSource.NONE)
+    return LicenseInfo(name, version, None, source, declared, f"{problem}; {file_problem}",
+                       tuple(seen))
+
+
+def _from_files(files: Sequence[LicenseFile], ids: Sequence[str], families: Sequence[str]
+                ) -> tuple[str | None, str]:
+    """The expression the license files give, with the classifiers' ids; the families the
+    classifiers name must be among the files' licenses. None and why not otherwise."""
+    if not files:
+        return None, "the distribution ships no license file"
+    found = without_implied(list(dict.fromkeys(i for f in files for i in f.ids)))
+    if not found:
+        return None, ("its license files (" + ", ".join(f.path for f in files)
+                      + ") hold no license text that was recognised")
+    for family in families:
+        if not any(i.startswith(_FAMILIES[family]) for i in found):
+            return None, (f"its license files hold {' AND '.join(found)}, which classifier "
+                          f"{family!r} does not name")
+    return normalize_expression(" AND ".join(dict.fromkeys([*ids, *found]))), ""
 
 
 def info_from_bom(component: Mapping[str, Any]) -> LicenseInfo:
@@ -345,6 +385,19 @@ def info_from_bom(component: Mapping[str, Any]) -> LicenseInfo:
     except ValueError:
         source = LicenseSource.NONE
     problem = props.get("lockgate:license:problem") or None
+    info = _bom_license(component, name, version, source, problem)
+    evidence = tuple(str(p.get("value", "")) for p in component.get("properties", [])
+                     if isinstance(p, Mapping) and p.get("name") == EVIDENCE_PROPERTY)
+    return dataclasses.replace(info, evidence=evidence) if evidence else info
+
+
+EVIDENCE_PROPERTY = "lockgate:license:evidence"
+"""The BOM property (one per item) that records the evidence a library's license was read
+from."""
+
+
+def _bom_license(component: Mapping[str, Any], name: str, version: str, source: LicenseSource,
+                 problem: str | None) -> LicenseInfo:
     for entry in component.get("licenses", []):
         if not isinstance(entry, Mapping):
             continue
@@ -367,7 +420,10 @@ def info_from_bom(component: Mapping[str, Any]) -> LicenseInfo:
                        problem or "the BOM records no license")
 
 
-def _from_classifiers(classifiers: Sequence[str], field_text: str) -> tuple[str | None, str | None]:
+def _from_classifiers(classifiers: Sequence[str], field_text: str
+                      ) -> tuple[str | None, str | None, list[str], list[str]]:
+    """The expression, or None and why not; then the classifiers' SPDX ids and the families
+    neither they nor the License field narrow (empty when another problem stands)."""
     ids: list[str] = []
     families: list[str] = []
     problems: list[str] = []
@@ -386,20 +442,24 @@ def _from_classifiers(classifiers: Sequence[str], field_text: str) -> tuple[str 
     if families and field_text.casefold() not in _NOTHING:
         text_expr = _from_text(field_text)[0]
     text_ids = set(_ids(text_expr)) if text_expr else set()
+    open_families = []
     for family in families:
         # The License field picks a member of the family, and names nothing the classifiers
         # do not (it may still say "OR" where classifiers cannot).
         prefixes = _FAMILIES[family]
         if not (any(i.startswith(prefixes) for i in text_ids)
                 and all(i.startswith(prefixes) or i in ids for i in text_ids)):
-            problems.append(f"classifier {family!r} names no single license and the License "
-                            "field does not say which")
+            open_families.append(family)
     if problems:
-        return None, "; ".join(problems)
+        return None, "; ".join(problems), ids, []
+    if open_families:
+        return None, "; ".join(f"classifier {f!r} names no single license and the License "
+                               "field does not say which" for f in open_families), ids, \
+            open_families
     if text_expr and set(ids) <= text_ids:
-        return text_expr, None
+        return text_expr, None, ids, []
     parts = list(dict.fromkeys(ids + ([f"({text_expr})"] if text_expr else [])))
-    return normalize_expression(" AND ".join(parts)), None
+    return normalize_expression(" AND ".join(parts)), None, ids, []
 
 
 def _alias_key(text: str) -> str:
@@ -417,34 +477,12 @@ def _from_text(text: str) -> tuple[str | None, str | None]:
     found = None
     if len(first) <= 80:  # a name or an expression, possibly the title of a full text
         found = _try_expression(first) or _ALIASES.get(_alias_key(first))
-    found = found or _recognise(text)
+    found = found or first_license(text)
     if found:
         return normalize_expression(found), None
     if len(lines) <= 1:
         return None, f"License field {_short(first, 80)!r} is not a known license name"
     return None, "License field holds a license text that was not recognised"
-
-
-def _recognise(text: str) -> str | None:
-    """The license whose wording appears first in a full license text."""
-    flat = " ".join(text.casefold().split())[:200_000]
-    best: tuple[int, str] | None = None
-    for start, confirm, spdx in _TEXTS:
-        at = flat.find(start)
-        if at < 0 or (confirm and confirm not in flat[at:at + len(start) + _NEAR]):
-            continue
-        if best is None or at < best[0]:
-            best = (at, spdx)
-    at = flat.find(_BSD)
-    if at >= 0 and (best is None or at < best[0]):
-        window = flat[at:at + 3 * _NEAR]
-        if "all advertising materials mentioning" in window:
-            best = (at, "BSD-4-Clause")
-        elif "endorse or promote products" in window:
-            best = (at, "BSD-3-Clause")
-        else:
-            best = (at, "BSD-2-Clause")
-    return best[1] if best else None
 
 
 # -- policy ------------------------------------------------------------------------------------
@@ -515,9 +553,9 @@ def scan_licenses(
 DEFAULT_LICENSE_POLICY = LicensePolicy(
     allowed=frozenset({
         "0BSD", "Apache-2.0", "BlueOak-1.0.0", "BSD-2-Clause", "BSD-3-Clause", "BSL-1.0",
-        "CC0-1.0", "CNRI-Python", "HPND", "ISC", "MIT", "MIT-0", "MPL-2.0", "NCSA", "PSF-2.0",
-        "Python-2.0", "Python-2.0.1", "Unicode-3.0", "Unicode-DFS-2016", "Unlicense",
-        "UPL-1.0", "X11", "Zlib",
+        "CC0-1.0", "CNRI-Python", "HPND", "ISC", "MIT", "MIT-0", "MIT-CMU", "MPL-2.0", "NCSA",
+        "PSF-2.0", "Python-2.0", "Python-2.0.1", "TCL", "Unicode-3.0", "Unicode-DFS-2016",
+        "Unlicense", "UPL-1.0", "X11", "Zlib", "ZPL-2.0", "ZPL-2.1",
     }),
     denied=frozenset({
         "AGPL-1.0-only", "AGPL-1.0-or-later", "AGPL-3.0-only", "AGPL-3.0-or-later", "BUSL-1.1",
