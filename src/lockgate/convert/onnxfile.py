@@ -7,6 +7,7 @@ read only from files inside the model's folder, then embedded, so the result is 
 from __future__ import annotations
 
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -65,13 +66,13 @@ class OnnxFileConverter:
                         hint="pass the path of the .onnx file instead",
                     )
                 source = "<ModelProto>"
+                proto = _checked(proto)
             elif isinstance(model, str | os.PathLike):
                 path = Path(os.fspath(model))
                 proto = _load(path)
                 source = str(path)
             else:
                 raise ConversionError(f"not an ONNX model or path: {type(model).__name__}")
-            proto = _checked(proto)
             if opset is not None and default_opset(proto) != opset:
                 proto = _checked(_to_opset(proto, opset))
         finally:
@@ -141,6 +142,9 @@ def _load(path: Path) -> onnx.ModelProto:
             f"{path} and its external data are {total} bytes, over protobuf's 2 GiB limit",
             hint="lockgate stores self-contained models only",
         )
+    if not external:
+        del proto  # checked and inferred from the file: one copy of the weights at a time
+        return _checked_file(path)
     for tensor in external:
         try:
             external_data_helper.load_external_data_for_tensor(tensor, str(folder))
@@ -148,7 +152,24 @@ def _load(path: Path) -> onnx.ModelProto:
             raise ConversionError(
                 f"could not read external data of tensor {tensor.name!r}: {first_line(exc)}"
             ) from exc
-    return proto
+    return _checked(proto)
+
+
+def _checked_file(path: Path) -> onnx.ModelProto:
+    """The self-contained model at ``path`` checked and shape-inferred by ONNX from the file,
+    then read once: checking and inferring an in-memory model serializes it for each."""
+    with tempfile.TemporaryDirectory(prefix="lockgate-onnx-") as tmp:
+        inferred = Path(tmp) / "inferred.onnx"
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+            onnx.shape_inference.infer_shapes_path(str(path), str(inferred), check_type=True,
+                                                   strict_mode=True)
+        except Exception as exc:  # ValidationError, InferenceError, ...
+            raise ConversionError(
+                f"not a valid ONNX model: {type(exc).__name__}: {first_line(exc)}",
+                hint="onnx.checker.check_model(model, full_check=True) shows the full message",
+            ) from exc
+        return onnx.load(str(inferred))
 
 
 def external_files(path: Path) -> list[str]:
