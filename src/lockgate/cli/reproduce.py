@@ -7,8 +7,31 @@ from pathlib import Path
 import click
 
 from lockgate.cli.context import local_home
-from lockgate.cli.render import emit_json, err, out
+from lockgate.cli.render import emit_json, err, out, progress_bars
 from lockgate.errors import ReproductionError
+
+PHASES = {"venv": "creating the environment", "packages": "installing the recorded lock",
+          "lockgate": "installing lockgate", "rebuild": "running the recipe",
+          "compare": "comparing with the stored ONNX"}
+
+
+class PhaseLines:
+    """Progress as one stderr line per phase, where no bar can be drawn (not a terminal)."""
+
+    def __init__(self) -> None:
+        self._done: dict[str, int] = {}
+        self._total: dict[str, int | None] = {}
+
+    def start(self, task: str, total: int | None = None) -> None:
+        self._done[task], self._total[task] = 0, total
+        count = f" ({total} packages)" if total is not None else ""
+        err.print(f"  {PHASES.get(task, task)}{count}…", markup=False)
+
+    def advance(self, task: str, steps: int = 1) -> None:
+        self._done[task] = self._done.get(task, 0) + steps
+
+    def finish(self, task: str) -> None:
+        return None
 
 
 @click.command()
@@ -30,14 +53,18 @@ def reproduce(ctx: click.Context, ref: str, env_kind: str, source: Path | None,
 
     lg = local_home(ctx)
     v = lg.get(ref)
-    with err.status(f"rebuilding {v.name}@{v.number} ({env_kind} environment)"):
+    err.print(f"rebuilding {v.name}@{v.number} ({env_kind} environment)", markup=False)
+    with progress_bars(err.is_terminal) as bar:
         detail = run_reproduction(lg, v, source=source, env=env_kind,
-                                  lockgate_spec=lockgate_spec)
+                                  lockgate_spec=lockgate_spec, progress=bar or PhaseLines())
     if as_json:
         emit_json(detail)
     else:
+        venv = detail.get("venv")
+        where = (f"; environment {'reused from' if venv['cache_hit'] else 'built into'} the "
+                 f"cache ({venv['packages']} packages)") if venv else ""
         out.print(f"{v.name}@{v.number}: {'reproduced' if detail['passed'] else 'NOT reproduced'}"
-                  f" — {detail['message']} ({detail['seconds']} s)")
+                  f" — {detail['message']} ({detail['seconds']} s{where})", markup=False)
     if not detail["passed"]:
         raise ReproductionError(f"{v.name}@{v.number} did not reproduce: {detail['message']}")
 

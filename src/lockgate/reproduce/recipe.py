@@ -3,13 +3,15 @@
 The recipe (``recipe.json``, signed with the version) names the entry point (``module:function``
 returning ``(model, sample_input)``), its arguments, the working directory inside the git
 repository and the commit. Reproduction exports that commit into a temporary folder, builds the
-environment (``fresh``: a new venv with the recorded lock file and lockgate installed;
-``current``: this interpreter, for a quick check), runs the entry point there with the recorded
+environment (``fresh``: a venv with the recorded lock file and lockgate installed, built once
+and cached by the lock's digest, see :mod:`~lockgate.reproduce.venvcache`; ``current``: this
+interpreter, for a quick check), runs the entry point there with the recorded
 seeds in ``LOCKGATE_SEEDS``, converts the result at the recorded opset, and compares:
 
 * bit-identical ONNX bytes pass;
 * otherwise the outputs on the recorded sample request must agree within the parity tolerance,
-  and the result lists what differs (initializers, outputs) either way.
+  and the result lists what differs (initializers, nodes, outputs, and the first difference in
+  file order, see :mod:`~lockgate.reproduce.diff`) either way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from lockgate.errors import InvalidInputError, NotFoundError, StorageError
+from lockgate.progress import NullProgress, Progress
 from lockgate.seal.folder import LOCK_FILES, RECIPE_FILE, SAMPLES_FILE
 from lockgate.types import Version
 
@@ -81,8 +84,13 @@ def make_recipe(entry: str, args: list[str], cwd: Path) -> dict[str, Any]:
 
 def reproduce(lg: ReproducibleHome, version: Version, *, source: Path | None = None,
               env: str = "fresh", lockgate_spec: str | None = None,
-              timeout_s: float = 3600) -> dict[str, Any]:
-    """Rebuild ``version`` and return the comparison (``passed``, ``message``, details)."""
+              timeout_s: float = 3600, progress: Progress | None = None) -> dict[str, Any]:
+    """Rebuild ``version`` and return the comparison (``passed``, ``message``, details).
+
+    ``progress`` hears the phases: ``venv``, ``packages`` (one step per requirement) and
+    ``lockgate`` while a fresh environment is built (skipped on a cache hit), then ``rebuild``
+    and ``compare``."""
+    progress = progress or NullProgress()
     if env not in ("fresh", "current"):
         raise InvalidInputError(f"env must be 'fresh' or 'current', got {env!r}")
     lg.verify(version)
@@ -97,29 +105,38 @@ def reproduce(lg: ReproducibleHome, version: Version, *, source: Path | None = N
     with tempfile.TemporaryDirectory(prefix="lockgate-reproduce-") as tmp_name:
         tmp = Path(tmp_name)
         workdir = _checkout(recipe, source, tmp / "src")
-        python = sys.executable if env == "current" else _venv(lg, version, tmp / "venv",
-                                                               lockgate_spec, timeout_s)
+        venv: dict[str, Any] = {}
+        if env == "current":
+            python = sys.executable
+        else:
+            python, venv = _venv(lg, version, lockgate_spec, timeout_s, progress)
         out = tmp / "rebuilt.onnx"
         child_env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", "PYTHONHASHSEED": "0",
                      "LOCKGATE_SEEDS": json.dumps(dict(version.seeds)),
                      "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
         child_env.pop("PYTHONPATH", None)
+        progress.start("rebuild", None)
         done = subprocess.run(
             [python, "-m", "lockgate", "_rebuild", str(recipe["entry"]), str(version.opset),
              str(out), *[str(a) for a in recipe.get("args", [])]],
             cwd=workdir, env=child_env, capture_output=True, text=True, timeout=timeout_s,
             check=False)
+        progress.finish("rebuild")
         if done.returncode != 0 or not out.is_file():
             tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
             detail: dict[str, Any] = {
                 "passed": False, "env": env, "message": f"the recipe failed: {tail}"}
         else:
+            progress.start("compare", None)
             rebuilt = out.read_bytes()
             original = lg.model_bytes(version)
             samples = json.loads(lg.file_bytes(version, SAMPLES_FILE))
             detail = {**compare_models(original, rebuilt, samples,
                                        atol=lg.settings.parity_atol,
                                        rtol=lg.settings.parity_rtol), "env": env}
+            progress.finish("compare")
+    if venv:
+        detail["venv"] = venv
     detail["recipe"] = recipe
     detail["seconds"] = round(time.monotonic() - started, 2)
     lg.record_reproduction(version, detail)
@@ -152,27 +169,41 @@ def _checkout(recipe: dict[str, Any], source: Path | None, dest: Path) -> Path:
     return dest / workdir
 
 
-def _venv(lg: ReproducibleHome, version: Version, where: Path, lockgate_spec: str | None,
-          timeout_s: float) -> str:
+def _venv(lg: ReproducibleHome, version: Version, lockgate_spec: str | None,
+          timeout_s: float, progress: Progress | None) -> tuple[str, dict[str, Any]]:
+    """The cached venv of the version's recorded lock (built when missing): its python and
+    what the result records about it (digest, cache hit, packages)."""
+    from lockgate.reproduce.venvcache import VenvSpec, cached_venv, lock_requirements
+
     lock_name = next((n for n in LOCK_FILES if n in version.files), None)
     if lock_name is None:
         raise InvalidInputError(
             f"{version.ref} has no recorded lock file to build a fresh environment from",
             hint="register with --lock-file, or reproduce with --env current")
-    lock = where.parent / lock_name
-    lock.write_bytes(lg.file_bytes(version, lock_name))
-    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True, timeout=300,
-                   capture_output=True)
-    python = str(where / "bin" / "python")
-    install = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    reqs = ["-r", str(lock)] if lock_name == "requirements.txt" else [str(lock)]
-    for args in (reqs, ["--no-deps", lockgate_spec or _own_spec()]):
-        done = subprocess.run([*install, *args], capture_output=True, text=True,
-                              timeout=timeout_s, check=False)
-        if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise StorageError(f"building the reproduction environment failed: {tail}")
-    return python
+    reqs = lock_requirements(lock_name, lg.file_bytes(version, lock_name))
+    spec_text = lockgate_spec or _own_spec()
+    spec = VenvSpec(requirements=tuple(reqs), lockgate=spec_text,
+                    lockgate_id=_spec_identity(spec_text))
+    python, hit = cached_venv(lg.settings.home / "cache" / "venvs", spec, progress=progress,
+                              timeout_s=timeout_s)
+    return str(python), {"digest": spec.digest(), "cache_hit": hit, "packages": len(reqs),
+                         "lock": lock_name}
+
+
+def _spec_identity(spec: str) -> str:
+    """What identifies the lockgate a venv gets: a source folder by the digest of its files
+    (an edit makes a new venv), a release by its spec."""
+    root = Path(spec)
+    if not (root / "pyproject.toml").is_file():
+        return spec
+    import hashlib
+
+    h = hashlib.sha256()
+    files = [root / "pyproject.toml", *sorted((root / "src").rglob("*.py"))]
+    for f in files:
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return f"source:{h.hexdigest()}"
 
 
 def _own_spec() -> str:
@@ -239,15 +270,18 @@ def compare_models(original: bytes, rebuilt: bytes, samples: dict[str, Any], *, 
         elif not np.array_equal(x, y):
             diffs[name] = "values differ"
             ok = False
+    from lockgate.reproduce.diff import first_difference
+
+    first = first_difference(a, b)
     summary = (f"not bit-identical ({len(changed)} initializer(s) differ"
                + (f": {', '.join(changed[:5])}" if changed else "")
                + (f"; nodes differ: {', '.join(changed_nodes[:5])}" if changed_nodes else "")
-               + ")")
+               + f"; first difference: {first['where']} {first['name']}: {first['detail']})")
     worst = ", ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
                       for k, v in diffs.items())
     message = (f"{summary}; outputs within tolerance ({worst})" if ok
                else f"{summary}; outputs differ ({worst})")
     return {**result, "passed": ok, "bit_identical": False, "message": message,
             "changed_initializers": changed, "initializers_only_in_one": only,
-            "changed_nodes": changed_nodes,
+            "changed_nodes": changed_nodes, "first_difference": first,
             "output_max_abs_error": diffs}
