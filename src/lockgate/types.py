@@ -544,7 +544,8 @@ class Delivery:
 
 @dataclass(frozen=True)
 class VulnSnapshot:
-    """An imported OSV snapshot: its digest, its date (newest record) and when it came in."""
+    """An imported OSV snapshot: its digest, its date (newest record), when it came in, and
+    whether it is shaped as an ecosystem export (:mod:`lockgate.supplychain.vulns.snapshots`)."""
 
     id: int
     sha256: str
@@ -552,10 +553,13 @@ class VulnSnapshot:
     imported_at: str
     source: str
     records: int
+    ecosystem: str = "PyPI"
+    export: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"sha256": self.sha256, "snapshot_date": self.snapshot_date,
-                "imported_at": self.imported_at, "source": self.source, "records": self.records}
+                "imported_at": self.imported_at, "source": self.source, "records": self.records,
+                "ecosystem": self.ecosystem, "export": self.export}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ from packaging.utils import canonicalize_name
 from lockgate.api.home import Home
 from lockgate.api.lookup import Lookup
 from lockgate.audit import AuditEvent, EventType, canonical_json, now
+from lockgate.errors import Error
+from lockgate.progress import Progress
+from lockgate.supplychain.vulns.download import DEFAULT_URL, Download, download_export
 from lockgate.supplychain.vulns.policy import VulnReport, assess_vulnerabilities
 from lockgate.supplychain.vulns.snapshots import load_snapshot
 from lockgate.types import ModelRef, VulnSnapshot
@@ -26,19 +29,41 @@ class Vulnerabilities:
         self._home = home
         self._lookup = lookup
 
-    def import_vulns(self, path: Path | str, *, actor: str | None = None) -> VulnSnapshot:
+    def import_vulns(self, path: Path | str, *, actor: str | None = None,
+                     source: str | None = None, checks: Sequence[str] = ()) -> VulnSnapshot:
         """Load an OSV snapshot (PyPI ``all.zip`` or a folder of OSV JSON) into the metadata
-        store; it becomes the data the vulnerabilities gate and ``scan`` use."""
+        store; it becomes the data the vulnerabilities gate and ``scan`` use. ``source``
+        (default: the path) is what the snapshot records as its origin."""
         snap = load_snapshot(Path(path))
         rows = [(r.id, pkg, canonical_json(dict(r.raw))) for r in snap.records
                 for pkg in r.packages]
-        stored = VulnSnapshot(0, snap.sha256, snap.date, now(), snap.source, len(snap.records))
+        origin = source or snap.source
+        stored = VulnSnapshot(0, snap.sha256, snap.date, now(), origin, len(snap.records),
+                              snap.ecosystem, snap.export)
         return self._home.meta.import_vulns(stored, rows, AuditEvent(
             EventType.VULNDB_IMPORTED, self._home.actor(actor), None, None,
             {"sha256": snap.sha256, "snapshot_date": snap.date, "records": len(snap.records),
-             "source": Path(snap.source).name, "skipped": snap.skipped,
-             "withdrawn": snap.withdrawn},
+             "source": source or Path(snap.source).name, "skipped": snap.skipped,
+             "withdrawn": snap.withdrawn, "ecosystem": snap.ecosystem, "export": snap.export,
+             "checks": list(checks)},
         ))
+
+    def update_vulns(self, url: str = DEFAULT_URL, *, sha256: str | None = None,
+                     progress: Progress | None = None,
+                     actor: str | None = None) -> tuple[VulnSnapshot, Download]:
+        """Download the OSV export at ``url`` into the home (resumable, verified), import it,
+        and only then swap it in as ``<home>/vulndb/all.zip``. A failed download or import
+        leaves the snapshot in force as it was."""
+        fetched = download_export(url, self._home.settings.home / "vulndb", sha256=sha256,
+                                  progress=progress)
+        try:
+            snap = self.import_vulns(fetched.path, actor=actor, source=url,
+                                     checks=fetched.checks)
+        except Error:
+            fetched.discard()
+            raise
+        fetched.install()
+        return snap, fetched
 
     def vuln_snapshot(self) -> VulnSnapshot | None:
         """The imported vulnerability snapshot, or None before the first import."""

@@ -8,8 +8,9 @@ import click
 from rich.table import Table
 
 from lockgate.cli.context import local_home, open_registry
-from lockgate.cli.render import emit_json, out
+from lockgate.cli.render import emit_json, err, out, progress_bars
 from lockgate.errors import NotFoundError, SupplyChainError
+from lockgate.types import VulnSnapshot
 
 
 @click.group()
@@ -47,7 +48,44 @@ def vulndb_import(ctx: click.Context, source: Path, as_json: bool) -> None:
         emit_json(snap.to_dict())
         return
     out.print(f"imported {snap.records} PyPI records, snapshot of {snap.snapshot_date[:10]} "
-              f"(sha256 {snap.sha256[:16]})")
+              f"(sha256 {snap.sha256[:16]}), {_shape(snap)}", markup=False)
+
+
+def _shape(snap: VulnSnapshot) -> str:
+    return ("shaped as a whole PyPI export" if snap.export else
+            "not a whole PyPI export (the vulnerabilities gate refuses it unless "
+            "allow_partial is set)")
+
+
+@vulndb.command("update")
+@click.option("--url", default=None, metavar="URL",
+              help="Where to download the OSV export (default: osv.dev's PyPI all.zip).")
+@click.option("--sha256", default=None, metavar="HEX",
+              help="The export's expected sha256 (default: the checksum published next to it, "
+                   "if any; the zip's CRCs are always checked).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def vulndb_update(ctx: click.Context, url: str | None, sha256: str | None,
+                  as_json: bool) -> None:
+    """Download the OSV PyPI export (resumable, verified) and import it; a failed download
+    leaves the current snapshot in force."""
+    from lockgate.supplychain.vulns.download import DEFAULT_URL
+
+    lg = local_home(ctx)
+    with progress_bars(not as_json and err.is_terminal) as bars:
+        snap, fetched = lg.vulnerabilities.update_vulns(url or DEFAULT_URL, sha256=sha256,
+                                                        progress=bars)
+    if as_json:
+        emit_json({**snap.to_dict(), "download": {
+            "url": fetched.url, "bytes": fetched.size, "sha256": fetched.sha256,
+            "resumed_from": fetched.resumed_from, "checks": list(fetched.checks),
+            "path": str(fetched.target)}})
+        return
+    resumed = f", resumed at byte {fetched.resumed_from}" if fetched.resumed_from else ""
+    out.print(f"downloaded {fetched.size} bytes from {fetched.url}{resumed}; verified by "
+              f"{', '.join(fetched.checks)}", markup=False)
+    out.print(f"imported {snap.records} PyPI records, snapshot of {snap.snapshot_date[:10]} "
+              f"(sha256 {snap.sha256[:16]}), {_shape(snap)}", markup=False)
 
 
 @vulndb.command("status")
@@ -63,7 +101,7 @@ def vulndb_status(ctx: click.Context, as_json: bool) -> None:
     snap = lg.vuln_snapshot()
     if snap is None:
         raise NotFoundError("no vulnerability data imported",
-                            hint="lockgate vulndb import all.zip")
+                            hint="lockgate vulndb update (or vulndb import FILE offline)")
     age = snapshot_age_days(snap, datetime.now(UTC).date())
     if as_json:
         emit_json({**snap.to_dict(), "age_days": age,
@@ -71,7 +109,8 @@ def vulndb_status(ctx: click.Context, as_json: bool) -> None:
         return
     out.print(f"snapshot {snap.snapshot_date[:10]} ({age} days old, limit "
               f"{lg.settings.vuln_max_age_days}), {snap.records} records, sha256 "
-              f"{snap.sha256[:16]}, imported {snap.imported_at[:19]}")
+              f"{snap.sha256[:16]}, imported {snap.imported_at[:19]} from {snap.source}, "
+              f"{_shape(snap)}", markup=False)
 
 
 @click.command()

@@ -11,6 +11,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 __all__ = [
@@ -88,6 +89,8 @@ vuln_snapshots = Table(
     Column("imported_at", String(40), nullable=False),
     Column("source", Text, nullable=False),
     Column("records", Integer, nullable=False),
+    Column("ecosystem", String(64), nullable=False, server_default="PyPI"),
+    Column("export", Boolean, nullable=False, server_default=false()),
 )
 
 vuln_records = Table(

@@ -3,7 +3,11 @@ of OSV ``*.json`` files, read without the network.
 
 :func:`load_snapshot` keeps the PyPI records that are not withdrawn (the latest ``modified`` of
 each id), fingerprints the snapshot (sha256 and the newest ``modified``) and guards against
-unsafe member names, links out of the folder and zip bombs.
+unsafe member names, links out of the folder and zip bombs. It also says whether the snapshot
+is shaped as an ecosystem export (``Snapshot.export``): a zip whose members are all top-level
+``<id>.json`` files, each holding the record of that id, and (but for at most 1 %, odd records
+osv.dev may carry) every record of the PyPI ecosystem. A folder, a zip with sub-folders or
+other files, or one of mixed ecosystems is not one.
 
 Errors: :class:`NotFoundError` for a missing path and :class:`SupplyChainError` for an
 unreadable, unsafe or malformed snapshot.
@@ -24,8 +28,10 @@ from pathlib import Path, PurePosixPath
 from lockgate.errors import InvalidInputError, NotFoundError, SupplyChainError
 from lockgate.supplychain.vulns.matching import VulnIndex
 from lockgate.supplychain.vulns.records import OsvRecord, parse_record
+from lockgate.types import VulnSnapshot
 
-__all__ = ["MAX_MEMBERS", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES", "Snapshot", "load_snapshot"]
+__all__ = ["MAX_MEMBERS", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES", "MIN_EXPORT_RECORDS", "Snapshot",
+           "load_snapshot", "partial_reason"]
 
 MAX_MEMBER_BYTES = 10 * 1024 * 1024
 """Largest single record file a snapshot may hold (real ones are a few kB)."""
@@ -41,7 +47,8 @@ class Snapshot:
     ``sha256`` (64 hex) is the zip file's digest, or for a folder the sha256 of the lines
     ``"<relative posix path>\\0<file sha256 hex>\\n"`` in sorted path order. ``date`` is the newest
     ``modified`` among the kept records. ``skipped`` counts records of other ecosystems,
-    ``withdrawn`` records that were withdrawn.
+    ``withdrawn`` records that were withdrawn. ``export`` is true when the snapshot is shaped as
+    osv.dev's ``PyPI/all.zip`` (see the module docstring); ``ecosystem`` is always ``PyPI``.
     """
 
     records: tuple[OsvRecord, ...]
@@ -50,6 +57,8 @@ class Snapshot:
     source: str
     skipped: int = 0
     withdrawn: int = 0
+    export: bool = False
+    ecosystem: str = "PyPI"
 
     def index(self) -> VulnIndex:
         return VulnIndex(self.records)
@@ -69,15 +78,18 @@ def load_snapshot(path: Path, *, max_member_bytes: int = MAX_MEMBER_BYTES,
                             hint="download osv.dev's PyPI all.zip and pass its path")
     budget = _Budget(path, max_member_bytes, max_total_bytes)
     documents: Iterable[tuple[str, bytes]]
+    shape = _Shape(is_zip=False)
     if path.is_dir():
         documents, digest = _folder_documents(path, budget)
     elif zipfile.is_zipfile(path):
-        documents, digest = _zip_documents(path, budget), _file_sha256(path)
+        shape = _Shape(is_zip=True)
+        documents, digest = _zip_documents(path, budget, shape), _file_sha256(path)
     else:
         raise SupplyChainError(f"{path} is neither a zip file nor a folder of OSV JSON files")
     latest: dict[str, OsvRecord] = {}
     for name, blob in documents:
         record = _read_document(path, name, blob)
+        shape.see(name, record)
         held = latest.get(record.id)
         if held is None or record.modified_at > held.modified_at:
             latest[record.id] = record
@@ -92,7 +104,23 @@ def load_snapshot(path: Path, *, max_member_bytes: int = MAX_MEMBER_BYTES,
         )
     records = tuple(sorted(kept, key=lambda r: r.id))
     newest = max(records, key=lambda r: r.modified_at)
-    return Snapshot(records, digest, newest.modified, str(path), skipped, withdrawn)
+    return Snapshot(records, digest, newest.modified, str(path), skipped, withdrawn,
+                    export=shape.is_export(skipped, len(latest)))
+
+
+class _Shape:
+    """What the members of a snapshot say about it being an ecosystem export."""
+
+    def __init__(self, *, is_zip: bool) -> None:
+        self.is_zip, self.names_match, self.others = is_zip, True, False
+
+    def see(self, name: str, record: OsvRecord) -> None:
+        if name != f"{record.id}.json":  # also refuses sub-folders: ids hold no "/"
+            self.names_match = False
+
+    def is_export(self, skipped: int, total: int) -> bool:
+        return (self.is_zip and self.names_match and not self.others
+                and skipped * 100 <= total)
 
 
 def _read_document(source: Path, name: str, blob: bytes) -> OsvRecord:
@@ -133,7 +161,8 @@ class _Budget:
         self.used += 0 if declared else size
 
 
-def _zip_documents(path: Path, budget: _Budget) -> Iterator[tuple[str, bytes]]:
+def _zip_documents(path: Path, budget: _Budget,
+                   shape: _Shape) -> Iterator[tuple[str, bytes]]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -148,6 +177,7 @@ def _zip_documents(path: Path, budget: _Budget) -> Iterator[tuple[str, bytes]]:
                                    hint="the snapshot is corrupt or tampered with")
         for info in infos:
             if info.is_dir() or not info.filename.lower().endswith(".json"):
+                shape.others = True
                 continue
             budget.take(info.filename, info.file_size, declared=True)  # refuse early
             try:
@@ -179,3 +209,23 @@ def _folder_documents(root: Path, budget: _Budget) -> tuple[list[tuple[str, byte
         lines.update(f"{rel}\0{hashlib.sha256(blob).hexdigest()}\n".encode())
         blobs.append((rel, blob))
     return blobs, lines.hexdigest()
+
+
+MIN_EXPORT_RECORDS = 1000
+"""Fewest current records a whole PyPI export holds by default (osv.dev's has well over 10,000);
+the vulnerabilities gate's ``min_records`` overrides it."""
+
+
+def partial_reason(snapshot: VulnSnapshot | None, min_records: int) -> str | None:
+    """Why an imported ``snapshot`` is not a whole ecosystem export, or None when it is one
+    (or when there is none: missing data is reported on its own)."""
+    if snapshot is None:
+        return None
+    if not snapshot.export:
+        return (f"the vulnerability data ({snapshot.source}, {snapshot.records} records) is "
+                f"not a whole {snapshot.ecosystem} export: it is not shaped as osv.dev's "
+                "all.zip (top-level <id>.json records of one ecosystem)")
+    if snapshot.records < min_records:
+        return (f"the vulnerability data ({snapshot.source}) holds {snapshot.records} current "
+                f"records, fewer than the {min_records} of a whole {snapshot.ecosystem} export")
+    return None

@@ -24,6 +24,7 @@ def insert_snapshot(conn: Connection, snapshot: VulnSnapshot,
     result = conn.execute(vuln_snapshots.insert().values(
         sha256=snapshot.sha256, snapshot_date=snapshot.snapshot_date,
         imported_at=snapshot.imported_at, source=snapshot.source, records=snapshot.records,
+        ecosystem=snapshot.ecosystem, export=snapshot.export,
     ))
     key = result.inserted_primary_key
     assert key is not None
@@ -42,7 +43,8 @@ def current_snapshot(conn: Connection) -> VulnSnapshot | None:
     if row is None:
         return None
     return VulnSnapshot(int(row["id"]), row["sha256"], row["snapshot_date"],
-                        row["imported_at"], row["source"], int(row["records"]))
+                        row["imported_at"], row["source"], int(row["records"]),
+                        str(row["ecosystem"]), bool(row["export"]))
 
 
 def records_for(conn: Connection, snapshot_id: int, packages: Sequence[str]) -> list[str]:
