@@ -122,7 +122,8 @@ def test_junit_report_lists_one_testcase_per_gate(home: Path, tmp_path: Path) ->
 
 def test_decisions_and_history_from_the_cli(home: Path, tmp_path: Path) -> None:
     (home / "lockgate.toml").write_text(
-        POLICY.replace('["seeds_recorded"]', '["approval"]'))
+        POLICY.replace('["seeds_recorded"]', '["approval"]')
+        + "[gate.approval]\nallow_local_identity = true\n")  # approvals by LOCKGATE_USER
     onnx.save(linear_onnx(), tmp_path / "m.onnx")
     for _ in range(2):
         assert run("register", str(tmp_path / "m.onnx"), "--name", "m")[0] == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from gate_models import sklearn_model, torch_model, write_policy
 
+from lockgate.access.identity import IdentifiedBy
 from lockgate.api.facade import Lockgate
 from lockgate.errors import AccessDeniedError, GateFailedError, InvalidInputError
 from lockgate.types import GateResult, GateStatus
@@ -149,14 +150,16 @@ def test_approval_separation_of_duties(open_home) -> None:  # type: ignore[no-un
         lg.approve("m@1", "stabilized", actor="mallory")
     denied = [r for r in lg.audit_log() if r.type == "access.denied"]
     assert [r.actor for r in denied] == ["tester", "mallory"]
-    lg.approve("m@1", "stabilized", actor="ann", comment="looks good")
+    # as the registry server records them: identified by the approvers' API tokens
+    lg.approve("m@1", "stabilized", actor="ann", comment="looks good",
+               identified_by=IdentifiedBy.TOKEN)
     one = _only(lg, "m@1")
     assert one.status is GateStatus.FAIL
     assert "1 of 2 approval(s)" in one.message
-    lg.approve("m@1", "stabilized", actor="bob")
+    lg.approve("m@1", "stabilized", actor="bob", identified_by=IdentifiedBy.TOKEN)
     two = _only(lg, "m@1")
     assert two.status is GateStatus.PASS
-    assert two.message == "approved by ann, bob"
+    assert two.message == "approved by ann (token), bob (token)"
     lg.reject("m@1", "stabilized", actor="bob", comment="found a data leak")
     rejected = _only(lg, "m@1")
     assert rejected.status is GateStatus.FAIL
@@ -231,7 +234,7 @@ def test_full_production_policy_on_a_torch_model(open_home) -> None:  # type: ig
         lg.promote("net@1", "production")
     failed = [r.gate for r in info.value.results if r.status is GateStatus.FAIL]
     assert failed == ["approval"]
-    lg.approve("net@1", "production", actor="ann")
+    lg.approve("net@1", "production", actor="ann", identified_by=IdentifiedBy.TOKEN)
     lg.waive("net@1", "production", "rollback_ready", actor="bob", reason="first release",
              expires=date.today() + timedelta(days=1))
     result = lg.promote("net@1", "production")

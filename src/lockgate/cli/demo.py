@@ -51,6 +51,9 @@ accuracy = { threshold = 0.8, greater_is_better = true }
 p99_ms = 1000
 requests = 100
 
+[gate.approval]
+allow_local_identity = true   # the demo's approver is a local user of one home, not a token
+
 [roles]
 approver = ["demo-approver"]
 
