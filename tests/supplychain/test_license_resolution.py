@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -327,3 +330,30 @@ by = "legal"
     text = json.dumps(pack)
     assert "reviewed: the model format library" in text
     assert all(f["name"] in text for f in measured["findings"])
+
+
+def test_promote_json_holds_every_finding_with_evidence(
+    home: Path, linear_model: onnx.ModelProto
+) -> None:
+    toml = """[gates]
+"prototype->stabilized" = ["licenses"]
+
+[[licenses.decisions]]
+package = "no-such-distribution"
+accept = true
+reason = "kept from an older environment"
+"""
+    with Lockgate.open(_policy(home, toml)) as lg:
+        lg.register(linear_model, name="m")
+    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
+    p = subprocess.run([sys.executable, "-m", "lockgate", "--home", str(home), "promote", "m@1",
+                        "--to", "stabilized", "--json"], capture_output=True, text=True,
+                       env=env, timeout=300, check=False)
+    doc = json.loads(p.stdout)
+    gate = next(g for g in doc["gates"] if g["gate"] == "licenses")
+    measured = gate["measured"]
+    assert len(measured["findings"]) == measured["libraries"] > 0
+    assert all("evidence" in f and "decision" in f for f in measured["findings"])
+    assert measured["decisions"][0]["status"] == "unused"
+    assert "decisions for no-such-distribution match no distribution" in gate["message"]
+    assert p.returncode == (0 if gate["status"] == "pass" else 1)
