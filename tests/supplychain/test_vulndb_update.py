@@ -4,6 +4,7 @@ vulnerabilities gate refusing data that is not a whole ecosystem export."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import io
@@ -67,6 +68,7 @@ class _Site:
     body: bytes = b""
     checksum: str | None = None
     cut_after: int | None = None  # the next full answer stops after this many bytes
+    md5: bytes | None = None  # sent as Google Cloud Storage does, in x-goog-hash
     ranges: list[str | None] = field(default_factory=list)
     port: int = 0
 
@@ -105,6 +107,9 @@ def _handler(site: _Site) -> type[http.server.BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             for k, v in extra.items():
                 self.send_header(k, v)
+            if site.md5 is not None:
+                self.send_header("x-goog-hash", "crc32c=AAAAAA==")
+                self.send_header("x-goog-hash", "md5=" + base64.b64encode(site.md5).decode())
             self.end_headers()
             if site.cut_after is not None:
                 body, site.cut_after = body[:site.cut_after], None
@@ -267,3 +272,29 @@ def test_update_refuses_a_url_it_cannot_fetch(home: Path, site: _Site) -> None:
     code, _, err = _cli("vulndb", "update", "--url", "file:///etc/passwd")
     assert code != 0
     assert "only http(s) URLs" in err
+
+
+def test_a_file_changed_on_the_server_is_fetched_again_from_the_start(
+    home: Path, site: _Site
+) -> None:
+    site.body = _export(padding=4000)
+    site.cut_after = 10_000
+    folder = home / "vulndb"
+    with pytest.raises(SupplyChainError, match="interrupted"):
+        download_export(site.url, folder, attempts=1)
+    site.body = _export(RECORDS + 1, padding=4000)  # a newer export: the ETag changes
+    fetched = download_export(site.url, folder, attempts=1)
+    assert site.ranges == [None, "bytes=10000-"]  # asked to resume, answered with the new file
+    assert fetched.resumed_from == 0
+    assert fetched.sha256 == hashlib.sha256(site.body).hexdigest()
+
+
+def test_the_md5_google_cloud_storage_publishes_is_checked(home: Path, site: _Site) -> None:
+    folder = home / "vulndb"
+    site.md5 = hashlib.md5(site.body).digest()
+    fetched = download_export(site.url, folder)
+    assert fetched.checks == ("server md5", "zip CRCs")
+    site.md5 = hashlib.md5(b"another file").digest()
+    with pytest.raises(SupplyChainError, match="MD5 the server published does not match"):
+        download_export(site.url, folder)
+    assert not (folder / "all.zip.part").exists()

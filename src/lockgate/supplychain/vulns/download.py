@@ -30,6 +30,7 @@ import json
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -97,19 +98,20 @@ def download_export(url: str, folder: Path, *, sha256: str | None = None,
     bar = progress or NullProgress()
     state: dict[str, Any] = {}
     start = 0
-    for attempt in range(attempts):
+    for attempt in range(max(1, attempts)):
         start = _resume_point(part, url)
         try:
             state = _fetch(url, part, start, timeout, bar)
             break
         except _Interrupted as exc:
-            if attempt + 1 == attempts:
+            if attempt + 1 >= attempts:
                 raise SupplyChainError(
                     f"download of {url} interrupted at {exc.got} of {exc.total or '?'} bytes: "
                     f"{exc.reason}",
                     hint="run the same command again: it resumes where this one stopped") from None
     try:
-        return _verified(url, part, folder / "all.zip", sha256, state, start, timeout)
+        return _verified(url, part, folder / "all.zip", sha256, state,
+                         int(state.get("start", start)), timeout)
     except SupplyChainError:
         part.unlink(missing_ok=True)
         _sidecar(part).unlink(missing_ok=True)
@@ -168,7 +170,7 @@ def _fetch(url: str, part: Path, start: int, timeout: float,
         with resp:
             whole = _range_total(resp.headers.get("Content-Range", ""))
         if whole == start:
-            return {**meta, "total": whole}
+            return {**meta, "total": whole, "start": start}
         part.unlink(missing_ok=True)
         return _fetch(url, part, 0, timeout, bar)
     total: int | None
@@ -186,7 +188,8 @@ def _fetch(url: str, part: Path, start: int, timeout: float,
             length = h.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         meta = {"url": url, "validator": h.get("ETag") or h.get("Last-Modified") or "",
-                "goog_hash": h.get("x-goog-hash") or meta.get("goog_hash") or "",
+                "goog_hash": ",".join(h.get_all("x-goog-hash") or ()) or meta.get("goog_hash")
+                or "",
                 "total": total}
         _sidecar(part).write_text(json.dumps(meta), encoding="utf-8")
         got = start
@@ -209,7 +212,7 @@ def _fetch(url: str, part: Path, start: int, timeout: float,
         bar.finish(_TASK)
     if total is not None and got != total:
         raise _Interrupted(got, total, "the connection closed early")
-    return meta
+    return {**meta, "start": start}
 
 
 def _range_total(content_range: str) -> int | None:
@@ -251,7 +254,9 @@ def _verified(url: str, part: Path, target: Path, sha256: str | None, meta: dict
 
 def _published(url: str, timeout: float) -> str | None:
     """The sha256 in ``<url>.sha256`` when the server publishes one (``None`` on a 404)."""
-    req = urllib.request.Request(url + ".sha256", headers={"User-Agent": "lockgate"})
+    parts = urllib.parse.urlsplit(url)
+    where = urllib.parse.urlunsplit(parts._replace(path=parts.path + ".sha256"))
+    req = urllib.request.Request(where, headers={"User-Agent": "lockgate"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             text = resp.read(4096).decode("ascii", "replace")
