@@ -160,6 +160,14 @@ def test_licenses_gate_judges_the_runtime_closure_unless_asked_for_all(
                for f in everything.measured["not_allowed"])
     with pytest.raises(ConfigError, match="one of"):
         _licenses(home, doc, {"scope": "production"})
+    old = dict(doc, components=[{k: v for k, v in c.items() if k != "scope"}
+                                | {"properties": [p for p in c.get("properties", [])
+                                                  if p["name"] != "lockgate:closure"]}
+                                for c in doc["components"]])
+    unscoped = _licenses(home, old, {})
+    assert unscoped.status is GateStatus.FAIL  # every library judged: pytest's denial counts
+    assert "records no runtime closure" in unscoped.message
+    assert unscoped.measured["scope"]["bom_records_closure"] is False
 
 
 def _osv(folder: Path, package: str) -> Path:
