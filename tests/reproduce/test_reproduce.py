@@ -144,3 +144,13 @@ def test_fresh_environment_from_the_recorded_lock(home: Path, tmp_path: Path) ->
     result = json.loads(out)
     assert result["env"] == "fresh"
     assert result["bit_identical"] is True
+    assert result["venv"]["cache_hit"] is False
+    assert f"installing the recorded lock ({result['venv']['packages']} packages)" in err
+    assert (home / "cache" / "venvs" / result["venv"]["digest"][:32]).is_dir()
+    # The second reproduction of the same lock reuses the cached environment.
+    code, out, err = run("reproduce", "det@1", "--json", cwd=tmp_path)
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["venv"] == {**result["venv"], "cache_hit": True}
+    assert again["bit_identical"] is True
+    assert "installing the recorded lock" not in err

@@ -18,17 +18,12 @@ PHASES = {"venv": "creating the environment", "packages": "installing the record
 class PhaseLines:
     """Progress as one stderr line per phase, where no bar can be drawn (not a terminal)."""
 
-    def __init__(self) -> None:
-        self._done: dict[str, int] = {}
-        self._total: dict[str, int | None] = {}
-
     def start(self, task: str, total: int | None = None) -> None:
-        self._done[task], self._total[task] = 0, total
         count = f" ({total} packages)" if total is not None else ""
         err.print(f"  {PHASES.get(task, task)}{count}…", markup=False)
 
     def advance(self, task: str, steps: int = 1) -> None:
-        self._done[task] = self._done.get(task, 0) + steps
+        return None
 
     def finish(self, task: str) -> None:
         return None
