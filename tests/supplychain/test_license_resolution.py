@@ -117,6 +117,39 @@ def test_common_license_texts_are_recognised(text: str, spdx: str) -> None:
     assert first_license("Some project\n\n" + text) == spdx
 
 
+COMMON = Path("/usr/share/common-licenses")
+
+
+@pytest.mark.parametrize(("name", "spdx"), [
+    ("Apache-2.0", "Apache-2.0"), ("BSD", "BSD-3-Clause"), ("GPL-2", "GPL-2.0-only"),
+    ("GPL-3", "GPL-3.0-only"), ("LGPL-2.1", "LGPL-2.1-only"), ("LGPL-3", "LGPL-3.0-only"),
+    ("MPL-2.0", "MPL-2.0"),
+])
+def test_full_license_texts_name_one_license_though_they_mention_others(
+    name: str, spdx: str,
+) -> None:
+    """The texts a Debian system ships: the GPL-3 names the AGPL, the MPL-2.0 the GNU licenses,
+    each ends with a sample "or later" notice; none of that counts."""
+    path = COMMON / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not on this machine")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    assert licenses_in(text) == [spdx]
+
+
+def test_gnu_notices_say_only_or_or_later() -> None:
+    notice = ("This program is free software; you can redistribute it and/or modify it under "
+              "the terms of the GNU Lesser General Public License as published by the Free "
+              "Software Foundation; either version 3 of the License, or (at your option) any "
+              "later version.")
+    assert licenses_in(notice) == ["LGPL-3.0-or-later"]
+    assert licenses_in(notice + "\n\n" + LGPL3) == ["LGPL-3.0-or-later"]
+    assert licenses_in("Licensed under the terms of the GNU General Public License version 2.") \
+        == ["GPL-2.0-only"]
+    assert licenses_in("MPL: 'Secondary License' means either the GNU General Public License, "
+                       "Version 2.0, or the GNU Lesser General Public License, Version 2.1") == []
+
+
 def test_unrelated_text_matches_nothing() -> None:
     assert licenses_in("Authors:\n  Jane Doe\n  John Roe\n") == []
     assert first_license("This package is great.") is None
@@ -224,7 +257,7 @@ def test_decisions_are_read_from_the_policy(home: Path) -> None:
 package = "psycopg"
 license = "lgpl-3.0-only"
 reason = "client library, linked dynamically"
-expires = 2099-01-31
+expires = 2099-01-31T12:00:00
 by = "legal@example.com"
 
 [[licenses.decisions]]

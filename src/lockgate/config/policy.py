@@ -8,7 +8,7 @@ gates; everything else is checked here, when the file is read.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from lockgate.config.frameworks import check_framework_config
@@ -89,6 +89,8 @@ def _date(value: Any, key: str) -> date:
         except ValueError:
             raise ConfigError(f"{key}: not a date: {value!r}",
                               hint="write the date as YYYY-MM-DD") from None
+    if isinstance(value, datetime):
+        return value.date()
     if not isinstance(value, date):
         raise ConfigError(f"{key}: not a date: {value!r}", hint="write the date as YYYY-MM-DD")
     return value

@@ -21,13 +21,15 @@ from pathlib import PurePosixPath
 __all__ = ["LicenseFile", "first_license", "license_files", "licenses_in", "without_implied"]
 
 _TEXTS: tuple[tuple[str, str, str], ...] = (
-    # (phrase that starts the recognition, phrase that must follow soon after, SPDX id)
-    ("gnu affero general public license", "version 3", "AGPL-3.0-only"),
-    ("gnu lesser general public license", "version 3", "LGPL-3.0-only"),
-    ("gnu lesser general public license", "version 2.1", "LGPL-2.1-only"),
-    ("gnu library general public license", "version 2", "LGPL-2.0-only"),
-    ("gnu general public license", "version 3", "GPL-3.0-only"),
-    ("gnu general public license", "version 2", "GPL-2.0-only"),
+    # (phrase that starts the recognition, phrase that must follow soon after, SPDX id). The
+    # GNU licenses by their title lines: their texts name each other, and other licenses
+    # (MPL-2.0) name them, without the date.
+    ("gnu affero general public license version 3, 19 november 2007", "", "AGPL-3.0-only"),
+    ("gnu lesser general public license version 3, 29 june 2007", "", "LGPL-3.0-only"),
+    ("gnu lesser general public license version 2.1, february 1999", "", "LGPL-2.1-only"),
+    ("gnu library general public license version 2, june 1991", "", "LGPL-2.0-only"),
+    ("gnu general public license version 3, 29 june 2007", "", "GPL-3.0-only"),
+    ("gnu general public license version 2, june 1991", "", "GPL-2.0-only"),
     ("mozilla public license", "2.0", "MPL-2.0"),
     ("apache license", "version 2.0", "Apache-2.0"),
     ("boost software license", "version 1.0", "BSL-1.0"),
@@ -53,7 +55,34 @@ _LIMIT = 400_000  # characters of one text that are read
 # where the more specific one is found, the one it refers to is not a license of its own.
 _IMPLIED = {"LGPL-3.0-only": ("GPL-3.0-only",), "LGPL-2.1-only": ("GPL-2.0-only",),
             "LGPL-2.0-only": ("GPL-2.0-only",), "AGPL-3.0-only": ("GPL-3.0-only",),
-            "ISC": ("0BSD",)}
+            "LGPL-3.0-or-later": ("GPL-3.0-only", "GPL-3.0-or-later"),
+            "LGPL-2.1-or-later": ("GPL-2.0-only", "GPL-2.0-or-later"),
+            "LGPL-2.0-or-later": ("GPL-2.0-only", "GPL-2.0-or-later"),
+            "AGPL-3.0-or-later": ("GPL-3.0-only", "GPL-3.0-or-later"), "ISC": ("0BSD",)}
+
+
+# The notice a GNU-licensed project puts in its files: "... under the terms of the GNU Lesser
+# General Public License as published by the Free Software Foundation; either version 3 of the
+# License, or (at your option) any later version."
+_GNU_NOTICE = re.compile(
+    r"(?:under|terms of) the (?:gnu )?(?P<kind>lesser |library |affero )?general public "
+    r"licen[cs]e,?(?: \(\w+\))?,? (?:as published by the free software foundation[,;]? )?"
+    r"(?:either )?(?:version|v) ?(?P<ver>[123](?:\.[01])?)\b(?P<later>[^.]{0,60}?"
+    r"(?:any later version|or later))?")
+_GNU_BASE = {"": "GPL", "lesser": "LGPL", "library": "LGPL", "affero": "AGPL"}
+_GNU_KNOWN = frozenset({"GPL-1.0", "GPL-2.0", "GPL-3.0", "LGPL-2.0", "LGPL-2.1", "LGPL-3.0",
+                        "AGPL-3.0"})
+
+
+def _gnu_id(match: re.Match[str]) -> str | None:
+    base = _GNU_BASE[(match.group("kind") or "").strip()]
+    ver = match.group("ver")
+    ver = ver if "." in ver else f"{ver}.0"
+    if base == "LGPL" and ver == "2.0" and (match.group("kind") or "").strip() == "lesser":
+        ver = "2.1"  # the Lesser GPL starts at 2.1
+    if f"{base}-{ver}" not in _GNU_KNOWN:
+        return None
+    return f"{base}-{ver}-{'or-later' if match.group('later') else 'only'}"
 
 
 def _flat(text: str) -> str:
@@ -72,6 +101,17 @@ def _found(flat: str) -> dict[str, int]:
                 found.setdefault(spdx, at)
                 break
             at = flat.find(start, at + 1)
+    titles = dict(found)
+    for match in _GNU_NOTICE.finditer(flat):
+        notice = _gnu_id(match)
+        if notice is None:
+            continue
+        only = notice.replace("-or-later", "-only")
+        if titles.get(only, len(flat)) < match.start():
+            continue  # the "how to apply" notice at the end of the license's own text
+        found.setdefault(notice, match.start())
+        if only != notice and only in titles:
+            found.pop(only)  # a notice before the text says "or later"
     at = flat.find(_BSD)
     if at >= 0:
         window = flat[at:at + 3 * _NEAR]
