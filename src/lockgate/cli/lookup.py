@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from lockgate.cli.context import open_registry
 from lockgate.cli.render import emit_json, out, print_parity
@@ -62,7 +63,8 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
         data["gate_runs"] = [dict(r.__dict__) for r in runs]
         emit_json(data)
         return
-    out.print(f"[bold]{v.name}@{v.number}[/]  stage: {v.stage}  digest: {v.digest}")
+    out.print(Text.assemble((f"{v.name}@{v.number}", "bold"),
+                            f"  stage: {v.stage}  digest: {v.digest}"))
     out.print(f"framework: {v.framework} {v.framework_version}   opset {v.opset}, "
               f"IR {v.ir_version}   created {v.created_at} by {v.creator}")
     if v.description:

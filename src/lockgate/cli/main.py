@@ -44,27 +44,76 @@ from lockgate.errors import Error
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not a verdict (1 means a gate or check failed)
 
 
-@click.group()
+@click.group(epilog="Global options (--home, --server, --json, --debug) may also follow the "
+                     "command: `lockgate show NAME@V --home H` is `lockgate --home H show NAME@V`.")
 @click.option("--home", type=click.Path(path_type=Path), default=None,
               help="lockgate home (default: $LOCKGATE_HOME or ./.lockgate).")
 @click.option("--server", envvar="LOCKGATE_SERVER", default=None, metavar="URL",
               help="Use the registry server at URL (token from $LOCKGATE_TOKEN or "
                    "$LOCKGATE_TOKEN_FILE) instead of a local home.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the command's result as JSON (for commands that have JSON output).")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(package_name="lockgate")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, server: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, home: Path | None, server: str | None, as_json: bool,
+        debug: bool) -> None:
     """lockgate: register models as parity-checked ONNX, promote them through gates, serve them."""
     ctx.ensure_object(dict)
     ctx.obj["home"] = home
     ctx.obj["server"] = server or None
+    ctx.obj["json"] = as_json
     ctx.obj["debug"] = debug
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: object) -> object:
+    """A global option given after the command: it replaces what was given before it."""
+    if value is not None and value is not False:
+        ctx.obj[str(param.name)] = value
+    return value
+
+
+def _json_wanted(ctx: click.Context, param: click.Parameter, value: object) -> bool:
+    """A command's own --json, or the global one given before the command."""
+    return bool(value) or bool(ctx.obj.get("json"))
+
+
+def _no_json(ctx: click.Context, param: click.Parameter, value: object) -> None:
+    if value or ctx.obj.get("json"):
+        raise click.UsageError(f"`{ctx.command_path}` has no JSON output; drop --json", ctx)
+
+
+def _global_options(command: click.Command) -> None:
+    """Let ``command`` (and every command under it) take the global options after its name,
+    and make its --json, if it has one, follow the global --json too."""
+    taken = {o for p in command.params for o in p.opts}
+    hidden: list[click.Parameter] = []
+    for opts, extra in ((["--home"], {"type": click.Path(path_type=Path), "default": None}),
+                        (["--server"], {"default": None, "metavar": "URL"}),
+                        (["--debug"], {"is_flag": True})):
+        if opts[0] not in taken:
+            hidden.append(click.Option(opts, hidden=True, expose_value=False,
+                                       callback=_remember, **extra))
+    own_json = [p for p in command.params if "--json" in p.opts]
+    for p in own_json:
+        p.callback = _json_wanted
+    if isinstance(command, click.Group):
+        if not own_json:
+            hidden.append(click.Option(["--json", "json"], is_flag=True, hidden=True,
+                                       expose_value=False, callback=_remember))
+        for sub in command.commands.values():
+            _global_options(sub)
+    elif not own_json:
+        hidden.append(click.Option(["--json", "json"], is_flag=True, hidden=True,
+                                   expose_value=False, callback=_no_json))
+    command.params.extend(hidden)
 
 
 for _part in (register, lookup, promotion, reproduce, deploy, serving, admin, supplychain,
               monitoring, report, infra, demo):
     for _command in _part.COMMANDS:
         cli.add_command(_command)
+        _global_options(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from lockgate.cli.context import local_home
 from lockgate.cli.parse import parse_duration
@@ -110,9 +111,9 @@ def _print_monitor(result: dict[str, Any], as_json: bool) -> None:
             "drift": {k: v for k, v in result["drift"].items() if k != "current"}})
         return
     drift, slo = result["drift"], result["slo"]
-    out.print(f"{result['model']}@{result['version']} on {result['server']}: "
-              f"[bold]{result['state']}[/] (rows {drift.get('rows', 0)}, "
-              f"requests {slo['requests']})")
+    out.print(Text.assemble(f"{result['model']}@{result['version']} on {result['server']}: ",
+                            (str(result["state"]), "bold"),
+                            f" (rows {drift.get('rows', 0)}, requests {slo['requests']})"))
     if "features" in drift:
         t = Table(title=f"drift: {drift['share']:.0%} of features drifted "
                         f"(dataset drift at {drift['drift_share']:.0%})")

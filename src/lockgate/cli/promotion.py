@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from lockgate.cli.context import local_home, open_registry
 from lockgate.cli.render import emit_json, err, gate_table, live, out
@@ -59,7 +60,7 @@ def promote(ctx: click.Context, ref: str, to_stage: str, run_all: bool, junit: P
                         "retired": list(result.retired), "alias": result.alias})
     if as_json:
         return
-    out.print(f"{label}: {result.from_stage} → [bold]{result.to_stage}[/]")
+    out.print(Text.assemble(f"{label}: {result.from_stage} → ", (result.to_stage, "bold")))
     for n in result.retired:
         out.print(f"{result.version.name}@{n} retired")
     if result.alias:
@@ -101,7 +102,8 @@ def gates(ctx: click.Context, ref: str, to_stage: str, dry_run: bool, first_fail
 def approve(ctx: click.Context, ref: str, stage: str, comment: str) -> None:
     """Approve a version for a stage (approver role; not your own version)."""
     d = open_registry(ctx).approve(ref, stage, comment=comment)
-    out.print(f"{d.actor} approved {d.name}@{d.number} for {d.stage}")
+    out.print(f"{d.actor} approved {d.name}@{d.number} for {d.stage} (identified by "
+              f"{d.detail.get('identified_by', 'local')})")
 
 
 @click.command()

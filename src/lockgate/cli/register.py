@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.text import Text
 
 from lockgate.cli.context import open_registry
 from lockgate.cli.parse import (
@@ -106,13 +107,15 @@ def register(ctx: click.Context, onnx_file: Path | None, factory: str | None, na
     if as_json:
         emit_json(v.to_dict())
         return
-    out.print(f"registered [bold]{v.name}@{v.number}[/] ({v.framework} {v.framework_version}, "
-              f"opset {v.opset}, {v.digest})")
+    out.print(Text.assemble("registered ", (f"{v.name}@{v.number}", "bold"),
+                            f" ({v.framework} {v.framework_version}, opset {v.opset}, "
+                            f"{v.digest})"))
     print_parity(v)
     if v.signed_by:
         out.print(f"signed with key {v.signed_by[:16]}; files: {', '.join(sorted(v.files))}")
     else:
-        out.print("[yellow]unsigned[/] (signing.require_signature = false)")
+        out.print(Text.assemble(("unsigned", "yellow"),
+                                " (signing.require_signature = false)"))
 
 
 def _dataset(text: str) -> dict[str, str]:

@@ -1,5 +1,10 @@
 """How the CLI draws: the stdout and stderr consoles, JSON output, progress bars, the parity
-and gate tables, per-gate progress lines, error lines and the demo's steps."""
+and gate tables, per-gate progress lines, error lines and the demo's steps.
+
+Both consoles take text as it is: Rich markup is off, so a gate message, a comment or a model's
+description saying ``[gate.metrics]`` prints intact. Styling goes through :class:`rich.text.Text`
+(``Text.assemble("registered ", (ref, "bold"))``), never through markup in a string that holds
+what a user or a gate wrote."""
 
 from __future__ import annotations
 
@@ -13,11 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 from rich.table import Table
+from rich.text import Text
 
 from lockgate.types import GateResult, OutputParity, Version
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 class BarProgress:
@@ -47,7 +53,7 @@ def progress_bars(enabled: bool) -> Iterator[BarProgress | None]:
     if not enabled:
         yield None
         return
-    with RichBar(SpinnerColumn(), TextColumn("{task.description:<8}"), BarColumn(),
+    with RichBar(SpinnerColumn(), TextColumn("{task.description:<8}", markup=False), BarColumn(),
                  TimeElapsedColumn(), console=err, transient=True) as bar:
         yield BarProgress(bar)
 
@@ -88,15 +94,16 @@ def _parity_result(o: OutputParity) -> str:
 
 
 def gate_table(title: str, results: Sequence[GateResult]) -> Table:
-    """Gate results as a table, the status coloured."""
-    t = Table(title=title)
+    """Gate results as a table, the status coloured; every text as it is, whichever console
+    prints the table."""
+    t = Table(title=Text(title, style="table.title"))
     for col in ("gate", "status", "message"):
         t.add_column(col)
     colors = {"pass": "green", "waived": "yellow", "skipped": "dim", "fail": "red",
               "error": "red"}
     for r in results:
         c = colors.get(r.status.value, "")
-        t.add_row(r.gate, f"[{c}]{r.status.value}[/]" if c else r.status.value, r.message)
+        t.add_row(Text(r.gate), Text(r.status.value, style=c), Text(r.message))
     return t
 
 
@@ -115,22 +122,23 @@ class DemoPrinter:
     """Renders the demo's steps."""
 
     def step(self, title: str) -> None:
-        out.rule(f"[bold]{title}")
+        out.rule(Text(title, style="bold"))
 
     def say(self, text: str) -> None:
         out.print(text)
 
     def version(self, v: Version) -> None:
-        out.print(f"registered [bold]{v.name}@{v.number}[/] from {v.framework} "
-                  f"{v.framework_version} → ONNX opset {v.opset} ({v.digest.value[:19]}…)")
+        out.print(Text.assemble("registered ", (f"{v.name}@{v.number}", "bold"),
+                                f" from {v.framework} {v.framework_version} → ONNX opset "
+                                f"{v.opset} ({v.digest.value[:19]}…)"))
         print_parity(v)
 
     def table(self, title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        t = Table(title=title)
+        t = Table(title=Text(title, style="table.title"))
         for c in columns:
             t.add_column(c)
         for r in rows:
-            t.add_row(*r)
+            t.add_row(*(Text(cell) for cell in r))
         out.print(t)
 
     def progress(self) -> Any:
