@@ -240,6 +240,10 @@ def test_no_metadata_at_all_reads_the_files_and_says_what_it_could_not(
     assert info.evidence == ("license file LICENSE: not recognised",)
     bare = _dist(tmp_path / "c", "barepkg", [], {})
     assert "ships no license file" in (license_of(bare).problem or "")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "MIT.txt").write_text(MIT, encoding="utf-8")
+    outside = _dist(tmp_path / "d", "outpkg", ["License-File: ../MIT.txt"], {})
+    assert license_of(outside).expression is None  # a License-File outside .dist-info is not read
 
 
 # -- decisions ---------------------------------------------------------------------------------

@@ -167,6 +167,8 @@ def _candidates(dist: importlib.metadata.Distribution) -> list[str]:
     except (OSError, TypeError, ValueError):
         declared = []
     for entry in declared:
+        if ".." in PurePosixPath(str(entry)).parts or str(entry).startswith(("/", "\\")):
+            continue  # names a file outside the .dist-info folder
         paths += [f"licenses/{entry}", str(entry)]
     try:
         files = dist.files or []
