@@ -298,3 +298,28 @@ def test_the_md5_google_cloud_storage_publishes_is_checked(home: Path, site: _Si
     with pytest.raises(SupplyChainError, match="MD5 the server published does not match"):
         download_export(site.url, folder)
     assert not (folder / "all.zip.part").exists()
+
+
+def _zip(path: Path, members: dict[str, object]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, doc in members.items():
+            z.writestr(name, doc if isinstance(doc, str) else json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize(("members", "export"), [
+    ({"PYSEC-2099-1.json": _record(1), "PYSEC-2099-2.json": _record(2)}, True),
+    ({"PyPI/PYSEC-2099-1.json": _record(1), "PYSEC-2099-2.json": _record(2)}, False),
+    ({"renamed.json": _record(1), "PYSEC-2099-2.json": _record(2)}, False),
+    ({"PYSEC-2099-1.json": _record(1), "README.txt": "hand-made"}, False),
+    ({"PYSEC-2099-1.json": _record(1),
+      "NPM-1.json": {**_record(9), "id": "NPM-1",
+                     "affected": [{"package": {"ecosystem": "npm", "name": "left-pad"}}]}},
+     False),
+], ids=["export", "sub-folder", "name-is-not-the-id", "other-file", "other-ecosystem"])
+def test_the_shape_of_an_export_is_read_from_its_members(
+    tmp_path: Path, members: dict[str, object], export: bool
+) -> None:
+    from lockgate.supplychain.vulns.snapshots import load_snapshot
+
+    assert load_snapshot(_zip(tmp_path / "all.zip", members)).export is export
