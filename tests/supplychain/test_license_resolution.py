@@ -264,15 +264,19 @@ reason = "client library, linked dynamically"
 expires = 2099-01-31T12:00:00
 by = "legal@example.com"
 
+version = ">=3.3,<4"
+
 [[licenses.decisions]]
 package = "namex"
 accept = true
 reason = "reviewed the Apache-2.0 text by hand"
+version = "0.1.0"
 """))
     assert s.license_decisions == (
         LicenseDecision("psycopg", "client library, linked dynamically", "LGPL-3.0-only",
-                        False, date(2099, 1, 31), "legal@example.com"),
-        LicenseDecision("namex", "reviewed the Apache-2.0 text by hand", None, True),
+                        False, date(2099, 1, 31), "legal@example.com", "<4,>=3.3"),
+        LicenseDecision("namex", "reviewed the Apache-2.0 text by hand", None, True,
+                        version="==0.1.0"),
     )
 
 
@@ -285,6 +289,7 @@ reason = "reviewed the Apache-2.0 text by hand"
     ('package = "x"\naccept = true\nreason = "r"\nexpires = "soon"', "not a date"),
     ('package = "x"\naccept = true\nreason = "r"\nwhy = "r"', "unknown keys"),
     ('license = "MIT"\nreason = "r"', "package"),
+    ('package = "x"\naccept = true\nreason = "r"\nversion = "latest"', "not a version"),
 ])
 def test_bad_decisions_are_refused(home: Path, entry: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
@@ -300,17 +305,19 @@ def test_two_decisions_for_one_package_are_refused(home: Path) -> None:
 
 def test_decisions_assert_accept_expire_and_report_unused(tmp_path: Path) -> None:
     today = date(2026, 6, 1)
-    findings = [assess(license_of(_dist(tmp_path / n, n, [], {}))) for n in ("a", "b", "c", "d")]
+    findings = [assess(license_of(_dist(tmp_path / n, n, [], {})))
+                for n in ("a", "b", "c", "d", "e")]
     assert all(f.outcome is LicenseOutcome.NEEDS_REVIEW for f in findings)
     decisions = [
         LicenseDecision("a", "upstream says MIT in its README", "MIT", by="ann"),
         LicenseDecision("b", "vendored, reviewed", accept=True, expires=today),
         LicenseDecision("c", "old review", accept=True, expires=today - timedelta(days=1)),
         LicenseDecision("d", "claims AGPL", "AGPL-3.0-only"),
+        LicenseDecision("e", "reviewed 0.x", accept=True, version="<1"),
         LicenseDecision("gone", "no longer used", accept=True),
     ]
     out, reports = apply_decisions(findings, decisions, DEFAULT_LICENSE_POLICY, today=today)
-    a, b, c, d = out
+    a, b, c, d, e = out
     assert a.outcome is LicenseOutcome.ALLOWED
     assert a.info.source is LicenseSource.DECISION
     assert a.decision == "license MIT by ann: upstream says MIT in its README"
@@ -320,7 +327,10 @@ def test_decisions_assert_accept_expire_and_report_unused(tmp_path: Path) -> Non
     assert c.outcome is LicenseOutcome.NEEDS_REVIEW
     assert "decision expired on 2026-05-31, not applied" in c.reason
     assert d.outcome is LicenseOutcome.DENIED  # an asserted license is judged like any other
-    assert [r.status for r in reports] == ["applied", "applied", "expired", "applied", "unused"]
+    assert e.outcome is LicenseOutcome.NEEDS_REVIEW
+    assert "decision covers e <1, not 1.0: not applied" in e.reason
+    assert [r.status for r in reports] == ["applied", "applied", "expired", "applied",
+                                           "other version", "unused"]
 
 
 # -- the gate on a real registered version -----------------------------------------------------
@@ -358,7 +368,7 @@ by = "legal"
     assert measured["decisions"] == [{
         "package": "onnx", "license": None, "accept": True,
         "reason": "reviewed: the model format library", "expires": None, "by": "legal",
-        "status": "applied"}]
+        "version": None, "status": "applied"}]
     # every library not allowed is named in the message, none cut
     for row in measured["not_allowed"]:
         assert f"{row['name']} {row['version']}: " in info.value.message

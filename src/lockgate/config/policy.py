@@ -96,7 +96,8 @@ def _date(value: Any, key: str) -> date:
     return value
 
 
-_DECISION_KEYS = frozenset({"package", "license", "accept", "reason", "expires", "by"})
+_DECISION_KEYS = frozenset({"package", "license", "accept", "reason", "expires", "by",
+                            "version"})
 _DECISION_HINT = ("write { package = \"name\", license = \"SPDX expression\" or accept = true, "
                   "reason = \"why\", expires = YYYY-MM-DD, by = \"who\" }")
 
@@ -135,7 +136,24 @@ def _decision(item: Any, index: int) -> LicenseDecision:
         raise ConfigError(f"{key}.by: expected the name of who decided", hint=_DECISION_HINT)
     expires = _date(item["expires"], f"{key}.expires") if "expires" in item else None
     return LicenseDecision(package.strip(), reason.strip(), license_text, accept, expires,
-                           by.strip())
+                           by.strip(), _versions(item.get("version", ""), f"{key}.version"))
+
+
+def _versions(value: Any, key: str) -> str:
+    """A PEP 440 specifier (``3.3.9`` is ``==3.3.9``); empty: every version."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a version or specifier such as \">=3,<4\"")
+    text = value.strip()
+    if text and text[0].isdigit():
+        text = f"=={text}"
+    try:
+        return str(SpecifierSet(text))
+    except InvalidSpecifier:
+        raise ConfigError(f"{key}: {value!r} is not a version specifier",
+                          hint="write a version (3.3.9) or a PEP 440 specifier (>=3,<4)"
+                          ) from None
 
 
 def _license_decisions(value: Any, at: Found) -> tuple[LicenseDecision, ...]:

@@ -44,7 +44,8 @@ class VulnAllow:
 class LicenseDecision:
     """A per-package license decision of the policy: the license it is under (``license``, an
     SPDX expression the metadata does not say) or accepted as it is (``accept``), why, until
-    when (None: no end), and who decided."""
+    when (None: no end), who decided, and the versions it covers (a PEP 440 specifier; empty:
+    every version)."""
 
     package: str
     reason: str
@@ -52,6 +53,7 @@ class LicenseDecision:
     accept: bool = False
     expires: date | None = None
     by: str = ""
+    version: str = ""
 
 
 @dataclass(frozen=True)

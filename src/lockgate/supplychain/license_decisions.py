@@ -4,7 +4,9 @@ A decision names a distribution and either the license it is under (``license``:
 expression, for metadata that does not say, judged by the policy like a declared one) or
 accepts it as it is (``accept = true``: allowed whatever its license, a person having reviewed
 it). Each has a reason, optionally ``expires`` (after that day it is not applied, and the finding
-says so) and ``by``. A decision for a distribution the BOM does not hold is reported as unused.
+says so), ``by``, and ``version`` (a PEP 440 specifier: another version of the distribution,
+whose license may have changed, is not covered). A decision for a distribution the BOM does
+not hold is reported as unused.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = ["DecisionReport", "LicenseVerdict", "apply_decisions", "describe",
 def describe(decision: LicenseDecision) -> str:
     """One line: what was decided, by whom, why, until when."""
     what = f"license {decision.license}" if decision.license else "accepted"
+    what += f" for {decision.version}" if decision.version else ""
     by = f" by {decision.by}" if decision.by else ""
     until = f", until {decision.expires.isoformat()}" if decision.expires else ""
     return f"{what}{by}{until}: {decision.reason}"
@@ -40,8 +43,9 @@ def describe(decision: LicenseDecision) -> str:
 
 @dataclass(frozen=True)
 class DecisionReport:
-    """One decision of the policy and what became of it: ``applied``, ``expired`` or
-    ``unused`` (no distribution of that name)."""
+    """One decision of the policy and what became of it: ``applied``, ``expired``, ``other
+    version`` (the distribution's version is not one it covers) or ``unused`` (no
+    distribution of that name)."""
 
     decision: LicenseDecision
     status: str
@@ -50,7 +54,17 @@ class DecisionReport:
         d = self.decision
         return {"package": d.package, "license": d.license, "accept": d.accept,
                 "reason": d.reason, "expires": d.expires.isoformat() if d.expires else None,
-                "by": d.by, "status": self.status}
+                "by": d.by, "version": d.version or None, "status": self.status}
+
+
+def _covers(specifier: str, version: str) -> bool:
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version) in SpecifierSet(specifier)
+    except InvalidVersion:
+        return False
 
 
 def _apply(finding: LicenseFinding, decision: LicenseDecision,
@@ -85,6 +99,11 @@ def apply_decisions(
         decision = by_name.get(key)
         if decision is None:
             out.append(finding)
+        elif decision.version and not _covers(decision.version, finding.info.version):
+            used.setdefault(key, "other version")
+            note = (f"decision covers {finding.info.name} {decision.version}, not "
+                    f"{finding.info.version}: not applied")
+            out.append(replace(finding, reason=f"{finding.reason} ({note})", decision=note))
         elif decision.expires is not None and decision.expires < today:
             used[key] = "expired"
             note = f"decision expired on {decision.expires.isoformat()}, not applied"
@@ -122,7 +141,7 @@ class LicenseVerdict:
         """The gate's message: every library not allowed, with its reason, and the decisions."""
         bad = self.not_allowed
         applied = [f for f in self.findings
-                   if f.decision is not None and not f.decision.startswith("decision expired")]
+                   if f.decision is not None and not f.decision.endswith("not applied")]
         notes = [f"{len(applied)} by decision ("
                  + "; ".join(f"{f.info.name}: {f.decision}" for f in applied) + ")"
                  ] if applied else []
