@@ -59,3 +59,30 @@ def test_compare_models_reports_the_first_difference() -> None:
     assert result["first_difference"]["name"] == "W"
     assert "first difference: initializer W: 1 of 12 values differ; first at [3, 2]" \
         in result["message"]
+
+
+def _with_trace(model: onnx.ModelProto, venv: str) -> onnx.ModelProto:
+    """The model with the torch exporter's stack-trace metadata, as exported in ``venv``."""
+    traced = onnx.ModelProto()
+    traced.CopyFrom(model)
+    for node in traced.graph.node:
+        entry = node.metadata_props.add()
+        entry.key, entry.value = "pkg.torch.onnx.stack_trace", f'File "{venv}/torch/linear.py"'
+    return traced
+
+
+def test_a_rebuild_differing_only_in_node_metadata_says_so() -> None:
+    a = _with_trace(linear_onnx(), "/work/.venv/lib")
+    b = _with_trace(linear_onnx(), "/home/cache/venvs/0123/lib")
+    first = first_difference(a, b)
+    assert first["where"] == "node"
+    assert first["detail"].startswith("node #0 (MatMul) metadata pkg.torch.onnx.stack_trace: ")
+    assert "/home/cache/venvs/0123/lib" in first["detail"]
+    result = compare_models(a.SerializeToString(), b.SerializeToString(), SAMPLES,
+                            atol=0.0, rtol=0.0)
+    assert result["only_node_metadata_differs"] == ["pkg.torch.onnx.stack_trace"]
+    assert "only node metadata differs (pkg.torch.onnx.stack_trace)" in result["message"]
+    # A weight that differs as well is not "only metadata".
+    c = _with_weight(b, 0, 0, 1.0)
+    assert compare_models(a.SerializeToString(), c.SerializeToString(), SAMPLES,
+                          atol=0.0, rtol=0.0)["only_node_metadata_differs"] == []

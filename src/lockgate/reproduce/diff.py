@@ -11,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["first_difference"]
+__all__ = ["first_difference", "metadata_only"]
 
 
 def first_difference(a: onnx.ModelProto, b: onnx.ModelProto) -> dict[str, Any]:
@@ -93,7 +93,33 @@ def _node_detail(i: int, na: onnx.NodeProto, nb: onnx.NodeProto) -> str:
         if attrs_a.get(name) != attrs_b.get(name):
             return (f"node #{i} ({na.op_type}) attribute {name}: "
                     f"{_short(attrs_a.get(name))} != {_short(attrs_b.get(name))}")
-    return f"node #{i} ({na.op_type}) differs (doc_string or metadata)"
+    meta_a = {p.key: p.value for p in na.metadata_props}
+    meta_b = {p.key: p.value for p in nb.metadata_props}
+    for key in sorted(set(meta_a) | set(meta_b)):
+        if meta_a.get(key) != meta_b.get(key):
+            return (f"node #{i} ({na.op_type}) metadata {key}: "
+                    f"{_short(meta_a.get(key))} != {_short(meta_b.get(key))}")
+    return f"node #{i} ({na.op_type}) doc_string differs"
+
+
+def metadata_only(a: onnx.ModelProto, b: onnx.ModelProto) -> list[str]:
+    """The node metadata keys that differ when they are all that differs (the graph, weights
+    and header equal once node metadata is set aside); empty otherwise. The torch exporter's
+    ``pkg.torch.onnx.stack_trace`` names the source files of the environment that exported,
+    so a rebuild in another venv differs there alone."""
+    import onnx
+
+    ca, cb = onnx.ModelProto(), onnx.ModelProto()
+    ca.CopyFrom(a)
+    cb.CopyFrom(b)
+    keys: set[str] = set()
+    for na, nb in zip(ca.graph.node, cb.graph.node, strict=False):
+        ma = {p.key: p.value for p in na.metadata_props}
+        mb = {p.key: p.value for p in nb.metadata_props}
+        keys |= {k for k in set(ma) | set(mb) if ma.get(k) != mb.get(k)}
+        del na.metadata_props[:]
+        del nb.metadata_props[:]
+    return sorted(keys) if keys and ca == cb else []
 
 
 def _tensor_detail(ta: onnx.TensorProto, tb: onnx.TensorProto) -> str:

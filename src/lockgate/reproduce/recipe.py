@@ -270,9 +270,10 @@ def compare_models(original: bytes, rebuilt: bytes, samples: dict[str, Any], *, 
         elif not np.array_equal(x, y):
             diffs[name] = "values differ"
             ok = False
-    from lockgate.reproduce.diff import first_difference
+    from lockgate.reproduce.diff import first_difference, metadata_only
 
     first = first_difference(a, b)
+    only_metadata = metadata_only(a, b)
     summary = (f"not bit-identical ({len(changed)} initializer(s) differ"
                + (f": {', '.join(changed[:5])}" if changed else "")
                + (f"; nodes differ: {', '.join(changed_nodes[:5])}" if changed_nodes else "")
@@ -281,7 +282,11 @@ def compare_models(original: bytes, rebuilt: bytes, samples: dict[str, Any], *, 
                       for k, v in diffs.items())
     message = (f"{summary}; outputs within tolerance ({worst})" if ok
                else f"{summary}; outputs differ ({worst})")
+    if only_metadata:
+        message += (f"; only node metadata differs ({', '.join(only_metadata)}): the graph "
+                    "and the weights are identical")
     return {**result, "passed": ok, "bit_identical": False, "message": message,
             "changed_initializers": changed, "initializers_only_in_one": only,
             "changed_nodes": changed_nodes, "first_difference": first,
+            "only_node_metadata_differs": only_metadata,
             "output_max_abs_error": diffs}
