@@ -78,6 +78,7 @@ def test_a_miss_builds_with_progress_and_a_hit_reuses(tmp_path: Path) -> None:
     assert ("start", "packages", 1) in seen.events
     assert ("advance", "packages", 1) in seen.events  # pip took up lgtiny
     assert ("finish", "packages", None) in seen.events
+    assert ("start", "install", None) in seen.events  # pip's "Installing collected packages"
     (entry,) = [p for p in cache.iterdir()]
     assert entry == python.parent.parent
     assert (entry / "lockgate-venv.json").is_file()

@@ -11,6 +11,7 @@ from lockgate.cli.render import emit_json, err, out, progress_bars
 from lockgate.errors import ReproductionError
 
 PHASES = {"venv": "creating the environment", "packages": "installing the recorded lock",
+          "install": "unpacking the packages into the environment",
           "lockgate": "installing lockgate", "rebuild": "running the recipe",
           "compare": "comparing with the stored ONNX"}
 

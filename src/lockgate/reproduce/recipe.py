@@ -87,8 +87,8 @@ def reproduce(lg: ReproducibleHome, version: Version, *, source: Path | None = N
               timeout_s: float = 3600, progress: Progress | None = None) -> dict[str, Any]:
     """Rebuild ``version`` and return the comparison (``passed``, ``message``, details).
 
-    ``progress`` hears the phases: ``venv``, ``packages`` (one step per requirement) and
-    ``lockgate`` while a fresh environment is built (skipped on a cache hit), then ``rebuild``
+    ``progress`` hears the phases: ``venv``, ``packages`` (one step per requirement),
+    ``install`` and ``lockgate`` while a fresh environment is built (skipped on a cache hit), then ``rebuild``
     and ``compare``."""
     progress = progress or NullProgress()
     if env not in ("fresh", "current"):

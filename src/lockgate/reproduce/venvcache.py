@@ -8,7 +8,8 @@ the same lock. The digest covers what makes the venv: the lock's requirements, t
 The build goes into a temporary folder next to the cache entry and is renamed into place only
 once every install step succeeded, so a failed or interrupted build leaves no entry and a
 half-built venv is never used. ``uv`` builds it when on ``PATH`` (much faster), ``pip`` otherwise.
-Progress is reported by phase (``venv``, ``packages`` with one step per requirement, ``lockgate``).
+Progress is reported by phase (``venv``, ``packages`` with one step per requirement pip takes
+up, ``install`` while pip unpacks them, ``lockgate``).
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ def _run(cmd: Sequence[str], timeout_s: float, *, progress: Progress | None = No
     env.pop("PYTHONPATH", None)
     env.pop("VIRTUAL_ENV", None)
     lines: list[str] = []
+    installing = False
     try:
         with subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env) as proc:
@@ -183,7 +185,13 @@ def _run(cmd: Sequence[str], timeout_s: float, *, progress: Progress | None = No
                 lines.append(line.rstrip())
                 if progress is not None and line.startswith(_PIP_STEPS):
                     progress.advance(task)
+                elif progress is not None and line.startswith("Installing collected"):
+                    progress.finish(task)
+                    progress.start("install", None)
+                    installing = True
             code = proc.wait(timeout=timeout_s)
+            if progress is not None and installing:
+                progress.finish("install")
     except OSError as exc:
         raise StorageError(f"cannot run {cmd[0]}: {exc}") from None
     except subprocess.TimeoutExpired:
