@@ -165,19 +165,38 @@ def test_an_approval_with_the_approvers_token_satisfies_the_gate(
 def test_rejections_and_waivers_record_how_the_actor_was_identified(
         gated_home: Path, registry_url: tuple[str, str]) -> None:
     url, token = registry_url
-    until = (datetime.now(UTC).date() + timedelta(days=7)).isoformat()
-    waived = _lockgate(gated_home, "waive", "m@1", "--stage", "stabilized", "--gate",
-                       "rollback_ready", "--reason", "first release", "--expires", until,
-                       "--server", url, LOCKGATE_TOKEN=token)
-    assert waived.returncode == 0, waived.stderr
     rejected = _lockgate(gated_home, "reject", "m@1", "--stage", "stabilized", "--comment",
                          "metrics regressed", LOCKGATE_USER="appr")
     assert rejected.returncode == 0, rejected.stderr
-    kinds = {d["kind"]: d["detail"]["identified_by"] for d in _decisions(gated_home)}
-    assert kinds == {"waiver": "token", "rejection": "local"}
-
     # a rejection blocks whoever made it: stopping a release needs no proof
     rc, result = _gates(gated_home)
     assert rc == 1
     assert result["message"] == "rejected by appr (metrics regressed)"
     assert result["measured"]["identified_by"] == {"appr": "local"}
+
+    waived = _lockgate(gated_home, "waive", "m@1", "--stage", "stabilized", "--gate",
+                       "approval", "--reason", "hotfix, reviewed live", "--expires", _soon(),
+                       "--server", url, LOCKGATE_TOKEN=token)
+    assert waived.returncode == 0, waived.stderr
+    kinds = {d["kind"]: d["detail"]["identified_by"] for d in _decisions(gated_home)}
+    assert kinds == {"waiver": "token", "rejection": "local"}
+    rc, result = _gates(gated_home)
+    assert rc == 0
+    assert result["status"] == "waived"
+    assert result["message"].startswith("WAIVED by appr until ")
+
+
+def test_a_local_waiver_of_the_approval_gate_does_not_count(gated_home: Path) -> None:
+    waived = _lockgate(gated_home, "waive", "m@1", "--stage", "stabilized", "--gate",
+                       "approval", "--reason", "trust me", "--expires", _soon(),
+                       LOCKGATE_USER="appr")
+    assert waived.returncode == 0, waived.stderr
+    rc, result = _gates(gated_home)
+    assert rc == 1
+    assert result["status"] == "fail"
+    assert "the waiver by appr does not count: it was given as a local user" in result["message"]
+    assert result["measured"]["refused_waiver"]["detail"] == {"identified_by": "local"}
+
+
+def _soon() -> str:
+    return (datetime.now(UTC).date() + timedelta(days=7)).isoformat()

@@ -11,6 +11,7 @@ from lockgate.audit import AuditEvent, EventType, now
 from lockgate.config.settings import Settings
 from lockgate.errors import GateFailedError, InvalidInputError
 from lockgate.gates import AllOf, Evidence, GateContext, build
+from lockgate.gates.release import unproven_approval_waiver
 from lockgate.store.metadata import Change, Decision, GateRun, MetadataStore
 from lockgate.types import GateResult, GateStatus, Version
 
@@ -82,6 +83,10 @@ def evaluate(
         waiver = active_waiver(decisions, to_stage, result.gate, today)
         if waiver is None:
             return result
+        refused = unproven_approval_waiver(result, waiver, settings)
+        if refused is not None:
+            return replace(result, message=f"{result.message}; {refused}",
+                           measured={**result.measured, "refused_waiver": waiver.to_dict()})
         return replace(result, status=GateStatus.WAIVED,
                        message=f"WAIVED by {waiver.actor} until {waiver.expires}: "
                                f"{waiver.comment} (gate said: {result.message})",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from lockgate.access.identity import IdentifiedBy
+from lockgate.config.settings import Settings
 from lockgate.errors import Error
 from lockgate.gates.base import Configurable, GateContext
 from lockgate.gates.params import Param
 from lockgate.types import Decision, GateResult, GateStatus
 
-__all__ = ["ApprovalGate", "RollbackReadyGate", "ShadowDivergenceGate"]
+__all__ = ["ApprovalGate", "RollbackReadyGate", "ShadowDivergenceGate", "identified_by",
+           "unproven_approval_waiver"]
 
 
 class ApprovalGate(Configurable):
@@ -74,6 +76,22 @@ class ApprovalGate(Configurable):
                 identified_by(latest[u]) != IdentifiedBy.TOKEN for u in counted):
             message += "; local identities counted ([gate.approval] allow_local_identity = true)"
         return GateResult(self.name, GateStatus.PASS, message, measured, thresholds)
+
+
+def unproven_approval_waiver(result: GateResult, waiver: Decision,
+                             settings: Settings) -> str | None:
+    """Why ``waiver`` may not turn the approval gate's failure into a pass, or None: waiving
+    the approval gate is approving, so where ``[roles]`` are configured it takes a
+    token-identified approver too, unless the gate allows local identities."""
+    if result.gate != ApprovalGate.name or not settings.roles:
+        return None
+    if result.thresholds.get("allow_local_identity") is True:
+        return None
+    if identified_by(waiver) == IdentifiedBy.TOKEN:
+        return None
+    return (f"the waiver by {waiver.actor} does not count: it was given as a local user (OS "
+            "user or LOCKGATE_USER); waive through the registry server with an API token, or "
+            "set [gate.approval] allow_local_identity = true")
 
 
 def identified_by(d: Decision) -> str:
