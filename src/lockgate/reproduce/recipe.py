@@ -4,7 +4,8 @@ The recipe (``recipe.json``, signed with the version) names the entry point (``m
 returning ``(model, sample_input)``), its arguments, the working directory inside the git
 repository and the commit. Reproduction exports that commit into a temporary folder, builds the
 environment (``fresh``: a venv with the recorded lock file and lockgate installed, built once
-and cached by the lock's digest, see :mod:`~lockgate.reproduce.venvcache`; ``current``: this
+and cached by the lock's digest, see :mod:`~lockgate.reproduce.venvcache`; lockgate run from a
+source checkout is put on the child's path instead of into the venv; ``current``: this
 interpreter, for a quick check), runs the entry point there with the recorded
 seeds in ``LOCKGATE_SEEDS``, converts the result at the recorded opset, and compares:
 
@@ -88,8 +89,8 @@ def reproduce(lg: ReproducibleHome, version: Version, *, source: Path | None = N
     """Rebuild ``version`` and return the comparison (``passed``, ``message``, details).
 
     ``progress`` hears the phases: ``venv``, ``packages`` (one step per requirement),
-    ``install`` and ``lockgate`` while a fresh environment is built (skipped on a cache hit), then ``rebuild``
-    and ``compare``."""
+    ``install`` and ``lockgate`` while a fresh environment is built (skipped on a cache hit),
+    then ``rebuild`` and ``compare``."""
     progress = progress or NullProgress()
     if env not in ("fresh", "current"):
         raise InvalidInputError(f"env must be 'fresh' or 'current', got {env!r}")
@@ -115,6 +116,8 @@ def reproduce(lg: ReproducibleHome, version: Version, *, source: Path | None = N
                      "LOCKGATE_SEEDS": json.dumps(dict(version.seeds)),
                      "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
         child_env.pop("PYTHONPATH", None)
+        if venv.get("lockgate_source"):
+            child_env["PYTHONPATH"] = str(venv["lockgate_source"])
         progress.start("rebuild", None)
         done = subprocess.run(
             [python, "-m", "lockgate", "_rebuild", str(recipe["entry"]), str(version.opset),
@@ -182,28 +185,21 @@ def _venv(lg: ReproducibleHome, version: Version, lockgate_spec: str | None,
             hint="register with --lock-file, or reproduce with --env current")
     reqs = lock_requirements(lock_name, lg.file_bytes(version, lock_name))
     spec_text = lockgate_spec or _own_spec()
-    spec = VenvSpec(requirements=tuple(reqs), lockgate=spec_text,
-                    lockgate_id=_spec_identity(spec_text))
+    source = Path(spec_text) / "src"
+    if (source / "lockgate" / "__init__.py").is_file():
+        # A source checkout (pure Python) is put on the child's path, not into the venv: the
+        # cached venv stays the lock's alone, and an edit of the source needs no new venv.
+        spec = VenvSpec(requirements=tuple(reqs), lockgate_id="source")
+    else:
+        spec = VenvSpec(requirements=tuple(reqs), lockgate=spec_text, lockgate_id=spec_text)
+        source = Path()
     python, hit = cached_venv(lg.settings.home / "cache" / "venvs", spec, progress=progress,
                               timeout_s=timeout_s)
-    return str(python), {"digest": spec.digest(), "cache_hit": hit, "packages": len(reqs),
-                         "lock": lock_name}
-
-
-def _spec_identity(spec: str) -> str:
-    """What identifies the lockgate a venv gets: a source folder by the digest of its files
-    (an edit makes a new venv), a release by its spec."""
-    root = Path(spec)
-    if not (root / "pyproject.toml").is_file():
-        return spec
-    import hashlib
-
-    h = hashlib.sha256()
-    files = [root / "pyproject.toml", *sorted((root / "src").rglob("*.py"))]
-    for f in files:
-        h.update(f.relative_to(root).as_posix().encode())
-        h.update(hashlib.sha256(f.read_bytes()).digest())
-    return f"source:{h.hexdigest()}"
+    info = {"digest": spec.digest(), "cache_hit": hit, "packages": len(reqs),
+            "lock": lock_name}
+    if spec.lockgate is None:
+        info["lockgate_source"] = str(source.resolve())
+    return str(python), info
 
 
 def _own_spec() -> str:
