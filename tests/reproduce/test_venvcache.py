@@ -133,3 +133,15 @@ def test_the_digest_follows_the_lock_not_its_order() -> None:
     assert a.digest() == VenvSpec(requirements=("b==2", "a==1"), lockgate_id="x").digest()
     assert a.digest() != VenvSpec(requirements=("a==1", "b==3"), lockgate_id="x").digest()
     assert a.digest() != VenvSpec(requirements=("a==1", "b==2"), lockgate_id="y").digest()
+
+
+def test_an_entry_whose_interpreter_is_gone_is_rebuilt(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    _wheel(wheels, "lgtiny", "1.0", "one")
+    cache = tmp_path / "cache"
+    python, _ = cached_venv(cache, _local(wheels, "lgtiny==1.0"))
+    python.unlink()  # as when the base Python of the venv was removed
+    again, hit = cached_venv(cache, _local(wheels, "lgtiny==1.0"))
+    assert hit is False
+    assert again == python
+    assert _value(again, "lgtiny") == "one"

@@ -120,8 +120,9 @@ def cached_venv(cache: Path, spec: VenvSpec, *, progress: Progress | None = None
              "lockgate": spec.lockgate_id, "index_args": list(spec.index_args),
              "python": platform.python_version(), "installer": _installer()},
             indent=2), encoding="utf-8")
-        if entry.exists() and not (entry / META_FILE).is_file():
-            shutil.rmtree(entry, ignore_errors=True)  # left by an older, unfinished layout
+        if entry.exists() and not python.exists():
+            # Unusable (its base interpreter is gone, or an older layout): replaced.
+            shutil.rmtree(entry, ignore_errors=True)
         try:
             os.rename(building, entry)
         except OSError:
