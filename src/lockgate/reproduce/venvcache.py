@@ -5,6 +5,12 @@ under ``<home>/cache/venvs/<digest>`` and reused by every later ``reproduce`` of
 the same lock. The digest covers what makes the venv: the lock's requirements, the interpreter
 (implementation, version, platform), the lockgate installed and the installer's index options.
 
+The venv gets the whole recorded lock, lockgate itself aside: what the model was built with is
+the claim being checked, and which of the lock's packages a recipe imports is only known by
+running it, so the lock is not narrowed. A lock of the training environment (``uv export
+--no-dev``, ``pip freeze`` of that venv) rather than of a development one keeps the first build
+short; later ones reuse the cache.
+
 The build goes into a temporary folder next to the cache entry and is renamed into place only
 once every install step succeeded, so a failed or interrupted build leaves no entry and a
 half-built venv is never used. ``uv`` builds it when on ``PATH`` (much faster), ``pip`` otherwise.
