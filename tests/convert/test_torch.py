@@ -152,3 +152,16 @@ def test_bad_sample_type() -> None:
     model, _ = _mlp()
     with pytest.raises(ConversionError, match="sample item 0"):
         _convert(model, [[1.0, 2.0, 3.0, 4.0]])
+
+
+def test_export_carries_no_stack_traces_of_the_exporting_environment() -> None:
+    """The exporter's stack traces name torch's files in this venv: the same model exported
+    from another venv (``reproduce --env fresh``) would differ byte for byte."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    converted = TorchConverter().convert(model, torch.randn(4, 8), opset=None,
+                                         progress=NullProgress())
+    keys = {p.key for n in converted.model.graph.node for p in n.metadata_props}
+    assert "pkg.torch.onnx.stack_trace" not in keys
+    assert keys  # the exporter's other node metadata (no paths) is kept
+    assert torch.__file__.rsplit("/", 2)[0] not in converted.model.SerializeToString().decode(
+        "latin-1")

@@ -44,6 +44,7 @@ DEFAULT_OPSET = 18
 
 _MAX_PROTO_BYTES = 2**31 - 1
 _QUIET_LOGGERS = ("torch", "onnxscript", "onnx_ir")
+_STACK_TRACE = "pkg.torch.onnx.stack_trace"
 # Deprecation notices torch raises about its own internals while exporting; they say nothing
 # about the user's model, so they are dropped rather than reported in ``details``.
 _INTERNAL_NOISE = (DeprecationWarning, FutureWarning)
@@ -214,7 +215,7 @@ def _export_once(
             )
             if program is None:  # only the TorchScript path returns None
                 raise ConversionError("torch.onnx.export returned no program")
-            proto = program.model_proto
+            proto = _without_stack_traces(program.model_proto)
         except ConversionError:
             raise
         except Exception as exc:  # the exporter raises many unrelated types
@@ -241,6 +242,31 @@ def _export_once(
             f"the exported model is {size} bytes, over protobuf's 2 GiB limit",
             hint="models this large need external data, which lockgate does not store",
         )
+    return proto
+
+
+def _without_stack_traces(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the exporter's per-node stack traces (``pkg.torch.onnx.stack_trace``): they hold
+    the paths of torch's source files in the exporting environment, so the same model exported
+    from another venv would differ byte for byte, and a shipped model would carry local paths."""
+    def strip(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            kept = [p for p in node.metadata_props if p.key != _STACK_TRACE]
+            if len(kept) != len(node.metadata_props):
+                del node.metadata_props[:]
+                node.metadata_props.extend(kept)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    strip(attr.g)
+                for sub in attr.graphs:
+                    strip(sub)
+
+    strip(proto.graph)
+    for function in proto.functions:
+        for node in function.node:
+            kept = [p for p in node.metadata_props if p.key != _STACK_TRACE]
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
     return proto
 
 
