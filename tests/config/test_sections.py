@@ -113,7 +113,11 @@ def test_the_shipped_files_load(tmp_path: Path) -> None:
         s = load_settings(tmp_path, env={})
         assert s.stages[0] == "prototype"
     assert s.roles == {"approver": frozenset({"demo-approver"})}
-    assert s.gate_params["latency_budget"] == {"p99_ms": 1000, "requests": 100}
+    assert s.gate_params == {"metrics": {"accuracy": {"threshold": 0.8,
+                                                     "greater_is_better": True}}}
+    production = [g.name for g in s.gates["*->production"]]
+    assert "latency_budget" in production and "approval" in production  # default budgets
+    assert [d.package for d in s.license_decisions] == ["cvss"]
 
 
 def test_every_source_reads_through_the_table(tmp_path: Path) -> None:
