@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 
 from lockgate import Lockgate, RemoteRegistry
+from lockgate.access.identity import IdentifiedBy
 from lockgate.api.protocol import RegisterOptions, Registry
 from lockgate.convert.frameworks import FrameworkPolicyError
 from onnx_models import linear_onnx
@@ -42,7 +43,15 @@ def _operations() -> list[str]:
 @pytest.mark.parametrize("name", _operations())
 def test_both_registries_take_the_protocols_parameters(cls: type, name: str) -> None:
     wanted = inspect.signature(getattr(Registry, name)).parameters
-    found = inspect.signature(getattr(cls, name)).parameters
+    found = dict(inspect.signature(getattr(cls, name)).parameters)
+    # a local home also takes how the registry server identified its caller (a remote client
+    # is identified by its token): keyword-only, defaulting to a local identity
+    extra = found.pop("identified_by", None)
+    if extra is not None:
+        assert cls is Lockgate
+        assert name in ("approve", "reject", "waive")
+        assert extra.kind is inspect.Parameter.KEYWORD_ONLY
+        assert extra.default is IdentifiedBy.LOCAL
     assert list(found) == list(wanted)
 
 
