@@ -100,6 +100,13 @@ DEFAULT_CONFIG = """\
 [licenses]
 # allow = ["MIT", "BSD-3-Clause", "Apache-2.0"]   # default: common permissive licenses
 # deny = ["AGPL-3.0-only", "SSPL-1.0"]            # default: network copyleft
+# A decision for one package the lists leave to review (or a license its metadata does not say):
+# [[licenses.decisions]]
+# package = "cvss"
+# accept = true                 # or license = "LGPL-3.0-or-later", judged by the lists
+# reason = "LGPL-3.0-or-later, used unmodified as a library"
+# expires = 2027-06-30
+# by = "legal@example.com"
 """
 
 

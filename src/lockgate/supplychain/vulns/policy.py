@@ -60,7 +60,8 @@ class VulnReport:
     def problems(self) -> list[str]:
         out = []
         if self.snapshot is None:
-            out.append("no vulnerability data imported (lockgate vulndb import FILE)")
+            out.append("no vulnerability data imported (lockgate vulndb update, or vulndb "
+                       "import FILE offline)")
         elif self.stale:
             out.append(f"vulnerability data is {self.age_days} days old "
                        f"(snapshot {self.snapshot.snapshot_date}); the limit is "
