@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,32 +70,42 @@ def make_home(root: Path) -> tuple[Path, dict[str, str], Path]:
     return home, tokens, onnx
 
 
+@contextmanager
+def registry_process(home: Path, env: Mapping[str, str], cwd: Path,
+                     *args: str) -> Iterator[tuple[int, list[str]]]:
+    """Start `lockgate --home HOME server --port 0 ARGS`; yield its port and the lines it
+    printed (still growing); stop it with SIGINT at the end."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lockgate", "--home", str(home), "server", "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(env), cwd=cwd)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    reader: threading.Thread | None = None
+    try:
+        port = None
+        while port is None:
+            line = proc.stdout.readline()
+            assert line, f"server exited: {''.join(lines)}"
+            lines.append(line)
+            if m := re.search(r"registry API on http://127\.0\.0\.1:(\d+)/", line):
+                port = int(m.group(1))
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout),  # type: ignore[arg-type]
+                                  daemon=True)
+        reader.start()
+        yield port, lines
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        if reader is not None:
+            reader.join(timeout=10)
+        proc.stdout.close()
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     root = tmp_path_factory.mktemp("registry")
     home, tokens, onnx = make_home(root)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
     env.update(ORT_DISABLE_TELEMETRY="1", LOCKGATE_USER="ops")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lockgate", "--home", str(home), "server", "--port", "0",
-         "--access-log"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        cwd=root)
-    assert proc.stdout is not None
-    lines: list[str] = []
-    port = None
-    while port is None:
-        line = proc.stdout.readline()
-        assert line, f"server exited: {''.join(lines)}"
-        lines.append(line)
-        if m := re.search(r"registry API on http://127\.0\.0\.1:(\d+)/", line):
-            port = int(m.group(1))
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout),  # type: ignore[arg-type]
-                              daemon=True)
-    reader.start()
-    try:
+    with registry_process(home, env, root, "--access-log") as (port, lines):
         yield Registry(f"http://127.0.0.1:{port}", home, tokens, onnx, lines)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        reader.join(timeout=10)
-        proc.stdout.close()

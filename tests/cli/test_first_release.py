@@ -14,7 +14,6 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 import pytest
 
 from lockgate.supplychain.vulns.snapshots import MIN_EXPORT_RECORDS
+from registry_server import registry_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.sklearn]
 
@@ -128,26 +128,8 @@ def _osv_site(body: bytes) -> Iterator[str]:
 
 @contextmanager
 def _registry_server(cwd: Path, home: Path) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lockgate", "--home", str(home), "server", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=cwd)
-    assert proc.stdout is not None
-    lines: list[str] = []
-    try:
-        port = None
-        while port is None:
-            line = proc.stdout.readline()
-            assert line, f"server exited: {''.join(lines)}"
-            lines.append(line)
-            if m := re.search(r"registry API on http://127\.0\.0\.1:(\d+)/", line):
-                port = int(m.group(1))
-        threading.Thread(target=lambda: lines.extend(proc.stdout),  # type: ignore[arg-type]
-                         daemon=True).start()
+    with registry_process(home, _env(), cwd) as (port, _lines):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        proc.stdout.close()
 
 
 def _gates(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:

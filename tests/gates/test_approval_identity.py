@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +18,7 @@ import pytest
 from lockgate.api.facade import Lockgate
 from lockgate.audit import AuditEvent, EventType
 from lockgate.types import Digest, Signature, TensorSpec, Version
+from registry_server import registry_process
 
 POLICY = """
 [gates]
@@ -75,29 +73,8 @@ def registry_url(gated_home: Path) -> Iterator[tuple[str, str]]:
     """A real `lockgate server` over the home, and appr's API token."""
     with Lockgate.open(gated_home) as lg:
         _, token = lg.create_token("appr", actor="setup")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lockgate", "--home", str(gated_home), "server", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
-        cwd=gated_home.parent)
-    assert proc.stdout is not None
-    lines: list[str] = []
-    port = None
-    while port is None:
-        line = proc.stdout.readline()
-        assert line, f"server exited: {''.join(lines)}"
-        lines.append(line)
-        if m := re.search(r"registry API on http://127\.0\.0\.1:(\d+)/", line):
-            port = int(m.group(1))
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout),  # type: ignore[arg-type]
-                              daemon=True)
-    reader.start()
-    try:
+    with registry_process(gated_home, _env(), gated_home.parent) as (port, _lines):
         yield f"http://127.0.0.1:{port}", token
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        reader.join(timeout=10)
-        proc.stdout.close()
 
 
 def _decisions(home: Path) -> list[dict[str, Any]]:
