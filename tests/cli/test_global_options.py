@@ -13,10 +13,8 @@ from pathlib import Path
 import click
 import pytest
 
-from lockgate.api.facade import Lockgate
-from lockgate.audit import AuditEvent, EventType
-from lockgate.cli.main import cli, main
-from lockgate.types import Digest, Signature, TensorSpec, Version
+from cli_in_process import add_bare_version, run_cli
+from lockgate.cli.main import cli
 
 GLOBAL = ("--home", "--server", "--json", "--debug")
 
@@ -28,35 +26,13 @@ def _leaves(group: click.Group, path: str = "lockgate") -> Iterator[tuple[str, c
             yield from _leaves(command, f"{path} {name}")
 
 
-def _add(home: Path) -> None:
-    with Lockgate.open(home) as lg:
-        draft = Version(
-            name="m", number=0, digest=Digest.of_bytes(b"m"), framework="test",
-            framework_version="0", opset=17, ir_version=8,
-            signature=Signature((TensorSpec("x", "float32", ("batch", 2)),),
-                                (TensorSpec("y", "float32", ("batch", 1)),)),
-            parity=None, environment={}, creator="dev", created_at="now", description="d")
-        lg.meta.create_version("m", lambda _n: draft.record(), lg.settings.stages[0],
-                               AuditEvent(EventType.MODEL_REGISTERED, "dev"))
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.fixture
 def other(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A home holding m@1, while $LOCKGATE_HOME points at an empty one."""
     h = tmp_path / "other"
     h.mkdir()
     (h / "lockgate.toml").write_text((home / "lockgate.toml").read_text())
-    _add(h)
+    add_bare_version(h, description="d")
     return h
 
 
@@ -69,39 +45,39 @@ def test_every_command_takes_the_global_options() -> None:
 
 def test_home_after_the_command_is_the_home_before_it(
         other: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = _run(capsys, "--home", str(other), "show", "m@1")
-    after = _run(capsys, "show", "m@1", "--home", str(other))
+    before = run_cli(capsys, "--home", str(other), "show", "m@1")
+    after = run_cli(capsys, "show", "m@1", "--home", str(other))
     assert before[0] == after[0] == 0, (before, after)
     assert before[1] == after[1]
     assert after[1].startswith("m@1  stage: prototype")
     # the default home ($LOCKGATE_HOME) holds no model m
-    assert _run(capsys, "show", "m@1")[0] == 3
+    assert run_cli(capsys, "show", "m@1")[0] == 3
     # nested groups take them at either level
-    nested = [_run(capsys, "policy", "show", "--json", "--home", str(other)),
-              _run(capsys, "policy", "--home", str(other), "show", "--json"),
-              _run(capsys, "--json", "policy", "show", "--home", str(other))]
+    nested = [run_cli(capsys, "policy", "show", "--json", "--home", str(other)),
+              run_cli(capsys, "policy", "--home", str(other), "show", "--json"),
+              run_cli(capsys, "--json", "policy", "show", "--home", str(other))]
     assert {code for code, _, _ in nested} == {0}
     assert len({out for _, out, _ in nested}) == 1
     assert "effective" in json.loads(nested[0][1])
 
 
 def test_json_before_or_after(other: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = _run(capsys, "--json", "--home", str(other), "versions", "m")
-    after = _run(capsys, "versions", "m", "--json", "--home", str(other))
+    before = run_cli(capsys, "--json", "--home", str(other), "versions", "m")
+    after = run_cli(capsys, "versions", "m", "--json", "--home", str(other))
     assert before[0] == after[0] == 0
     assert json.loads(before[1]) == json.loads(after[1])
     assert json.loads(after[1])[0]["version"] == 1
-    code, _, err = _run(capsys, "--json", "init", "--home", str(other))
+    code, _, err = run_cli(capsys, "--json", "init", "--home", str(other))
     assert code == 2
     assert "`lockgate init` has no JSON output" in err
 
 
 def test_server_and_debug_after_the_command(other: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(capsys, "fsck", "--server", "http://127.0.0.1:9", "--home", str(other))
+    code, _, err = run_cli(capsys, "fsck", "--server", "http://127.0.0.1:9", "--home", str(other))
     assert code == 2
     assert "`lockgate fsck` works on a home or database, not through --server" in err
-    code, _, err = _run(capsys, "show", "m@9", "--home", str(other), "--debug")
+    code, _, err = run_cli(capsys, "show", "m@9", "--home", str(other), "--debug")
     assert code == 3
     assert "Traceback" in err
 

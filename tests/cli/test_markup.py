@@ -12,36 +12,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from lockgate.api.facade import Lockgate
-from lockgate.audit import AuditEvent, EventType
+from cli_in_process import add_bare_version, run_cli
 from lockgate.cli import render
-from lockgate.cli.main import main
-from lockgate.types import Digest, GateResult, GateStatus, Signature, TensorSpec, Version
+from lockgate.types import GateResult, GateStatus
 
 MARKUP = "[bold]not bold[/bold] [red]x[/] [link=http://x]y[/link] [gate.metrics]"
-
-
-def _add(home: Path, description: str = "", tags: dict[str, str] | None = None) -> None:
-    with Lockgate.open(home) as lg:
-        draft = Version(
-            name="m", number=0, digest=Digest.of_bytes(b"m"), framework="test",
-            framework_version="0", opset=17, ir_version=8,
-            signature=Signature((TensorSpec("x", "float32", ("batch", 2)),),
-                                (TensorSpec("y", "float32", ("batch", 1)),)),
-            parity=None, environment={}, creator="dev", created_at="now",
-            description=description, tags=tags or {})
-        lg.meta.create_version("m", lambda _n: draft.record(), lg.settings.stages[0],
-                               AuditEvent(EventType.MODEL_REGISTERED, "dev"))
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -53,7 +28,7 @@ def wide(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_gate_message_prints_intact_from_a_real_process(home: Path) -> None:
     (home / "lockgate.toml").write_text('[gates]\n"*" = ["metrics"]\n', encoding="utf-8")
-    _add(home)
+    add_bare_version(home)
     env = {**os.environ, "COLUMNS": "400", "ORT_DISABLE_TELEMETRY": "1"}
     proc = subprocess.run([sys.executable, "-m", "lockgate", "gates", "m@1", "--to",
                            "stabilized", "--home", str(home)],
@@ -65,8 +40,8 @@ def test_gate_message_prints_intact_from_a_real_process(home: Path) -> None:
 
 def test_user_text_is_not_markup(home: Path, wide: None, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    _add(home, description=MARKUP, tags={"team": "[bold]ml[/]"})
-    code, out, err = _run(capsys, "show", "m@1", "--home", str(home))
+    add_bare_version(home, description=MARKUP, tags={"team": "[bold]ml[/]"})
+    code, out, err = run_cli(capsys, "show", "m@1", "--home", str(home))
     assert code == 0, err
     assert f"description: {MARKUP}" in out
     assert "team=[bold]ml[/]" in out
@@ -75,18 +50,18 @@ def test_user_text_is_not_markup(home: Path, wide: None, capsys: pytest.CaptureF
     (home / "lockgate.toml").write_text('[gates]\n"*" = ["parity"]\n[roles]\n'
                                         'approver = ["ann"]\n', encoding="utf-8")
     monkeypatch.setenv("LOCKGATE_USER", "ann")
-    code, out, err = _run(capsys, "reject", "m@1", "--stage", "stabilized", "--comment",
+    code, out, err = run_cli(capsys, "reject", "m@1", "--stage", "stabilized", "--comment",
                           MARKUP, "--home", str(home))
     assert code == 0, err
     assert out.strip() == f"ann rejected m@1 for stabilized: {MARKUP}"
 
-    code, out, err = _run(capsys, "history", "m", "--home", str(home))
+    code, out, err = run_cli(capsys, "history", "m", "--home", str(home))
     assert code == 0, err
     assert "[bold]not bold[/bold]" in out
 
 
 def test_error_lines_keep_brackets(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(capsys, "show", "[red]nope[/red]@1", "--home", str(home))
+    code, _, err = run_cli(capsys, "show", "[red]nope[/red]@1", "--home", str(home))
     assert code in (2, 3)
     assert "[red]nope[/red]" in err
 
@@ -106,7 +81,7 @@ def test_gate_table_escapes_messages_and_still_colours_statuses() -> None:
 
 
 def test_json_output_is_untouched(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _add(home, description=MARKUP)
-    code, out, _ = _run(capsys, "show", "m@1", "--json", "--home", str(home))
+    add_bare_version(home, description=MARKUP)
+    code, out, _ = run_cli(capsys, "show", "m@1", "--json", "--home", str(home))
     assert code == 0
     assert json.loads(out)["description"] == MARKUP

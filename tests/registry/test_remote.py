@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import lockgate
-from lockgate.cli.main import main
+from cli_in_process import run_cli
 from lockgate.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -25,23 +25,13 @@ from registry_server import SIGNATURE_ONLY, Registry
 pytestmark = pytest.mark.slow
 
 
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def _journey(capsys: pytest.CaptureFixture[str], onnx: Path, out: Path) -> list[Any]:
     """The same commands, in either mode; what each returned, minus what must differ (time,
     actor, where the evidence went)."""
     seen: list[Any] = []
 
     def run(*args: str, as_json: bool = True) -> Any:
-        code, text, err = _cli(capsys, *args)
+        code, text, err = run_cli(capsys, *args)
         assert "Traceback" not in err
         body = json.loads(text) if as_json and code == 0 else None
         seen.append((args[0], code))
@@ -118,14 +108,14 @@ def test_local_only_commands_refuse_remote_mode(
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("LOCKGATE_SERVER", registry.url)
     monkeypatch.setenv("LOCKGATE_TOKEN", registry.tokens["view"])
-    code, _, err = _cli(capsys, "reproduce", "lin@1")
+    code, _, err = run_cli(capsys, "reproduce", "lin@1")
     assert code == 2
     assert "not through --server" in err
-    code, _, err = _cli(capsys, "register", "--from", "x:y", "--name", "n")
+    code, _, err = run_cli(capsys, "register", "--from", "x:y", "--name", "n")
     assert code == 2
     assert "uploads an .onnx file" in err
     monkeypatch.setenv("LOCKGATE_TOKEN", "lgt_nope")
-    code, _, err = _cli(capsys, "models")
+    code, _, err = run_cli(capsys, "models")
     assert code == 12
     assert err.startswith("error: the API token is malformed")
     assert "lgt_nope" not in err
