@@ -14,8 +14,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from lockgate.config.providers import ProviderSet
 from lockgate.errors import InvalidInputError, ServeError
 from lockgate.runtime.onnxmeta import signature_of
+from lockgate.runtime.providers import Placement, open_session, provider_set
 from lockgate.types import Signature
 
 __all__ = ["Predictor", "available_providers"]
@@ -46,6 +48,10 @@ class Predictor:
     other CPU work, as the parity check does with the source framework, does not (the spinning
     threads take the cores that work needs).
 
+    ``providers`` is a :class:`~lockgate.config.providers.ProviderSet` (or a list of ONNX
+    Runtime provider names); the session is checked to use them (see
+    :mod:`lockgate.runtime.providers`) and :attr:`placement` says what it uses.
+
     ``run`` takes a mapping of input name to array and returns a dict of output name to array.
     Wrong names, dtypes or ranks raise :class:`InvalidInputError`; runtime failures
     raise :class:`ServeError`.
@@ -55,7 +61,7 @@ class Predictor:
         self,
         model: bytes | Path,
         *,
-        providers: Sequence[str] | None = None,
+        providers: ProviderSet | Sequence[str] | None = None,
         intra_op_threads: int = 0,
         signature: Signature | None = None,
         spin: bool = True,
@@ -67,14 +73,8 @@ class Predictor:
             opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if intra_op_threads:
             opts.intra_op_num_threads = intra_op_threads
-        try:
-            self._session = ort.InferenceSession(
-                model if isinstance(model, bytes) else str(model),
-                sess_options=opts,
-                providers=list(providers) if providers else ["CPUExecutionProvider"],
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ServeError(f"ONNX Runtime could not load the model: {exc}") from exc
+        self.placement: Placement
+        self._session, self.placement = open_session(model, opts, provider_set(providers))
         if signature is None:
             signature = signature_of(
                 onnx.load_model_from_string(model) if isinstance(model, bytes)
