@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lockgate.config.providers import parse_providers, parse_providers_text
 from lockgate.errors import ConfigError
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "NAMES",
     "PAIRS",
     "POLICY_FILE",
+    "PROVIDERS",
     "TEXT",
     "UPPER",
     "Found",
@@ -160,3 +162,6 @@ FILES = Kind("list of paths (comma list in the environment)", _files_toml,
              lambda text, name: tuple(Path(p).expanduser() for p in split(text)))
 COMMAND = Kind("command as a list of words (shell words in the environment)", _command_toml,
                lambda text, name: tuple(shlex.split(text)))
+PROVIDERS = Kind("list of providers, names or tables (name:key=value,... in the environment)",
+                 lambda v, at: parse_providers(v, at.key),
+                 lambda text, name: parse_providers_text(text, name))

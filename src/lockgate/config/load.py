@@ -86,6 +86,15 @@ def _from_policy_file(s: Settings, path: Path) -> Settings:
     if unknown:
         raise ConfigError(f"{path}: a policy file holds only {sorted(POLICY_SECTIONS)}; "
                           f"found {unknown}")
+    for section, table in data.items():
+        allowed = {row.name for row in _POLICY_ROWS if row.section == section}
+        if "" in allowed or not isinstance(table, dict):
+            continue  # the whole table is a policy setting
+        if extra := sorted(set(table) & SECTIONS[section] - allowed):
+            raise ConfigError(
+                f"{path}: {section}.{extra[0]} is not a policy setting",
+                hint=f"a policy file sets only {', '.join(sorted(allowed))} in [{section}]; "
+                     "set it in lockgate.toml")
     return _from_file(s, data, path, _POLICY_ROWS)
 
 

@@ -33,6 +33,7 @@ from lockgate.config.kinds import (
     NAMES,
     PAIRS,
     POLICY_FILE,
+    PROVIDERS,
     TEXT,
     UPPER,
     Kind,
@@ -102,7 +103,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Who is acting; recorded as creator and in the audit log."),
     Setting("policy_file", "lockgate.policy", "LOCKGATE_POLICY", POLICY_FILE, "-",
             "A separate TOML policy file ([gates], [gate.*], [roles], [vulnerabilities], "
-            "[licenses], [monitor], [frameworks]) applied over lockgate.toml."),
+            "[licenses], [monitor], [frameworks], [serve] providers and provider_fallback) applied "
+            "over lockgate.toml."),
     Setting("stages", "stages.order", "LOCKGATE_STAGES", NAMES, ",".join(DEFAULT_STAGES),
             "Ordered stages a version moves through; the last one is the retirement stage.",
             check_stages),
@@ -194,6 +196,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Data plane authentication: none, or token (infer needs a token with the inference "
             "role). Capture always needs the monitoring role once the home has users.",
             one_of("serve.auth", "none", "token")),
+    Setting("serve_providers", "serve.providers", "LOCKGATE_SERVE_PROVIDERS", PROVIDERS, "cpu",
+            "ONNX Runtime execution providers, in order, each version is served on unless its "
+            "deployment names others: names or tables with options (cuda,cpu).", policy=True),
+    Setting("serve_provider_fallback", "serve.provider_fallback",
+            "LOCKGATE_SERVE_PROVIDER_FALLBACK", TEXT, "none",
+            "When a requested provider cannot load: none (the version is not served) or cpu "
+            "(served on the CPU, logged, counted and shown in its metadata).",
+            one_of("serve.provider_fallback", "none", "cpu"), policy=True),
     Setting("capture_window", "serve.capture_window", "LOCKGATE_CAPTURE_WINDOW", INT, "5000",
             "Rows and requests each served version keeps for drift monitors (0: no capture)."),
     Setting("request_log", "serve.request_log", "LOCKGATE_REQUEST_LOG", FILE, "-",

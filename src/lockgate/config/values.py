@@ -14,6 +14,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from lockgate.config.providers import CPU, ProviderSet, ProviderSpec
+from lockgate.config.tolerances import DEFAULT_PROVIDER_TOLERANCES
+
 __all__ = [
     "CONFIG_FILE",
     "DEFAULT_STAGES",
@@ -116,6 +119,8 @@ class Settings:
     parity_atol: float = 1e-4
     parity_rtol: float = 1e-3
     parity_samples: int = 8
+    provider_tolerances: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PROVIDER_TOLERANCES.items()})
     serve_host: str = "127.0.0.1"
     serve_port: int = 8080
     serve_max_head_bytes: int = 65536
@@ -128,6 +133,9 @@ class Settings:
     serve_decode_budget: int = 256 << 20
     serve_max_elements: int = 1 << 26
     serve_auth: str = "none"
+    serve_providers: tuple[ProviderSpec, ...] = (ProviderSpec(CPU.ort_name),)
+    serve_provider_fallback: str = "none"
+    unvalidated_providers: str = "refuse"
     signing_key: Path | None = None
     public_keys: tuple[Path, ...] = ()
     require_signature: bool = True
@@ -158,6 +166,11 @@ class Settings:
             public_keys=(home / "keys" / "signing.pub",),
         )
         return replace(base, **overrides)
+
+    @property
+    def serve_provider_set(self) -> ProviderSet:
+        """The execution providers servers load a version on when its deployment names none."""
+        return ProviderSet(self.serve_providers, self.serve_provider_fallback)
 
     def gates_for(self, from_stage: str, to_stage: str) -> tuple[GateSpec, ...]:
         """The gates configured for a transition (most specific key wins), each with its
