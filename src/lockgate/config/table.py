@@ -49,6 +49,7 @@ from lockgate.config.policy import (
     VULN_ALLOW,
     check_licenses,
 )
+from lockgate.config.tolerances import PROVIDER_TOLERANCES
 from lockgate.config.values import DEFAULT_STAGES
 
 __all__ = ["POLICY_SECTIONS", "SECTIONS", "SETTINGS", "Setting"]
@@ -132,6 +133,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Relative tolerance for float32 parity.", at_least(0, _PARITY)),
     Setting("parity_samples", "parity.samples", "LOCKGATE_PARITY_SAMPLES", INT, "8",
             "Random inputs checked for parity besides the sample input.", at_least(0, _PARITY)),
+    Setting("provider_tolerances", "provider_tolerances", "-", PROVIDER_TOLERANCES,
+            "fp32 1e-4/1e-3, fp16 1e-2/1e-2, int8 5e-2/5e-2",
+            "Parity tolerances (atol, rtol) of a provider set other than the CPU alone, by the "
+            "precision it may compute in, in [provider_tolerances.<fp32|fp16|int8>].",
+            policy=True),
     Setting("signing_key", "signing.private_key", "LOCKGATE_SIGNING_KEY", FILE,
             "<home>/keys/signing.key", "Private EC P-256 key (PEM) that signs every new "
             "version; created by `lockgate init` when missing."),
@@ -204,6 +210,11 @@ SETTINGS: tuple[Setting, ...] = (
             "When a requested provider cannot load: none (the version is not served) or cpu "
             "(served on the CPU, logged, counted and shown in its metadata).",
             one_of("serve.provider_fallback", "none", "cpu"), policy=True),
+    Setting("unvalidated_providers", "serve.unvalidated_providers",
+            "LOCKGATE_UNVALIDATED_PROVIDERS", TEXT, "refuse",
+            "Serving a version on a provider set other than the CPU alone that it never passed "
+            "infra_validation on: refuse or allow.",
+            one_of("serve.unvalidated_providers", "refuse", "allow"), policy=True),
     Setting("capture_window", "serve.capture_window", "LOCKGATE_CAPTURE_WINDOW", INT, "5000",
             "Rows and requests each served version keeps for drift monitors (0: no capture)."),
     Setting("request_log", "serve.request_log", "LOCKGATE_REQUEST_LOG", FILE, "-",
