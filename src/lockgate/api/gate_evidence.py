@@ -1,6 +1,7 @@
 """What gates read beyond a version's record (see :class:`lockgate.gates.Evidence`): its
 verified files, its decisions, vulnerability data, another version's loadability, and one
-child server serving it, started on first use and stopped on close."""
+child server serving it per execution provider set, started on first use and stopped on
+close."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from lockgate.api.files import VersionFiles
 from lockgate.api.home import Home
 from lockgate.api.vulnerabilities import Vulnerabilities
+from lockgate.config.providers import ProviderSet
 from lockgate.errors import Error
 from lockgate.gates import ServerHandle
 from lockgate.gates.probe import ChildServer
@@ -27,7 +29,7 @@ class VersionEvidence:
         self._files = files
         self._vulns = vulns
         self._version = version
-        self._server: ServerHandle | Error | None = None
+        self._servers: dict[str, ServerHandle | Error] = {}
         self._children: list[ChildServer] = []
 
     def file(self, name: str) -> bytes:
@@ -48,19 +50,22 @@ class VersionEvidence:
                                                                    list[str]]:
         return self._vulns.vulnerability_data(packages)
 
-    def server(self, max_loading_time_s: float) -> ServerHandle:
-        if isinstance(self._server, Error):
-            raise self._server
-        if self._server is None:
+    def server(self, max_loading_time_s: float,
+               providers: ProviderSet | None = None) -> ServerHandle:
+        key = "" if providers is None else f"{providers}|{providers.fallback}"
+        found = self._servers.get(key)
+        if isinstance(found, Error):
+            raise found
+        if found is None:
             child = ChildServer(self._home.settings.home, str(self._version.ref),
-                                max_loading_time_s=max_loading_time_s)
+                                max_loading_time_s=max_loading_time_s, providers=providers)
             self._children.append(child)
             try:
-                self._server = child.start()
+                found = self._servers[key] = child.start()
             except Error as exc:
-                self._server = exc
+                self._servers[key] = exc
                 raise
-        return self._server
+        return found
 
     def close(self) -> None:
         for child in self._children:

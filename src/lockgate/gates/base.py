@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from lockgate.config.providers import ProviderSet
 from lockgate.config.settings import Settings
 from lockgate.errors import ConfigError
 from lockgate.gates.params import Param, bind
@@ -20,6 +21,10 @@ class ServerHandle(Protocol):
 
     base_url: str
     load_seconds: float
+    providers_used: list[str]
+    """The execution providers the child's session uses (empty when it does not say)."""
+    fell_back: bool
+    """Whether the child fell back to the CPU from a requested provider."""
 
 
 class Evidence(Protocol):
@@ -47,9 +52,11 @@ class Evidence(Protocol):
         """Verify and load another version (a rollback target); return what verified it."""
         ...
 
-    def server(self, max_loading_time_s: float) -> ServerHandle:
-        """The version served by a child ``lockgate serve`` (started once, shared by gates);
-        raises when it does not load in time."""
+    def server(self, max_loading_time_s: float,
+               providers: ProviderSet | None = None) -> ServerHandle:
+        """The version served by a child ``lockgate serve`` (started once per provider set,
+        shared by gates; None: the server's own settings); raises when it does not load in
+        time."""
         ...
 
 

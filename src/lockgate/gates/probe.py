@@ -1,12 +1,15 @@
 """Validating a version the way production would run it: a child ``lockgate serve`` process,
 the recorded sample requests over OIP, and a latency measurement.
 
-    with ChildServer(home, "clf@3", max_loading_time_s=60) as server:
-        mismatches = check_samples(server.base_url, "clf", samples, atol=1e-4, rtol=1e-3)
+    with ChildServer(home, "clf@3", max_loading_time_s=60, providers=cuda_set) as server:
+        tol = provider_tolerance(settings, cuda_set)
+        mismatches = check_samples(server.base_url, "clf", samples, atol=tol.atol,
+                                   rtol=tol.rtol)
         stats = measure_latency(server.base_url, "clf", body, concurrency=4, requests=200)
 
 The child is the production code path: it verifies the version's signature, loads it into ONNX
-Runtime and answers over HTTP exactly as ``lockgate serve`` does in production.
+Runtime on the execution providers asked for (``lockgate serve --providers``) and answers over
+HTTP exactly as ``lockgate serve`` does in production.
 """
 
 from __future__ import annotations
@@ -28,32 +31,51 @@ from typing import Any
 
 import numpy as np
 
+from lockgate.config.providers import ProviderSet
+from lockgate.config.settings import Settings
+from lockgate.config.tolerances import Tolerance, tolerance_for
 from lockgate.errors import ServeError
 
 __all__ = ["ChildServer", "LatencyStats", "check_samples", "compare_recorded", "measure_latency",
-           "sample_document", "sample_feeds"]
+           "provider_tolerance", "sample_document", "sample_feeds"]
 
 _BANNER = re.compile(r"serving .* on (http://[^\s/]+)/v2")
 
 
+def provider_tolerance(settings: Settings, providers: ProviderSet) -> Tolerance:
+    """The tolerances answers computed on ``providers`` are held to (see
+    :mod:`lockgate.config.tolerances`)."""
+    return tolerance_for(providers, atol=settings.parity_atol, rtol=settings.parity_rtol,
+                         table=settings.provider_tolerances)
+
+
 class ChildServer:
-    """``python -m lockgate serve REF --port 0`` for the home, started and stopped."""
+    """``python -m lockgate serve REF --port 0`` for the home, started and stopped; with
+    ``providers``, on that execution provider set (``--providers``, ``--provider-fallback``)."""
 
     def __init__(self, home: Path, ref: str, *, max_loading_time_s: float,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 providers: ProviderSet | None = None) -> None:
         self.home, self.ref, self.max_loading_time_s = home, ref, max_loading_time_s
         self.env = {**(env if env is not None else os.environ), "ORT_DISABLE_TELEMETRY": "1"}
+        self.providers = providers
         self.base_url = ""
         self.load_seconds = 0.0
+        self.providers_used: list[str] = []
+        """What the child's session uses, as its model metadata says (empty when unsaid)."""
+        self.fell_back = False
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._log: list[str] = []
 
     def start(self) -> ChildServer:
         started = time.monotonic()
+        on = ([] if self.providers is None else
+              ["--providers", str(self.providers), "--provider-fallback",
+               self.providers.fallback])
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "lockgate", "--home", str(self.home), "serve", self.ref,
-             "--port", "0"],
+             "--port", "0", *on],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, env=self.env)
         banner: list[str] = []
@@ -79,7 +101,21 @@ class ChildServer:
                 raise ServeError(f"{self.ref} did not load within {self.max_loading_time_s:g} s")
             time.sleep(0.05)
         self.load_seconds = time.monotonic() - started
+        self._read_placement(model)
         return self
+
+    def _read_placement(self, model: str) -> None:
+        """The providers the child's session uses, from its model metadata
+        (``parameters.lockgate_providers``)."""
+        try:
+            _, body = request(self.base_url, "GET", f"/v2/models/{model}", None, 5)
+        except OSError:
+            return
+        params = body.get("parameters") if isinstance(body, dict) else None
+        placed = params.get("lockgate_providers") if isinstance(params, dict) else None
+        if isinstance(placed, dict):
+            self.providers_used = [str(p) for p in placed.get("used") or []]
+            self.fell_back = bool(placed.get("fell_back"))
 
     def _read_stderr(self, banner: list[str]) -> None:
         assert self._proc is not None
