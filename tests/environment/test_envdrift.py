@@ -17,7 +17,7 @@ def test_what_matters_is_reported() -> None:
            "torch": {"cuda": "13.0", "cudnn": "unavailable: no GPU"}}
     found = {d.what: (d.registered, d.serving) for d in compare(REG, srv)}
     assert found == {"onnxruntime major.minor": ("1.32", "1.33"),
-                     "execution provider": ("CPUExecutionProvider", "CUDAExecutionProvider"),
+                     "execution providers": ("CPUExecutionProvider", "CUDAExecutionProvider"),
                      "CUDA major": ("12", "13")}
 
 

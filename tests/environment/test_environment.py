@@ -39,7 +39,7 @@ def test_fields_present_and_json_ready(tmp_path: Path) -> None:
     )
     assert set(env) == {
         "python", "os", "libc", "cpu", "packages", "torch", "onnxruntime",
-        "nvidia_driver", "git", "seeds",
+        "tensorrt", "nvidia_driver", "gpu", "git", "seeds",
     }  # fmt: skip
     assert env["python"]["version"] == platform.python_version()
     assert env["python"]["implementation"] == platform.python_implementation()

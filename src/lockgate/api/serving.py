@@ -19,7 +19,7 @@ from lockgate.api.home import Home
 from lockgate.api.lookup import Lookup
 from lockgate.api.rollout import Rollout
 from lockgate.audit import AuditEvent, EventType
-from lockgate.environment.drift import compare, serving_environment
+from lockgate.environment.drift import compare, counted, serving_environment
 from lockgate.errors import (
     ConfigError,
     InvalidInputError,
@@ -105,7 +105,8 @@ class Serving:
         says ``environment_drift = "refuse"``."""
         predictor = Predictor(self._files.model_bytes(v))
         self._warm(v, predictor)
-        diffs = compare(v.environment, serving_environment(predictor.providers))
+        diffs = counted(compare(v.environment, serving_environment(predictor.providers)),
+                        self._home.settings.environment_drift_ignore)
         if not diffs:
             return predictor
         settings = self._home.settings

@@ -50,6 +50,7 @@ DEFAULT_CONFIG = """\
 # host = "127.0.0.1"
 # port = 8080
 # environment_drift = "warn"   # or "refuse": ONNX Runtime/provider/CUDA differs from registration
+# environment_drift_ignore = []   # differences that never count, e.g. ["GPU model"]
 # notify_command = ["/usr/local/bin/notify-oncall"]   # gets incidents as JSON on stdin
 # max_head_bytes = 65536       # request line + headers (431 beyond)
 # max_headers = 100            # header fields per request (431 beyond)

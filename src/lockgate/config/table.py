@@ -22,6 +22,7 @@ from lockgate.config.checks import (
     one_of,
     positive,
 )
+from lockgate.config.environment import check_drift_ignore
 from lockgate.config.kinds import (
     BOOL,
     COMMAND,
@@ -165,9 +166,14 @@ SETTINGS: tuple[Setting, ...] = (
             "Per-package license decisions: the license a distribution is under, or accept = "
             "true, each with a reason, and optionally expires and by.", policy=True),
     Setting("environment_drift", "serve.environment_drift", "LOCKGATE_ENVIRONMENT_DRIFT", TEXT,
-            "warn", "What serving does when ONNX Runtime, providers or CUDA/cuDNN differ from "
-            "the registered environment: warn or refuse.",
+            "warn", "What serving does when ONNX Runtime, providers, CUDA/cuDNN, TensorRT, the "
+            "NVIDIA driver or the GPU model differ from the registered environment: warn or "
+            "refuse.",
             one_of("serve.environment_drift", "warn", "refuse")),
+    Setting("environment_drift_ignore", "serve.environment_drift_ignore",
+            "LOCKGATE_ENVIRONMENT_DRIFT_IGNORE", NAMES, "",
+            "Environment differences that never count (not warned, audited or refused), by "
+            "name, e.g. [\"GPU model\"].", check_drift_ignore),
     Setting("serve_host", "serve.host", "LOCKGATE_SERVE_HOST", TEXT, "127.0.0.1",
             "Address the server binds."),
     Setting("serve_port", "serve.port", "LOCKGATE_SERVE_PORT", INT, "8080",

@@ -146,6 +146,7 @@ class Settings:
     license_deny: frozenset[str] | None = None
     license_decisions: tuple[LicenseDecision, ...] = ()
     environment_drift: str = "warn"
+    environment_drift_ignore: tuple[str, ...] = ()
     notify_command: tuple[str, ...] = ()
     capture_window: int = 5000
     request_log: Path | None = None

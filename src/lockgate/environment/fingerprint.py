@@ -1,8 +1,9 @@
 """The environment a version was registered in, as a JSON-ready dict.
 
 Every field is present. One that cannot be read holds the string ``"unavailable: <reason>"``.
-Reading is quick: the installed-distribution list, CPU model and GPU driver are read once per
-process; torch is never imported here just to read its version.
+Reading is quick and bounded: the installed-distribution list, CPU model, GPUs and TensorRT are
+read once per process (see :mod:`lockgate.environment.hardware`); torch is never imported here
+just to read its version.
 """
 
 from __future__ import annotations
@@ -21,15 +22,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["capture_environment", "installed_distributions", "unavailable"]
+from lockgate.environment.hardware import (
+    gpu_facts,
+    onnxruntime_build,
+    tensorrt_facts,
+    unavailable,
+)
+
+__all__ = [
+    "accelerator_environment",
+    "capture_environment",
+    "installed_distributions",
+    "unavailable",
+]
 
 _GIT_TIMEOUT_S = 5.0
-_SMI_TIMEOUT_S = 3.0
-
-
-def unavailable(reason: str) -> str:
-    """The value of a field that could not be read."""
-    return f"unavailable: {reason}"
 
 
 def capture_environment(
@@ -38,10 +45,11 @@ def capture_environment(
     providers: Sequence[str] | None = None,
     cwd: Path | None = None,
 ) -> dict[str, Any]:
-    """Python, OS, libc, CPU, packages, torch, ONNX Runtime, GPU driver, git state and seeds.
+    """Python, OS, libc, CPU, packages, torch, ONNX Runtime (with its build's CUDA and cuDNN),
+    TensorRT, the NVIDIA driver and GPUs, git state and seeds.
 
-    ``providers`` are the execution providers a real ORT session used; ``cwd`` is where the git
-    state is read (default: the current directory).
+    ``providers`` are the execution providers a real ORT session used, the whole list in the
+    session's order; ``cwd`` is where the git state is read (default: the current directory).
     """
     return {
         "python": {
@@ -58,14 +66,25 @@ def capture_environment(
         "cpu": _cpu(),
         "packages": installed_distributions(),
         "torch": _torch(),
-        "onnxruntime": _onnxruntime(providers),
-        "nvidia_driver": _nvidia_driver(),
+        **accelerator_environment(providers),
         "git": _git(cwd or Path.cwd()),
         "seeds": (
             {str(k): int(v) for k, v in seeds.items()}
             if seeds is not None
             else unavailable("no seeds were given")
         ),
+    }
+
+
+def accelerator_environment(providers: Sequence[str] | None) -> dict[str, Any]:
+    """The ``onnxruntime``, ``tensorrt``, ``nvidia_driver`` and ``gpu`` fields: what the
+    registration fingerprint and the serving environment both record."""
+    gpu = gpu_facts()
+    return {
+        "onnxruntime": _onnxruntime(providers),
+        "tensorrt": tensorrt_facts(),
+        "nvidia_driver": gpu["driver"] if isinstance(gpu, dict) else gpu,
+        "gpu": gpu,
     }
 
 
@@ -180,7 +199,8 @@ def _onnxruntime(providers: Sequence[str] | None) -> dict[str, Any]:
         from lockgate.runtime import predictor as runtime  # sets ORT_DISABLE_TELEMETRY first
     except Exception as exc:  # missing or broken install
         reason = unavailable(f"onnxruntime cannot be imported: {exc}")
-        return {"version": reason, "available_providers": reason, "session_providers": reason}
+        return {"version": reason, "available_providers": reason, "session_providers": reason,
+                "build": onnxruntime_build({})}
     return {
         "version": str(getattr(sys.modules.get("onnxruntime"), "__version__", "unknown")),
         "available_providers": runtime.available_providers(),
@@ -189,46 +209,8 @@ def _onnxruntime(providers: Sequence[str] | None) -> dict[str, Any]:
             if providers is not None
             else unavailable("no ONNX Runtime session was opened")
         ),
+        "build": onnxruntime_build(installed_distributions()),
     }
-
-
-@functools.cache
-def _nvidia_driver() -> str:
-    reasons: list[str] = []
-    if importlib.util.find_spec("pynvml") is not None:
-        try:
-            pynvml: Any = importlib.import_module("pynvml")
-            pynvml.nvmlInit()
-            try:
-                version = pynvml.nvmlSystemGetDriverVersion()
-            finally:
-                pynvml.nvmlShutdown()
-            return version.decode() if isinstance(version, bytes) else str(version)
-        except Exception as exc:  # NVMLError when no driver is loaded
-            reasons.append(f"pynvml: {exc}")
-    else:
-        reasons.append("pynvml is not installed")
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        reasons.append("nvidia-smi is not on PATH")
-        return unavailable("; ".join(reasons))
-    try:
-        done = subprocess.run(
-            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=_SMI_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        reasons.append(f"nvidia-smi: {exc}")
-        return unavailable("; ".join(reasons))
-    lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
-    if done.returncode != 0 or not lines:
-        message = (done.stderr or done.stdout).strip().splitlines()
-        reasons.append(f"nvidia-smi exited {done.returncode}: {message[0] if message else ''}")
-        return unavailable("; ".join(reasons))
-    return lines[0]
 
 
 def _git(cwd: Path) -> dict[str, Any]:
