@@ -21,6 +21,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,14 @@ import onnxruntime as ort
 from lockgate.config.providers import CPU, ProviderSet, ProviderSpec
 from lockgate.errors import ServeError
 
-__all__ = ["Placement", "ProviderUnavailableError", "open_session", "provider_set"]
+__all__ = ["ORT_WHEELS", "Placement", "ProviderUnavailableError", "open_session",
+           "provider_set", "wheel_clash"]
+
+#: The wheels that install the ``onnxruntime`` module (one of them at a time).
+ORT_WHEELS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
+              "onnxruntime-rocm", "onnxruntime-migraphx", "onnxruntime-qnn", "onnxruntime-cann",
+              "onnxruntime-trt-rtx", "onnxruntime-vitisai", "onnxruntime-training",
+              "ort-nightly", "ort-nightly-gpu")
 
 _registered: dict[str, str] = {}
 _lock = threading.Lock()
@@ -122,32 +130,47 @@ def open_session(model: bytes | Path, opts: ort.SessionOptions,
     """
     available = ort.get_available_providers()
     requested = tuple(s.name for s in providers.specs)
-    classic: list[tuple[str, dict[str, str]]] = []
+    if not providers.is_cpu_only:
+        clash = wheel_clash()
+        if clash:
+            raise ProviderUnavailableError(
+                clash, hint="uninstall every ONNX Runtime wheel, then install the one you want "
+                            "(docs/serving.md, Hardware)")
+    chosen: list[tuple[ProviderSpec, list[Any] | None]] = []  # a plugin's devices, or None
     missing: list[str] = []
     reasons: list[str] = []
     for spec in providers.specs:
         why: str | None
+        devices: list[Any] | None = None
         if spec.library:
             why = _register(spec)
             if why is None:
                 devices, why = _plugin_devices(spec)
-                if why is None:
-                    opts.add_provider_for_devices(devices, dict(spec.options))
         else:
             why = _why_missing(spec, available)
-            if why is None:
-                classic.append((spec.name, dict(spec.options)))
-        if why is not None:
+        if why is None:
+            chosen.append((spec, devices))
+        else:
             missing.append(spec.name)
             reasons.append(f"{spec.short}: {why}")
     _refuse_missing(providers, missing, reasons)
-    if not any(name == CPU.ort_name for name, _ in classic):
-        classic.append((CPU.ort_name, {}))  # what the plugin or a fallback runs on
+    kwargs: dict[str, Any] = {}
+    if any(devices is not None for _, devices in chosen):
+        # ONNX Runtime ignores the providers a SessionOptions was given (the plugin's devices)
+        # when providers= is passed too: every provider goes on the options, in order.
+        for spec, why in _add_to_options(opts, chosen):
+            missing.append(spec.name)
+            reasons.append(f"{spec.short}: {why}")
+        _refuse_missing(providers, missing, reasons)
+    else:
+        classic = [(spec.name, dict(spec.options)) for spec, _ in chosen]
+        if not any(name == CPU.ort_name for name, _ in classic):
+            classic.append((CPU.ort_name, {}))  # what a fallback runs on
+        kwargs = {"providers": [n for n, _ in classic],
+                  "provider_options": [o for _, o in classic]}
     source = model if isinstance(model, bytes) else str(model)
     try:
-        session = ort.InferenceSession(source, sess_options=opts,
-                                       providers=[n for n, _ in classic],
-                                       provider_options=[o for _, o in classic])
+        session = ort.InferenceSession(source, sess_options=opts, **kwargs)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ServeError(f"ONNX Runtime could not load the model: {exc}") from exc
     used = tuple(session.get_providers())
@@ -159,6 +182,49 @@ def open_session(model: bytes | Path, opts: ort.SessionOptions,
     _refuse_missing(providers, missing, reasons)
     return session, Placement(requested, used, providers.fallback, tuple(missing),
                               tuple(reasons))
+
+
+def _add_to_options(opts: ort.SessionOptions,
+                    chosen: Sequence[tuple[ProviderSpec, list[Any] | None]],
+                    ) -> list[tuple[ProviderSpec, str]]:
+    """Put every chosen provider on ``opts`` in order (a session with a plugin provider); the
+    ones ONNX Runtime refused, with why. A built-in provider is given the devices ONNX Runtime
+    lists for it, else added by name; the CPU is always there last."""
+    refused: list[tuple[ProviderSpec, str]] = []
+    listed = ort.get_ep_devices()
+    for spec, devices in chosen:
+        try:
+            if devices is None:
+                devices = [d for d in listed if d.ep_name == spec.name] or None
+            if devices is not None:
+                opts.add_provider_for_devices(devices, dict(spec.options))
+            else:
+                opts.add_provider(spec.name, dict(spec.options))
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            refused.append((spec, f"ONNX Runtime cannot add it next to a plugin provider: {exc}"))
+    return refused
+
+
+def wheel_clash(path: Sequence[str] | None = None) -> str | None:
+    """Why the ONNX Runtime install is ambiguous, or None: two ONNX Runtime wheels (``onnxruntime``
+    and ``onnxruntime-gpu``, ``-openvino``, ...) installed into one directory. They all install
+    the ``onnxruntime`` module, so the files of the last one installed overwrite the other's
+    and neither wheel's providers can be relied on. ``path`` is where to look (``sys.path``)."""
+    found: dict[str, list[str]] = {}
+    dists = metadata.distributions() if path is None else metadata.distributions(path=list(path))
+    for dist in dists:
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name in ORT_WHEELS:
+            where = str(dist.locate_file(""))
+            label = f"{name} {dist.version}"
+            if label not in found.setdefault(where, []):
+                found[where].append(label)
+    for where, wheels in found.items():
+        if len(wheels) > 1:
+            return (f"{' and '.join(sorted(wheels))} are installed side by side in {where}: "
+                    "they share the onnxruntime module, whose files are those of the last "
+                    "one installed")
+    return None
 
 
 def _refuse_missing(providers: ProviderSet, missing: Sequence[str],
