@@ -6,6 +6,9 @@
 
     app = create_app([ServedModel("iris", 3, lambda: Predictor(model_bytes))])
     run_server(app, "127.0.0.1", 0, on_started=lambda host, port: log.info("port %d", port))
+
+With ``grpc_port`` the same process also serves the Open Inference Protocol over gRPC
+(:mod:`lockgate.serve.grpc`), through the same inference service.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from lockgate.errors import InvalidInputError
-from lockgate.serve.http import HTTPServer
+from lockgate.serve.http import Companion, HTTPServer
+from lockgate.serve.inference import InferenceService
 from lockgate.serve.limits import HTTPLimits, uvicorn_options
 from lockgate.serve.routes import DEFAULT_MAX_REQUEST_BYTES, create_app
 from lockgate.serve.slots import EventHook, ServedModel, SlotState
@@ -28,16 +32,26 @@ __all__ = ["EventHook", "HTTPLimits", "ServedModel", "SlotState", "create_app", 
 
 class _Server(uvicorn.Server):
     def __init__(
-        self, config: uvicorn.Config, on_started: Callable[[str, int], None] | None
+        self, config: uvicorn.Config, on_started: Callable[[str, int], None] | None,
+        companions: tuple[Companion, ...] = (),
     ) -> None:
         super().__init__(config)
         self._on_started = on_started
+        self._companions = companions
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets=sockets)
+        if self.started:
+            for companion in self._companions:
+                await companion.start()
         if self.started and self._on_started is not None:
             address = self.servers[0].sockets[0].getsockname()
             self._on_started(str(address[0]), int(address[1]))
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        for companion in self._companions:
+            await companion.stop()
+        await super().shutdown(sockets=sockets)
 
 
 def run_server(
@@ -51,6 +65,8 @@ def run_server(
     http: str = "auto",
     limits: HTTPLimits | None = None,
     allowed_hosts: frozenset[str] | None = None,
+    grpc_port: int | None = None,
+    on_grpc_started: Callable[[str, int], None] | None = None,
     **extra_uvicorn_options: Any,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; blocks.
@@ -70,8 +86,11 @@ def run_server(
     layers (see :mod:`lockgate.serve.limits` for how uvicorn is made to apply them).
     ``allowed_hosts`` (None: any) names the hosts a request may address (its ``Host`` without
     the port; an IPv6 literal in brackets): any other is answered 421, on both layers.
-    Raises InvalidInputError for an unknown ``http``, and ServeError when the app's startup
-    fails under lockgate's HTTP layer.
+    ``grpc_port`` (None: none; 0: a free one) also serves an app from :func:`create_app` over
+    gRPC on ``host``, on either layer; ``on_grpc_started(host, port)`` is called once it
+    listens, before ``on_started``.
+    Raises InvalidInputError for an unknown ``http`` or gRPC for another app, and ServeError
+    when the app's startup fails under lockgate's HTTP layer or the gRPC port cannot be bound.
     """
     if http not in ("auto", "lockgate", "uvicorn"):
         raise InvalidInputError(f"unknown HTTP layer {http!r}", hint="use auto, lockgate or "
@@ -79,11 +98,12 @@ def run_server(
     limits = limits or HTTPLimits()
     state = getattr(app, "state", None)
     inference = getattr(state, "inference", None)
+    companions = _grpc(inference, state, host, grpc_port, on_grpc_started)
     if http == "lockgate" or (http == "auto" and inference is not None):
         if access_log:
             _log_access()
         HTTPServer(app, inference, access_log=access_log, limits=limits,
-                   allowed_hosts=allowed_hosts,
+                   allowed_hosts=allowed_hosts, companions=companions,
                    max_body=getattr(state, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES),
                    ).run(host, port, on_started)
         return
@@ -99,7 +119,22 @@ def run_server(
                              allowed_hosts),
            **extra_uvicorn_options},
     )
-    _Server(config, on_started).run()
+    _Server(config, on_started, companions).run()
+
+
+def _grpc(inference: InferenceService | None, state: Any, host: str, port: int | None,
+          on_started: Callable[[str, int], None] | None) -> tuple[Companion, ...]:
+    """The gRPC listener of an inference app, when a port is asked for."""
+    if port is None:
+        return ()
+    if inference is None:
+        raise InvalidInputError("only an inference app (from create_app) can be served over "
+                                "gRPC")
+    from lockgate.serve.grpc import GRPCServer, message_limit
+
+    limit = message_limit(getattr(state, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES),
+                          inference.budget.limit)
+    return (GRPCServer(inference, host, port, max_message_bytes=limit, on_started=on_started),)
 
 
 def _log_access() -> None:

@@ -59,8 +59,9 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from starlette.types import ASGIApp
 
@@ -70,9 +71,18 @@ from lockgate.serve.connection import Connection
 from lockgate.serve.inference import INLINE_MAX_BODY, InferenceService
 from lockgate.serve.limits import LINGER_S, HTTPLimits, RequestTimeoutError, host_names
 
-__all__ = ["HTTPServer"]
+__all__ = ["Companion", "HTTPServer"]
 
 _Connection = Connection  # the name benchmarks/http_parse_cost.py drives, in every revision
+
+
+class Companion(Protocol):
+    """Another listener on the server's event loop (the gRPC one): started once the app's
+    lifespan has started and the server listens, stopped before the lifespan shuts down."""
+
+    async def start(self) -> object: ...
+
+    async def stop(self) -> None: ...
 
 
 class HTTPServer(Responder):
@@ -82,14 +92,16 @@ class HTTPServer(Responder):
     :meth:`stop` drive it from inside a running event loop (tests, embedding). ``limits``
     bounds what clients may ask (``keep_alive_s``, when given, overrides its keep-alive).
     ``allowed_hosts`` (None: any) names the hosts requests may address (``Host`` without its
-    port; an IPv6 literal in brackets); any other is answered 421.
+    port; an IPv6 literal in brackets); any other is answered 421. ``companions`` start after
+    it listens and stop when it stops.
     """
 
     def __init__(self, app: ASGIApp, inference: InferenceService | None = None, *,
                  max_body: int = 64 << 20, limits: HTTPLimits | None = None,
                  keep_alive_s: float | None = None, shutdown_timeout_s: float = 30.0,
                  access_log: bool = False, server_name: bytes = b"lockgate",
-                 allowed_hosts: frozenset[str] | None = None) -> None:
+                 allowed_hosts: frozenset[str] | None = None,
+                 companions: Sequence[Companion] = ()) -> None:
         limits = limits or HTTPLimits()
         if keep_alive_s is not None:
             limits = replace(limits, keep_alive_s=keep_alive_s)
@@ -111,6 +123,7 @@ class HTTPServer(Responder):
         self._lifespan: Lifespan | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._stop_soon: Callable[[], None] | None = None
+        self.companions = tuple(companions)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -122,6 +135,8 @@ class HTTPServer(Responder):
         self._server = await loop.create_server(lambda: Connection(self), host, port,
                                                 reuse_address=True, backlog=2048)
         self._sweeper = loop.create_task(self._sweep())
+        for companion in self.companions:
+            await companion.start()
         address = self._server.sockets[0].getsockname()
         return str(address[0]), int(address[1])
 
@@ -132,6 +147,8 @@ class HTTPServer(Responder):
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for companion in self.companions:
+            await companion.stop()
         deadline = time.monotonic() + self.shutdown_timeout_s
         for conn in list(self.connections):
             conn.close_when_idle()
