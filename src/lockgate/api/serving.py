@@ -23,7 +23,6 @@ from lockgate.environment.drift import compare, counted, serving_environment
 from lockgate.errors import (
     ConfigError,
     InvalidInputError,
-    NotFoundError,
     ServeError,
     SupplyChainError,
 )
@@ -81,13 +80,8 @@ class Serving:
             found = self._rollout.desired_state()
             return {n: d for n, d in found.items() if n in wanted} if wanted else found
 
-        if not desired():
-            raise NotFoundError(
-                f"nothing to serve: no deployment and no version in stage "
-                f"{self._home.serving_stage!r}",
-                hint="promote a version, `lockgate deploy NAME@V`, or name versions: "
-                     "lockgate serve NAME@V",
-            )
+        # nothing deployed yet is a start, not an error: the server answers live, not ready,
+        # and picks models up as they are deployed
 
         def make_spec(name: str, number: int) -> ServedModel:
             return self.served(self._lookup.get(ModelRef(name, number)))
@@ -210,7 +204,17 @@ class Serving:
                 users_seen.update(at=time.monotonic(), any=bool(meta.list_users()))
             return monitoring(authorization, model) if users_seen["any"] else None
 
+        deployer = TokenCheck(check, "deployer", well_formed=is_token)
+
+        def repository_check(authorization: str | None, model: str) -> object:
+            """The repository extension's load and unload: the deployer role where the home
+            has users, else None (the server then lets loopback clients only)."""
+            if not users_seen["any"] and time.monotonic() - users_seen["at"] > _USERS_RECHECK_S:
+                users_seen.update(at=time.monotonic(), any=bool(meta.list_users()))
+            return deployer(authorization, model) if users_seen["any"] else None
+
         return {
+            "repository_authorize": repository_check,
             "authorize": TokenCheck(check, "inference", well_formed=is_token)
             if token_auth else None,
             "capture_authorize": capture_check}

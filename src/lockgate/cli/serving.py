@@ -80,7 +80,7 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
             metrics_source=lambda: metrics.render().decode("utf-8"))
     names = ", ".join(f"{v.name}@{v.number}" for v in lg.serve_refs(refs)) if refs else \
         ", ".join(f"{n}@{d.stable}" for n, d in lg.deployments().items()
-                  if not only or n in only)
+                  if not only or n in only) or "no deployment yet (following the store)"
 
     def started(bound_host: str, bound_port: int) -> None:
         err.print(f"serving {names} on http://{bound_host}:{bound_port}/v2 (Ctrl-C stops)")

@@ -13,6 +13,11 @@ never merged.
 A request that would make the queue longer than ``max_queue_size`` is refused at once, and one
 still queued after ``timeout_ms`` is dropped; both answer 503. The model runs on the batcher
 thread, never on the event loop.
+
+Per request, as Triton's request parameters say: ``timeout`` (microseconds) shortens how long
+it may wait in the queue — past it the request is answered 503 "Request timeout expired"
+without running; ``priority`` orders the queue, 1 first, then 2 and so on (0, the default,
+ranks as 1); requests of one priority keep their arrival order.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import numpy as np
 from lockgate.errors import InvalidInputError, ServeError
 from lockgate.runtime.predictor import Predictor
 
-__all__ = ["Batcher", "BatchingConfig"]
+__all__ = ["DEFAULT_PRIORITY", "Batcher", "BatchingConfig", "Execution", "RequestTimeoutError",
+           "queue_parameters"]
 
 
 @dataclass(frozen=True)
@@ -68,15 +74,55 @@ class BatchingConfig:
             raise InvalidInputError(f"batching: expected integers, got {dict(d)}") from None
 
 
-@dataclass
+class RequestTimeoutError(ServeError):
+    """A request's own ``timeout`` passed while it waited in the batch queue (HTTP 503): the
+    client's deadline, not the version's failure."""
+
+
+DEFAULT_PRIORITY = 1
+"""The rank of a request without a ``priority`` (or with 0): the highest level."""
+
+
+def queue_parameters(parameters: Mapping[str, Any]) -> tuple[int, int | None]:
+    """A request's ``priority`` (0 when absent) and ``timeout`` (microseconds, None when
+    absent or 0) from its parameters; InvalidInputError unless each is a non-negative integer."""
+    priority = parameters.get("priority", 0) if parameters else 0
+    timeout = parameters.get("timeout") if parameters else None
+    for name, value in (("priority", priority), ("timeout", timeout)):
+        if value is not None and (type(value) is not int or value < 0):
+            raise InvalidInputError(f"parameters.{name} must be a non-negative integer, got "
+                                    f"{str(value)[:40]!r}",
+                                    hint="timeout is in microseconds; priority 1 is the "
+                                         "highest, 0 the default")
+    return priority, timeout or None  # a timeout of 0 is none, as in Triton
+
+
+@dataclass(slots=True)
+class Execution:
+    """One model run, shared by the requests it answered: its rows and the seconds the model
+    took. ``counted`` is for the first of its requests to count it (on the event loop)."""
+
+    size: int
+    infer_s: float
+    counted: bool = False
+
+
+Executed = tuple[dict[str, np.ndarray], Execution, float]
+"""A request's slice of the outputs, its execution and the seconds it waited in the queue."""
+
+
+@dataclass(slots=True)
 class _Job:
     key: tuple[Any, ...]
     inputs: Mapping[str, np.ndarray]
     outputs: tuple[str, ...] | None
     rows: int
     deadline: float
+    own_deadline: bool
+    """The deadline is the request's ``timeout``, not the batcher's ``timeout_ms``."""
+    rank: int
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[tuple[dict[str, np.ndarray], int]]
+    future: asyncio.Future[Executed]
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -94,18 +140,34 @@ def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | Non
         future.set_result(value)
 
 
+def _order(job: _Job) -> tuple[int, float]:
+    return job.rank, job.enqueued
+
+
 class Batcher:
     def __init__(self, predictor: Predictor, config: BatchingConfig) -> None:
         self.predictor, self.config = predictor, config
         self._jobs: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._stopped = False
+        self._ranked = 0  # queued jobs whose rank is not the default
+        self._next_deadline = float("inf")  # no queued job expires before this
         self._thread = threading.Thread(target=self._run, name="lockgate-batcher", daemon=True)
         self._thread.start()
 
     async def submit(self, inputs: Mapping[str, np.ndarray],
                      outputs: Sequence[str] | None) -> tuple[dict[str, np.ndarray], int]:
         """The outputs for these inputs, run as part of a batch, and the batch's size."""
+        part, execution, _ = await self.submit_detailed(inputs, outputs)
+        return part, execution.size
+
+    async def submit_detailed(self, inputs: Mapping[str, np.ndarray],
+                              outputs: Sequence[str] | None, *, priority: int = 0,
+                              timeout_us: int | None = None) -> Executed:
+        """The outputs for these inputs, run as part of a batch, the batch's
+        :class:`Execution` and the seconds this request waited for it. ``priority`` (0: the
+        default) and ``timeout_us`` (None: the batcher's ``timeout_ms`` only) as Triton's
+        request parameters mean them."""
         rows = {int(a.shape[0]) for a in inputs.values() if a.ndim}
         if len(rows) != 1:
             raise InvalidInputError("batched models need every input to share dimension 0")
@@ -114,9 +176,13 @@ class Batcher:
             raise InvalidInputError(f"a request of {n} rows exceeds max_batch_size "
                                     f"{self.config.max_batch_size}")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[dict[str, np.ndarray], int]] = loop.create_future()
+        future: asyncio.Future[Executed] = loop.create_future()
+        now = time.perf_counter()
+        limit = self.config.timeout_ms / 1000
+        own = timeout_us is not None and timeout_us / 1e6 < limit
         job = _Job(_key(inputs, outputs), inputs, tuple(outputs) if outputs else None, n,
-                   time.perf_counter() + self.config.timeout_ms / 1000, loop, future)
+                   now + (timeout_us / 1e6 if own and timeout_us is not None else limit), own,
+                   priority or DEFAULT_PRIORITY, loop, future, now)
         with self._cond:
             if self._stopped:
                 raise ServeError("the model is being unloaded")
@@ -124,6 +190,9 @@ class Batcher:
                 raise ServeError(f"the batch queue is full ({self.config.max_queue_size} "
                                  "requests waiting)", hint="retry later, or add servers")
             self._jobs.append(job)
+            if job.rank != DEFAULT_PRIORITY:
+                self._ranked += 1
+            self._next_deadline = min(self._next_deadline, job.deadline)
             self._cond.notify()
         return await future
 
@@ -132,24 +201,60 @@ class Batcher:
             self._stopped = True
             self._cond.notify_all()
 
+    def _remove(self, job: _Job) -> None:
+        self._jobs.remove(job)
+        if job.rank != DEFAULT_PRIORITY:
+            self._ranked -= 1
+
+    def _expire(self, now: float) -> None:
+        """Answer every queued job whose deadline passed (holding the condition's lock)."""
+        if now < self._next_deadline:
+            return
+        expired = [j for j in self._jobs if j.deadline < now]
+        for job in expired:
+            self._remove(job)
+            self._timed_out(job)
+        self._next_deadline = min((j.deadline for j in self._jobs), default=float("inf"))
+
+    def _timed_out(self, job: _Job) -> None:
+        error = (RequestTimeoutError("Request timeout expired") if job.own_deadline else
+                 ServeError(f"the request waited over {self.config.timeout_ms} ms in the "
+                            "batch queue"))
+        job.loop.call_soon_threadsafe(_resolve, job.future, None, error)
+
+    def _next(self) -> _Job:
+        """The queued job to run first: the oldest of the best rank."""
+        if not self._ranked:
+            return self._jobs[0]
+        return min(self._jobs, key=_order)
+
+    def _match(self, first: _Job, room: int) -> _Job | None:
+        """The next job to join ``first``'s batch: same key, fits in ``room`` rows."""
+        jobs = sorted(self._jobs, key=_order) if self._ranked else self._jobs
+        return next((j for j in jobs if j.key == first.key and j.rows <= room), None)
+
     def _take(self) -> list[_Job]:
-        """The next batch: the oldest job and later ones of its key, within the delay."""
+        """The next batch: the first job by rank and age, and later ones of its key, within
+        the delay; jobs whose deadline passed are answered and left out."""
         cfg = self.config
         with self._cond:
-            while not self._jobs and not self._stopped:
-                self._cond.wait()
+            while True:
+                self._expire(time.perf_counter())
+                if self._jobs or self._stopped:
+                    break
+                self._cond.wait(None if self._next_deadline == float("inf")
+                                else max(0.0, self._next_deadline - time.perf_counter()))
             if not self._jobs:
                 return []
-            first = self._jobs.popleft()
+            first = self._next()
+            self._remove(first)
             batch, rows = [first], first.rows
             flush_at = first.enqueued + cfg.max_queue_delay_us / 1e6
             preferred = set(cfg.preferred_batch_sizes)
             while rows < cfg.max_batch_size and rows not in preferred:
-                match = next((j for j in self._jobs
-                              if j.key == first.key and rows + j.rows <= cfg.max_batch_size),
-                             None)
+                match = self._match(first, cfg.max_batch_size - rows)
                 if match is not None:
-                    self._jobs.remove(match)
+                    self._remove(match)
                     batch.append(match)
                     rows += match.rows
                     continue
@@ -168,10 +273,7 @@ class Batcher:
             live = []
             for job in batch:
                 if now > job.deadline:
-                    job.loop.call_soon_threadsafe(
-                        _resolve, job.future, None,
-                        ServeError(f"the request waited over {self.config.timeout_ms} ms in "
-                                   "the batch queue"))
+                    self._timed_out(job)
                 else:
                     live.append(job)
             if live:
@@ -179,6 +281,7 @@ class Batcher:
 
     def _execute(self, batch: list[_Job]) -> None:
         names = list(batch[0].inputs)
+        begun = time.perf_counter()
         try:
             merged = {n: (batch[0].inputs[n] if len(batch) == 1
                           else np.concatenate([j.inputs[n] for j in batch]))
@@ -189,9 +292,11 @@ class Batcher:
                 job.loop.call_soon_threadsafe(_resolve, job.future, None, exc)
             return
         size = sum(j.rows for j in batch)
+        execution = Execution(size, time.perf_counter() - begun)
         start = 0
         for job in batch:
             part = {k: v[start:start + job.rows] if v.ndim and v.shape[0] == size else v
                     for k, v in outputs.items()}
             start += job.rows
-            job.loop.call_soon_threadsafe(_resolve, job.future, (part, size), None)
+            job.loop.call_soon_threadsafe(_resolve, job.future,
+                                          (part, execution, begun - job.enqueued), None)

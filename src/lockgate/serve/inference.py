@@ -34,9 +34,10 @@ from typing import Any
 
 import orjson
 
-from lockgate.errors import Error, InvalidInputError, ServeError
+from lockgate.errors import Error, InvalidInputError, NotFoundError, ServeError
 from lockgate.monitor.capture import RequestLog
 from lockgate.runtime.predictor import Predictor
+from lockgate.serve.batching import Execution, RequestTimeoutError, queue_parameters
 from lockgate.serve.metrics import ModelMetrics, ServerMetrics
 from lockgate.serve.oip import (
     DEFAULT_MAX_ELEMENTS,
@@ -47,11 +48,13 @@ from lockgate.serve.oip import (
 )
 from lockgate.serve.shadow import ShadowMirror
 from lockgate.serve.slots import ModelTable, Slot
+from lockgate.serve.statistics import Phases, Statistics
 from lockgate.serve.workers import WorkerPool
 
 __all__ = ["DEFAULT_DECODE_BUDGET", "DEFAULT_INLINE_BELOW_S", "INLINE_MAX_BODY",
            "INTERNAL_ERROR", "Answer", "Authorize", "DecodeBudget", "InferenceService",
-           "OverloadedError", "PayloadTooLargeError", "Reservation", "error_answer"]
+           "OverloadedError", "PayloadTooLargeError", "Reservation", "error_answer",
+           "unloaded_error"]
 
 log = logging.getLogger("lockgate.serve")
 
@@ -61,6 +64,9 @@ INLINE_MAX_BODY = 64 << 10
 """Bodies larger than this always go to a worker, whatever the model's measure."""
 _JSON = b"application/json"
 _BINARY = b"application/octet-stream"
+_Result = tuple[bytes, int | None, int, float, float, float, Phases]
+"""A request's answer, binary header length, rows, queue and compute seconds, executions and
+phases (:mod:`lockgate.serve.statistics`)."""
 
 
 DEFAULT_DECODE_BUDGET = 256 << 20
@@ -167,6 +173,12 @@ def error_answer(exc: Error) -> Answer:
     return Answer(exc.http_status, orjson.dumps({"error": exc.diagnostics()}))
 
 
+def unloaded_error(model: str) -> NotFoundError:
+    """What a request for a model unloaded through the repository extension answers."""
+    return NotFoundError(f"model {model!r} is unloaded on this server",
+                         hint=f"POST /v2/repository/models/{model}/load brings it back")
+
+
 def _header_length(raw: str | None) -> int | None:
     if raw is None:
         return None
@@ -181,8 +193,9 @@ def _header_length(raw: str | None) -> int | None:
 
 def _reason_status(exc: Error) -> int:
     """The status a failure counts as: a decode budget refusal is the server's load (429),
-    not the version's failure, although it is answered 503."""
-    return 429 if isinstance(exc, OverloadedError) else exc.http_status
+    not the version's failure, although it is answered 503; so is a request whose own timeout
+    passed in the batch queue."""
+    return 429 if isinstance(exc, (OverloadedError, RequestTimeoutError)) else exc.http_status
 
 
 def _rows(request: InferRequest) -> int:
@@ -220,6 +233,11 @@ class InferenceService:
         self.budget = DecodeBudget() if budget is None else budget
         self.max_elements = max_elements
         self._cap = 2 * inline_below_s  # one stall (a GC pause, a preemption) is not a trend
+        self.stats = Statistics()
+        """Triton's per-version statistics, updated where the metrics are."""
+        self.unloaded: frozenset[str] = frozenset()
+        """Models unloaded through the repository extension: their requests answer 404
+        (replaced whole, never mutated)."""
 
     def reserve(self, size: int) -> Reservation | None:
         """What a body of ``size`` bytes needs of the decode budget, taken now (None for a small
@@ -241,6 +259,7 @@ class InferenceService:
         m = self.metrics.for_model(slot.spec.name, slot.version_text)
         m.requests.inc()
         m.failed(_reason_status(exc))
+        self.stats.of(slot.spec.name, slot.version_text).failed(0.0)
         return error_answer(exc)
 
     def infer(self, model: str, version: str | None, body: bytes,
@@ -268,6 +287,8 @@ class InferenceService:
             except Error as exc:
                 return self.refuse(model, version, exc)
         try:
+            if self.unloaded and model in self.unloaded:
+                raise unloaded_error(model)
             slot = self.with_capture(self.table.resolve(model, version))
         except Exception as exc:
             if reservation is not None:
@@ -313,7 +334,7 @@ class InferenceService:
 
     def _run(self, slot: Slot, predictor: Predictor, body: bytes, header: int | None,
              reservation: Reservation | None, enqueued: float, shadow: Slot | None
-             ) -> tuple[bytes, int | None, int, float, float, float]:
+             ) -> _Result:
         """Decode, run, encode: the whole CPU-bound part of a request. Returns the response, its
         binary header length (or None), the rows, the queue and compute seconds and the
         executions. With a ``shadow``, the request and the answer are handed to the mirror
@@ -321,26 +342,32 @@ class InferenceService:
         begun = time.perf_counter()
         if reservation is None:
             request = parse_infer_request(body, header, max_elements=self.max_elements)
+            decoded = time.perf_counter()
             outputs = predictor.run(request.inputs, request.outputs)
+            ran = time.perf_counter()
             content, head = encode_binary_response(slot.spec.name, slot.version_text, outputs,
                                                    request)
         else:
             try:
                 request = self._decode(body, header, reservation)
+                decoded = time.perf_counter()
                 outputs = predictor.run(request.inputs, request.outputs)
+                ran = time.perf_counter()
                 content, head = encode_binary_response(slot.spec.name, slot.version_text,
                                                        outputs, request)
             finally:
                 reservation.release()
+        encoded = time.perf_counter()
         rows = _rows(request)
         if shadow is not None and request.outputs is None:
             self.mirror.offer(shadow, dict(request.inputs), dict(outputs))
         self._observe(slot, request.inputs, outputs)
-        return content, head, rows, begun - enqueued, time.perf_counter() - begun, 1.0
+        return (content, head, rows, begun - enqueued, time.perf_counter() - begun, 1.0,
+                (begun - enqueued, decoded - begun, ran - decoded, encoded - ran))
 
     def _run_on_worker(self, slot: Slot, predictor: Predictor, body: bytes, header: int | None,
                        reservation: Reservation | None, enqueued: float, shadow: Slot | None
-                       ) -> tuple[bytes, int | None, int, float, float, float]:
+                       ) -> _Result:
         cpu = time.thread_time()
         result = self._run(slot, predictor, body, header, reservation, enqueued, shadow)
         slot.cost.ran_on_worker(min(time.thread_time() - cpu, self._cap))
@@ -364,11 +391,16 @@ class InferenceService:
         batcher = slot.batcher
         assert batcher is not None
         try:
+            begun = time.perf_counter()
             req = await self.pool.run(self._decode, body, header, reservation)
             t_queue = time.perf_counter()
-            outputs, size = await batcher.submit(req.inputs, req.outputs)
-            queued = time.perf_counter() - t_queue
+            priority, timeout_us = queue_parameters(req.parameters)
+            outputs, execution, waited = await batcher.submit_detailed(
+                req.inputs, req.outputs, priority=priority, timeout_us=timeout_us)
+            ran = time.perf_counter()
+            queued = ran - t_queue
             content, head = await self.pool.run(self._encode_batched, slot, req, outputs)
+            phases = (waited, t_queue - begun, execution.infer_s, time.perf_counter() - ran)
             if reservation is not None:
                 reservation.release()
             rows = _rows(req)
@@ -378,9 +410,11 @@ class InferenceService:
             if reservation is not None:
                 reservation.release()
             return self._failed(slot, m, started, exc)
+        size = execution.size
         executions = rows / size if size else 1.0
-        return self._done(slot, m, started, (content, head, size, queued, 0.0, executions),
-                          rows=rows)
+        return self._done(slot, m, started,
+                          (content, head, size, queued, 0.0, executions, phases), rows=rows,
+                          execution=execution)
 
     def _encode_batched(self, slot: Slot, req: InferRequest, outputs: Mapping[str, Any]
                         ) -> tuple[bytes, int | None]:
@@ -400,34 +434,44 @@ class InferenceService:
         if self.request_log is not None:
             self.request_log.offer(slot.spec.name, slot.version_text, inputs, outputs)
 
-    def _finish(self, slot: Slot, m: ModelMetrics, started: float, status: int) -> None:
+    def _finish(self, slot: Slot, m: ModelMetrics, started: float, status: int) -> float:
         m.pending.dec()
         elapsed = time.perf_counter() - started
         m.request_seconds.observe(elapsed)
         slot.window.record(elapsed, status)
         if slot.capture is not None:
             slot.capture.record_request(elapsed, status)
+        return elapsed
 
     def _done(self, slot: Slot, m: ModelMetrics, started: float,
-              result: tuple[bytes, int | None, int, float, float, float],
-              rows: int | None = None) -> Answer:
-        content, head, size, queued, computed, executions = result
-        self._finish(slot, m, started, 200)
+              result: _Result, rows: int | None = None,
+              execution: Execution | None = None) -> Answer:
+        content, head, size, queued, computed, executions, phases = result
+        elapsed = self._finish(slot, m, started, 200)
         m.queue_seconds.observe(queued)
         m.compute_seconds.observe(computed)
         m.inferences.inc(size if rows is None else rows)
         m.executions.inc(executions)
         m.batch_size.observe(size)
+        stats = self.stats.of(slot.spec.name, slot.version_text)
+        stats.succeeded(size if rows is None else rows, elapsed, phases)
+        if execution is None:
+            stats.executed(size, phases)
+        elif not execution.counted:  # the batch's first request to finish counts its run
+            execution.counted = True
+            stats.executed(size, phases)
         return Answer(200, content, head)
 
     def _failed(self, slot: Slot, m: ModelMetrics, started: float, exc: Exception) -> Answer:
         if isinstance(exc, Error):
             # a budget refusal is the server's load, not the version's failure: for the
             # rollback window it counts with the refusals of clients
-            self._finish(slot, m, started, _reason_status(exc))
+            elapsed = self._finish(slot, m, started, _reason_status(exc))
             m.failed(_reason_status(exc))
+            self.stats.of(slot.spec.name, slot.version_text).failed(elapsed)
             return error_answer(exc)
-        self._finish(slot, m, started, 500)
+        elapsed = self._finish(slot, m, started, 500)
         m.failed(500)
+        self.stats.of(slot.spec.name, slot.version_text).failed(elapsed)
         log.error("unexpected error serving %s", slot.label, exc_info=exc)
         return INTERNAL_ERROR

@@ -12,6 +12,10 @@ Routes::
     GET  /v2/models/{model}/versions/{version}/capture   captured rows and request outcomes
                                                     after ``rows_since``/``requests_since``
                                                     (lockgate extension, for monitors)
+    GET  /v2/models[/{model}[/versions/{version}]]/stats  Triton's statistics extension
+    POST /v2/repository/index, /v2/repository/models/{model}/load|unload
+                                                    Triton's model repository extension
+                                                    (see serve/extensions.py)
 
 Without ``/versions/{version}`` a request goes to the highest version served for that model,
 whatever its state: while that version loads or after it failed, unversioned requests get 503
@@ -52,6 +56,7 @@ from lockgate.errors import Error, InvalidInputError
 from lockgate.monitor.capture import DEFAULT_WINDOW, Capture, RequestLog
 from lockgate.serve.about import lockgate_version
 from lockgate.serve.controller import Controller, Desired
+from lockgate.serve.extensions import EXTENSIONS, extension_routes
 from lockgate.serve.inference import (
     DEFAULT_INLINE_BELOW_S,
     INTERNAL_ERROR,
@@ -62,10 +67,12 @@ from lockgate.serve.inference import (
     PayloadTooLargeError,
     Reservation,
     error_answer,
+    unloaded_error,
 )
 from lockgate.serve.metrics import CONTENT_TYPE, ServerMetrics
 from lockgate.serve.oip import DEFAULT_MAX_ELEMENTS
 from lockgate.serve.openapi import OPENAPI_PATH, openapi_endpoint
+from lockgate.serve.repository import Repository, RepositoryAuthorize
 from lockgate.serve.shadow import ShadowMirror
 from lockgate.serve.slots import PLATFORM, EventHook, ModelTable, ServedModel, Slot, SlotState
 from lockgate.serve.workers import WorkerPool
@@ -286,16 +293,18 @@ class _Routes:
 
     async def server_metadata(self, request: Request) -> Response:
         return JSONResponse({"name": self.server_name, "version": self.server_version,
-                             "extensions": ["binary_tensor_data"]})
+                             "extensions": list(EXTENSIONS)})
 
     async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        waiting = self.table.not_ready()
-        if not waiting:
+        unloaded = self.service.unloaded
+        waiting = [s for s in self.table.not_ready() if s.spec.name not in unloaded]
+        if not waiting and (self.table.slots or not self.table.dynamic):
             return JSONResponse({"ready": True})
-        detail = ", ".join(f"{s.label} ({s.state})" for s in waiting)
+        detail = ", ".join(f"{s.label} ({s.state})" for s in waiting) or \
+            "nothing is deployed yet"
         return JSONResponse(
             {
                 "ready": False,
@@ -307,6 +316,8 @@ class _Routes:
 
     def resolve(self, request: Request) -> Slot:
         params = request.path_params
+        if params["model"] in self.service.unloaded:
+            raise unloaded_error(params["model"])
         return self.with_capture(self.table.resolve(params["model"], params.get("version")))
 
     async def model_metadata(self, request: Request) -> Response:
@@ -427,6 +438,7 @@ def create_app(
     capture_authorize: Authorize | None = None,
     decode_budget: int | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    repository_authorize: RepositoryAuthorize | None = None,
 ) -> Starlette:
     """An OIP v2 app serving ``models``.
 
@@ -450,6 +462,8 @@ def create_app(
     ``capture_authorize`` the capture route (None: open); health, readiness, metadata and
     ``/metrics`` stay open for probes. ``decode_budget`` bytes (default 256 MiB) bound the
     memory of decoding large bodies at once; a request carries at most ``max_elements``.
+    ``repository_authorize(authorization, model)`` checks the model repository extension's
+    load and unload (None: loopback clients only; see :mod:`lockgate.serve.repository`).
     Raises InvalidInputError for an empty model list (without ``desired``), a repeated
     ``(name, version)``, ``workers < 1`` or a negative ``inline_below_s``.
     """
@@ -467,18 +481,21 @@ def create_app(
     routes = _Routes(table, service, pool, metrics, server_name=server_name,
                      max_request_bytes=max_request_bytes, with_capture=with_capture,
                      drift=drift, capture_authorize=capture_authorize)
+    repository = Repository(table, service, desired=desired, authorize=repository_authorize)
     following = None
-    if desired is not None and make_spec is not None:
-        following = _Following(desired, make_spec, poll_s, grace_s, subscribe)
+    wanted = repository.following()
+    if wanted is not None and make_spec is not None:
+        following = _Following(wanted, make_spec, poll_s, grace_s, subscribe)
     lifespan = _Lifespan(table, pool, mirror, request_log, hook=on_event,
                          server_name=server_name, following=following)
     app = Starlette(
-        routes=routes.routes(),
+        routes=[*extension_routes(table, service, pool, repository, _guard), *routes.routes()],
         lifespan=lifespan.run,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.models = table
     app.state.metrics = metrics
     app.state.inference = service
+    app.state.repository = repository
     app.state.max_request_bytes = max_request_bytes
     return app
