@@ -18,9 +18,12 @@ from typing import Any
 
 import pytest
 
+from cli_in_process import run_cli
+from lockgate.api.facade import Lockgate
 from lockgate.environment import hardware
 from lockgate.environment.drift import serving_environment
 from lockgate.environment.fingerprint import capture_environment
+from onnx_models import linear_onnx
 
 _QUERY = "--query-gpu=name,driver_version,memory.total"
 _POSIX = os.name == "posix"
@@ -124,6 +127,26 @@ def test_a_hanging_nvidia_smi_is_killed_and_reported(
     while _state(child) not in (None, "Z", "X") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _state(child) in (None, "Z", "X"), "the stand-in's child was left running"
+
+
+@pytest.mark.skipif(not _POSIX, reason="the nvidia-smi stand-in is a POSIX shell script")
+def test_show_json_has_the_registered_hardware(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _fake_smi(tmp_path / "bin", _answering(["NVIDIA Stand-in L9, 580.65.06, 23034 MiB"]))
+    _first_on_path(monkeypatch, tmp_path / "bin")
+    with Lockgate.open(home) as lg:
+        lg.register(linear_onnx(), name="m")
+    code, out, err = run_cli(capsys, "show", "m@1", "--json")
+    assert code == 0, err
+    env = json.loads(out)["environment"]
+    assert env["gpu"]["name"] == "NVIDIA Stand-in L9"
+    assert env["gpu"]["memory"] == "23034 MiB"
+    assert env["nvidia_driver"] == "580.65.06"
+    assert env["onnxruntime"]["session_providers"] == ["CPUExecutionProvider"]
+    assert set(env["onnxruntime"]["build"]) == {"package", "cuda", "cudnn", "info"}
+    assert set(env["tensorrt"]) == {"version", "source"}
 
 
 def test_no_gpu_is_unavailable_with_reasons(
