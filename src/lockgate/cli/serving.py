@@ -44,11 +44,15 @@ if TYPE_CHECKING:
 @click.option("--inline-below-us", type=float, default=None,
               help="Run a version's requests on the event loop when they measure under this "
                    "many microseconds (default 1000; 0: always on worker threads).")
+@click.option("--grpc-port", type=int, default=None,
+              help="Also serve OIP v2 over gRPC on this port, same host and tokens (0 picks a "
+                   "free one; -1: off; default [serve] grpc_port, off unless set).")
 @click.pass_context
 def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None,
           poll_s: float, grace_s: float, only: tuple[str, ...], request_log: Path | None,
           request_log_rate: float | None, with_ui: bool, no_auth: bool,
-          insecure_no_auth: bool, http_layer: str, inline_below_us: float | None) -> None:
+          insecure_no_auth: bool, http_layer: str, inline_below_us: float | None,
+          grpc_port: int | None) -> None:
     """Serve models over the Open Inference Protocol v2: the versions named, or else every
     model's deployment (its production version unless `lockgate deploy` says otherwise),
     following changes without a restart."""
@@ -71,6 +75,7 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
     app = lg.create_app(refs, poll_s=poll_s, grace_s=grace_s, models=only,
                         inline_below_s=None if inline_below_us is None else inline_below_us / 1e6)
     p = lg.settings.serve_port if port is None else port
+    g = lg.settings.serve_grpc_port if grpc_port is None else grpc_port
     if with_ui:
         from lockgate.web import attach_console
 
@@ -85,9 +90,14 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
     def started(bound_host: str, bound_port: int) -> None:
         err.print(f"serving {names} on http://{bound_host}:{bound_port}/v2 (Ctrl-C stops)")
 
+    def grpc_started(bound_host: str, bound_port: int) -> None:
+        err.print(f"gRPC (OIP v2) on {bound_host}:{bound_port} (inference.GRPCInferenceService, "
+                  "grpc.health.v1.Health)")
+
     try:
         run_server(app, host=h, port=p, on_started=started, http=http_layer,
-                   limits=_http_limits(lg), allowed_hosts=_local_names(lg, h))
+                   limits=_http_limits(lg), allowed_hosts=_local_names(lg, h),
+                   grpc_port=None if g == -1 else g, on_grpc_started=grpc_started)
     except KeyboardInterrupt:
         err.print("stopped")
 

@@ -51,7 +51,7 @@ from lockgate.config.policy import (
     check_licenses,
 )
 from lockgate.config.tolerances import PROVIDER_TOLERANCES
-from lockgate.config.values import DEFAULT_STAGES
+from lockgate.config.values import DEFAULT_STAGES, Settings
 
 __all__ = ["POLICY_SECTIONS", "SECTIONS", "SETTINGS", "Setting"]
 
@@ -88,6 +88,12 @@ _DECODE = "serve.decode_budget must be at least 1 MiB (1048576), serve.max_eleme
 _TIMES = ("serve.head_timeout_s, serve.body_timeout_s and serve.keep_alive_s must be positive, "
           "serve.min_body_rate not negative")
 _PARITY = "parity tolerances and sample count must not be negative"
+
+
+def _grpc_port(value: int, s: Settings) -> None:
+    if value != -1:  # -1: no gRPC
+        check_port(value, s)
+
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("home", "-", "LOCKGATE_HOME", FOLDER, "./.lockgate",
@@ -178,6 +184,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Address the server binds."),
     Setting("serve_port", "serve.port", "LOCKGATE_SERVE_PORT", INT, "8080",
             "Port the server binds (0: any free).", check_port),
+    Setting("serve_grpc_port", "serve.grpc_port", "LOCKGATE_SERVE_GRPC_PORT", INT, "-1",
+            "Port the server also serves OIP v2 over gRPC on, same host (0: any free; -1: "
+            "off).", _grpc_port),
     Setting("serve_max_head_bytes", "serve.max_head_bytes", "LOCKGATE_SERVE_MAX_HEAD_BYTES", INT,
             "65536", "Largest request line plus headers the HTTP servers accept (431 beyond).",
             at_least(1024, _HTTP_SIZES)),

@@ -123,6 +123,7 @@ class Settings:
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_PROVIDER_TOLERANCES.items()})
     serve_host: str = "127.0.0.1"
     serve_port: int = 8080
+    serve_grpc_port: int = -1
     serve_max_head_bytes: int = 65536
     serve_max_headers: int = 100
     serve_head_timeout_s: float = 10.0
