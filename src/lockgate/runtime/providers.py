@@ -18,6 +18,8 @@ import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+import contextlib
+import importlib.util
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +43,8 @@ ORT_WHEELS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxrun
 
 _registered: dict[str, str] = {}
 _lock = threading.Lock()
+_preloaded: list[bool] = []  # CUDA and cuDNN from pip loaded (once per process)
+_CUDA_FAMILY = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
 
 
 class ProviderUnavailableError(ServeError):
@@ -136,6 +140,7 @@ def open_session(model: bytes | Path, opts: ort.SessionOptions,
             raise ProviderUnavailableError(
                 clash, hint="uninstall every ONNX Runtime wheel, then install the one you want "
                             "(docs/serving.md, Hardware)")
+    _preload_cuda(providers, available)
     chosen: list[tuple[ProviderSpec, list[Any] | None]] = []  # a plugin's devices, or None
     missing: list[str] = []
     reasons: list[str] = []
@@ -182,6 +187,24 @@ def open_session(model: bytes | Path, opts: ort.SessionOptions,
     _refuse_missing(providers, missing, reasons)
     return session, Placement(requested, used, providers.fallback, tuple(missing),
                               tuple(reasons))
+
+
+def _preload_cuda(providers: ProviderSet, available: Sequence[str]) -> None:
+    """onnxruntime-gpu finds the CUDA and cuDNN libraries installed from pip (the ``nvidia``
+    packages of ``lockgate[gpu]``) only once they are loaded: load them, once per process,
+    before the first CUDA or TensorRT session. Where they do not load, the session does not
+    use CUDA and is refused or falls back as for any missing provider."""
+    if (_preloaded or "CUDAExecutionProvider" not in available
+            or not any(s.name in _CUDA_FAMILY for s in providers.specs)
+            or importlib.util.find_spec("nvidia") is None):
+        return
+    with _lock:
+        if not _preloaded:
+            preload = getattr(ort, "preload_dlls", None)
+            if preload is not None:
+                with contextlib.suppress(Exception):  # what did not load shows as unused
+                    preload()
+            _preloaded.append(True)
 
 
 def _add_to_options(opts: ort.SessionOptions,
