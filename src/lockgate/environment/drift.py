@@ -12,6 +12,9 @@ What matters (each a :class:`Difference` whose ``what`` is one of :data:`DIFFERE
 
 Patch releases and unrelated packages do not count, and a fact unknown on either side (an
 ``"unavailable: ..."`` text, or a record from before it was captured) is not compared.
+
+A version is held to the providers it was registered on, or to those of a provider set it
+passed ``infra_validation`` on (:func:`reference_environment`): parity was proven there.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any
 
 from lockgate.config.environment import ENVIRONMENT_DIFFERENCES
 
-__all__ = ["DIFFERENCES", "Difference", "compare", "counted", "serving_environment"]
+__all__ = ["DIFFERENCES", "Difference", "compare", "counted", "reference_environment",
+           "serving_environment"]
 
 DIFFERENCES = ENVIRONMENT_DIFFERENCES
 """Every ``what`` a :class:`Difference` can have (``serve.environment_drift_ignore`` names
@@ -101,6 +105,25 @@ def serving_environment(providers: Sequence[str]) -> dict[str, Any]:
         cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
         env["torch"] = {"cuda": torch.version.cuda, "cudnn": str(cudnn) if cudnn else None}
     return env
+
+
+def reference_environment(registered: Mapping[str, Any],
+                          proven: Mapping[str, Mapping[str, Any]],
+                          providers: Sequence[str]) -> Mapping[str, Any]:
+    """What a session on ``providers`` is compared with: the registered environment, with the
+    session providers of a provider set in ``proven`` (the sets the version passed
+    infra_validation on, as :func:`lockgate.api.validations.validated_sets` gives them) whose
+    validation session used exactly ``providers``."""
+    used = list(providers)
+    if used == _providers(registered):
+        return registered
+    for record in proven.values():
+        if list(record.get("providers_used") or ()) == used:
+            ort = registered.get("onnxruntime")
+            return {**registered,
+                    "onnxruntime": {**(ort if isinstance(ort, Mapping) else {}),
+                                    "session_providers": used}}
+    return registered
 
 
 def _trt(version: Any) -> str | None:
