@@ -16,6 +16,7 @@ from lockgate.environment.drift import (
     Difference,
     compare,
     counted,
+    reference_environment,
     serving_environment,
 )
 from lockgate.environment.fingerprint import capture_environment
@@ -150,3 +151,18 @@ def test_ignoring_differences_is_configured_by_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="did you mean 'GPU model'") as caught:
         load_settings(tmp_path, env={})
     assert "execution providers" in str(caught.value.hint)
+
+
+def test_a_validated_set_is_a_reference_for_its_providers() -> None:
+    reg = _gpu_env(["CPUExecutionProvider"])
+    proven = {"cuda+cpu": {"provider_set": "cuda+cpu", "providers_used": list(_CUDA)}}
+    held = reference_environment(reg, proven, _CUDA)
+    assert held["onnxruntime"]["session_providers"] == _CUDA
+    assert held["onnxruntime"]["version"] == reg["onnxruntime"]["version"]
+    assert reg["onnxruntime"]["session_providers"] == ["CPUExecutionProvider"]  # not changed
+    assert compare(held, _gpu_env()) == []
+    trt = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert reference_environment(reg, proven, trt) is reg
+    assert reference_environment(reg, {}, _CUDA) is reg
+    assert "execution providers" in _whats(compare(reference_environment(reg, proven, trt),
+                                                   _gpu_env(trt)))
