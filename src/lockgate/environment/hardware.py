@@ -2,7 +2,7 @@
 TensorRT.
 
 Every probe is bounded and never raises: a fact that cannot be read is the string
-``"unavailable: <reason>"``. ``nvidia-smi`` runs at most once per process and ``PATH`` (it is
+``"unavailable: <reason>"``. ``nvidia-smi`` runs at most once per process for each ``PATH`` (it is
 killed, with anything it started, after :data:`SMI_TIMEOUT_S`); NVML (``pynvml``) is asked when
 ``nvidia-smi`` gives nothing. TensorRT is read from its distribution metadata, from an already
 imported ``tensorrt`` module, or from the file name of a ``libnvinfer`` library; it is imported
