@@ -1,6 +1,6 @@
 """Which versions serve: each model's deployment (stable, canary candidate and weight,
-shadow, batching, analysis), changed only through generation-checked, audited writes that
-servers follow; automatic rollbacks and the operators' notify command."""
+shadow, batching, analysis, execution providers), changed only through generation-checked,
+audited writes that servers follow; automatic rollbacks and the operators' notify command."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from lockgate.api.files import VersionFiles
 from lockgate.api.home import Home
 from lockgate.api.lookup import Lookup
 from lockgate.audit import AuditEvent, EventType, now
+from lockgate.config.providers import ProviderSet
 from lockgate.errors import InvalidInputError, NotFoundError, PromotionError
 from lockgate.rollout.state import Deployment
 from lockgate.serve.batching import BatchingConfig
@@ -51,8 +52,17 @@ class Rollout:
         """What servers should load per model (see :mod:`lockgate.serve.controller`)."""
         return {n: Desired(d.stable, d.candidate, d.weight, d.shadow,
                            batching=BatchingConfig.from_dict(d.batching) if d.batching else None,
-                           analysis=d.analysis)
+                           analysis=d.analysis,
+                           providers=ProviderSet.from_dict(d.providers) if d.providers else None)
                 for n, d in self.deployments().items()}
+
+    def set_providers(self, name: str, providers: ProviderSet | None, *,
+                      actor: str | None = None) -> Deployment:
+        """The execution providers the model's versions load on (None: the servers' own
+        ``[serve] providers``); servers reload its versions on the new set."""
+        current = self.current(name)
+        record = providers.to_dict() if providers is not None else None
+        return self._write(current, replace(current, providers=record), "providers", actor)
 
     def set_batching(self, name: str, batching: Mapping[str, Any] | None, *,
                      actor: str | None = None) -> Deployment:
@@ -63,10 +73,12 @@ class Rollout:
 
     def deploy(self, ref: str | ModelRef, *, canary: int | None = None,
                shadow: bool = False, analysis: Mapping[str, Any] | None = None,
-               actor: str | None = None) -> Deployment:
+               actor: str | None = None, providers: ProviderSet | None = None) -> Deployment:
         """Make the version the stable one (blue/green), or the canary candidate taking
         ``canary`` percent of traffic, or the shadow. It must verify first; a stable version
-        must be in the serving stage, a candidate or shadow past the first stage."""
+        must be in the serving stage, a candidate or shadow past the first stage.
+        ``providers`` (None: unchanged) become the deployment's execution providers, for all
+        its versions."""
         v = self._lookup.get(ref)
         self._check_deployable(v, stable=canary is None and not shadow)
         self._files.verify(v)
@@ -81,6 +93,8 @@ class Rollout:
             new = Deployment(v.name, v.number)  # store the implicit deployment: pin it
         else:
             new = current.switch(v.number)
+        if providers is not None:
+            new = replace(new, providers=providers.to_dict())
         what = "shadow" if shadow else "canary" if canary is not None else "switch"
         return self._write(current, new, what, actor)
 

@@ -19,6 +19,7 @@ from lockgate.api.home import Home
 from lockgate.api.lookup import Lookup
 from lockgate.api.rollout import Rollout
 from lockgate.audit import AuditEvent, EventType
+from lockgate.config.providers import ProviderSet
 from lockgate.environment.drift import compare, counted, serving_environment
 from lockgate.errors import (
     ConfigError,
@@ -83,21 +84,30 @@ class Serving:
         # nothing deployed yet is a start, not an error: the server answers live, not ready,
         # and picks models up as they are deployed
 
-        def make_spec(name: str, number: int) -> ServedModel:
-            return self.served(self._lookup.get(ModelRef(name, number)))
+        def make_spec(name: str, number: int, providers: ProviderSet | None) -> ServedModel:
+            return self.served(self._lookup.get(ModelRef(name, number)), providers)
 
         return create_app([], on_event=self.on_event, desired=desired,
                           make_spec=make_spec, poll_s=poll_s, grace_s=grace_s,
                           subscribe=self._subscriber(), **self._observing(inline_below_s))
 
-    def served(self, v: Version) -> ServedModel:
-        """The version as a server slot loads it: verified, warmed up, drift-checked."""
-        return ServedModel(v.name, v.number, lambda: self._load_checked(v), _describe(v))
+    def served(self, v: Version, providers: ProviderSet | None = None) -> ServedModel:
+        """The version as a server slot loads it: verified, on ``providers`` (None: the
+        ``[serve] providers`` setting), warmed up, drift-checked."""
+        on = providers or self._home.settings.serve_provider_set
+        return ServedModel(v.name, v.number, lambda: self._load_checked(v, on), _describe(v),
+                           providers=providers)
 
-    def _load_checked(self, v: Version) -> Predictor:
-        """Verify, load, then compare environments: drift is audited, and refused when policy
-        says ``environment_drift = "refuse"``."""
-        predictor = Predictor(self._files.model_bytes(v))
+    def _load_checked(self, v: Version, providers: ProviderSet | None = None) -> Predictor:
+        """Verify, load on ``providers`` (a provider that is missing refuses the load unless
+        the set allows the CPU fallback, which is logged), then compare environments: drift is
+        audited, and refused when policy says ``environment_drift = "refuse"``."""
+        on = providers or self._home.settings.serve_provider_set
+        predictor = Predictor(self._files.model_bytes(v), providers=on)
+        if predictor.placement.fell_back:
+            log.warning("%s: serving on the CPU, not on %s (provider_fallback = \"cpu\"): %s",
+                        v.ref, ", ".join(predictor.placement.missing),
+                        "; ".join(predictor.placement.reasons))
         self._warm(v, predictor)
         diffs = counted(compare(v.environment, serving_environment(predictor.providers)),
                         self._home.settings.environment_drift_ignore)

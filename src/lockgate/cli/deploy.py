@@ -7,9 +7,13 @@ from typing import Any
 import click
 from rich.table import Table
 
+from lockgate.api.facade import Lockgate
+from lockgate.api.protocol import Registry
 from lockgate.cli.context import open_registry
 from lockgate.cli.render import emit_json, out
+from lockgate.config.providers import FALLBACKS, ProviderSet, parse_providers_text
 from lockgate.errors import InvalidInputError
+from lockgate.rollout.state import Deployment
 
 
 @click.command()
@@ -31,15 +35,24 @@ from lockgate.errors import InvalidInputError
 @click.option("--batching", default=None, metavar="KEY=N,...",
               help="Dynamic batching for NAME: max_batch_size, max_queue_delay_us, "
                    "preferred_batch_sizes (a:b), max_queue_size, timeout_ms; 'off' disables.")
+@click.option("--providers", default=None, metavar="NAME[:KEY=VALUE...],...",
+              help="Execution providers the deployment's versions load on, in order: "
+                   "cuda,cpu or tensorrt:trt_fp16_enable=true,cuda,cpu; 'default' goes back "
+                   "to the servers' [serve] providers. With NAME alone, changes only them.")
+@click.option("--fallback", type=click.Choice(FALLBACKS), default=None,
+              help="With --providers: when one cannot load, refuse the version (none, the "
+                   "default) or serve it on the CPU (cpu).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
            weight: int | None, promote_candidate: bool, analyze: str | None, interval: float,
            min_requests: int, failure_limit: int, batching: str | None,
-           as_json: bool) -> None:
+           providers: str | None, fallback: str | None, as_json: bool) -> None:
     """Change what servers serve: `deploy NAME@V` (blue/green switch), `--canary W`,
-    `--shadow`, `deploy NAME --weight W`, `deploy NAME --promote-candidate`, or
-    `deploy status`. Running servers follow within a poll interval."""
+    `--shadow`, `deploy NAME --weight W`, `deploy NAME --promote-candidate`,
+    `deploy NAME --providers cuda,cpu`, or `deploy status`. Running servers follow within a
+    poll interval."""
+    provider_set = _provider_set(providers, fallback)
     lg = open_registry(ctx)
     if target == "status":
         deps = lg.deployments()
@@ -48,15 +61,25 @@ def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
             return
         t = Table(title="deployments")
         for col in ("model", "stable", "candidate", "weight", "shadow", "previous", "state",
-                    "generation"):
+                    "providers", "generation"):
             t.add_column(col)
         for d in deps.values():
             t.add_row(d.name, str(d.stable), str(d.candidate or "-"), f"{d.weight}%",
                       str(d.shadow or "-"), str(d.previous or "-"), d.state,
-                      str(d.generation or "implicit"))
+                      _providers_key(d), str(d.generation or "implicit"))
         out.print(t)
         return
-    if batching is not None:
+    if provider_set is not None and (batching is not None or weight is not None
+                                     or promote_candidate):
+        raise InvalidInputError("--providers goes with NAME@V (a deployment) or NAME alone",
+                                hint="change batching, weights or the candidate apart")
+    if providers == "default" and ("@" in target or canary is not None or shadow):
+        raise InvalidInputError("--providers default goes with NAME alone",
+                                hint=f"lockgate deploy {target.partition('@')[0]} "
+                                     "--providers default")
+    if providers is not None and "@" not in target and canary is None and not shadow:
+        d = _local(lg).rollout.set_providers(target, provider_set)
+    elif batching is not None:
         d = lg.set_batching(target, None if batching == "off" else _batching(batching))
     elif weight is not None:
         d = lg.set_canary_weight(target, weight)
@@ -74,14 +97,58 @@ def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
                 raise InvalidInputError(f"--analyze: {limit!r} is not a number") from None
             analysis = {"metric": metric.strip(), "max": maximum, "interval_s": interval,
                         "min_requests": min_requests, "failure_limit": failure_limit}
-        d = lg.deploy(target, canary=canary, shadow=shadow, analysis=analysis)
+        if provider_set is not None:
+            d = _local(lg).rollout.deploy(target, canary=canary, shadow=shadow,
+                                          analysis=analysis, providers=provider_set)
+        else:
+            d = lg.deploy(target, canary=canary, shadow=shadow, analysis=analysis)
     if as_json:
         emit_json(d.to_dict())
         return
     out.print(f"{d.name}: stable {d.stable}"
               + (f", candidate {d.candidate} at {d.weight}%" if d.candidate else "")
               + (f", batching {d.batching}" if d.batching else "")
-              + (f", shadow {d.shadow}" if d.shadow else "") + f" (generation {d.generation})")
+              + (f", shadow {d.shadow}" if d.shadow else "")
+              + (f", providers {text}" if (text := _providers_text(d)) else "")
+              + f" (generation {d.generation})")
+
+
+def _provider_set(text: str | None, fallback: str | None) -> ProviderSet | None:
+    """The set --providers and --fallback name; None when --providers is not given."""
+    if text is None:
+        if fallback is not None:
+            raise InvalidInputError("--fallback goes with --providers",
+                                    hint="--providers cuda,cpu --fallback cpu")
+        return None
+    if text == "default":
+        if fallback is not None:
+            raise InvalidInputError("--providers default takes no --fallback: the servers' "
+                                    "[serve] provider_fallback applies")
+        return None
+    return ProviderSet(parse_providers_text(text, "--providers"), fallback or "none")
+
+
+def _providers_text(d: Deployment) -> str:
+    """The deployment's providers as given on the command line; empty: the servers' own."""
+    if not d.providers:
+        return ""
+    ps = ProviderSet.from_dict(d.providers)
+    return str(ps) + (f" (fallback {ps.fallback})" if ps.fallback != "none" else "")
+
+
+def _providers_key(d: Deployment) -> str:
+    """The deployment's providers in short (``tensorrt[fp16]+cuda+cpu``), for the table."""
+    if not d.providers:
+        return "server's"
+    ps = ProviderSet.from_dict(d.providers)
+    return ps.key + (f", fallback {ps.fallback}" if ps.fallback != "none" else "")
+
+
+def _local(lg: Registry) -> Lockgate:
+    if not isinstance(lg, Lockgate):
+        raise InvalidInputError("--providers works on a home or database, not through --server",
+                                hint="run it where LOCKGATE_DATABASE_URL reaches the store")
+    return lg
 
 
 def _batching(text: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import click
 from lockgate.api.facade import Lockgate
 from lockgate.cli.context import local_home
 from lockgate.cli.render import err
+from lockgate.config.providers import FALLBACKS, parse_providers_text
 from lockgate.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -47,11 +48,19 @@ if TYPE_CHECKING:
 @click.option("--grpc-port", type=int, default=None,
               help="Also serve OIP v2 over gRPC on this port, same host and tokens (0 picks a "
                    "free one; -1: off; default [serve] grpc_port, off unless set).")
+@click.option("--providers", default=None, metavar="NAME[:KEY=VALUE...],...",
+              help="Execution providers to load on, in order (cuda,cpu): for the versions "
+                   "named, or without REFS for the deployments that name none (overrides "
+                   "[serve] providers).")
+@click.option("--provider-fallback", type=click.Choice(FALLBACKS), default=None,
+              help="When a provider cannot load: refuse the version (none) or serve it on "
+                   "the CPU (cpu); overrides [serve] provider_fallback.")
 @click.pass_context
 def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None,
           poll_s: float, grace_s: float, only: tuple[str, ...], request_log: Path | None,
           request_log_rate: float | None, with_ui: bool, no_auth: bool,
           insecure_no_auth: bool, http_layer: str, inline_below_us: float | None,
+          providers: str | None, provider_fallback: str | None,
           grpc_port: int | None) -> None:
     """Serve models over the Open Inference Protocol v2: the versions named, or else every
     model's deployment (its production version unless `lockgate deploy` says otherwise),
@@ -62,7 +71,14 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
         raise InvalidInputError("--poll must be positive and --grace not negative")
     if inline_below_us is not None and inline_below_us < 0:
         raise InvalidInputError("--inline-below-us cannot be negative")
+    specs = parse_providers_text(providers, "--providers") if providers is not None else None
     lg = local_home(ctx)
+    if specs is not None or provider_fallback is not None:
+        from dataclasses import replace
+
+        lg.settings = replace(
+            lg.settings, serve_providers=specs or lg.settings.serve_providers,
+            serve_provider_fallback=provider_fallback or lg.settings.serve_provider_fallback)
     h = host or lg.settings.serve_host
     _check_data_plane_bind(lg, h, insecure_no_auth)
     if request_log is not None or request_log_rate is not None:

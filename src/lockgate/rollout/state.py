@@ -4,6 +4,8 @@ transitions and stored with a generation number that every change bumps.
     stable      the version unversioned requests go to (blue)
     candidate   an optional second version (green) taking ``weight`` percent of them (canary)
     shadow      an optional version that sees mirrored requests and answers nobody
+    providers   the execution providers its versions load on (a ProviderSet record); none:
+                the server's ``[serve] providers``
     previous    the stable version before the last switch: ``rollback`` goes back to it
     state       ``healthy``, ``degraded`` (automatic rollback fired) or ``rolled-back``
 """
@@ -31,6 +33,8 @@ class Deployment:
     analysis: Mapping[str, Any] | None = None
     batching: Mapping[str, Any] | None = None
     """Dynamic batching settings (see lockgate.serve.batching.BatchingConfig)."""
+    providers: Mapping[str, Any] | None = None
+    """Execution providers (``ProviderSet.to_dict()``); None: the server's setting."""
     generation: int = 0
     updated_at: str = ""
 
@@ -38,7 +42,8 @@ class Deployment:
         return {"stable": self.stable, "candidate": self.candidate, "weight": self.weight,
                 "shadow": self.shadow, "previous": self.previous, "state": self.state,
                 "analysis": dict(self.analysis) if self.analysis else None,
-                "batching": dict(self.batching) if self.batching else None}
+                "batching": dict(self.batching) if self.batching else None,
+                "providers": _providers_record(self.providers)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.name, **self.record(), "generation": self.generation,
@@ -51,6 +56,7 @@ class Deployment:
                    weight=int(rec.get("weight", 0)), shadow=rec.get("shadow"),
                    previous=rec.get("previous"), state=str(rec.get("state", "healthy")),
                    analysis=rec.get("analysis"), batching=rec.get("batching"),
+                   providers=rec.get("providers"),
                    generation=generation, updated_at=updated_at)
 
     # -- transitions -----------------------------------------------------------------------
@@ -99,6 +105,13 @@ class Deployment:
             raise InvalidInputError(f"{self.name} has nothing to roll back to",
                                     hint="no earlier stable version was deployed")
         return replace(self, stable=self.previous, previous=self.stable, state=state)
+
+
+def _providers_record(providers: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not providers:
+        return None
+    return {"providers": [dict(p) for p in providers.get("providers", ())],
+            "fallback": providers.get("fallback", "none")}
 
 
 def _check_weight(weight: int) -> None:

@@ -5,6 +5,9 @@ candidate with a canary weight, optional shadow) and makes the server match it:
 
 * a version not loaded yet is added to the table and loads (verify, session, warm-up) in the
   background; it receives no traffic until it is ready;
+* a version whose deployment now names other execution providers is loaded again on them, in
+  a new slot: the version's route keeps the slot loaded on the old set until the new one is
+  ready (versioned requests for it answer 503 meanwhile), and stays on it if the new one fails;
 * once every version the new state needs is ready, the model's route is replaced in one
   reference swap: requests already running finish on the version they started on;
 * a version that fails to load or warm never receives traffic; the previous route stays and the
@@ -26,10 +29,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lockgate.config.providers import ProviderSet
 from lockgate.serve.batching import BatchingConfig
 from lockgate.serve.slots import EventHook, ModelTable, Route, ServedModel, Slot, SlotState
 
-__all__ = ["Controller", "Desired"]
+__all__ = ["Controller", "Desired", "SpecMaker"]
+
+SpecMaker = Callable[[str, int, ProviderSet | None], ServedModel]
+"""``make_spec(name, version, providers)``: how to serve a version on a provider set (None: the
+server's own setting)."""
 
 log = logging.getLogger("lockgate.serve")
 
@@ -46,6 +54,9 @@ class Desired:
     ``p99_latency`` in seconds, ``shadow_divergence``), ``max``, ``interval_s``, ``count``
     (measurements, 0 for no end), ``min_requests``, ``failure_limit``, ``inconclusive``
     (``ignore`` or ``fail``)."""
+    providers: ProviderSet | None = None
+    """The execution providers every version of the deployment loads on (None: the server's
+    setting)."""
 
     def versions(self) -> list[int]:
         return [v for v in (self.stable, self.candidate, self.shadow) if v is not None]
@@ -56,7 +67,7 @@ class Controller:
         self,
         table: ModelTable,
         desired: Callable[[], Mapping[str, Desired]],
-        make_spec: Callable[[str, int], ServedModel],
+        make_spec: SpecMaker,
         emit: EventHook,
         *,
         poll_s: float = 0.5,
@@ -111,10 +122,7 @@ class Controller:
             return
         loading = False
         for name, d in wanted.items():
-            # make_spec reads the version from the store: only for versions not loaded yet
-            slots = {v: self.table.slot(name, v)
-                     or self.table.ensure(self.make_spec(name, v), self._emit_load)
-                     for v in d.versions()}
+            slots = {v: self._slot(name, v, d.providers) for v in d.versions()}
             for v, slot in slots.items():
                 if v != d.shadow:
                     slot.set_batching(d.batching)
@@ -127,6 +135,19 @@ class Controller:
         self._retire(wanted)
         if loading:
             self._wake.set()  # check again soon, not a whole interval later
+
+    def _slot(self, name: str, version: int, providers: ProviderSet | None) -> Slot:
+        """The version's slot on ``providers``: the loaded one, else a new one loading (make_spec
+        reads the version from the store: only for versions not loaded on that set yet)."""
+        slot = self.table.slot(name, version)
+        if slot is not None and slot.spec.providers == providers:
+            return slot
+        if slot is not None:
+            log.info("%s: execution providers changed to %s: loading it again", slot.label,
+                     providers or "the server's setting")
+            self._reported.discard((name, version))
+        return self.table.ensure(self.make_spec(name, version, providers), self._emit_load,
+                                 replace=slot is not None)
 
     def _emit_load(self, name: str, payload: dict[str, object]) -> None:
         self.emit(name, payload)

@@ -17,6 +17,10 @@
     lockgate_shadow_disagreements_total      mirrored answers whose argmax disagreed
     lockgate_shadow_dropped_total            requests not mirrored (queue full)
     lockgate_model_info                      1 per loaded version, with its ``digest``
+    lockgate_model_providers                 1 per execution ``provider`` a loaded version's
+                                             session uses
+    lockgate_provider_fallback_total         loads served on the CPU because a requested
+                                             ``provider`` was not available (fallback "cpu")
     lockgate_feature_drift_score             latest monitor score per ``feature`` and ``method``
     lockgate_feature_drifted                 1 when that feature drifted in the latest window
     lockgate_dataset_drift_share             share of drifted features in the latest window
@@ -32,7 +36,8 @@ few percent of a small model's whole request. The other series are prometheus-cl
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import (
@@ -133,6 +138,29 @@ class ServerMetrics:
         self.dataset_drift_share = Gauge("lockgate_dataset_drift_share",
                                          "Share of drifted features in the latest window.",
                                          _LABELS, registry=r)
+        self.model_providers = Gauge("lockgate_model_providers",
+                                     "1 for each execution provider a loaded version uses.",
+                                     (*_LABELS, "provider"), registry=r)
+        self.provider_fallback = Counter(
+            "lockgate_provider_fallback",
+            "Loads served on the CPU because a requested execution provider was missing.",
+            (*_LABELS, "provider"), registry=r)
+        self._providers: dict[tuple[str, str], list[str]] = {}
+
+    def placed(self, model: str, version: str, placement: Mapping[str, Any] | None) -> None:
+        """A version loaded with ``placement`` (``Placement.to_dict()``): its providers in
+        use, and a fallback counted per missing provider; None: it was dropped."""
+        for provider in self._providers.pop((model, version), []):
+            self.model_providers.remove(model, version, provider)
+        if placement is None:
+            return
+        used = [str(p) for p in placement.get("used", ())]
+        for provider in used:
+            self.model_providers.labels(model, version, provider).set(1)
+        self._providers[(model, version)] = used
+        if placement.get("fell_back"):
+            for provider in placement.get("missing", ()):
+                self.provider_fallback.labels(model, version, str(provider)).inc()
 
     def for_model(self, model: str, version: str) -> ModelMetrics:
         """One version's series, created on first use."""

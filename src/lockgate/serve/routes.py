@@ -55,7 +55,7 @@ from starlette.routing import Route
 from lockgate.errors import Error, InvalidInputError
 from lockgate.monitor.capture import DEFAULT_WINDOW, Capture, RequestLog
 from lockgate.serve.about import lockgate_version
-from lockgate.serve.controller import Controller, Desired
+from lockgate.serve.controller import Controller, Desired, SpecMaker
 from lockgate.serve.extensions import EXTENSIONS, extension_routes
 from lockgate.serve.inference import (
     DEFAULT_INLINE_BELOW_S,
@@ -192,7 +192,7 @@ class _Following:
     and how long a retired version lingers (see :class:`~lockgate.serve.controller.Controller`)."""
 
     desired: Callable[[], Mapping[str, Desired]]
-    make_spec: Callable[[str, int], ServedModel]
+    make_spec: SpecMaker
     poll_s: float
     grace_s: float
     subscribe: Callable[[Callable[[], None]], Callable[[], None]] | None
@@ -426,7 +426,7 @@ def create_app(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     workers: int | None = None,
     desired: Callable[[], Mapping[str, Desired]] | None = None,
-    make_spec: Callable[[str, int], ServedModel] | None = None,
+    make_spec: SpecMaker | None = None,
     poll_s: float = 0.5,
     grace_s: float = 300.0,
     capture_window: int = DEFAULT_WINDOW,
@@ -472,6 +472,7 @@ def create_app(
         workers = min(32, (os.cpu_count() or 1) + 4)
     pool = WorkerPool(workers, name="lockgate-infer")
     metrics = ServerMetrics()
+    table.placed = metrics.placed
     mirror = ShadowMirror(metrics)
     with_capture = _capture_attacher(capture_window)
     service = InferenceService(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lockgate.config.providers import ProviderSet
 from lockgate.errors import Error, InvalidInputError, NotFoundError, ServeError
 from lockgate.monitor.capture import Capture
 from lockgate.runtime.predictor import Predictor
@@ -25,13 +26,18 @@ from lockgate.serve.batching import Batcher, BatchingConfig
 from lockgate.serve.oip import oip_datatype, oip_shape
 from lockgate.types import TensorSpec, validate_name
 
-__all__ = ["EventHook", "ModelTable", "RunCost", "ServedModel", "Slot", "SlotState"]
+__all__ = ["EventHook", "ModelTable", "Placed", "RunCost", "ServedModel", "Slot", "SlotState"]
 
 log = logging.getLogger("lockgate.serve")
 
 EventHook = Callable[[str, dict[str, Any]], None]
 """``on_event(name, payload)``: receives ``serve.start``, ``serve.stop``, ``model.ready`` and
 ``model.load_failed``. Model events arrive on the loader thread."""
+
+Placed = Callable[[str, str, Mapping[str, Any] | None], None]
+"""``placed(name, version, placement)``: a version loaded with that placement (which execution
+providers it asked for and uses, :meth:`~lockgate.runtime.providers.Placement.to_dict`), or
+was dropped (None)."""
 
 PLATFORM = "onnxruntime_onnx"
 
@@ -50,6 +56,9 @@ class ServedModel:
     """Extra ``parameters`` for the model's metadata, computed once after loading."""
     batching: BatchingConfig | None = None
     """Dynamic batching for this version (None: every request runs alone)."""
+    providers: ProviderSet | None = None
+    """The execution provider set ``load`` was made for (None: the server's setting); a
+    deployment naming another set loads the version again."""
 
     def __post_init__(self) -> None:
         validate_name(self.name)
@@ -207,6 +216,8 @@ class Slot:
         """The last rows and requests, for drift monitors (None: capture off)."""
         self.cost = RunCost()
         """What one request costs: whether its requests may run on the event loop."""
+        self.placement: dict[str, Any] | None = None
+        """The execution providers asked for and used (None until loaded)."""
 
     def set_batching(self, config: BatchingConfig | None) -> None:
         """Switch batching on, off or to new settings; queued requests finish first."""
@@ -232,6 +243,10 @@ class Slot:
             self.outputs = [_tensor_meta(t) for t in signature.outputs]
             if self.spec.describe is not None:
                 self.parameters = dict(self.spec.describe(predictor))
+            placement = getattr(predictor, "placement", None)
+            if placement is not None:
+                self.placement = placement.to_dict()
+                self.parameters["lockgate_providers"] = self.placement
         except BaseException as exc:  # a failed load must not take the server down
             self.error = _describe_error(exc)
             self.reason = exc.message if isinstance(exc, Error) else type(exc).__name__
@@ -260,6 +275,7 @@ class Slot:
                 "model": self.spec.name,
                 "version": self.spec.version,
                 "seconds": round(self.load_seconds, 6),
+                **({"providers": self.placement} if self.placement else {}),
             },
         )
 
@@ -298,10 +314,13 @@ class Route:
     def slots(self) -> list[Slot]:
         return [s for s in (self.stable, self.candidate, self.shadow) if s is not None]
 
-    def key(self) -> tuple[int, int | None, int, int | None]:
+    def key(self) -> tuple[int, int | None, int, int | None, tuple[int, ...]]:
+        """What makes two routes the same: versions, weight, and the slots themselves (a
+        version loaded again, on other execution providers, is another slot)."""
         return (self.stable.spec.version,
                 self.candidate.spec.version if self.candidate else None, self.weight,
-                self.shadow.spec.version if self.shadow else None)
+                self.shadow.spec.version if self.shadow else None,
+                tuple(id(s) for s in self.slots()))
 
 
 class ModelTable:
@@ -328,6 +347,8 @@ class ModelTable:
         self._latest = {name: versions[max(versions)] for name, versions in self._by_name.items()}
         self._started = False
         self._lock = threading.Lock()
+        self.placed: Placed | None = None
+        """Told of each version's placement once it loads, and of each dropped one."""
 
     @property
     def slots(self) -> list[Slot]:
@@ -336,18 +357,30 @@ class ModelTable:
     def slot(self, name: str, version: int) -> Slot | None:
         return self._by_name.get(name, {}).get(version)
 
-    def ensure(self, spec: ServedModel, emit: EventHook) -> Slot:
-        """The slot for ``spec``, added and loading in the background when it is new."""
+    def ensure(self, spec: ServedModel, emit: EventHook, *, replace: bool = False) -> Slot:
+        """The slot for ``spec``, added and loading in the background when it is new; with
+        ``replace``, a new slot in place of the version's present one (routes holding the old
+        slot keep it until they are replaced)."""
         with self._lock:
-            found = self._by_name.get(spec.name, {}).get(spec.version)
-            if found is not None:
+            versions = self._by_name.setdefault(spec.name, {})
+            found = versions.get(spec.version)
+            if found is not None and not replace:
                 return found
             slot = Slot(spec)
-            self._by_name.setdefault(spec.name, {})[spec.version] = slot
-            self._slots = [*self._slots, slot]
-        threading.Thread(target=slot.load, args=(emit,), name=f"lockgate-load-{slot.label}",
-                         daemon=True).start()
+            versions[spec.version] = slot
+            self._slots = [*(s for s in self._slots if s is not found), slot]
+        threading.Thread(target=self._load, args=(slot, emit), daemon=True,
+                         name=f"lockgate-load-{slot.label}").start()
         return slot
+
+    def _load(self, slot: Slot, emit: EventHook) -> None:
+        slot.load(emit)
+        placed = self.placed
+        if placed is not None and slot.placement is not None:
+            try:
+                placed(slot.spec.name, slot.version_text, slot.placement)
+            except Exception:  # the figures must not fail a load
+                log.exception("placement of %s not recorded", slot.label)
 
     def drop(self, name: str, version: int) -> None:
         """Forget a slot no route uses; requests already running on it finish."""
@@ -358,6 +391,8 @@ class ModelTable:
                 self._by_name.pop(name, None)
             if slot is not None:
                 self._slots = [s for s in self._slots if s is not slot]
+        if slot is not None and self.placed is not None:
+            self.placed(name, slot.version_text, None)
 
     def route(self, name: str) -> Route | None:
         return self._routes.get(name)
@@ -424,8 +459,8 @@ class ModelTable:
             self._started = True
         for slot in self._slots:
             threading.Thread(
-                target=slot.load,
-                args=(emit,),
+                target=self._load,
+                args=(slot, emit),
                 name=f"lockgate-load-{slot.label}",
                 daemon=True,
             ).start()
