@@ -18,9 +18,16 @@ from lockgate.api.files import VersionFiles
 from lockgate.api.home import Home
 from lockgate.api.lookup import Lookup
 from lockgate.api.rollout import Rollout
+from lockgate.api.validations import Validations
 from lockgate.audit import AuditEvent, EventType
 from lockgate.config.providers import ProviderSet
-from lockgate.environment.drift import compare, counted, serving_environment
+from lockgate.environment.drift import (
+    Difference,
+    compare,
+    counted,
+    reference_environment,
+    serving_environment,
+)
 from lockgate.errors import (
     ConfigError,
     InvalidInputError,
@@ -57,6 +64,7 @@ class Serving:
         self._lookup = lookup
         self._files = files
         self._rollout = rollout
+        self._validations = Validations(home)
 
     def load(self, ref: str | ModelRef) -> Predictor:
         """An ONNX Runtime predictor for the version, after verifying its artifact digest."""
@@ -95,8 +103,8 @@ class Serving:
         """The version as a server slot loads it: verified, on ``providers`` (None: the
         ``[serve] providers`` setting), warmed up, drift-checked."""
         on = providers or self._home.settings.serve_provider_set
-        return ServedModel(v.name, v.number, lambda: self._load_checked(v, on), _describe(v),
-                           providers=providers)
+        return ServedModel(v.name, v.number, lambda: self._load_checked(v, on),
+                           _describe(v, self._differences), providers=providers)
 
     def _load_checked(self, v: Version, providers: ProviderSet | None = None) -> Predictor:
         """Verify, load on ``providers`` (a provider that is missing refuses the load unless
@@ -109,7 +117,7 @@ class Serving:
                         v.ref, ", ".join(predictor.placement.missing),
                         "; ".join(predictor.placement.reasons))
         self._warm(v, predictor)
-        diffs = counted(compare(v.environment, serving_environment(predictor.providers)),
+        diffs = counted(self._differences(v, predictor),
                         self._home.settings.environment_drift_ignore)
         if not diffs:
             return predictor
@@ -130,6 +138,13 @@ class Serving:
         log.warning("%s: serving environment differs from the registered one: %s",
                     v.ref, text)
         return predictor
+
+    def _differences(self, v: Version, predictor: Predictor) -> list[Difference]:
+        """How this environment differs from the one ``v`` is proven in: the registered one,
+        on the providers of a set it passed infra_validation on when it is served there."""
+        proven = self._validations.validated_sets(v)
+        return compare(reference_environment(v.environment, proven, predictor.providers),
+                       serving_environment(predictor.providers))
 
     def _warm(self, v: Version, predictor: Predictor) -> None:
         """Run the sample recorded at registration and compare with its recorded outputs; a
@@ -230,10 +245,11 @@ class Serving:
             "capture_authorize": capture_check}
 
 
-def _describe(v: Version) -> Callable[[Predictor], Mapping[str, Any]]:
+def _describe(v: Version, differences: Callable[[Version, Predictor], list[Difference]]
+              ) -> Callable[[Predictor], Mapping[str, Any]]:
     """What a server reports of the version it loaded (metadata ``parameters``)."""
     def describe(predictor: Predictor) -> Mapping[str, Any]:
-        diffs = compare(v.environment, serving_environment(predictor.providers))
+        diffs = differences(v, predictor)
         return {"lockgate_version_digest": str(v.digest),
                 "lockgate_signed_by": v.signed_by or None,
                 "lockgate_environment_drift": [d.to_dict() for d in diffs]}
