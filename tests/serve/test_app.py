@@ -133,6 +133,9 @@ def test_model_metadata_unversioned_describes_highest_version(healthy: Harness) 
             {"name": "y", "datatype": "FP32", "shape": [-1, 3]},
             {"name": "z", "datatype": "FP32", "shape": [-1, 3]},
         ],
+        "parameters": {"lockgate_providers": {
+            "requested": ["CPUExecutionProvider"], "used": ["CPUExecutionProvider"],
+            "fallback": "none", "fell_back": False, "missing": [], "reasons": []}},
     }
 
 
@@ -524,5 +527,6 @@ def test_metrics_count_requests_failures_batches_and_durations(
     assert at("lockgate_request_duration_seconds_count") == 3
     assert at("lockgate_compute_duration_seconds_sum") > 0
     assert at("lockgate_model_info", digest="sha256:" + "ab" * 32) == 1
+    assert at("lockgate_model_providers", provider="CPUExecutionProvider") == 1
     labels = {k for (_, labels) in m for k, _ in labels}
-    assert labels <= {"model", "version", "reason", "digest", "le"}
+    assert labels <= {"model", "version", "reason", "digest", "provider", "le"}
