@@ -14,6 +14,7 @@ each reachable as an attribute; its methods are theirs:
     lg.promotion      promotions, gates, approvals, waivers, aliases   (promotion.py)
     lg.rollout        deployments, canaries, rollbacks, batching       (rollout.py)
     lg.serving        the OIP v2 app and predictors                    (serving.py)
+    lg.validations    provider sets a version passed infra_validation on (validations.py)
     lg.access         roles, users, tokens                             (access.py)
     lg.monitoring     reference profiles, monitor runs, comparisons    (monitoring.py)
     lg.vulnerabilities  OSV snapshots and a version's assessment       (vulnerabilities.py)
@@ -41,6 +42,7 @@ from lockgate.api.records import Records
 from lockgate.api.registration import Registration
 from lockgate.api.rollout import Rollout
 from lockgate.api.serving import Serving
+from lockgate.api.validations import Validations
 from lockgate.api.vulnerabilities import Vulnerabilities
 from lockgate.audit import AuditRecord, ChainReport, DenialRecorder
 from lockgate.config.settings import Settings, load_settings, write_default_config
@@ -98,6 +100,7 @@ class Lockgate:
         self.promotion = Promotion(home, self.lookup, self.files, self.vulnerabilities,
                                    self.access, self.rollout)
         self.serving = Serving(home, self.lookup, self.files, self.rollout)
+        self.validations = Validations(home)
         self.monitoring = Monitoring(home, self.lookup, self.files, self.rollout)
         self.records = Records(home, self.lookup, self.files, self.vulnerabilities)
 
@@ -171,6 +174,11 @@ class Lockgate:
 
     def decisions(self, ref: str | ModelRef) -> list[Decision]:
         return self.lookup.decisions(ref)
+
+    def validated_sets(self, ref: str | ModelRef) -> dict[str, dict[str, Any]]:
+        """The execution provider sets the version passed infra_validation on, by key
+        (``cpu``, ``cuda+cpu``, ...); see :mod:`lockgate.api.validations`."""
+        return self.validations.validated_sets(self.lookup.get(ref))
 
     def version_runs(self, v: Version) -> tuple[list[GateRun], list[Decision]]:
         """The gate runs and decisions of a version already looked up."""

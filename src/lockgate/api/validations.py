@@ -10,9 +10,10 @@ A result counts for the set it ran on (:attr:`ProviderSet.key
 fall back to the CPU (then it proved the CPU alone). Results stored before provider sets existed
 ran on the CPU and count for ``cpu``.
 
-Serving a version on a set other than the CPU alone that it never passed ``infra_validation``
-on is refused while ``[serve] unvalidated_providers = "refuse"`` (the default): see
-:meth:`Validations.check_serving`.
+A server following the deployments refuses to load a version on a set other than the CPU alone
+that it never passed ``infra_validation`` on while ``[serve] unvalidated_providers = "refuse"``
+(the default): see :meth:`Validations.check_serving`. A server named versions (``lockgate serve
+NAME@V``, as the gate's own child server is) serves what it is told, as it does for stages.
 """
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 from rich.text import Text
 
+from lockgate.api.validations import validated_sets
 from lockgate.cli.context import open_registry
 from lockgate.cli.render import emit_json, out, print_parity
 
@@ -61,6 +64,7 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         data = v.to_dict()
         data["gate_runs"] = [dict(r.__dict__) for r in runs]
+        data["validated_on"] = validated_sets(runs)
         emit_json(data)
         return
     out.print(Text.assemble((f"{v.name}@{v.number}", "bold"),
@@ -87,11 +91,26 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     print_parity(v)
     out.print(f"files: {', '.join(sorted(v.files)) or '-'}; "
               + (f"signed with key {v.signed_by[:16]}" if v.signed_by else "unsigned"))
+    out.print(_validated_on(validated_sets(runs)), markup=False)
     for r in runs:
         status = "passed" if r.passed else "refused"
         out.print(f"gates {r.from_stage}→{r.to_stage} {status} ({r.created_at[:19]}, {r.actor}):")
         for res in r.results:
             out.print(f"  {res['gate']}: {res['status']} — {res['message']}")
+
+
+def _validated_on(sets: dict[str, dict[str, Any]]) -> str:
+    """``validated on: cuda+cpu (fp32, atol 0.0001 rtol 0.001, 2026-05-01 10:00), cpu (...)``."""
+    if not sets:
+        return "validated on: none (infra_validation has not passed on any provider set)"
+
+    def one(key: str, rec: dict[str, Any]) -> str:
+        tol = (f", atol {rec['atol']:g} rtol {rec['rtol']:g}"
+               if isinstance(rec.get("atol"), float | int) and isinstance(rec.get("rtol"),
+                                                                          float | int) else "")
+        return f"{key} ({rec.get('precision', 'fp32')}{tol}, {str(rec['validated_at'])[:16]})"
+
+    return "validated on: " + ", ".join(one(k, r) for k, r in sorted(sets.items()))
 
 
 @click.group()
