@@ -34,7 +34,7 @@ from lockgate.errors import (
     ServeError,
     SupplyChainError,
 )
-from lockgate.gates.probe import compare_recorded, sample_feeds
+from lockgate.gates.probe import compare_recorded, provider_tolerance, sample_feeds
 from lockgate.monitor.capture import RequestLog
 from lockgate.monitor.service import latest_monitor
 from lockgate.runtime.predictor import Predictor
@@ -93,30 +93,38 @@ class Serving:
         # and picks models up as they are deployed
 
         def make_spec(name: str, number: int, providers: ProviderSet | None) -> ServedModel:
-            return self.served(self._lookup.get(ModelRef(name, number)), providers)
+            return self.served(self._lookup.get(ModelRef(name, number)), providers,
+                               governed=True)
 
         return create_app([], on_event=self.on_event, desired=desired,
                           make_spec=make_spec, poll_s=poll_s, grace_s=grace_s,
                           subscribe=self._subscriber(), **self._observing(inline_below_s))
 
-    def served(self, v: Version, providers: ProviderSet | None = None) -> ServedModel:
+    def served(self, v: Version, providers: ProviderSet | None = None, *,
+               governed: bool = False) -> ServedModel:
         """The version as a server slot loads it: verified, on ``providers`` (None: the
-        ``[serve] providers`` setting), warmed up, drift-checked."""
+        ``[serve] providers`` setting), warmed up, drift-checked. ``governed`` (what a server
+        serves from the deployments, not a version it was named): a set other than the CPU
+        alone that the version never passed infra_validation on is refused unless
+        ``[serve] unvalidated_providers = "allow"``."""
         on = providers or self._home.settings.serve_provider_set
-        return ServedModel(v.name, v.number, lambda: self._load_checked(v, on),
+        return ServedModel(v.name, v.number, lambda: self._load_checked(v, on, governed),
                            _describe(v, self._differences), providers=providers)
 
-    def _load_checked(self, v: Version, providers: ProviderSet | None = None) -> Predictor:
+    def _load_checked(self, v: Version, providers: ProviderSet | None = None,
+                      governed: bool = False) -> Predictor:
         """Verify, load on ``providers`` (a provider that is missing refuses the load unless
         the set allows the CPU fallback, which is logged), then compare environments: drift is
         audited, and refused when policy says ``environment_drift = "refuse"``."""
         on = providers or self._home.settings.serve_provider_set
+        if governed:
+            self._validations.check_serving(v, on)
         predictor = Predictor(self._files.model_bytes(v), providers=on)
         if predictor.placement.fell_back:
             log.warning("%s: serving on the CPU, not on %s (provider_fallback = \"cpu\"): %s",
                         v.ref, ", ".join(predictor.placement.missing),
                         "; ".join(predictor.placement.reasons))
-        self._warm(v, predictor)
+        self._warm(v, predictor, on)
         diffs = counted(self._differences(v, predictor),
                         self._home.settings.environment_drift_ignore)
         if not diffs:
@@ -146,15 +154,17 @@ class Serving:
         return compare(reference_environment(v.environment, proven, predictor.providers),
                        serving_environment(predictor.providers))
 
-    def _warm(self, v: Version, predictor: Predictor) -> None:
-        """Run the sample recorded at registration and compare with its recorded outputs; a
-        version that answers differently here never receives traffic."""
+    def _warm(self, v: Version, predictor: Predictor, providers: ProviderSet) -> None:
+        """Run the sample recorded at registration and compare with its recorded outputs,
+        within the tolerances of ``providers``; a version that answers differently here never
+        receives traffic."""
         if sealing.SAMPLES_FILE not in v.files:
             return
         samples = json.loads(self._files.file_bytes(v, sealing.SAMPLES_FILE))
         settings = self._home.settings
+        tol = provider_tolerance(settings, providers)
         problems = compare_recorded(predictor(sample_feeds(samples)), samples,
-                                    atol=settings.parity_atol, rtol=settings.parity_rtol)
+                                    atol=tol.atol, rtol=tol.rtol)
         if problems:
             raise ServeError(f"{v.ref}: warm-up answers differ from the ones recorded at "
                              f"registration: {'; '.join(problems)}")
