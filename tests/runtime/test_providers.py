@@ -173,6 +173,15 @@ def test_the_record_form_round_trips() -> None:
     assert not providers.is_cpu_only
 
 
+def test_equal_sets_hash_alike() -> None:
+    """Sets are values: a key of a dict or a member of a set (settings hold one)."""
+    first = text("tensorrt:trt_fp16_enable=true:device_id=0,cuda,cpu")
+    second = ProviderSet(parse_providers(
+        [{"name": "tensorrt", "device_id": 0, "trt_fp16_enable": True}, "cuda", "cpu"], "p"))
+    assert first == second
+    assert len({first, second, text("cuda,cpu")}) == 2
+
+
 def test_the_text_form_parses_back() -> None:
     providers = text("tensorrt:trt_fp16_enable=true:device_id=0,cuda,cpu")
     assert str(providers) == "tensorrt:trt_fp16_enable=1:device_id=0,cuda,cpu"

@@ -141,6 +141,9 @@ class ProviderSpec:
         info = self.info
         return info.short if info else self.name
 
+    def __hash__(self) -> int:  # options is a mapping: equal specs hash alike
+        return hash((self.name, tuple(sorted(self.options.items())), self.library))
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
         if self.options:
