@@ -267,3 +267,22 @@ def test_batching_on_azure_and_cpu(
     lv = (("model", "m"), ("version", "1"))
     assert samples[("lockgate_batch_size_count", lv)] == 120
     assert samples[("lockgate_model_providers", _labels(AZURE))] == 1.0
+
+
+@NO_CUDA
+def test_a_new_set_that_cannot_load_leaves_the_version_serving_on_the_old_one(
+        home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _register(home, tmp_path, monkeypatch)
+    with Lockgate.open(home) as lg:
+        lg.rollout.deploy("m@1", providers=_azure_cpu())
+    x = np.ones((1, 4), np.float32)
+    with _serve(home) as (port, _):
+        _until("never ready", lambda: _ready(port))
+        with Lockgate.open(home) as lg:
+            lg.rollout.set_providers("m", ProviderSet(parse_providers_text("cuda,cpu", "t")))
+        (failed,) = _until("deploy.failed was never audited",
+                           lambda: _audited(home, "deploy.failed"))
+        assert "onnxruntime-gpu" in failed["error"]
+        assert _infer(port, x)[0] == 200  # the route keeps the version loaded on Azure + CPU
+        assert _ready(port)
+        assert _metrics(port)[("lockgate_model_providers", _labels(AZURE))] == 1.0
