@@ -83,6 +83,14 @@ def test_providers_of_a_deployment_change_alone_and_go_back_to_the_default(
     code, _, err = run_cli(capsys, "deploy", "m@1", "--providers", "default")
     assert code == 2
     assert "--providers default goes with NAME alone" in err
+    code, _, err = run_cli(capsys, "deploy", "m@1", "--providers", "azure,cpu")
+    assert code == 0, err  # the stable version already: only its providers change
+    d, _ = _state(home)
+    assert (d.stable, d.previous, d.generation) == (1, None, 4)
+    assert ProviderSet.from_dict(d.providers).key == "azure+cpu"
+    code, _, err = run_cli(capsys, "deploy", "m@1")
+    assert code == 2
+    assert "already the stable version" in err
 
 
 @pytest.mark.parametrize(("args", "message"), [

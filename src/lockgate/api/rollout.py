@@ -91,11 +91,14 @@ class Rollout:
                    else current.canary(v.number, canary or 0, analysis))
         elif current is None or (current.generation == 0 and current.stable == v.number):
             new = Deployment(v.name, v.number)  # store the implicit deployment: pin it
+        elif providers is not None and current.stable == v.number:
+            new = current  # the stable version stays: only its providers change
         else:
             new = current.switch(v.number)
-        if providers is not None:
-            new = replace(new, providers=providers.to_dict())
         what = "shadow" if shadow else "canary" if canary is not None else "switch"
+        if providers is not None:
+            what = "providers" if new is current else what
+            new = replace(new, providers=providers.to_dict())
         return self._write(current, new, what, actor)
 
     def _check_deployable(self, v: Version, *, stable: bool) -> None:
