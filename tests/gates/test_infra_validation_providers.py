@@ -29,6 +29,7 @@ from lockgate.config.providers import ProviderSet, parse_providers_text
 from lockgate.config.settings import load_settings
 from lockgate.errors import ConfigError, GateFailedError, ServeError
 from lockgate.gates.probe import provider_tolerance
+from lockgate.gates.serving import gate_providers
 from lockgate.types import GateStatus
 from servers import http_get
 
@@ -117,6 +118,18 @@ def test_policy_file_sets_tolerances_and_the_unvalidated_rule(tmp_path: Path) ->
     s = load_settings(tmp_path, env={"LOCKGATE_POLICY": str(policy)})
     assert s.provider_tolerances["int8"] == {"atol": 5e-2, "rtol": 0.1}
     assert s.unvalidated_providers == "allow"
+
+
+def test_the_gates_run_on_serve_providers_unless_their_parameters_say_otherwise(
+        tmp_path: Path) -> None:
+    (tmp_path / "lockgate.toml").write_text(
+        '[serve]\nproviders = ["azure", "cpu"]\nprovider_fallback = "cpu"\n')
+    s = load_settings(tmp_path, env={})
+    assert gate_providers({}, s) == _set("azure,cpu", "cpu")
+    assert gate_providers({"fallback": "none"}, s) == _set("azure,cpu")
+    own = gate_providers({"providers": "tensorrt:fp16=true,cuda,cpu"}, s)
+    assert (own.key, own.fallback) == ("tensorrt[fp16]+cuda+cpu", "cpu")
+    assert gate_providers({}, load_settings(tmp_path / "none", env={})) == ProviderSet()
 
 
 def test_a_bad_providers_parameter_is_refused_on_load(home: Path) -> None:

@@ -83,7 +83,7 @@ class Validations:
         assumed."""
         if providers.is_cpu_only:
             return
-        if getattr(self._home.settings, "unvalidated_providers", "refuse") == "allow":
+        if self._home.settings.unvalidated_providers == "allow":
             return
         proven = self.validated_sets(v)
         if providers.key in proven:

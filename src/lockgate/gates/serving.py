@@ -38,9 +38,7 @@ def gate_providers(params: Mapping[str, Any], settings: Settings,
                    where: str = "providers") -> ProviderSet:
     """The provider set a serving gate runs on: its ``providers``/``fallback`` parameters over
     the ``[serve]`` settings."""
-    default = getattr(settings, "serve_provider_set", None)
-    if not isinstance(default, ProviderSet):
-        default = ProviderSet()
+    default = settings.serve_provider_set
     text, fallback = params.get("providers"), params.get("fallback")
     specs = default.specs if text is None else parse_providers_text(str(text), where)
     return ProviderSet(specs, default.fallback if fallback is None else str(fallback))
@@ -77,8 +75,8 @@ class _OnProviders(Configurable):
         if SAMPLES_FILE not in ctx.version.files:
             return GateResult(self.name, GateStatus.FAIL,
                               "no sample requests were recorded at registration")
-        default = getattr(ctx.settings, "serve_provider_set", None)
-        plain = pset == ProviderSet() and (default is None or default == ProviderSet())
+        # the child serves on its own [serve] settings unless the gate asks for another set
+        plain = pset == ProviderSet() == ctx.settings.serve_provider_set
         try:
             samples = json.loads(ctx.evidence.file(SAMPLES_FILE))
             return samples, ctx.evidence.server(float(self.params["max_loading_time_s"]),
