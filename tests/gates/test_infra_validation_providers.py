@@ -193,6 +193,23 @@ def test_validation_on_azure_is_stored_under_its_set_apart_from_the_cpu(
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not _AZURE, reason="this onnxruntime carries no AzureExecutionProvider")
+def test_a_refusing_drift_policy_still_lets_the_gate_validate_a_new_set(
+        open_home) -> None:  # type: ignore[no-untyped-def]
+    """Registered on the CPU, validated on azure+cpu: the set differs from the registered one,
+    which is what the gate proves, so serve.environment_drift = "refuse" must not stop it."""
+    lg = open_home('[serve]\nenvironment_drift = "refuse"\n[gates]\n"*" = [{ gate = '
+                   '"infra_validation", providers = "azure,cpu" }]\n')
+    model, x = sklearn_model()
+    lg.register(model, x, name="m")
+    (result,) = lg.promote("m@1", "stabilized").results
+    assert result.status is GateStatus.PASS, result.message
+    assert result.measured["providers_used"] == ["AzureExecutionProvider",
+                                                 "CPUExecutionProvider"]
+    assert list(lg.validated_sets("m@1")) == ["azure+cpu"]
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not _NO_CUDA, reason="this onnxruntime carries CUDA: nothing is missing")
 def test_a_missing_provider_fails_the_gate_naming_the_wheel(open_home) -> None:  # type: ignore[no-untyped-def]
     lg = open_home('[gates]\n"*" = [{ gate = "infra_validation", providers = "cuda,cpu" }]\n')

@@ -57,7 +57,12 @@ class ChildServer:
                  env: Mapping[str, str] | None = None,
                  providers: ProviderSet | None = None) -> None:
         self.home, self.ref, self.max_loading_time_s = home, ref, max_loading_time_s
-        self.env = {**(env if env is not None else os.environ), "ORT_DISABLE_TELEMETRY": "1"}
+        # The child measures a set the version is not yet validated on: a refusing drift
+        # policy would refuse exactly what the gate is there to prove; the gate judges the
+        # answers (and the child still audits the difference as a warning).
+        self.env = {**(env if env is not None else os.environ), "ORT_DISABLE_TELEMETRY": "1",
+                    **({"LOCKGATE_ENVIRONMENT_DRIFT": "warn"}
+                       if providers is not None and not providers.is_cpu_only else {})}
         self.providers = providers
         self.base_url = ""
         self.load_seconds = 0.0
