@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from serve_process import call, infer_doc, register, started_server, wait_until
 
 from lockgate.api.facade import Lockgate
-from serve_process import call, infer_doc, register, started_server, wait_until
 
 pytestmark = pytest.mark.slow
 

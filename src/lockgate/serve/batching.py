@@ -111,7 +111,7 @@ Executed = tuple[dict[str, np.ndarray], Execution, float]
 """A request's slice of the outputs, its execution and the seconds it waited in the queue."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity: removing one from the queue compares
 class _Job:
     key: tuple[Any, ...]
     inputs: Mapping[str, np.ndarray]
@@ -196,6 +196,11 @@ class Batcher:
             self._cond.notify()
         return await future
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting in the queue now."""
+        return len(self._jobs)
+
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
@@ -258,7 +263,8 @@ class Batcher:
                     batch.append(match)
                     rows += match.rows
                     continue
-                wait = flush_at - time.perf_counter()
+                # a first job whose deadline comes before the flush is answered at its deadline
+                wait = min(flush_at, first.deadline) - time.perf_counter()
                 if wait <= 0 or self._stopped:
                     break
                 self._cond.wait(wait)
