@@ -105,7 +105,7 @@ def test_server_metadata(healthy: Harness) -> None:
     assert r.json() == {
         "name": "lockgate",
         "version": importlib.metadata.version("lockgate"),
-        "extensions": ["binary_tensor_data"],
+        "extensions": ["binary_tensor_data", "statistics", "model_repository"],
     }
 
 

@@ -61,10 +61,11 @@ def test_every_route_is_documented_and_every_documented_route_is_served() -> Non
     documented = {(method, path) for path, ops in doc["paths"].items() for method in ops
                   if method in METHODS}
     assert documented == _app_routes()
-    # the lean HTTP layer answers infer requests itself: exactly the documented POST routes
+    # the lean HTTP layer answers infer requests itself: exactly the documented infer routes
     for method, path in documented:
         sample = path.replace("{model}", "m").replace("{version}", "1").encode()
-        assert (INFER_PATH.fullmatch(sample) is not None) == (method == "post"), path
+        infer = method == "post" and path.endswith("/infer")
+        assert (INFER_PATH.fullmatch(sample) is not None) == infer, path
 
 
 def test_refusals_are_declared_where_they_can_happen() -> None:

@@ -76,12 +76,12 @@ class _Extensions:
     async def load(self, request: Request) -> Response:
         model = self._checked(request)
         await self.pool.run(self.repository.load, model)
-        return Response(b"", status_code=200, media_type="application/json")
+        return Response(status_code=200)  # as Triton: success is the status, no body
 
     async def unload(self, request: Request) -> Response:
         model = self._checked(request)
         await self.pool.run(self.repository.unload, model)
-        return Response(b"", status_code=200, media_type="application/json")
+        return Response(status_code=200)  # as Triton: success is the status, no body
 
     def _checked(self, request: Request) -> str:
         model = str(request.path_params["model"])

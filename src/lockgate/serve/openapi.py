@@ -12,7 +12,8 @@ server requires tokens (``Authorization: Bearer ...``), 404 for an unknown model
 503 for a model not ready, a server overloaded (with ``Retry-After``), and 500 for an
 unexpected failure, whose body never carries details. The binary tensor extension
 (``application/octet-stream`` with ``Inference-Header-Content-Length``) is documented as an
-alternative request and response content.
+alternative request and response content; Triton's statistics and model repository extensions
+have their routes and answers.
 """
 
 from __future__ import annotations
@@ -153,6 +154,37 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "from": _COUNT, "to": _COUNT, "count": _COUNT, "errors": _COUNT,
             "latencies": {"type": "array", "items": {"type": "number"}}}),
     ),
+    **{
+        "Duration": _obj(["count", "ns"], "A count and its cumulative nanoseconds.",
+                         count=_COUNT, ns=_COUNT),
+        "BatchStats": _obj(
+            ["batch_size", "compute_input", "compute_infer", "compute_output"],
+            "The executions of one batch size.", batch_size=_COUNT,
+            compute_input=_ref("Duration"), compute_infer=_ref("Duration"),
+            compute_output=_ref("Duration")),
+        "ModelStats": _obj(
+            ["name", "version", "last_inference", "inference_count", "execution_count",
+             "inference_stats", "batch_stats"],
+            "Triton's ``$model_stat``: one version's statistics since it was first used.",
+            name=_STRING, version=_STRING, last_inference=_COUNT, inference_count=_COUNT,
+            execution_count=_COUNT,
+            inference_stats=_obj(
+                ["success", "fail", "queue", "compute_input", "compute_infer",
+                 "compute_output"], "",
+                **{k: _ref("Duration") for k in (
+                    "success", "fail", "queue", "compute_input", "compute_infer",
+                    "compute_output", "cache_hit", "cache_miss")}),
+            batch_stats={"type": "array", "items": _ref("BatchStats")}),
+        "Statistics": _obj(["model_stats"], "Triton's ``$stats_model_response``.",
+                           model_stats={"type": "array", "items": _ref("ModelStats")}),
+        "IndexRequest": _obj([], "Triton's ``$repository_index_request``.",
+                             ready={"type": "boolean"}),
+        "RepositoryIndex": {"type": "array", "description": "Triton's repository index.",
+                            "items": _obj(["name", "version", "state", "reason"], "",
+                                          name=_STRING, version=_STRING, reason=_STRING,
+                                          state={"enum": ["READY", "LOADING",
+                                                          "UNAVAILABLE"]})},
+    },
 }
 """The document's component schemas, by name."""
 
@@ -290,10 +322,42 @@ def _paths() -> dict[str, dict[str, Any]]:
             "metrics", "Prometheus metrics.", "/metrics",
             _ok({"type": "string"}, "Prometheus text format.", "text/plain"),
             tag="monitoring")},
+        **_extension_paths(model, versioned),
         OPENAPI_PATH: {"get": _operation(
             "openapi", "This document.", OPENAPI_PATH,
             _ok({"type": "object"}, "OpenAPI 3.1."), tag="server")},
     }
+
+
+def _extension_paths(model: str, versioned: str) -> dict[str, dict[str, Any]]:
+    """Triton's statistics and model repository extensions."""
+    stats = _ok(_ref("Statistics"))
+    errors = (("404", _NOT_FOUND), ("503", _UNAVAILABLE))
+    index = _operation("repositoryIndex", "The models this server serves and their states.",
+                       "/v2/repository/index", _ok(_ref("RepositoryIndex")), tag="repository")
+    index["requestBody"] = {"required": False,
+                            "content": {_JSON: {"schema": _ref("IndexRequest")}}}
+    paths: dict[str, dict[str, Any]] = {
+        "/v2/models/stats": {"get": _operation(
+            "modelsStatistics", "Every served version's statistics.", "/v2/models/stats",
+            stats, tag="statistics")},
+        model + "/stats": {"get": _operation(
+            "modelStatistics", "The model's versions' statistics.", model + "/stats", stats,
+            *errors, tag="statistics")},
+        versioned + "/stats": {"get": _operation(
+            "modelVersionStatistics", "One version's statistics.", versioned + "/stats",
+            stats, *errors, tag="statistics")},
+        "/v2/repository/index": {"post": index},
+    }
+    for action, text in (("load", "Put the model back in this server's set."),
+                         ("unload", "Take the model out of this server's set.")):
+        path = f"/v2/repository/models/{{model}}/{action}"
+        op = _operation(f"repositoryModel{action.title()}", text, path,
+                        {"description": "Done (an empty body)."}, ("401", _UNAUTHORIZED),
+                        ("403", _FORBIDDEN), *errors, tag="repository")
+        op["security"] = copy.deepcopy(_AUTH)
+        paths[path] = {"post": op}
+    return paths
 
 
 def openapi_document() -> dict[str, Any]:
