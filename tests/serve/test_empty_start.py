@@ -9,6 +9,7 @@ import pytest
 from serve_process import call, infer_doc, register, started_server, wait_until
 
 from lockgate.api.facade import Lockgate
+from tamper import flip_byte
 
 pytestmark = pytest.mark.slow
 
@@ -51,3 +52,24 @@ def test_a_promotion_alone_is_picked_up(home: Path, tmp_path: Path) -> None:
             lg.promote("m@1", "production")
         wait_until(lambda: call(port, "GET", "/v2/health/ready")[0] == 200, "ready")
         assert call(port, "POST", "/v2/models/m/infer", infer_doc())[0] == 200
+
+
+def test_a_deployed_version_that_fails_to_load_is_503_not_404(
+        home: Path, tmp_path: Path) -> None:
+    register(home, tmp_path)
+    with started_server(home) as port:
+        with Lockgate.open(home) as lg:
+            lg.promote("m@1", "production")
+            lg.deploy("m@1")  # verified now; its file is damaged before the server loads it
+            flip_byte(lg, lg.get("m@1").digest)
+
+        def failed() -> bool:
+            status, doc = call(port, "GET", "/v2/models/m/versions/1/ready")
+            return status == 503 and doc.get("state") == "failed"
+
+        wait_until(failed, "the load failed")
+        status, doc = call(port, "POST", "/v2/models/m/infer", infer_doc())
+        assert status == 503
+        assert "'m'" in doc["error"]
+        assert call(port, "GET", "/v2/health/ready")[0] == 503
+        assert call(port, "POST", "/v2/models/other/infer", infer_doc())[0] == 404

@@ -95,11 +95,17 @@ def test_batched_requests_share_one_execution(home: Path, tmp_path: Path) -> Non
     assert batch["compute_infer"]["count"] == 1
 
 
+@pytest.mark.parametrize("layer", ["lockgate", "uvicorn"])
 def test_unknown_models_and_versions_are_404_and_v2_names_the_extensions(
-        home: Path, tmp_path: Path) -> None:
+        home: Path, tmp_path: Path, layer: str) -> None:
     register(home, tmp_path)
-    with started_server(home, "m@1") as port:
+    with started_server(home, "m@1", "--http", layer) as port:
         _ready(port)
+        assert call(port, "POST", "/v2/models/m/infer", infer_doc(3))[0] == 200
+        assert _stat(port)["inference_count"] == 3
+        assert call(port, "POST", "/v2/repository/models/m/unload") == (200, None)
+        assert call(port, "GET", "/v2/models/m/stats")[0] == 404
+        assert call(port, "POST", "/v2/repository/models/m/load") == (200, None)
         status, doc = call(port, "GET", "/v2/models/zz/stats")
         assert status == 404
         assert "unknown model 'zz'" in doc["error"]

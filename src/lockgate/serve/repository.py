@@ -22,6 +22,7 @@ model metadata is.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -54,6 +55,7 @@ class Repository:
         self.service = service
         self.desired = desired
         self.authorize = authorize
+        self._lock = threading.Lock()  # load and unload run on worker threads
 
     def following(self) -> Callable[[], Mapping[str, Desired]] | None:
         """What the controller follows: the store's deployments less the unloaded models."""
@@ -110,12 +112,14 @@ class Repository:
     def load(self, name: str) -> None:
         """Put ``name`` back in this server's set (reads the store when following it)."""
         self._known(name)
-        self.service.unloaded = self.service.unloaded - {name}
+        with self._lock:
+            self.service.unloaded = self.service.unloaded - {name}
 
     def unload(self, name: str) -> None:
         """Take ``name`` out of this server's set: its requests answer 404 from now on."""
         self._known(name)
-        self.service.unloaded = self.service.unloaded | {name}
+        with self._lock:
+            self.service.unloaded = self.service.unloaded | {name}
 
     def _known(self, name: str) -> None:
         if self.desired is None:
