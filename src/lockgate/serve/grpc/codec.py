@@ -77,7 +77,7 @@ def _parameter(name: str, p: InferParameter) -> Any:
 
 
 def _parameters(params: Mapping[str, InferParameter]) -> dict[str, Any]:
-    return {k: _parameter(k, v) for k, v in params.items()}
+    return {k: _parameter(k, v) for k, v in params.items()} if params else {}
 
 
 def _typed_data(tensor: ModelInferRequest.InferInputTensor) -> bytes:
