@@ -454,12 +454,13 @@ class InferenceService:
         m.executions.inc(executions)
         m.batch_size.observe(size)
         stats = self.stats.of(slot.spec.name, slot.version_text)
-        stats.succeeded(size if rows is None else rows, elapsed, phases)
         if execution is None:
-            stats.executed(size, phases)
+            stats.succeeded(size, elapsed, phases, size)  # its own run
         elif not execution.counted:  # the batch's first request to finish counts its run
             execution.counted = True
-            stats.executed(size, phases)
+            stats.succeeded(size if rows is None else rows, elapsed, phases, size)
+        else:
+            stats.succeeded(size if rows is None else rows, elapsed, phases)
         return Answer(200, content, head)
 
     def _failed(self, slot: Slot, m: ModelMetrics, started: float, exc: Exception) -> Answer:

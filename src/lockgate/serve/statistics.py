@@ -33,75 +33,82 @@ Phases = tuple[float, float, float, float]
 _NS = 1_000_000_000
 
 
-def _pair(count: int, ns: int) -> dict[str, int]:
-    return {"count": count, "ns": ns}
+def _pair(count: int, seconds: float) -> dict[str, int]:
+    return {"count": count, "ns": int(seconds * _NS)}
 
 
 class ModelStats:
-    """One version's counters since it was first used on this server."""
+    """One version's counters since it was first used on this server. Durations are kept as
+    float seconds (cheapest to add) and given in integer nanoseconds by :meth:`snapshot`."""
 
-    __slots__ = ("_batches", "execution_count", "fail_count", "fail_ns", "infer_ns",
-                 "inference_count", "input_ns", "last_inference", "name", "output_ns",
-                 "queue_ns", "success_count", "success_ns", "version")
+    __slots__ = ("_batches", "execution_count", "fail_count", "fail_s", "infer_s",
+                 "inference_count", "input_s", "last_inference", "name", "output_s",
+                 "queue_s", "success_count", "success_s", "version")
 
     def __init__(self, name: str, version: str) -> None:
         self.name, self.version = name, version
-        self.last_inference = 0
+        self.last_inference = 0.0
         self.inference_count = 0
         self.execution_count = 0
-        self.success_count = self.success_ns = 0
-        self.fail_count = self.fail_ns = 0
-        self.queue_ns = self.input_ns = self.infer_ns = self.output_ns = 0
-        self._batches: dict[int, list[int]] = {}
+        self.success_count = self.fail_count = 0
+        self.success_s = self.fail_s = 0.0
+        self.queue_s = self.input_s = self.infer_s = self.output_s = 0.0
+        self._batches: dict[int, list[float]] = {}
 
-    def succeeded(self, rows: int, seconds: float, phases: Phases) -> None:
-        """A request answered: its rows, whole duration and phases."""
+    def succeeded(self, rows: int, seconds: float, phases: Phases,
+                  executed: int | None = None) -> None:
+        """A request answered: its rows, whole duration and phases; with ``executed``, it also
+        counts one model run of that many rows (see :meth:`executed`)."""
         queued, decoded, ran, encoded = phases
-        self.last_inference = time.time_ns() // 1_000_000
+        self.last_inference = time.time()
         self.inference_count += rows
         self.success_count += 1
-        self.success_ns += int(seconds * _NS)
-        self.queue_ns += int(queued * _NS)
-        self.input_ns += int(decoded * _NS)
-        self.infer_ns += int(ran * _NS)
-        self.output_ns += int(encoded * _NS)
+        self.success_s += seconds
+        self.queue_s += queued
+        self.input_s += decoded
+        self.infer_s += ran
+        self.output_s += encoded
+        if executed is not None:
+            self.executed(executed, phases)
 
     def failed(self, seconds: float) -> None:
-        self.last_inference = time.time_ns() // 1_000_000
+        self.last_inference = time.time()
         self.fail_count += 1
-        self.fail_ns += int(seconds * _NS)
+        self.fail_s += seconds
 
     def executed(self, size: int, phases: Phases) -> None:
         """One model run of ``size`` rows (durations as measured by one of its requests)."""
         self.execution_count += 1
         entry = self._batches.get(size)
         if entry is None:
-            entry = self._batches[size] = [0, 0, 0, 0]
+            entry = self._batches[size] = [0.0, 0.0, 0.0, 0.0]
         entry[0] += 1
-        entry[1] += int(phases[1] * _NS)
-        entry[2] += int(phases[2] * _NS)
-        entry[3] += int(phases[3] * _NS)
+        entry[1] += phases[1]
+        entry[2] += phases[2]
+        entry[3] += phases[3]
 
     def snapshot(self) -> dict[str, Any]:
         """Triton's ``$model_stat`` object for this version."""
         n = self.success_count
-        batches = [
-            {"batch_size": size, "compute_input": _pair(e[0], e[1]),
-             "compute_infer": _pair(e[0], e[2]), "compute_output": _pair(e[0], e[3])}
-            for size, e in sorted(dict(self._batches).items())]
+        batches = []
+        for size, (count, decoded, ran, encoded) in sorted(dict(self._batches).items()):
+            runs = int(count)
+            batches.append({"batch_size": size, "compute_input": _pair(runs, decoded),
+                            "compute_infer": _pair(runs, ran),
+                            "compute_output": _pair(runs, encoded)})
         return {
             "name": self.name, "version": self.version,
-            "last_inference": self.last_inference,
+            "last_inference": int(self.last_inference * 1000),
             "inference_count": self.inference_count,
             "execution_count": self.execution_count,
             "inference_stats": {
-                "success": _pair(n, self.success_ns),
-                "fail": _pair(self.fail_count, self.fail_ns),
-                "queue": _pair(n, self.queue_ns),
-                "compute_input": _pair(n, self.input_ns),
-                "compute_infer": _pair(n, self.infer_ns),
-                "compute_output": _pair(n, self.output_ns),
-                "cache_hit": _pair(0, 0), "cache_miss": _pair(0, 0),
+                "success": _pair(n, self.success_s),
+                "fail": _pair(self.fail_count, self.fail_s),
+                "queue": _pair(n, self.queue_s),
+                "compute_input": _pair(n, self.input_s),
+                "compute_infer": _pair(n, self.infer_s),
+                "compute_output": _pair(n, self.output_s),
+                "cache_hit": _pair(0, 0.0), "cache_miss": _pair(0, 0.0),
             },
             "batch_stats": batches,
         }
