@@ -462,8 +462,7 @@ def create_app(
     ``capture_authorize`` the capture route (None: open); health, readiness, metadata and
     ``/metrics`` stay open for probes. ``decode_budget`` bytes (default 256 MiB) bound the
     memory of decoding large bodies at once; a request carries at most ``max_elements``.
-    ``repository_authorize(authorization, model)`` checks the model repository extension's
-    load and unload (None: loopback clients only; see :mod:`lockgate.serve.repository`).
+    ``repository_authorize`` checks repository load and unload (None: loopback clients only).
     Raises InvalidInputError for an empty model list (without ``desired``), a repeated
     ``(name, version)``, ``workers < 1`` or a negative ``inline_below_s``.
     """
@@ -483,10 +482,9 @@ def create_app(
                      max_request_bytes=max_request_bytes, with_capture=with_capture,
                      drift=drift, capture_authorize=capture_authorize)
     repository = Repository(table, service, desired=desired, authorize=repository_authorize)
-    following = None
     wanted = repository.following()
-    if wanted is not None and make_spec is not None:
-        following = _Following(wanted, make_spec, poll_s, grace_s, subscribe)
+    following = None if wanted is None or make_spec is None else _Following(
+        wanted, make_spec, poll_s, grace_s, subscribe)
     lifespan = _Lifespan(table, pool, mirror, request_log, hook=on_event,
                          server_name=server_name, following=following)
     app = Starlette(
@@ -496,7 +494,6 @@ def create_app(
     )
     app.state.models = table
     app.state.metrics = metrics
-    app.state.inference = service
-    app.state.repository = repository
+    app.state.inference, app.state.repository = service, repository
     app.state.max_request_bytes = max_request_bytes
     return app
