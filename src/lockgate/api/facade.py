@@ -9,6 +9,7 @@
 each reachable as an attribute; its methods are theirs:
 
     lg.registration   registration: convert, prove, seal, store        (registration.py)
+    lg.optimization   optimized versions with lineage                  (optimize.py)
     lg.lookup         versions, models, aliases, gate runs             (lookup.py)
     lg.files          verified reads of a version's folder             (files.py)
     lg.promotion      promotions, gates, approvals, waivers, aliases   (promotion.py)
@@ -36,6 +37,7 @@ from lockgate.api.files import VersionFiles
 from lockgate.api.home import Home
 from lockgate.api.lookup import Lookup, ModelSummary
 from lockgate.api.monitoring import Monitoring
+from lockgate.api.optimize import Optimization
 from lockgate.api.promotion import Promotion
 from lockgate.api.protocol import RegisterOptions, Registry
 from lockgate.api.records import Records
@@ -97,6 +99,8 @@ class Lockgate:
         self.vulnerabilities = Vulnerabilities(home, self.lookup)
         self.rollout = Rollout(home, self.lookup, self.files)
         self.registration = Registration(home)
+        self.optimization = Optimization(home, self.lookup.get, self.files.model_bytes,
+                                         self.files.file_bytes, self.registration)
         self.promotion = Promotion(home, self.lookup, self.files, self.vulnerabilities,
                                    self.access, self.rollout)
         self.serving = Serving(home, self.lookup, self.files, self.rollout)
@@ -153,6 +157,19 @@ class Lockgate:
         :meth:`Registration.register <lockgate.api.registration.Registration.register>` and
         :class:`~lockgate.api.protocol.RegisterOptions`."""
         return self.registration.register(model, sample_input, name=name, **options)
+
+    def optimize(self, ref: str | ModelRef, *, quantize: str | None = None, fp16: bool = False,
+                 ort_level: str | None = None, runs: int = 300, description: str | None = None,
+                 metrics: Mapping[str, float] | None = None,
+                 creator: str | None = None) -> Version:
+        """A new version of ``ref``'s model, quantized (``quantize="dynamic-int8"``), in
+        float16 (``fp16=True``) or optimized by ONNX Runtime (``ort_level="basic"`` or
+        ``"extended"``), proven against its parent and naming it; see
+        :meth:`Optimization.optimize <lockgate.api.optimize.Optimization.optimize>`."""
+        return self.optimization.optimize(ref, quantize=quantize, fp16=fp16,
+                                          ort_level=ort_level, runs=runs,
+                                          description=description, metrics=metrics,
+                                          creator=creator)
 
     # -- lookup (lg.lookup) ------------------------------------------------------------------
     def get(self, ref: str | ModelRef) -> Version:

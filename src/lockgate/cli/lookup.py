@@ -10,6 +10,7 @@ from rich.text import Text
 
 from lockgate.api.validations import validated_sets
 from lockgate.cli.context import open_registry
+from lockgate.cli.optimize import lineage_lines
 from lockgate.cli.render import emit_json, out, print_parity
 
 
@@ -88,6 +89,8 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     out.print(f"environment: python {env.get('python', {}).get('version', '?')}, "
               f"onnxruntime {env.get('onnxruntime', {}).get('version', '?')}, "
               f"git {git.get('commit', '?') if isinstance(git, dict) else git}")
+    for line in lineage_lines(v):
+        out.print(line, markup=False)
     print_parity(v)
     out.print(f"files: {', '.join(sorted(v.files)) or '-'}; "
               + (f"signed with key {v.signed_by[:16]}" if v.signed_by else "unsigned"))

@@ -31,6 +31,7 @@ from lockgate.cli import (
     infra,
     lookup,
     monitoring,
+    optimize,
     promotion,
     register,
     report,
@@ -109,7 +110,7 @@ def _global_options(command: click.Command) -> None:
     command.params.extend(hidden)
 
 
-for _part in (register, lookup, promotion, reproduce, deploy, serving, admin, supplychain,
+for _part in (register, optimize, lookup, promotion, reproduce, deploy, serving, admin, supplychain,
               monitoring, report, infra, demo):
     for _command in _part.COMMANDS:
         cli.add_command(_command)

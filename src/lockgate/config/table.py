@@ -39,6 +39,7 @@ from lockgate.config.kinds import (
     UPPER,
     Kind,
 )
+from lockgate.config.optimize import OPTIMIZE_TOLERANCES
 from lockgate.config.policy import (
     FRAMEWORK_TABLE,
     GATE_PARAMS,
@@ -244,6 +245,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("monitor", "monitor", "-", MONITOR, "(see docs)",
             "Drift and SLO monitor policy in [monitor], [monitor.slo], [monitor.trigger], "
             "[monitor.rollback]; per model in [monitor.models.<name>].", policy=True),
+    Setting("optimize_tolerances", "optimize_tolerances", "-", OPTIMIZE_TOLERANCES,
+            "dynamic-int8 0.1/0.1, fp16 1e-2/1e-2, ort-basic and ort-extended 1e-4/1e-3",
+            "Parity tolerances (atol, rtol) of `lockgate optimize`, by transformation, in "
+            "[optimize_tolerances.<dynamic-int8|fp16|ort-basic|ort-extended>].", policy=True),
 )
 
 

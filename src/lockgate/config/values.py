@@ -155,6 +155,7 @@ class Settings:
     request_log_format: str = "jsonl"
     monitor: Mapping[str, Any] = field(default_factory=dict)
     frameworks: Mapping[str, str] = field(default_factory=dict)
+    optimize_tolerances: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @classmethod
     def for_home(cls, home: Path, **overrides: Any) -> Settings:
