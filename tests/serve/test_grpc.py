@@ -414,7 +414,8 @@ def test_a_version_not_ready_is_unavailable_and_health_not_serving(tmp_path: Pat
 
 # -- tokens and message limits -----------------------------------------------------------------
 
-def test_tokens_and_the_message_limit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layer", ["lockgate", "uvicorn"])
+def test_tokens_and_the_message_limit(tmp_path: Path, layer: str) -> None:
     home = tmp_path / "home"
     onnx.save(linear_onnx(), tmp_path / "lin.onnx")
     with Lockgate.open(home) as lg:
@@ -425,7 +426,7 @@ def test_tokens_and_the_message_limit(tmp_path: Path) -> None:
             tokens[user] = lg.create_token(user)[1]
     (home / "lockgate.toml").write_text(POLICY + '[serve]\nauth = "token"\ngrpc_port = 0\n')
     budget = {"LOCKGATE_SERVE_DECODE_BUDGET": str(1 << 20)}  # messages of at most 256 KiB
-    with grpc_server(home, "lin@1", env=budget) as (_, port):
+    with grpc_server(home, "lin@1", "--http", layer, env=budget) as (_, port):
         client = _client(port)
         x = [_input("input", X, "FP32")]
         for headers, code in ((None, "UNAUTHENTICATED"),
@@ -440,6 +441,17 @@ def test_tokens_and_the_message_limit(tmp_path: Path) -> None:
         caller = {"authorization": f"Bearer {tokens['caller']}"}
         result = client.infer("lin", x, headers=caller)
         np.testing.assert_allclose(result.as_numpy("output"), _expected(), rtol=1e-6)
+        for headers, ok in ((None, False), (caller, True)):  # a stream's token: its metadata
+            got: queue.Queue[tuple[Any, Any]] = queue.Queue()
+            client.start_stream(callback=lambda result, error, got=got: got.put(
+                (result, error)), headers=headers)
+            try:
+                client.async_stream_infer("lin", x)
+                result, error = got.get(timeout=30)
+            finally:
+                client.stop_stream()
+            assert (error is None) == ok, error
+            assert ok or "API token is required" in str(error)
         assert client.is_server_ready()  # probes and metadata stay open
         assert client.get_model_metadata("lin").name == "lin"
         assert _health(port) == health_pb2.HealthCheckResponse.SERVING
