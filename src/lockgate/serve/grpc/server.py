@@ -17,8 +17,9 @@ from typing import Any
 import grpc
 from grpc import aio
 
+import lockgate.serve.grpc.health_pb2 as health_pb2
+import lockgate.serve.grpc.predict_v2_pb2 as predict_v2_pb2
 from lockgate.errors import InvalidInputError, ServeError
-from lockgate.serve.grpc import health_pb2, predict_v2_pb2
 from lockgate.serve.grpc.health import HEALTH_SERVICE, HealthServicer
 from lockgate.serve.grpc.service import SERVICE, InferenceServicer
 from lockgate.serve.inference import InferenceService
