@@ -5,11 +5,13 @@ extensions."""
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from serve_process import call, infer_doc, register, started_server, wait_until
 
@@ -113,3 +115,38 @@ def test_unknown_models_and_versions_are_404_and_v2_names_the_extensions(
         status, meta = call(port, "GET", "/v2")
     assert status == 200
     assert meta["extensions"] == ["binary_tensor_data", "statistics", "model_repository"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None,
+                    reason="tritonclient is not installed")
+def test_the_stock_tritonclient_reads_statistics_and_drives_the_repository(
+        home: Path, tmp_path: Path) -> None:
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    register(home, tmp_path)
+    with Lockgate.open(home) as lg:
+        lg.promote("m@1", "production")
+        lg.deploy("m@1")
+        lg.set_batching("m", {"max_batch_size": 8, "max_queue_delay_us": 1_000_000})
+    with started_server(home) as port:
+        _ready(port)
+        client = httpclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+        try:
+            x = httpclient.InferInput("input", [2, 4], "FP32")
+            x.set_data_from_numpy(np.ones((2, 4), np.float32))
+            assert client.infer("m", [x], priority=1).as_numpy("output").shape == (2, 3)
+            with pytest.raises(InferenceServerException, match="Request timeout expired"):
+                client.infer("m", [x], timeout=1000)  # µs: far less than the batch delay
+            (stat,) = client.get_inference_statistics("m")["model_stats"]
+            assert stat["inference_count"] == 2
+            assert stat["execution_count"] == 1
+            assert stat["inference_stats"]["fail"]["count"] == 1
+            index = client.get_model_repository_index()
+            assert [(e["name"], e["state"]) for e in index] == [("m", "READY")]
+            client.unload_model("m")
+            assert not client.is_model_ready("m")
+            client.load_model("m")
+            wait_until(lambda: client.is_model_ready("m"), "m ready again")
+        finally:
+            client.close()
