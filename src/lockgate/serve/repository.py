@@ -7,13 +7,15 @@
 The repository is what this server serves, never the registry itself: nothing here writes to
 the store.
 
-* A server of named versions (``lockgate serve NAME@V ...``): ``unload`` stops the model's
-  traffic on this server (its requests answer 404, it leaves readiness) and ``load`` brings it
-  back; the version stays in memory meanwhile, so it is back at once.
-* A server that follows the store: ``index`` lists the deployments and their versions' states;
-  ``unload`` takes the model out of this server's set (its requests answer 404 at once and its
-  versions are dropped once the grace time has passed) and ``load`` puts it back, loading its
-  deployment again when needed. Deploying, switching and rolling back stay the registry's.
+``unload`` takes a model out of this server's set: its requests, metadata and statistics answer
+404 and readiness stops waiting for it; ``load`` puts it back. Its versions stay loaded meanwhile
+(and a server following the store keeps following the model's deployment), so ``load`` is back
+at once.
+
+* A server of named versions (``lockgate serve NAME@V ...``): the index lists them.
+* A server that follows the store: the index lists the deployments and their versions' states;
+  only a model with a deployment can be loaded. Deploying, switching and rolling back stay the
+  registry's.
 
 Load and unload need the deployer role for the model when the home has users (``authorize``);
 without users, only a client on a loopback address may call them. The index is open, as the
@@ -56,18 +58,6 @@ class Repository:
         self.desired = desired
         self.authorize = authorize
         self._lock = threading.Lock()  # load and unload run on worker threads
-
-    def following(self) -> Callable[[], Mapping[str, Desired]] | None:
-        """What the controller follows: the store's deployments less the unloaded models."""
-        desired = self.desired
-        if desired is None:
-            return None
-
-        def wanted() -> Mapping[str, Desired]:
-            found, unloaded = desired(), self.service.unloaded
-            return {n: d for n, d in found.items() if n not in unloaded} if unloaded else found
-
-        return wanted
 
     def check(self, authorization: str | None, client: str | None, model: str) -> None:
         """Raise unless this caller may load and unload ``model``."""

@@ -482,9 +482,8 @@ def create_app(
                      max_request_bytes=max_request_bytes, with_capture=with_capture,
                      drift=drift, capture_authorize=capture_authorize)
     repository = Repository(table, service, desired=desired, authorize=repository_authorize)
-    wanted = repository.following()
-    following = None if wanted is None or make_spec is None else _Following(
-        wanted, make_spec, poll_s, grace_s, subscribe)
+    following = None if desired is None or make_spec is None else _Following(
+        desired, make_spec, poll_s, grace_s, subscribe)
     lifespan = _Lifespan(table, pool, mirror, request_log, hook=on_event,
                          server_name=server_name, following=following)
     app = Starlette(
