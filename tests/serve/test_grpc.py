@@ -229,6 +229,21 @@ def test_typed_contents_without_a_field_or_out_of_range_are_invalid(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "256 is out of range for UINT8" in err.value.details()
 
+    req = predict_v2_pb2.ModelInferRequest(model_name="lin")
+    req.inputs.add(name="input", datatype="FP32", shape=[1, 4]).contents.int64_contents.extend(
+        [1, 2, 3, 4])  # the wrong field for FP32
+    with pytest.raises(grpc.RpcError) as err:
+        _typed_call(server[1], req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "needs 4 elements, contents.fp32_contents holds 0" in err.value.details()
+
+    req = predict_v2_pb2.ModelInferRequest(model_name="lin", raw_input_contents=[b"\0" * 12])
+    req.inputs.add(name="input", datatype="FP32", shape=[1, 4])
+    with pytest.raises(grpc.RpcError) as err:
+        _typed_call(server[1], req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "needs 16 bytes, raw_input_contents[0] holds 12" in err.value.details()
+
 
 def test_metadata_and_readiness(server: tuple[int, int]) -> None:
     client = _client(server[1])

@@ -15,6 +15,7 @@ field, FP16 or BF16: the protocol does not allow mixing the two in one answer).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +30,9 @@ from lockgate.serve.grpc.predict_v2_pb2 import (
     ModelInferRequest,
     ModelInferResponse,
 )
-from lockgate.serve.oip import DATATYPES
+from lockgate.serve.oip import DATATYPES, MAX_DIMS
 
-__all__ = ["TYPED_FIELDS", "InferBody", "infer_body", "infer_response"]
+__all__ = ["TYPED_FIELDS", "InferBody", "body_size", "infer_body", "infer_response"]
 
 TYPED_FIELDS: Mapping[str, str] = {
     "BOOL": "bool_contents",
@@ -52,6 +53,9 @@ _FIELD_DTYPES: Mapping[str, np.dtype[Any]] = {
     "uint64_contents": np.dtype(np.uint64), "fp32_contents": np.dtype(np.float32),
     "fp64_contents": np.dtype(np.float64),
 }
+
+
+_MOST_ELEMENTS = 1 << 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,12 @@ def _typed_data(tensor: ModelInferRequest.InferInputTensor) -> bytes:
         raise InvalidInputError(f"input {name[:64]!r}: unknown datatype {datatype[:40]!r}",
                                 hint=f"use one of {', '.join(DATATYPES)}")
     values = getattr(tensor.contents, field)
+    want_n = _elements(tensor.shape)
+    if want_n is not None and len(values) != want_n:
+        raise InvalidInputError(
+            f"input {name[:64]!r}: shape {list(tensor.shape)} needs {want_n} elements, "
+            f"contents.{field} holds {len(values)}",
+            hint=f"{datatype} data go in contents.{field}")
     if field == "bytes_contents":
         return b"".join(len(b).to_bytes(4, "little") + b for b in values)
     want = DATATYPES[datatype]
@@ -109,11 +119,47 @@ def _typed_data(tensor: ModelInferRequest.InferInputTensor) -> bytes:
     return arr.astype(want.newbyteorder("<")).tobytes()
 
 
+def _elements(shape: Sequence[int]) -> int | None:
+    """The elements of a shape; None for one the decoder refuses with its own message (too
+    many dimensions, a negative one, more elements than any request may carry)."""
+    if len(shape) > MAX_DIMS or any(d < 0 for d in shape):
+        return None
+    n = math.prod(shape)
+    return None if n > _MOST_ELEMENTS else n
+
+
+def _check_raw(i: int, tensor: ModelInferRequest.InferInputTensor, blob: bytes) -> None:
+    """Raw data of a fixed-size datatype hold exactly what the shape needs."""
+    dt = DATATYPES.get(tensor.datatype)
+    n = _elements(tensor.shape)
+    if dt is None or dt.kind == "O" or n is None or n * dt.itemsize == len(blob):
+        return
+    raise InvalidInputError(
+        f"input {tensor.name[:64]!r}: {tensor.datatype} shape {list(tensor.shape)} needs "
+        f"{n * dt.itemsize} bytes, raw_input_contents[{i}] holds {len(blob)}")
+
+
 def _input_header(tensor: ModelInferRequest.InferInputTensor, size: int) -> dict[str, Any]:
     params = _parameters(tensor.parameters)
     params["binary_data_size"] = size
     return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape),
             "parameters": params}
+
+
+def body_size(request: ModelInferRequest) -> int:
+    """About the size of the request's binary tensor body, read without building it (what it
+    reserves of the decode budget before its typed contents are laid out)."""
+    raw = request.raw_input_contents
+    total = 256 * len(request.inputs)  # the JSON header, about
+    if raw:
+        return total + sum(map(len, raw))
+    for tensor in request.inputs:
+        field = TYPED_FIELDS.get(tensor.datatype)
+        if field == "bytes_contents":
+            total += sum(len(b) + 4 for b in tensor.contents.bytes_contents)
+        elif field is not None:
+            total += len(getattr(tensor.contents, field)) * DATATYPES[tensor.datatype].itemsize
+    return total
 
 
 def infer_body(request: ModelInferRequest) -> InferBody:
@@ -132,6 +178,8 @@ def infer_body(request: ModelInferRequest) -> InferBody:
                 raise InvalidInputError(
                     f"input {tensor.name[:64]!r} has contents although the request carries "
                     "raw_input_contents", hint="send every input raw, or every input typed")
+        for i, (tensor, blob) in enumerate(zip(inputs, raw, strict=True)):
+            _check_raw(i, tensor, blob)
         data = list(raw)
     else:
         data = [_typed_data(t) for t in inputs]

@@ -28,7 +28,7 @@ import orjson
 
 from lockgate.errors import Error
 from lockgate.serve.about import lockgate_version
-from lockgate.serve.grpc.codec import infer_body, infer_response
+from lockgate.serve.grpc.codec import body_size, infer_body, infer_response
 from lockgate.serve.grpc.predict_v2_pb2 import (
     ModelInferRequest,
     ModelInferResponse,
@@ -44,7 +44,13 @@ from lockgate.serve.grpc.predict_v2_pb2 import (
     ServerReadyRequest,
     ServerReadyResponse,
 )
-from lockgate.serve.inference import INTERNAL_ERROR, Answer, InferenceService, error_answer
+from lockgate.serve.inference import (
+    INTERNAL_ERROR,
+    Answer,
+    InferenceService,
+    Reservation,
+    error_answer,
+)
 from lockgate.serve.slots import PLATFORM, Slot, SlotState
 
 __all__ = ["SERVICE", "InferenceServicer", "authorization", "status_code"]
@@ -172,12 +178,15 @@ class InferenceServicer:
         except Exception:
             log.exception("unexpected error checking a token for %r", model)
             return INTERNAL_ERROR, False
-        try:
+        reservation: Reservation | None = None
+        try:  # the budget before the typed contents are laid out
+            reservation = service.reserve(body_size(request))
             body = infer_body(request)
-            reservation = service.reserve(body.size)
-        except Error as exc:
-            return service.refuse(model, version, exc), False
-        except Exception:
+        except Exception as exc:
+            if reservation is not None:
+                reservation.release()
+            if isinstance(exc, Error):
+                return service.refuse(model, version, exc), False
             log.exception("unexpected error reading a gRPC infer request for %r", model)
             return INTERNAL_ERROR, False
         answer = service.infer(model, version, body.join(), str(body.header),
