@@ -440,7 +440,8 @@ def test_tokens_and_the_message_limit(tmp_path: Path, layer: str) -> None:
             lg.add_user(user, roles)
             tokens[user] = lg.create_token(user)[1]
     (home / "lockgate.toml").write_text(POLICY + '[serve]\nauth = "token"\ngrpc_port = 0\n')
-    budget = {"LOCKGATE_SERVE_DECODE_BUDGET": str(1 << 20)}  # messages of at most 256 KiB
+    budget = {"LOCKGATE_SERVE_DECODE_BUDGET": str(1 << 20),  # messages of at most 256 KiB
+              "LOCKGATE_SERVE_MAX_CONNECTIONS": "2"}  # and two calls at once
     with grpc_server(home, "lin@1", "--http", layer, env=budget) as (_, port):
         client = _client(port)
         x = [_input("input", X, "FP32")]
@@ -477,6 +478,18 @@ def test_tokens_and_the_message_limit(tmp_path: Path, layer: str) -> None:
         fits = np.zeros((10_000, 4), np.float32)  # 160 KB
         result = client.infer("lin", [_input("input", fits, "FP32")], headers=caller)
         assert result.as_numpy("output").shape == (10_000, 3)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            watch = channel.unary_stream(
+                "/grpc.health.v1.Health/Watch",
+                request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                response_deserializer=health_pb2.HealthCheckResponse.FromString)
+            watches = [watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(2)]
+            assert [next(w).status for w in watches] == [health_pb2.HealthCheckResponse.SERVING] * 2
+            with pytest.raises(grpc.RpcError) as rpc:  # a third call at once
+                _health(port)
+            assert rpc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            for w in watches:
+                w.cancel()
 
 
 # -- deployments: canary and shadow under gRPC ---------------------------------------------------

@@ -98,7 +98,8 @@ def run_server(
     limits = limits or HTTPLimits()
     state = getattr(app, "state", None)
     inference = getattr(state, "inference", None)
-    companions = _grpc(inference, state, host, grpc_port, on_grpc_started)
+    companions = _grpc(inference, state, host, grpc_port, on_grpc_started,
+                       limits.max_connections)
     if http == "lockgate" or (http == "auto" and inference is not None):
         if access_log:
             _log_access()
@@ -123,8 +124,10 @@ def run_server(
 
 
 def _grpc(inference: InferenceService | None, state: Any, host: str, port: int | None,
-          on_started: Callable[[str, int], None] | None) -> tuple[Companion, ...]:
-    """The gRPC listener of an inference app, when a port is asked for."""
+          on_started: Callable[[str, int], None] | None, max_calls: int
+          ) -> tuple[Companion, ...]:
+    """The gRPC listener of an inference app, when a port is asked for: its messages no
+    larger than a REST body, at most as many calls at once as REST takes connections."""
     if port is None:
         return ()
     if inference is None:
@@ -134,7 +137,8 @@ def _grpc(inference: InferenceService | None, state: Any, host: str, port: int |
 
     limit = message_limit(getattr(state, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES),
                           inference.budget.limit)
-    return (GRPCServer(inference, host, port, max_message_bytes=limit, on_started=on_started),)
+    return (GRPCServer(inference, host, port, max_message_bytes=limit, max_calls=max_calls,
+                       on_started=on_started),)
 
 
 def _log_access() -> None:

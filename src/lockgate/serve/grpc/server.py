@@ -86,19 +86,22 @@ class GRPCServer:
     """Serves ``inference`` over gRPC on ``host``:``port`` (0: a free port) between
     :meth:`start` and :meth:`stop`, both called on the event loop the REST server runs on.
     ``on_started(host, port)`` is called once it listens; ``grace_s`` is how long calls in
-    progress may take to finish at stop."""
+    progress may take to finish at stop. Beyond ``max_calls`` calls at once (None: no bound)
+    a new one is refused at once (RESOURCE_EXHAUSTED)."""
 
     def __init__(self, inference: InferenceService, host: str, port: int, *,
-                 max_message_bytes: int, server_name: str = "lockgate", grace_s: float = 30.0,
+                 max_message_bytes: int, max_calls: int | None = None,
+                 server_name: str = "lockgate", grace_s: float = 30.0,
                  on_started: Callable[[str, int], None] | None = None) -> None:
         if not 0 <= port <= 65535:
             raise InvalidInputError(f"gRPC port {port} is out of range",
                                     hint="give 0 (any free port) to 65535")
-        if max_message_bytes < 1:
-            raise InvalidInputError("the gRPC message limit must be positive")
+        if max_message_bytes < 1 or (max_calls is not None and max_calls < 1):
+            raise InvalidInputError("the gRPC message and call limits must be positive")
         self.inference = inference
         self.host, self.port = host, port
         self.max_message_bytes = max_message_bytes
+        self.max_calls = max_calls
         self.grace_s = grace_s
         self.on_started = on_started
         self.servicer = InferenceServicer(inference, server_name=server_name)
@@ -114,7 +117,7 @@ class GRPCServer:
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 0),  # a port another process holds is an error, not shared
         ]
-        server = aio.server(options=options)
+        server = aio.server(options=options, maximum_concurrent_rpcs=self.max_calls)
         server.add_generic_rpc_handlers((_inference_handlers(self.servicer),
                                          _health_handlers(self.health)))
         target = _target(self.host, self.port)
