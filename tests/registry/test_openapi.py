@@ -31,7 +31,7 @@ CLI_OPERATIONS = {
     "waive": {"waiveGate"},
     "history": {"modelHistory"},
     "deploy": {"deploy", "listDeployments", "setCanaryWeight", "promoteCandidate",
-               "setBatching"},
+               "setBatching", "setProviders"},
     "rollback": {"rollback"},
     "alias set": {"setAlias"},
     "alias rm": {"removeAlias"},
@@ -49,7 +49,7 @@ CLI_OPERATIONS = {
 # what runs models or reads local files, and so stays local
 LOCAL_ONLY = {"init", "policy", "reproduce", "_rebuild", "serve", "server", "keys",
               "vulndb", "scan", "demo", "reference", "monitor", "compare", "report", "k8s",
-              "docker", "ui", "fsck", "gc"}
+              "docker", "ui", "fsck", "gc", "optimize"}
 
 
 def test_document_is_valid_openapi_31() -> None:

@@ -66,6 +66,12 @@ def _journey(capsys: pytest.CaptureFixture[str], onnx: Path, out: Path) -> list[
     d = run("deploy", "lin@2", "--canary", "20", "--json")
     seen.append((d["stable"], d["candidate"], d["weight"]))
     run("deploy", "lin", "--weight", "40", "--json")
+    d = run("deploy", "lin", "--providers", "cuda:device_id=0,cpu", "--fallback", "cpu",
+            "--json")
+    seen.append((d["candidate"], d["providers"]))
+    d = run("deploy", "lin", "--providers", "default", "--json")
+    seen.append(d["providers"])
+    run("deploy", "lin", "--providers", "gpu", as_json=False)   # 2: unknown provider
     d = run("rollback", "lin", "--reason", "errors", as_json=False)
     h = run("history", "lin", "--json")
     seen.append([(r["kind"], r["name"], r["version"]) for r in h["holdings"]])
@@ -101,6 +107,8 @@ def test_cli_remote_mode_behaves_as_local_mode(
     assert ("promote", 3) in codes   # not found
     assert ("approve", 11) in codes  # separation of duties
     assert ("reject", 2) in codes    # invalid input
+    assert (2, {"providers": [{"name": "CUDAExecutionProvider", "options": {"device_id": "0"}},
+                              {"name": "CPUExecutionProvider"}], "fallback": "cpu"}) in local
 
 
 def test_local_only_commands_refuse_remote_mode(

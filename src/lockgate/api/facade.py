@@ -47,6 +47,7 @@ from lockgate.api.serving import Serving
 from lockgate.api.validations import Validations
 from lockgate.api.vulnerabilities import Vulnerabilities
 from lockgate.audit import AuditRecord, ChainReport, DenialRecorder
+from lockgate.config.providers import ProviderSet
 from lockgate.config.settings import Settings, load_settings, write_default_config
 from lockgate.gates import check_policy
 from lockgate.gates.promotion import PromotionResult
@@ -331,10 +332,17 @@ class Lockgate:
 
     def deploy(self, ref: str | ModelRef, *, canary: int | None = None,
                shadow: bool = False, analysis: Mapping[str, Any] | None = None,
-               actor: str | None = None) -> Deployment:
-        """Make the version the stable one, a canary candidate, or the shadow."""
+               actor: str | None = None, providers: ProviderSet | None = None
+               ) -> Deployment:
+        """Make the version the stable one, a canary candidate, or the shadow; ``providers``
+        (None: unchanged) become the deployment's execution providers."""
         return self.rollout.deploy(ref, canary=canary, shadow=shadow, analysis=analysis,
-                                   actor=actor)
+                                   actor=actor, providers=providers)
+
+    def set_providers(self, name: str, providers: ProviderSet | None, *,
+                      actor: str | None = None) -> Deployment:
+        """The execution providers the model's versions load on (None: the servers' own)."""
+        return self.rollout.set_providers(name, providers, actor=actor)
 
     def set_canary_weight(self, name: str, weight: int, *, actor: str | None = None
                           ) -> Deployment:

@@ -18,6 +18,7 @@ from typing import Any, Protocol, Self, TypedDict, Unpack
 
 from lockgate.api.lookup import ModelSummary
 from lockgate.audit import AuditRecord, ChainReport
+from lockgate.config.providers import ProviderSet
 from lockgate.gates.promotion import PromotionResult
 from lockgate.progress import Progress
 from lockgate.rollout.state import Deployment
@@ -135,7 +136,11 @@ class Registry(Protocol):
 
     def deploy(self, ref: str | ModelRef, *, canary: int | None = None, shadow: bool = False,
                analysis: Mapping[str, Any] | None = None,
-               actor: str | None = None) -> Deployment: ...
+               actor: str | None = None, providers: ProviderSet | None = None
+               ) -> Deployment: ...
+
+    def set_providers(self, name: str, providers: ProviderSet | None, *,
+                      actor: str | None = None) -> Deployment: ...
 
     def set_canary_weight(self, name: str, weight: int, *,
                           actor: str | None = None) -> Deployment: ...

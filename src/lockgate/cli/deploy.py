@@ -7,8 +7,6 @@ from typing import Any
 import click
 from rich.table import Table
 
-from lockgate.api.facade import Lockgate
-from lockgate.api.protocol import Registry
 from lockgate.cli.context import open_registry
 from lockgate.cli.render import emit_json, out
 from lockgate.config.providers import FALLBACKS, ProviderSet, parse_providers_text
@@ -78,7 +76,7 @@ def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
                                 hint=f"lockgate deploy {target.partition('@')[0]} "
                                      "--providers default")
     if providers is not None and "@" not in target and canary is None and not shadow:
-        d = _local(lg).rollout.set_providers(target, provider_set)
+        d = lg.set_providers(target, provider_set)
     elif batching is not None:
         d = lg.set_batching(target, None if batching == "off" else _batching(batching))
     elif weight is not None:
@@ -97,11 +95,8 @@ def deploy(ctx: click.Context, target: str, canary: int | None, shadow: bool,
                 raise InvalidInputError(f"--analyze: {limit!r} is not a number") from None
             analysis = {"metric": metric.strip(), "max": maximum, "interval_s": interval,
                         "min_requests": min_requests, "failure_limit": failure_limit}
-        if provider_set is not None:
-            d = _local(lg).rollout.deploy(target, canary=canary, shadow=shadow,
-                                          analysis=analysis, providers=provider_set)
-        else:
-            d = lg.deploy(target, canary=canary, shadow=shadow, analysis=analysis)
+        d = lg.deploy(target, canary=canary, shadow=shadow, analysis=analysis,
+                      providers=provider_set)
     if as_json:
         emit_json(d.to_dict())
         return
@@ -142,13 +137,6 @@ def _providers_key(d: Deployment) -> str:
         return "server's"
     ps = ProviderSet.from_dict(d.providers)
     return ps.key + (f", fallback {ps.fallback}" if ps.fallback != "none" else "")
-
-
-def _local(lg: Registry) -> Lockgate:
-    if not isinstance(lg, Lockgate):
-        raise InvalidInputError("--providers works on a home or database, not through --server",
-                                hint="run it where LOCKGATE_DATABASE_URL reaches the store")
-    return lg
 
 
 def _batching(text: str) -> dict[str, Any]:

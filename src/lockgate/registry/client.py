@@ -29,6 +29,7 @@ import lockgate.errors as errors
 from lockgate.api.lookup import ModelSummary
 from lockgate.api.protocol import RegisterOptions, Registry
 from lockgate.audit import AuditRecord, ChainReport
+from lockgate.config.providers import ProviderSet
 from lockgate.errors import Error, InvalidInputError, StorageError, UnsafePathError
 from lockgate.gates.promotion import PromotionResult
 from lockgate.registry.bundle import make_bundle
@@ -344,12 +345,15 @@ class RemoteRegistry:
 
     def deploy(self, ref: str | ModelRef, *, canary: int | None = None, shadow: bool = False,
                analysis: Mapping[str, Any] | None = None,
-               actor: str | None = None) -> Deployment:
+               actor: str | None = None, providers: ProviderSet | None = None
+               ) -> Deployment:
         r = ModelRef.parse(ref) if isinstance(ref, str) else ref
         number = r.selector if isinstance(r.selector, int) else self.get(r).number
         body: dict[str, Any] = {"version": number, "canary": canary, "shadow": shadow}
         if analysis is not None:
             body["analysis"] = dict(analysis)
+        if providers is not None:
+            body["providers"] = providers.to_dict()
         return _deployment(self._json("POST", f"{_API}/deployments/{quote(r.name)}",
                                       json=body))
 
@@ -361,6 +365,12 @@ class RemoteRegistry:
     def promote_candidate(self, name: str, *, actor: str | None = None) -> Deployment:
         return _deployment(self._json(
             "POST", f"{_API}/deployments/{quote(name)}/promote-candidate"))
+
+    def set_providers(self, name: str, providers: ProviderSet | None, *,
+                      actor: str | None = None) -> Deployment:
+        return _deployment(self._json(
+            "PUT", f"{_API}/deployments/{quote(name)}/providers",
+            json={"providers": providers.to_dict() if providers is not None else None}))
 
     def set_batching(self, name: str, batching: Mapping[str, Any] | None, *,
                      actor: str | None = None) -> Deployment:

@@ -19,7 +19,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from lockgate.errors import InvalidInputError, NotFoundError
+from lockgate.config.providers import ProviderSet
+from lockgate.errors import ConfigError, InvalidInputError, NotFoundError
 from lockgate.registry.bundle import ONNX_MEDIA
 from lockgate.registry.call import Call
 from lockgate.types import ModelRef, validate_name
@@ -170,9 +171,26 @@ def deployment(c: Call) -> dict[str, Any]:
 
 def deploy(c: Call) -> dict[str, Any]:
     target = ModelRef(c.model, int(c.body["version"]))
+    providers = c.body.get("providers")
     return c.lg.deploy(target, canary=c.body.get("canary"),
                        shadow=bool(c.body.get("shadow", False)),
-                       analysis=c.body.get("analysis"), actor=c.actor).to_dict()
+                       analysis=c.body.get("analysis"), actor=c.actor,
+                       providers=_provider_set(providers)).to_dict()
+
+
+def _provider_set(record: Any) -> ProviderSet | None:
+    """A provider set from a request body, checked as the CLI checks it (400 when bad)."""
+    if record is None:
+        return None
+    try:
+        return ProviderSet.from_dict(record)
+    except ConfigError as exc:
+        raise InvalidInputError(exc.message, hint=exc.hint) from None
+
+
+def providers(c: Call) -> dict[str, Any]:
+    return c.lg.set_providers(c.model, _provider_set(c.body["providers"]),
+                              actor=c.actor).to_dict()
 
 
 def weight(c: Call) -> dict[str, Any]:

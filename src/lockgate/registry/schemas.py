@@ -16,6 +16,9 @@ ROLE = {"type": "string", "enum": ["viewer", "developer", "approver", "deployer"
 _OBJ: dict[str, Any] = {"type": "object"}
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
+_PROVIDERS = {"type": ["object", "null"],
+              "description": "{\"providers\": [{\"name\": ..., \"options\": {...}}], "
+                             "\"fallback\": \"none\" | \"cpu\"}; null: the servers' own"}
 _VERSION = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 
 
@@ -152,6 +155,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "state": {"type": "string"},
         "analysis": {"type": ["object", "null"]},
         "batching": {"type": ["object", "null"]},
+        "providers": _PROVIDERS,
         "generation": {"type": "integer"},
         "updated_at": {"type": "string"},
     }, ["model", "stable", "weight", "state", "generation"]),
@@ -223,9 +227,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "canary": {"type": ["integer", "null"], "minimum": 0, "maximum": 100},
         "shadow": {"type": "boolean"},
         "analysis": {"type": ["object", "null"]},
+        "providers": _PROVIDERS,
     }, ["version"]),
     "WeightRequest": _closed({"weight": {"type": "integer", "minimum": 0, "maximum": 100}},
                              ["weight"]),
+    "ProvidersRequest": _closed({"providers": _PROVIDERS}, ["providers"]),
     "BatchingRequest": _closed({"batching": {"type": ["object", "null"]}}, ["batching"]),
     "RollbackRequest": _closed({"reason": {"type": "string", "maxLength": 10000}}),
     "UserRequest": _closed({
