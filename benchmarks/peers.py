@@ -1,25 +1,38 @@
-"""lockgate against the servers teams use today, on the same model and the same box.
+"""lockgate against the servers teams use today, on the same model, the same box and wrk.
 
-Servers, each on 127.0.0.1 in its own process, all serving the MLP 64-256-256-10 (float32,
-batch 1, ONNX Runtime with 1 intra-op thread where the server lets us choose):
+Servers (``--servers``, default all; each on 127.0.0.1 in its own process group, one model
+worker, the MLP 64-256-256-10 float32 at batch 1 as JSON; details in ``peer_servers.py``):
 
-* bare:     uvicorn + Starlette + ONNX Runtime, a handler that parses OIP JSON, runs, answers;
-* lockgate: ``lockgate.serve`` (OIP v2, signature-free ServedModel, its own HTTP layer,
-            default settings);
-* mlflow:   ``mlflow models serve`` on the model saved with ``mlflow.onnx`` (env-manager local);
-* bentoml:  a ``@bentoml.service`` calling ONNX Runtime.
+* bare:           uvicorn (uvloop, httptools) + Starlette + orjson + ONNX Runtime: parse,
+                  run, answer; no OIP, no validation: the floor of a Python HTTP server;
+* lockgate:       ``lockgate serve mlp@1`` as a user starts it: its own HTTP layer, the
+                  request hardening, OIP v2 validation, metrics, auth off (the default);
+* lockgate-token: the same with ``[serve] auth = "token"`` (a Bearer token per request);
+* pytriton:       Triton 2.51 (the server binary in nvidia-pytriton 0.7.0) and its Python
+                  backend calling ONNX Runtime, dynamic batching on (max batch 32);
+* mlserver:       MLServer 1.7 with a custom ONNX Runtime runtime (one parallel worker);
+* torchserve:     TorchServe 0.12 (Java frontend, Python worker) on a TorchScript trace of
+                  the same weights;
+* mlflow:         ``mlflow models serve`` (3.17) on the model saved with ``mlflow.onnx``;
+* bentoml:        a BentoML 1.4 ``@bentoml.service`` calling ONNX Runtime.
 
-Peers install into their own venvs under ``benchmarks/.peers/`` (git-ignored) with
-``--setup``; a peer whose venv is missing is skipped and said so. The load generator is the
-bounded asyncio client of ``serve_overhead.py`` (one keep-alive connection per client); each
-phase runs ``--seconds``. Prints requests/s, p50 and p99 at 1 and ``--clients`` connections,
-and lockgate's throughput as a ratio of each other server's in the same run. The bare handler
-and lockgate, the closest pair, are measured alternately ``--rounds`` times and compared round by
-round (this shared 2-CPU machine drifts by tens of percent between minutes); medians are
-reported.
+Each peer lives in its own venv under ``benchmarks/.peers/<name>`` (git-ignored), made by
+``--setup [NAMES]``; a peer whose venv is missing is skipped and said so. The bare handler and
+lockgate run in the project's venv.
 
-    .venv/bin/python benchmarks/peers.py --setup          # once: create the peer venvs
-    .venv/bin/python benchmarks/peers.py [--seconds 6] [--clients 32] [--rounds 3]
+Load: wrk (one thread, ``wrk_post.lua``) at 1 and ``--clients`` connections, ``--seconds``
+each, after a ``--warmup`` at ``--clients``. Before each server is loaded, one probe request
+must answer 200 with the reference's first logit (ONNX Runtime in this process). Without wrk
+the project's asyncio client is used instead, with a loud note: it caps the faster servers.
+Every selected server is measured once per round, ``--rounds`` alternating rounds in one run;
+the closest pair, the bare handler and lockgate, is compared round by round (a shared machine
+drifts between minutes). Printed: lockgate/bare throughput at 32 and at 1 connection, the p50
+difference at 1 connection in microseconds (the target: lockgate p50 <= bare p50 + 20 us),
+lockgate/PyTriton, token auth's cost and lockgate against every server (medians of rounds).
+
+The measurement (one line; on a quiet machine):
+
+    .venv/bin/python benchmarks/peers.py --setup && .venv/bin/python benchmarks/peers.py --seconds 10 --rounds 5 --json benchmarks/.peers/results.json
 
 Not part of ``make test``.
 """
@@ -33,276 +46,205 @@ os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 import argparse
 import json
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
+from typing import Any
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 HERE = Path(__file__).resolve().parent
-PEERS = HERE / ".peers"
 sys.path.insert(0, str(HERE))
 
-from serve_overhead import Conn, Phase, build_mlp, drive, http_request, run_async  # noqa: E402
+from peer_load import WRK, Load, close, load, probe  # noqa: E402
+from peer_servers import BY_NAME, SERVERS, Context, Running, Server, free_port  # noqa: E402
+from peer_setup import PEER_PACKAGES, setup  # noqa: E402
+from serve_overhead import build_mlp, session  # noqa: E402
 
-PEER_PACKAGES = {
-    "mlflow": ["mlflow", "onnx", "onnxruntime"],
-    "bentoml": ["bentoml", "onnxruntime"],
-}
-
-BARE = textwrap.dedent("""
-    import json, sys
-    import numpy as np, onnxruntime as ort, uvicorn
-    from starlette.applications import Starlette
-    from starlette.responses import Response
-    from starlette.routing import Route
-    opts = ort.SessionOptions(); opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
-    async def infer(request):
-        doc = json.loads(await request.body())
-        t = doc["inputs"][0]
-        x = np.asarray(t["data"], dtype=np.float32).reshape(t["shape"])
-        y = sess.run(None, {"x": x})[0]
-        out = {"model_name": "mlp", "outputs": [{"name": "y", "datatype": "FP32",
-               "shape": list(y.shape), "data": y.ravel().tolist()}]}
-        return Response(json.dumps(out), media_type="application/json")
-    async def ready(request):
-        return Response("{}", media_type="application/json")
-    app = Starlette(routes=[Route("/v2/models/mlp/infer", infer, methods=["POST"]),
-                           Route("/v2/health/ready", ready)])
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
-""")
-
-LOCKGATE = textwrap.dedent("""
-    import sys
-    from pathlib import Path
-    from lockgate.runtime.predictor import Predictor
-    from lockgate.serve import ServedModel, create_app, run_server
-    model = Path(sys.argv[1]).read_bytes()
-    app = create_app([ServedModel("mlp", 1, lambda: Predictor(model, intra_op_threads=1))])
-    run_server(app, "127.0.0.1", int(sys.argv[2]))
-""")
-
-MLFLOW = textwrap.dedent("""
-    import os, subprocess, sys, tempfile
-    import onnx, mlflow.onnx
-    where = os.path.join(tempfile.mkdtemp(), "model")
-    mlflow.onnx.save_model(onnx.load(sys.argv[1]), where)
-    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "models", "serve", "-m", where,
-             "--env-manager", "local", "--host", "127.0.0.1", "--port", sys.argv[2]])
-""")
-
-BENTO = textwrap.dedent("""
-    import numpy as np, onnxruntime as ort, bentoml, os
-    PATH = os.environ["PEER_MODEL"]
-    @bentoml.service(workers=1)
-    class MLP:
-        def __init__(self) -> None:
-            opts = ort.SessionOptions(); opts.intra_op_num_threads = 1
-            self.sess = ort.InferenceSession(PATH, opts, providers=["CPUExecutionProvider"])
-        @bentoml.api
-        def predict(self, x: list[list[float]]) -> list[list[float]]:
-            return self.sess.run(None, {"x": np.asarray(x, np.float32)})[0].tolist()
-""")
+Rounds = list[tuple[Load, Load]]
+NO_WRK = ("NOTE: wrk is not installed: the load comes from the project's asyncio client, "
+          "which saturates before the faster servers do; these figures cap them "
+          "(apt-get install wrk)")
 
 
-@dataclass
-class Server:
-    name: str
-    python: Path
-    ready_path: str
-    infer_path: str
-    body: Callable[[np.ndarray], bytes]
-    argv: Callable[[Path, Path, int], list[str]]
-    env: Callable[[Path], dict[str, str]] = lambda model: {}
+def _prepare(tmp: Path, names: list[str]) -> tuple[Context, np.ndarray, float]:
+    """The model, its weights (for TorchScript), the input and the reference first logit."""
+    model_bytes = build_mlp()
+    model = tmp / "mlp.onnx"
+    model.write_bytes(model_bytes)
+    weights = tmp / "mlp_weights.npz"
+    inits = onnx.load_from_string(model_bytes).graph.initializer
+    np.savez(weights, **{t.name: numpy_helper.to_array(t) for t in inits})
+    x = np.random.default_rng(1).normal(size=(1, 64)).astype(np.float32)
+    reference = float(session(model_bytes, 1).run(None, {"x": x})[0][0, 0])
+    bodies = tmp / "bodies"
+    bodies.mkdir()
+    for name in names:
+        (bodies / f"{name}.json").write_bytes(BY_NAME[name].body(x))
+    return Context(tmp, model, weights), x, reference
 
 
-def _oip(x: np.ndarray) -> bytes:
-    return json.dumps({"inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32",
-                                   "data": x.ravel().tolist()}]}).encode()
-
-
-def _script(text: str, folder: Path, name: str) -> Path:
-    path = folder / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def servers(tmp: Path) -> list[Server]:
-    own = Path(sys.executable)
-    bare = _script(BARE, tmp, "bare.py")
-    lockgate = _script(LOCKGATE, tmp, "lockgate_server.py")
-    mlflow = _script(MLFLOW, tmp, "mlflow_server.py")
-    _script(BENTO, tmp, "service.py")  # bentoml imports it from the working folder
-    return [
-        Server("bare uvicorn+starlette+ort", own, "/v2/health/ready", "/v2/models/mlp/infer",
-               _oip, lambda py, m, port: [str(py), str(bare), str(m), str(port)]),
-        Server("lockgate", own, "/v2/health/ready", "/v2/models/mlp/infer", _oip,
-               lambda py, m, port: [str(py), str(lockgate), str(m), str(port)]),
-        Server("mlflow models serve", PEERS / "mlflow" / "bin" / "python", "/ping",
-               "/invocations",
-               lambda x: json.dumps({"inputs": {"x": x.tolist()}}).encode(),
-               lambda py, m, port: [str(py), str(mlflow), str(m), str(port)],
-               lambda m: {"PATH": f"{PEERS / 'mlflow' / 'bin'}{os.pathsep}"
-                                  f"{os.environ.get('PATH', '')}"}),
-        Server("bentoml", PEERS / "bentoml" / "bin" / "python", "/readyz", "/predict",
-               lambda x: json.dumps({"x": x.tolist()}).encode(),
-               lambda py, m, port: [str(py), "-m", "bentoml", "serve", "service:MLP",
-                                    "--host", "127.0.0.1", "--port", str(port)],
-               lambda m: {"PEER_MODEL": str(m)}),
-    ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def setup() -> None:
-    for name, packages in PEER_PACKAGES.items():
-        venv = PEERS / name
-        if not venv.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        print(f"installing {name}: {' '.join(packages)}", flush=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                        "--disable-pip-version-check", *packages], check=True)
-
-
-async def _ready(port: int, path: str, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while True:
-        try:
-            conn = await Conn.open(port)
-            try:
-                status, _ = await conn.request(http_request("GET", path))
-            finally:
-                await conn.close()
-            if status == 200:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        await __import__("asyncio").sleep(0.2)
-
-
-def measure(server: Server, model: Path, x: np.ndarray, clients: int, seconds: float,
-            workdir: Path) -> tuple[Phase, Phase] | str:
-    if not server.python.exists():
-        return f"skipped: {server.python.parent.parent} missing (run with --setup)"
-    port = free_port()
-    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1", **server.env(model)}
-    proc = subprocess.Popen(server.argv(server.python, model, port), cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def measure(server: Server, ctx: Context, reference: float, args: argparse.Namespace
+            ) -> tuple[Load, Load] | str:
+    """Start, probe, warm up, load at 1 and at --clients connections, stop."""
+    running = Running(server, ctx, free_port())
     try:
+        body_file = ctx.tmp / "bodies" / f"{server.name}.json"
+        auth = f"Bearer {ctx.token}" if server.auth else ""
+        url = f"http://127.0.0.1:{running.port}{server.path}"
+        status, doc = probe(url, body_file.read_bytes(),
+                            {"Authorization": auth} if auth else {}, args.start_limit)
+        if status != 200:
+            return (f"failed: probe answered {status or 'nothing'} "
+                    f"(exit {running.proc.poll()}): {running.log_tail()}")
         try:
-            run_async(_ready(port, server.ready_path, 180))
-        except TimeoutError:
-            return "did not become ready: " + (proc.stderr.read()[-300:] if proc.stderr and
-                                               proc.poll() is not None else "timeout")
-        raw = http_request("POST", server.infer_path, server.body(x))
-
-        async def both() -> tuple[Phase, Phase]:
-            one = await drive(port, raw, 1, seconds, f"{server.name}, 1")
-            many = await drive(port, raw, clients, seconds, f"{server.name}, {clients}")
-            return one, many
-
-        return run_async(both())
+            got = server.first(doc)
+        except (KeyError, IndexError, TypeError, ValueError):
+            return f"failed: unexpected answer {json.dumps(doc)[:200]}"
+        if not close(got, reference):
+            return f"failed: first logit {got!r}, the reference is {reference!r}"
+        if args.warmup > 0:
+            load(running.port, server.path, body_file, args.clients, args.warmup, auth)
+        one = load(running.port, server.path, body_file, 1, args.seconds, auth)
+        many = load(running.port, server.path, body_file, args.clients, args.seconds, auth)
+        return one, many
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        running.stop()
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+def run(names: list[str], args: argparse.Namespace) -> dict[str, Rounds | str]:
+    results: dict[str, Rounds | str] = {}
+    for name in names:
+        missing = BY_NAME[name].missing()
+        if missing:
+            results[name] = missing
+            print(f"{name}: {missing}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="lockgate-peers-") as tmp_name:
+        ctx, _x, reference = _prepare(Path(tmp_name), names)
+        for round_no in range(1, args.rounds + 1):
+            for name in names:
+                found = results.setdefault(name, [])
+                if isinstance(found, str):
+                    continue  # skipped, or failed in an earlier round
+                got = measure(BY_NAME[name], ctx, reference, args)
+                if isinstance(got, str):
+                    results[name] = got
+                    print(f"round {round_no} {name}: {got}", flush=True)
+                    continue
+                found.append(got)
+                one, many = got
+                print(f"round {round_no} {name:<15} 1 conn {one.rps:7.0f}/s p50 "
+                      f"{one.p50_us:6.0f} us | {args.clients} conn {many.rps:7.0f}/s p50 "
+                      f"{many.p50_us / 1000:6.2f} ms | errors {one.errors + many.errors}",
+                      flush=True)
+    return results
+
+
+def _ratios(ours: Rounds, theirs: Rounds, i: int) -> list[float]:
+    return [o[i].rps / t[i].rps for o, t in zip(ours, theirs, strict=False)]
+
+
+def _fmt(values: list[float], spec: str, unit: str = "") -> str:
+    return (" ".join(format(v, spec) + unit for v in values)
+            + f" (median {format(median(values), spec)}{unit})")
+
+
+def report(results: dict[str, Rounds | str], args: argparse.Namespace) -> None:
+    gen = "wrk, 1 thread" if WRK else "the asyncio client (no wrk)"
+    print(f"\npeers: MLP 64-256-256-10, batch 1 JSON, {gen}, {args.seconds:g} s per phase, "
+          f"{args.rounds} rounds; {platform.machine()}, {os.cpu_count()} CPUs")
+    c = args.clients
+    print(f"{'server':<16}{'1 conn rps':>11}{'p50 us':>8}{'p99 us':>8}{f'{c} conn rps':>12}"
+          f"{'p50 ms':>8}{'p99 ms':>8}{'errors':>8}   (medians over rounds)")
+    for name, r in results.items():
+        if isinstance(r, str):
+            print(f"{name:<16}{r}")
+            continue
+        print(f"{name:<16}{median(o.rps for o, _ in r):>11.0f}"
+              f"{median(o.p50_us for o, _ in r):>8.0f}{median(o.p99_us for o, _ in r):>8.0f}"
+              f"{median(m.rps for _, m in r):>12.0f}"
+              f"{median(m.p50_us for _, m in r) / 1000:>8.2f}"
+              f"{median(m.p99_us for _, m in r) / 1000:>8.2f}"
+              f"{sum(o.errors + m.errors for o, m in r):>8}")
+    ours = results.get("lockgate")
+    if not isinstance(ours, list) or not ours:
+        return
+    bare = results.get("bare")
+    if isinstance(bare, list) and bare:
+        deltas = [o[0].p50_us - b[0].p50_us for o, b in zip(ours, bare, strict=False)]
+        print(f"lockgate / bare, round by round: {c} conn {_fmt(_ratios(ours, bare, 1), '.2f', 'x')}"
+              f"; 1 conn {_fmt(_ratios(ours, bare, 0), '.2f', 'x')}")
+        verdict = "met" if median(deltas) <= 20 else "not met"
+        print(f"1 conn p50, lockgate - bare: {_fmt(deltas, '+.0f', ' us')}; "
+              f"target <= +20 us: {verdict}")
+    for name, label in (("pytriton", "lockgate / PyTriton"),
+                        ("lockgate-token", "token auth (lockgate-token / lockgate)")):
+        theirs = results.get(name)
+        if isinstance(theirs, list) and theirs:
+            first, second = (theirs, ours) if name == "lockgate-token" else (ours, theirs)
+            print(f"{label}: {c} conn {_fmt(_ratios(first, second, 1), '.2f', 'x')}; "
+                  f"1 conn {_fmt(_ratios(first, second, 0), '.2f', 'x')}")
+    print(f"lockgate throughput as a ratio of each server's (median; 1 conn / {c} conn):")
+    for name, r in results.items():
+        if name != "lockgate" and isinstance(r, list) and r:
+            print(f"  vs {name:<16}{median(_ratios(ours, r, 0)):>7.2f}"
+                  f"{median(_ratios(ours, r, 1)):>8.2f}")
+
+
+def _as_json(results: dict[str, Rounds | str], args: argparse.Namespace) -> dict[str, Any]:
+    wrk_version = ""
+    if WRK:
+        done = subprocess.run([WRK, "-v"], capture_output=True, text=True, check=False)
+        wrk_version = (done.stdout + done.stderr).splitlines()[0] if (done.stdout + done.stderr) else ""
+    return {"seconds": args.seconds, "rounds": args.rounds, "clients": args.clients,
+            "load": wrk_version or "asyncio client", "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "servers": {name: r if isinstance(r, str) else
+                        [{"one": o.to_dict(), "many": m.to_dict()} for o, m in r]
+                        for name, r in results.items()}}
+
+
+def _names(text: str, known: list[str], what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise SystemExit(f"unknown {what} {', '.join(unknown) or '(none)'}; known: "
+                         f"{', '.join(known)}")
+    return names
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setup", action="store_true", help="create the peer venvs and exit")
-    parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="bare handler and lockgate measured alternately this many times "
-                             "(the other peers once)")
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--setup", nargs="?", const=",".join(PEER_PACKAGES), metavar="NAMES",
+                        help="create the peer venvs (all, or these, comma-separated) and exit")
+    parser.add_argument("--servers", default=",".join(s.name for s in SERVERS),
+                        help="comma-separated, in the order measured (default: all)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per load phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
+    parser.add_argument("--clients", type=int, default=32, help="connections of the busy phase")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--start-limit", type=float, default=240.0,
+                        help="seconds a server may take to answer its first request")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    if args.setup:
-        setup()
+    if args.setup is not None:
+        setup(_names(args.setup, list(PEER_PACKAGES), "peer"))
         return
-    x = np.random.default_rng(1).normal(size=(1, 64)).astype(np.float32)
-    results: dict[str, list[tuple[Phase, Phase]] | str] = {}
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        model = tmp / "mlp.onnx"
-        model.write_bytes(build_mlp())
-        every = servers(tmp)
-        paired, others = every[:2], every[2:]
-        for _ in range(args.rounds):
-            for server in paired:
-                got = measure(server, model, x, args.clients, args.seconds, tmp)
-                found = results.setdefault(server.name, [])
-                if isinstance(got, str) or isinstance(found, str):
-                    results[server.name] = got if isinstance(got, str) else found
-                else:
-                    found.append(got)
-        for server in others:
-            got = measure(server, model, x, args.clients, args.seconds, tmp)
-            results[server.name] = got if isinstance(got, str) else [got]
-    print(f"peers: MLP 64-256-256-10, batch 1 JSON, {args.seconds:g} s per phase, "
-          f"{args.rounds} alternating rounds of the first two; "
-          f"{platform.machine()}, {os.cpu_count()} CPUs")
-    if args.rounds > 1:
-        print("per round (1 conn rps, p50 ms | 32 conn rps):")
-        for name, r in results.items():
-            if not isinstance(r, str) and len(r) > 1:
-                print(f"  {name:<28}" + "  ".join(
-                    f"{one.rate:6.0f} {one.pct(50):5.3f} | {many.rate:5.0f}" for one, many in r))
-    print(f"{'server':<30}{'1 conn rps':>11}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{f'{args.clients} conn rps':>14}{'p50 ms':>8}{'p99 ms':>8}"
-          "   (medians over rounds)")
-    for name, r in results.items():
-        if isinstance(r, str):
-            print(f"{name:<30}{r}")
-            continue
-        print(f"{name:<30}{_median([o.rate for o, _ in r]):>11.0f}"
-              f"{_median([o.pct(50) for o, _ in r]):>8.2f}"
-              f"{_median([o.pct(99) for o, _ in r]):>8.2f}"
-              f"{_median([m.rate for _, m in r]):>14.0f}"
-              f"{_median([m.pct(50) for _, m in r]):>8.2f}"
-              f"{_median([m.pct(99) for _, m in r]):>8.2f}")
-    ours = results.get("lockgate")
-    if isinstance(ours, str) or not ours:
-        return
-    bare = results.get(every[0].name)
-    if isinstance(bare, list) and len(bare) == len(ours):
-        ratios = [o[1].rate / b[1].rate for o, b in zip(ours, bare, strict=True)]
-        deltas = [1000 * (o[0].pct(50) - b[0].pct(50)) for o, b in zip(ours, bare, strict=True)]
-        print(f"lockgate vs the bare handler, per round: {args.clients} conn throughput "
-              + " ".join(f"{r:.2f}x" for r in ratios) + f" (median {_median(ratios):.2f}x); "
-              "1 conn p50 " + " ".join(f"{d:+.0f}" for d in deltas)
-              + f" us (median {_median(deltas):+.0f} us)")
-    print("lockgate throughput as a ratio of each server's median "
-          f"(1 conn / {args.clients} conn):")
-    mine = (_median([o.rate for o, _ in ours]), _median([m.rate for _, m in ours]))
-    for name, r in results.items():
-        if name != "lockgate" and not isinstance(r, str):
-            print(f"  vs {name:<28}{mine[0] / _median([o.rate for o, _ in r]):>7.2f}"
-                  f"{mine[1] / _median([m.rate for _, m in r]):>8.2f}")
+    names = _names(args.servers, [s.name for s in SERVERS], "server")
+    if WRK is None:
+        print(NO_WRK, file=sys.stderr, flush=True)
+    results = run(names, args)
+    report(results, args)
+    if WRK is None:
+        print("\n" + NO_WRK)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_as_json(results, args), indent=1), encoding="utf-8")
+        print(f"results: {args.json}")
 
 
 if __name__ == "__main__":
