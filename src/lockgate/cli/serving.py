@@ -3,6 +3,7 @@ console), with the bind and authentication rules they share."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,13 +56,16 @@ if TYPE_CHECKING:
 @click.option("--provider-fallback", type=click.Choice(FALLBACKS), default=None,
               help="When a provider cannot load: refuse the version (none) or serve it on "
                    "the CPU (cpu); overrides [serve] provider_fallback.")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes on the one port (default [serve] workers: one per core "
+                   "the container is given; 1: this process alone).")
 @click.pass_context
 def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int | None,
           poll_s: float, grace_s: float, only: tuple[str, ...], request_log: Path | None,
           request_log_rate: float | None, with_ui: bool, no_auth: bool,
           insecure_no_auth: bool, http_layer: str, inline_below_us: float | None,
           providers: str | None, provider_fallback: str | None,
-          grpc_port: int | None) -> None:
+          grpc_port: int | None, workers: int | None) -> None:
     """Serve models over the Open Inference Protocol v2: the versions named, or else every
     model's deployment (its production version unless `lockgate deploy` says otherwise),
     following changes without a restart."""
@@ -88,34 +92,73 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
             lg.settings, request_log=request_log or lg.settings.request_log,
             request_log_rate=(lg.settings.request_log_rate if request_log_rate is None
                               else request_log_rate))
-    app = lg.create_app(refs, poll_s=poll_s, grace_s=grace_s, models=only,
-                        inline_below_s=None if inline_below_us is None else inline_below_us / 1e6)
+    from lockgate.serve.supervisor import worker_context
+
+    part = worker_context()
+    count = _worker_count(lg, workers) if part is None else 1
     p = lg.settings.serve_port if port is None else port
     g = lg.settings.serve_grpc_port if grpc_port is None else grpc_port
-    if with_ui:
+    auth = _auth_on(lg, h, no_auth) if with_ui else False
+    app = None if count > 1 else lg.create_app(
+        refs, poll_s=poll_s, grace_s=grace_s, models=only,
+        inline_below_s=None if inline_below_us is None else inline_below_us / 1e6)
+    if with_ui and app is not None:
         from lockgate.web import attach_console
 
         metrics = app.state.metrics
-        attach_console(
-            app, lg, auth=_auth_on(lg, h, no_auth),
-            metrics_source=lambda: metrics.render().decode("utf-8"))
+        attach_console(app, lg, auth=auth,
+                       metrics_source=lambda: metrics.render().decode("utf-8"))
     names = ", ".join(f"{v.name}@{v.number}" for v in lg.serve_refs(refs)) if refs else \
         ", ".join(f"{n}@{d.stable}" for n, d in lg.deployments().items()
                   if not only or n in only) or "no deployment yet (following the store)"
 
     def started(bound_host: str, bound_port: int) -> None:
-        err.print(f"serving {names} on http://{bound_host}:{bound_port}/v2 (Ctrl-C stops)")
+        several = f"{count} workers; " if count > 1 else ""
+        err.print(f"serving {names} on http://{bound_host}:{bound_port}/v2 ({several}Ctrl-C "
+                  "stops)")
 
     def grpc_started(bound_host: str, bound_port: int) -> None:
         err.print(f"gRPC (OIP v2) on {bound_host}:{bound_port} (inference.GRPCInferenceService, "
                   "grpc.health.v1.Health)")
 
     try:
-        run_server(app, host=h, port=p, on_started=started, http=http_layer,
-                   limits=_http_limits(lg), allowed_hosts=_local_names(lg, h),
-                   grpc_port=None if g == -1 else g, on_grpc_started=grpc_started)
+        if app is None:
+            _supervise(count, h, p, None if g == -1 else g, started, grpc_started)
+        else:
+            run_server(app, host=h, port=p, on_started=started, http=http_layer,
+                       limits=_http_limits(lg), allowed_hosts=_local_names(lg, h),
+                       grpc_port=None if g == -1 else g, on_grpc_started=grpc_started,
+                       worker=part)
     except KeyboardInterrupt:
         err.print("stopped")
+
+
+def _worker_count(lg: Lockgate, workers: int | None) -> int:
+    """--workers, else [serve] workers; 0 is one per core the container is given."""
+    from lockgate.serve.supervisor import default_workers
+
+    count = lg.settings.serve_workers if workers is None else workers
+    if count < 0:
+        raise InvalidInputError("--workers cannot be negative",
+                                hint="0 runs one worker per core, 1 a single process")
+    return count or default_workers()
+
+
+def _supervise(count: int, host: str, port: int, grpc_port: int | None,
+               started: Callable[[str, int], None],
+               grpc_started: Callable[[str, int], None]) -> None:
+    """Run this same command line as ``count`` workers on one port."""
+    import sys
+
+    from lockgate.serve.supervisor import Supervisor
+
+    args = sys.argv[1:]
+    if "serve" not in args:
+        raise InvalidInputError("several workers need the `lockgate serve` command line",
+                                hint="pass --workers 1 to serve in this process")
+    Supervisor([sys.executable, "-m", "lockgate", *args], count, host, port,
+               grpc_port=grpc_port, on_started=started, on_grpc_started=grpc_started,
+               log=err.print).run()
 
 
 def _http_limits(lg: Lockgate) -> HTTPLimits:

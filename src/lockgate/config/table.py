@@ -188,6 +188,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("serve_grpc_port", "serve.grpc_port", "LOCKGATE_SERVE_GRPC_PORT", INT, "-1",
             "Port the server also serves OIP v2 over gRPC on, same host (0: any free; -1: "
             "off).", _grpc_port),
+    Setting("serve_workers", "serve.workers", "LOCKGATE_SERVE_WORKERS", INT, "0",
+            "Worker processes `lockgate serve` runs on its port (0: one per core the "
+            "container is given; 1: a single process).",
+            at_least(0, "serve.workers must be 0 (one per core) or more")),
     Setting("serve_max_head_bytes", "serve.max_head_bytes", "LOCKGATE_SERVE_MAX_HEAD_BYTES", INT,
             "65536", "Largest request line plus headers the HTTP servers accept (431 beyond).",
             at_least(1024, _HTTP_SIZES)),

@@ -124,6 +124,7 @@ class Settings:
     serve_host: str = "127.0.0.1"
     serve_port: int = 8080
     serve_grpc_port: int = -1
+    serve_workers: int = 0
     serve_max_head_bytes: int = 65536
     serve_max_headers: int = 100
     serve_head_timeout_s: float = 10.0

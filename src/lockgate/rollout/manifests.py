@@ -2,11 +2,12 @@
 a Dockerfile. Rendering only: nothing here talks to a cluster or a Docker engine.
 
 Manifests for ``lockgate k8s render NAME``: a Deployment of ``lockgate serve --model NAME``
-replicas (readiness on ``/v2/health/ready``, liveness on ``/v2/health/live``, Prometheus scrape
-annotations, a locked-down security context), a Service, a HorizontalPodAutoscaler
-(autoscaling/v2, CPU), a PodDisruptionBudget and a ConfigMap with the non-secret settings. The
-database URL and the object-store credentials are Secret references only: their values never
-enter a manifest.
+replicas (each with ``--workers`` processes, one per whole core of the container's CPU limit,
+else of its request: see :func:`workers_for`; readiness on ``/v2/health/ready``, liveness on
+``/v2/health/live``, Prometheus scrape annotations, a locked-down security context), a
+Service, a HorizontalPodAutoscaler (autoscaling/v2, CPU), a PodDisruptionBudget and a
+ConfigMap with the non-secret settings. The database URL and the object-store credentials are
+Secret references only: their values never enter a manifest.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 from lockgate.errors import InvalidInputError
 from lockgate.types import validate_name
 
-__all__ = ["K8sOptions", "render_dockerfile", "render_manifests", "to_yaml"]
+__all__ = ["K8sOptions", "cpu_cores", "render_dockerfile", "render_manifests", "to_yaml",
+           "workers_for"]
 
 PORT = 8080
 
@@ -32,6 +34,7 @@ class K8sOptions:
     max_replicas: int = 10
     cpu_target: int = 70
     cpu_request: str = "500m"
+    cpu_limit: str | None = None
     memory_request: str = "1Gi"
     memory_limit: str = "4Gi"
     artifact_url: str | None = None
@@ -94,7 +97,7 @@ def _container(name: str, app: str, opts: K8sOptions) -> dict[str, Any]:
     return {
         "name": "serve", "image": opts.image, "imagePullPolicy": "IfNotPresent",
         "args": ["serve", "--model", name, "--host", "0.0.0.0", "--port", str(PORT),
-                 "--poll", str(opts.poll_s)],
+                 "--poll", str(opts.poll_s), "--workers", str(workers_for(opts))],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": f"{app}-config"}},
                     {"secretRef": {"name": f"{app}-object-store", "optional": True}}],
@@ -106,7 +109,8 @@ def _container(name: str, app: str, opts: K8sOptions) -> dict[str, Any]:
         "startupProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"},
                          "periodSeconds": 2, "failureThreshold": 60},
         "resources": {"requests": {"cpu": opts.cpu_request, "memory": opts.memory_request},
-                      "limits": {"memory": opts.memory_limit}},
+                      "limits": {"memory": opts.memory_limit,
+                                 **({"cpu": opts.cpu_limit} if opts.cpu_limit else {})}},
         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
                             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]}},
@@ -114,6 +118,26 @@ def _container(name: str, app: str, opts: K8sOptions) -> dict[str, Any]:
                          {"name": "home", "mountPath": "/var/lib/lockgate"},
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
+
+
+def cpu_cores(quantity: str) -> float:
+    """A Kubernetes CPU quantity in cores: ``"500m"`` is 0.5, ``"2"`` is 2."""
+    text = quantity.strip()
+    try:
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise InvalidInputError(f"{quantity!r} is not a CPU quantity",
+                                hint="cores (2, 1.5) or millicores (500m)") from None
+    if not cores > 0:
+        raise InvalidInputError(f"the CPU quantity {quantity!r} must be positive")
+    return cores
+
+
+def workers_for(opts: K8sOptions) -> int:
+    """``lockgate serve --workers`` for the container: its CPU limit (else its request) in
+    whole cores, at least 1. Set explicitly because a container without a CPU limit has no
+    cgroup quota, and the default (one per core) would count the node's cores."""
+    return max(1, int(cpu_cores(opts.cpu_limit or opts.cpu_request)))
 
 
 def _deployment(name: str, app: str, meta: Mapping[str, Any], labels: Mapping[str, str],

@@ -14,8 +14,9 @@ With ``grpc_port`` the same process also serves the Open Inference Protocol over
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -26,6 +27,9 @@ from lockgate.serve.inference import InferenceService
 from lockgate.serve.limits import HTTPLimits, uvicorn_options
 from lockgate.serve.routes import DEFAULT_MAX_REQUEST_BYTES, create_app
 from lockgate.serve.slots import EventHook, ServedModel, SlotState
+
+if TYPE_CHECKING:
+    from lockgate.serve.supervisor import WorkerContext
 
 __all__ = ["EventHook", "HTTPLimits", "ServedModel", "SlotState", "create_app", "run_server"]
 
@@ -67,6 +71,8 @@ def run_server(
     allowed_hosts: frozenset[str] | None = None,
     grpc_port: int | None = None,
     on_grpc_started: Callable[[str, int], None] | None = None,
+    sock: socket.socket | None = None,
+    worker: WorkerContext | None = None,
     **extra_uvicorn_options: Any,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; blocks.
@@ -89,6 +95,11 @@ def run_server(
     ``grpc_port`` (None: none; 0: a free one) also serves an app from :func:`create_app` over
     gRPC on ``host``, on either layer; ``on_grpc_started(host, port)`` is called once it
     listens, before ``on_started``.
+    ``sock`` (None: bind ``host:port``) is a socket already listening to serve on instead.
+    ``worker`` (from :func:`lockgate.serve.supervisor.worker_context`): this process is one of
+    several behind a supervisor: it serves on the socket it inherited, tells the supervisor
+    instead of calling ``on_started`` (the supervisor prints the banners), serves gRPC only
+    when the supervisor gives it the port, and merges ``/metrics`` and capture with its peers.
     Raises InvalidInputError for an unknown ``http`` or gRPC for another app, and ServeError
     when the app's startup fails under lockgate's HTTP layer or the gRPC port cannot be bound.
     """
@@ -98,6 +109,15 @@ def run_server(
     limits = limits or HTTPLimits()
     state = getattr(app, "state", None)
     inference = getattr(state, "inference", None)
+    if worker is not None:
+        from lockgate.serve.cluster import as_worker
+
+        as_worker(app, worker, lambda listening, started, grpc_started: run_server(
+            app, host, port, log_level=log_level, access_log=access_log, on_started=started,
+            http=http, limits=limits, allowed_hosts=allowed_hosts,
+            grpc_port=worker.grpc_port, on_grpc_started=grpc_started, sock=listening,
+            **extra_uvicorn_options))
+        return
     companions = _grpc(inference, state, host, grpc_port, on_grpc_started,
                        limits.max_connections)
     if http == "lockgate" or (http == "auto" and inference is not None):
@@ -106,7 +126,7 @@ def run_server(
         HTTPServer(app, inference, access_log=access_log, limits=limits,
                    allowed_hosts=allowed_hosts, companions=companions,
                    max_body=getattr(state, "max_request_bytes", DEFAULT_MAX_REQUEST_BYTES),
-                   ).run(host, port, on_started)
+                   ).run(host, port, on_started, sock)
         return
     max_body = getattr(state, "max_request_bytes", None)
     config = uvicorn.Config(
@@ -120,7 +140,7 @@ def run_server(
                              allowed_hosts),
            **extra_uvicorn_options},
     )
-    _Server(config, on_started, companions).run()
+    _Server(config, on_started, companions).run(sockets=None if sock is None else [sock])
 
 
 def _grpc(inference: InferenceService | None, state: Any, host: str, port: int | None,

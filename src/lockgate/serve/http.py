@@ -57,6 +57,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -127,13 +128,19 @@ class HTTPServer(Responder):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Run the lifespan startup, then listen; returns the bound address."""
+    async def start(self, host: str, port: int,
+                    sock: socket.socket | None = None) -> tuple[str, int]:
+        """Run the lifespan startup, then listen (on ``sock`` when given: a socket already
+        listening, such as one a supervisor shares); returns the bound address."""
         self._lifespan = Lifespan(self.app, self.state)
         await self._lifespan.startup()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), host, port,
-                                                reuse_address=True, backlog=2048)
+        if sock is not None:
+            self._server = await loop.create_server(lambda: Connection(self), sock=sock,
+                                                    backlog=2048)
+        else:
+            self._server = await loop.create_server(lambda: Connection(self), host, port,
+                                                    reuse_address=True, backlog=2048)
         self._sweeper = loop.create_task(self._sweep())
         for companion in self.companions:
             await companion.start()
@@ -205,7 +212,8 @@ class HTTPServer(Responder):
                         f"bytes)"))
 
     def run(self, host: str, port: int,
-            on_started: Callable[[str, int], None] | None = None) -> None:
+            on_started: Callable[[str, int], None] | None = None,
+            sock: socket.socket | None = None) -> None:
         """Serve until SIGINT or SIGTERM, then shut down gracefully and re-raise the signal."""
         received: list[int] = []
 
@@ -227,7 +235,7 @@ class HTTPServer(Responder):
 
             self._stop_soon = stop_soon
             try:
-                self.address = bound = await self.start(host, port)
+                self.address = bound = await self.start(host, port, sock)
                 if on_started is not None:
                     on_started(*bound)
                 await stopping.wait()

@@ -25,7 +25,10 @@
     lockgate_feature_drifted                 1 when that feature drifted in the latest window
     lockgate_dataset_drift_share             share of drifted features in the latest window
 
-Each app has its own registry, so several apps in one process (tests) do not collide.
+Each app has its own registry, so several apps in one process (tests) do not collide. With
+``lockgate serve --workers N`` every worker's ``/metrics`` reports the sum across workers
+(counters and histograms summed, pending requests summed, the other gauges their largest value:
+see :mod:`lockgate.serve.cluster_metrics`).
 
 The per-request series (requests, inferences, executions, pending and the four histograms) are
 plain numbers updated on the event loop thread, with no lock, and read by a collector when
@@ -36,7 +39,7 @@ few percent of a small model's whole request. The other series are prometheus-cl
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -146,6 +149,7 @@ class ServerMetrics:
             "Loads served on the CPU because a requested execution provider was missing.",
             (*_LABELS, "provider"), registry=r)
         self._providers: dict[tuple[str, str], list[str]] = {}
+        self.merged: Callable[[bytes], bytes] | None = None
 
     def placed(self, model: str, version: str, placement: Mapping[str, Any] | None) -> None:
         """A version loaded with ``placement`` (``Placement.to_dict()``): its providers in
@@ -171,6 +175,13 @@ class ServerMetrics:
         return found
 
     def render(self) -> bytes:
+        """The exposition: this process's series, or with several workers (``merged`` set by
+        :mod:`lockgate.serve.cluster`) the sum across them."""
+        own = generate_latest(self.registry)
+        return own if self.merged is None else self.merged(own)
+
+    def render_own(self) -> bytes:
+        """This process's series only."""
         return generate_latest(self.registry)
 
 

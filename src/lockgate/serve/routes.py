@@ -395,12 +395,11 @@ class _Routes:
                     1.0 if f["drifted"] else 0.0)
 
     async def prometheus(self, request: Request) -> Response:
-        ready = [s for s in self.table.slots if s.state is SlotState.READY]
-        for slot in ready:
-            digest = str(slot.parameters.get("lockgate_version_digest", ""))
-            self.metrics.model_info.labels(slot.spec.name, slot.version_text, digest).set(1)
+        ready = mark_loaded(self.table, self.metrics)
         if self.drift is not None:
             await self.pool.run(self.refresh_drift, ready)
+        if self.metrics.merged is not None:  # several workers: asks its peers, off the loop
+            return Response(await self.pool.run(self.metrics.render), media_type=CONTENT_TYPE)
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
     async def captured(self, request: Request) -> Response:
@@ -413,9 +412,26 @@ class _Routes:
         capture = slot.capture
         if capture is None:
             raise InvalidInputError("capture is off on this server (capture window 0)")
-        body = await self.pool.run(capture.snapshot, rows_since, requests_since)
+        cluster = getattr(request.app.state, "cluster", None)
+        if cluster is None:
+            body = await self.pool.run(capture.snapshot, rows_since, requests_since)
+            instance = self.instance
+        else:  # several workers: every worker's window (see serve/cluster.py)
+            body = await self.pool.run(cluster.captured, slot.spec.name, slot.version_text,
+                                       capture.snapshot, id(capture), rows_since,
+                                       requests_since)
+            instance = cluster.instance
         return JSONResponse({"model": slot.spec.name, "version": slot.version_text,
-                             "instance": self.instance, "window": capture.window, **body})
+                             "instance": instance, "window": capture.window, **body})
+
+
+def mark_loaded(table: ModelTable, metrics: ServerMetrics) -> list[Slot]:
+    """Set ``lockgate_model_info`` for the ready versions; returns them."""
+    ready = [s for s in table.slots if s.state is SlotState.READY]
+    for slot in ready:
+        digest = str(slot.parameters.get("lockgate_version_digest", ""))
+        metrics.model_info.labels(slot.spec.name, slot.version_text, digest).set(1)
+    return ready
 
 
 def create_app(
