@@ -9,6 +9,7 @@ group and is stopped with SIGTERM, then SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -139,9 +140,11 @@ MLFLOW = textwrap.dedent("""
     from mlflow.models import infer_signature
     model, where, port = sys.argv[1:4]
     x = np.zeros((2, 64), np.float32)
-    mlflow.onnx.save_model(onnx.load(model), where, signature=infer_signature(x, np.zeros((2, 10), np.float32)),
+    mlflow.onnx.save_model(onnx.load(model), where,
+                           signature=infer_signature(x, np.zeros((2, 10), np.float32)),
                            onnx_execution_providers=["CPUExecutionProvider"],
-                           onnx_session_options={"intra_op_num_threads": 1, "inter_op_num_threads": 1})
+                           onnx_session_options={"intra_op_num_threads": 1,
+                                                 "inter_op_num_threads": 1})
     mlflow_bin = os.path.join(os.path.dirname(sys.executable), "mlflow")
     os.execv(mlflow_bin, [mlflow_bin, "models", "serve", "-m", where, "--env-manager", "local",
                           "-h", "127.0.0.1", "-p", port, "-w", "1"])
@@ -422,10 +425,9 @@ class Running:
                 self.proc.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 continue
-        try:  # children left in the group (a Python backend stub, a worker) go too
+        # children left in the group (a Python backend stub, a worker) go too
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self._log.close()
         time.sleep(0.5)
         for path in {p for g in self.server.temp_globs for p in glob.glob(g)} - self._before:

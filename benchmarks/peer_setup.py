@@ -49,6 +49,10 @@ def setup(names: list[str]) -> None:
         if not venv_python(name).exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         packages = PEER_PACKAGES[name]
+        ready = venv / "READY"
+        if ready.exists() and ready.read_text(encoding="utf-8").split() == packages:
+            print(f"{name}: already set up ({' '.join(packages)})", flush=True)
+            continue
         print(f"installing {name}: {' '.join(packages)}", flush=True)
         done = subprocess.run(["nice", "-n", "10", str(venv_python(name)), "-m", "pip", "install",
                                "--quiet", *packages], env=env, check=False)
@@ -56,7 +60,7 @@ def setup(names: list[str]) -> None:
             # a half-made venv would be measured as if complete: remove the marker instead
             print(f"{name}: pip install failed (exit {done.returncode}); its venv is incomplete",
                   flush=True)
-            (venv / "READY").unlink(missing_ok=True)
+            ready.unlink(missing_ok=True)
             continue
-        (venv / "READY").write_text(" ".join(packages) + "\n", encoding="utf-8")
+        ready.write_text(" ".join(packages) + "\n", encoding="utf-8")
         print(f"{name}: ready", flush=True)

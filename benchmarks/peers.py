@@ -30,9 +30,12 @@ drifts between minutes). Printed: lockgate/bare throughput at 32 and at 1 connec
 difference at 1 connection in microseconds (the target: lockgate p50 <= bare p50 + 20 us),
 lockgate/PyTriton, token auth's cost and lockgate against every server (medians of rounds).
 
-The measurement (one line; on a quiet machine):
+The measurement (one line, on a quiet machine; 5 rounds of 10 s phases, about 25 minutes for
+all eight servers; the results also go to ``benchmarks/.peers/results-<UTC time>.json``):
 
-    .venv/bin/python benchmarks/peers.py --setup && .venv/bin/python benchmarks/peers.py --seconds 10 --rounds 5 --json benchmarks/.peers/results.json
+    .venv/bin/python benchmarks/peers.py --setup && .venv/bin/python benchmarks/peers.py
+
+A short check that every server works end to end: ``--seconds 2 --warmup 1 --rounds 1``.
 
 Not part of ``make test``.
 """
@@ -49,6 +52,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -78,7 +82,8 @@ def _prepare(tmp: Path, names: list[str]) -> tuple[Context, np.ndarray, float]:
     model.write_bytes(model_bytes)
     weights = tmp / "mlp_weights.npz"
     inits = onnx.load_from_string(model_bytes).graph.initializer
-    np.savez(weights, **{t.name: numpy_helper.to_array(t) for t in inits})
+    arrays: dict[str, Any] = {t.name: numpy_helper.to_array(t) for t in inits}
+    np.savez(weights, **arrays)
     x = np.random.default_rng(1).normal(size=(1, 64)).astype(np.float32)
     reference = float(session(model_bytes, 1).run(None, {"x": x})[0][0, 0])
     bodies = tmp / "bodies"
@@ -107,6 +112,10 @@ def measure(server: Server, ctx: Context, reference: float, args: argparse.Names
             return f"failed: unexpected answer {json.dumps(doc)[:200]}"
         if not close(got, reference):
             return f"failed: first logit {got!r}, the reference is {reference!r}"
+        if auth:  # the token variant must refuse a request without one
+            status, _ = probe(url, body_file.read_bytes(), {}, 1)
+            if status != 401:
+                return f"failed: a request without a token answered {status}, not 401"
         if args.warmup > 0:
             load(running.port, server.path, body_file, args.clients, args.warmup, auth)
         one = load(running.port, server.path, body_file, 1, args.seconds, auth)
@@ -130,7 +139,10 @@ def run(names: list[str], args: argparse.Namespace) -> dict[str, Rounds | str]:
                 found = results.setdefault(name, [])
                 if isinstance(found, str):
                     continue  # skipped, or failed in an earlier round
-                got = measure(BY_NAME[name], ctx, reference, args)
+                try:
+                    got = measure(BY_NAME[name], ctx, reference, args)
+                except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+                    got = f"failed to start: {exc}"
                 if isinstance(got, str):
                     results[name] = got
                     print(f"round {round_no} {name}: {got}", flush=True)
@@ -176,8 +188,9 @@ def report(results: dict[str, Rounds | str], args: argparse.Namespace) -> None:
     bare = results.get("bare")
     if isinstance(bare, list) and bare:
         deltas = [o[0].p50_us - b[0].p50_us for o, b in zip(ours, bare, strict=False)]
-        print(f"lockgate / bare, round by round: {c} conn {_fmt(_ratios(ours, bare, 1), '.2f', 'x')}"
-              f"; 1 conn {_fmt(_ratios(ours, bare, 0), '.2f', 'x')}")
+        print(f"lockgate / bare, round by round: {c} conn "
+              f"{_fmt(_ratios(ours, bare, 1), '.2f', 'x')}; "
+              f"1 conn {_fmt(_ratios(ours, bare, 0), '.2f', 'x')}")
         verdict = "met" if median(deltas) <= 20 else "not met"
         print(f"1 conn p50, lockgate - bare: {_fmt(deltas, '+.0f', ' us')}; "
               f"target <= +20 us: {verdict}")
@@ -199,7 +212,8 @@ def _as_json(results: dict[str, Rounds | str], args: argparse.Namespace) -> dict
     wrk_version = ""
     if WRK:
         done = subprocess.run([WRK, "-v"], capture_output=True, text=True, check=False)
-        wrk_version = (done.stdout + done.stderr).splitlines()[0] if (done.stdout + done.stderr) else ""
+        said = (done.stdout + done.stderr).splitlines()
+        wrk_version = said[0] if said else ""
     return {"seconds": args.seconds, "rounds": args.rounds, "clients": args.clients,
             "load": wrk_version or "asyncio client", "machine": platform.machine(),
             "cpus": os.cpu_count(),
@@ -226,10 +240,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per load phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--clients", type=int, default=32, help="connections of the busy phase")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds")
     parser.add_argument("--start-limit", type=float, default=240.0,
                         help="seconds a server may take to answer its first request")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", type=Path, help="where the results go as JSON (default: "
+                        "benchmarks/.peers/results-<UTC time>.json)")
     args = parser.parse_args()
     if args.setup is not None:
         setup(_names(args.setup, list(PEER_PACKAGES), "peer"))
@@ -241,7 +256,10 @@ def main() -> None:
     report(results, args)
     if WRK is None:
         print("\n" + NO_WRK)
-    if args.json:
+    if args.json is None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        args.json = HERE / ".peers" / f"results-{stamp}.json"
+    if results:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(_as_json(results, args), indent=1), encoding="utf-8")
         print(f"results: {args.json}")
