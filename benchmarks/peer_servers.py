@@ -3,8 +3,9 @@
 Every server serves the same MLP 64-256-256-10 (float32, the ONNX file of
 ``serve_overhead.build_mlp``; TorchServe gets a TorchScript trace of the same weights) on
 127.0.0.1, one model worker, ONNX Runtime with one intra-op thread where the server lets us
-choose (lockgate runs with its defaults, as a user starts it). Each runs in its own process
-group and is stopped with SIGTERM, then SIGKILL.
+choose (lockgate runs with its defaults, as a user starts it, but for ``--workers 1``;
+``lockgate-workers``, measured only when named, keeps its default of one process per core).
+Each runs in its own process group and is stopped with SIGTERM, then SIGKILL.
 """
 
 from __future__ import annotations
@@ -274,11 +275,14 @@ def _lockgate_home(ctx: Context, auth: bool) -> Path:
     return ctx.homes[key]
 
 
-def _lockgate(auth: bool) -> Callable[[Context, int], Launch]:
+def _lockgate(auth: bool, one_worker: bool = True) -> Callable[[Context, int], Launch]:
+    """``lockgate serve``; with one_worker ``--workers 1`` (one process, as every other server
+    runs here), else its default of one worker process per core."""
     def launch(ctx: Context, port: int) -> Launch:
         home = _lockgate_home(ctx, auth)
+        workers = ["--workers", "1"] if one_worker else []
         return Launch([str(PROJECT_BIN / "lockgate"), "serve", "mlp@1", "--host", "127.0.0.1",
-                       "--port", str(port)], {"LOCKGATE_HOME": str(home)})
+                       "--port", str(port), *workers], {"LOCKGATE_HOME": str(home)})
     return launch
 
 
@@ -377,6 +381,8 @@ SERVERS = [
            _lockgate(False), _oip_first),
     Server("lockgate-token", "lockgate serve, token auth", None, "/v2/models/mlp/infer",
            _oip_body, _lockgate(True), _oip_first, auth=True),
+    Server("lockgate-workers", "lockgate serve, one worker per core", None,
+           "/v2/models/mlp/infer", _oip_body, _lockgate(False, one_worker=False), _oip_first),
     Server("pytriton", "Triton 2.51 via PyTriton", "pytriton", "/v2/models/mlp/infer",
            _oip_body, _pytriton, _oip_first,
            temp_globs=("/tmp/folder??????", "/tmp/python_env_??????")),
@@ -390,6 +396,8 @@ SERVERS = [
            first_float),
 ]
 BY_NAME = {s.name: s for s in SERVERS}
+# measured unless --servers says otherwise: every server with one model worker
+DEFAULT = [s.name for s in SERVERS if s.name != "lockgate-workers"]
 
 
 class Running:

@@ -1,13 +1,17 @@
 """lockgate against the servers teams use today, on the same model, the same box and wrk.
 
-Servers (``--servers``, default all; each on 127.0.0.1 in its own process group, one model
-worker, the MLP 64-256-256-10 float32 at batch 1 as JSON; details in ``peer_servers.py``):
+Servers (``--servers``, default all but lockgate-workers; each on 127.0.0.1 in its own
+process group, one model worker, the MLP 64-256-256-10 float32 at batch 1 as JSON; details in
+``peer_servers.py``):
 
 * bare:           uvicorn (uvloop, httptools) + Starlette + orjson + ONNX Runtime: parse,
                   run, answer; no OIP, no validation: the floor of a Python HTTP server;
-* lockgate:       ``lockgate serve mlp@1`` as a user starts it: its own HTTP layer, the
-                  request hardening, OIP v2 validation, metrics, auth off (the default);
+* lockgate:       ``lockgate serve mlp@1 --workers 1`` as a user starts it: its own HTTP
+                  layer, the request hardening, OIP v2 validation, metrics, auth off (the
+                  default), one worker process like every other server here;
 * lockgate-token: the same with ``[serve] auth = "token"`` (a Bearer token per request);
+* lockgate-workers (only when named in ``--servers``): ``lockgate serve`` with its default
+                  of one worker process per core;
 * pytriton:       Triton 2.51 (the server binary in nvidia-pytriton 0.7.0) and its Python
                   backend calling ONNX Runtime, dynamic batching on (max batch 32);
 * mlserver:       MLServer 1.7 with a custom ONNX Runtime runtime (one parallel worker);
@@ -65,7 +69,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from peer_load import WRK, Load, close, load, probe  # noqa: E402
-from peer_servers import BY_NAME, SERVERS, Context, Running, Server, free_port  # noqa: E402
+from peer_servers import BY_NAME, DEFAULT, SERVERS, Context, Running, Server, free_port  # noqa: E402
 from peer_setup import PEER_PACKAGES, setup  # noqa: E402
 from serve_overhead import build_mlp, session  # noqa: E402
 
@@ -235,8 +239,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--setup", nargs="?", const=",".join(PEER_PACKAGES), metavar="NAMES",
                         help="create the peer venvs (all, or these, comma-separated) and exit")
-    parser.add_argument("--servers", default=",".join(s.name for s in SERVERS),
-                        help="comma-separated, in the order measured (default: all)")
+    parser.add_argument("--servers", default=",".join(DEFAULT),
+                        help="comma-separated, in the order measured (default: all but "
+                             "lockgate-workers)")
     parser.add_argument("--seconds", type=float, default=10.0, help="per load phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--clients", type=int, default=32, help="connections of the busy phase")
