@@ -67,7 +67,8 @@ def _expected(seed: int = 0, x: np.ndarray = X) -> np.ndarray:
 def grpc_server(home: Path, *args: str, env: dict[str, str] | None = None,
                 ready: bool = True) -> Iterator[tuple[int, int]]:
     """`lockgate serve --port 0 --grpc-port 0 ARGS`; yields (REST port, gRPC port) once both
-    listen (and, with ``ready``, once REST says every model is ready)."""
+    listen (and, with ``ready``, once REST and gRPC say every model is ready: behind several
+    worker processes, gRPC is one worker's)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "lockgate", "--home", str(home), "serve", "--port", "0",
          "--poll", "0.1", *args],
@@ -89,6 +90,9 @@ def grpc_server(home: Path, *args: str, env: dict[str, str] | None = None,
         deadline = time.monotonic() + 60
         while ready and http_get(rest_port, "/v2/health/ready")[0] != 200:
             assert time.monotonic() < deadline, "server never became ready"
+            time.sleep(0.05)
+        while ready and not _client(grpc_port).is_server_ready():
+            assert time.monotonic() < deadline, "gRPC never said ready"
             time.sleep(0.05)
         yield rest_port, grpc_port
     finally:
@@ -261,7 +265,11 @@ def test_metadata_and_readiness(server: tuple[int, int]) -> None:
     assert [(t["name"], t["datatype"], t["shape"]) for t in model["inputs"]] == [
         ("ids", "INT64", ["-1"]), ("flags", "BOOL", ["-1"]), ("text", "BYTES", ["-1"]),
         ("pixels", "UINT8", ["-1", "2"])]
-    rest = http_get(server[0], "/v2/models/typed")[1]
+    deadline = time.monotonic() + 30
+    while (got := http_get(server[0], "/v2/models/typed"))[0] != 200:  # each worker loads
+        assert time.monotonic() < deadline, got
+        time.sleep(0.05)
+    rest = got[1]
     assert [t["datatype"] for t in rest["outputs"]] == [t["datatype"] for t in model["outputs"]]
     with pytest.raises(InferenceServerException) as err:
         client.is_model_ready("nope")
@@ -407,19 +415,20 @@ def test_a_version_not_ready_is_unavailable_and_health_not_serving(tmp_path: Pat
         lg.register(str(tmp_path / "lin.onnx"), name="lin")
         lg.register(str(tmp_path / "bad.onnx"), name="bad")
         flip_byte(lg, lg.get("bad@1").digest)
-    with grpc_server(home, "lin@1", "bad@1", "--grpc-port", "0", ready=False) as (rest, port):
+    with grpc_server(home, "lin@1", "bad@1", "--grpc-port", "0", ready=False) as (_, port):
         client = _client(port)
         deadline = time.monotonic() + 60
-        while (http_get(rest, "/v2/models/bad/versions/1/ready")[1].get("state") != "failed"
-               or http_get(rest, "/v2/models/lin/versions/1/ready")[0] != 200):
+        while True:
+            with pytest.raises(InferenceServerException) as err:
+                client.infer("bad", [_input("input", X, "FP32")])
+            assert _status(err) == "StatusCode.UNAVAILABLE"  # loading, then failed
+            if "failed to load" in str(err.value.message()) and client.is_model_ready("lin"):
+                break
             assert time.monotonic() < deadline, "the damaged version never failed"
             time.sleep(0.05)
         assert not client.is_server_ready()
         assert not client.is_model_ready("bad")
         assert _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING
-        with pytest.raises(InferenceServerException) as err:
-            client.infer("bad", [_input("input", X, "FP32")])
-        assert _status(err) == "StatusCode.UNAVAILABLE"
         with pytest.raises(InferenceServerException) as err:
             client.get_model_metadata("bad")
         assert _status(err) == "StatusCode.UNAVAILABLE"
