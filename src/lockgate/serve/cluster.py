@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lockgate.serve.cluster_metrics import Exposition, merge
-from lockgate.serve.routes import mark_loaded
+from lockgate.serve.routes import mark_loaded, readiness
 from lockgate.serve.supervisor import WorkerContext
 
 __all__ = ["Cluster"]
@@ -49,6 +49,7 @@ class Cluster:
         self.pid = os.getpid()
         self.metrics = state.metrics
         self.table = state.models
+        self.service = state.inference
 
         def own_metrics() -> bytes:
             mark_loaded(self.table, self.metrics)
@@ -118,6 +119,9 @@ class Cluster:
                 request = json.loads(_read_line(conn))
                 if request.get("op") == "metrics":
                     conn.sendall(self._leave_text())
+                elif request.get("op") == "ready":
+                    _, detail = readiness(self.table, self.service)
+                    conn.sendall(json.dumps({"detail": detail}).encode())
                 elif request.get("op") == "capture":
                     conn.sendall(json.dumps(self._own_capture(request)).encode())
             except (OSError, ValueError) as exc:
@@ -161,6 +165,22 @@ class Cluster:
                 return b"".join(chunks)
         except OSError:
             return None
+
+    def peers_not_ready(self) -> str | None:
+        """What the other workers still wait for; None once every one of them runs and is
+        ready (a worker being replaced counts as not ready until its versions load)."""
+        answered = 0
+        for pid in self._peers():
+            answer = self._ask(pid, {"op": "ready"})
+            if answer is None:
+                continue  # gone: a replacement has its own socket
+            answered += 1
+            detail = json.loads(answer).get("detail")
+            if detail is not None:
+                return f"worker {pid}: {detail}"
+        if answered < self.ctx.workers - 1:
+            return f"{answered + 1} of {self.ctx.workers} workers started"
+        return None
 
     def render(self, own: bytes) -> bytes:
         """``/metrics`` across the workers: ``own`` text merged with every peer's."""

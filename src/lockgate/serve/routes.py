@@ -299,12 +299,12 @@ class _Routes:
         return JSONResponse({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        unloaded = self.service.unloaded
-        waiting = [s for s in self.table.not_ready() if s.spec.name not in unloaded]
-        if not waiting and (self.table.slots or not self.table.dynamic):
+        waiting, detail = readiness(self.table, self.service)
+        cluster = getattr(request.app.state, "cluster", None)
+        if detail is None and cluster is not None:  # several workers: ready once all are
+            detail = await self.pool.run(cluster.peers_not_ready)
+        if detail is None:
             return JSONResponse({"ready": True})
-        detail = ", ".join(f"{s.label} ({s.state})" for s in waiting) or \
-            "nothing is deployed yet"
         return JSONResponse(
             {
                 "ready": False,
@@ -423,6 +423,17 @@ class _Routes:
             instance = cluster.instance
         return JSONResponse({"model": slot.spec.name, "version": slot.version_text,
                              "instance": instance, "window": capture.window, **body})
+
+
+def readiness(table: ModelTable, service: InferenceService) -> tuple[list[Slot], str | None]:
+    """The versions not ready yet (a model unloaded through the repository does not count),
+    and what is missing; None when this process is ready."""
+    unloaded = service.unloaded
+    waiting = [s for s in table.not_ready() if s.spec.name not in unloaded]
+    if not waiting and (table.slots or not table.dynamic):
+        return [], None
+    return waiting, ", ".join(f"{s.label} ({s.state})" for s in waiting) or \
+        "nothing is deployed yet"
 
 
 def mark_loaded(table: ModelTable, metrics: ServerMetrics) -> list[Slot]:
