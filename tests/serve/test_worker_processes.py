@@ -112,6 +112,23 @@ def test_merged_text_parses_again() -> None:
     assert len(families["lockgate_requests"].samples) == 2
 
 
+def test_statistics_sum_per_version_and_batch_size() -> None:
+    from lockgate.serve.cluster_metrics import merge_statistics
+    from lockgate.serve.statistics import Statistics
+
+    parts = []
+    for rows in (1, 3):
+        stats = Statistics()
+        stats.of("m", "1").succeeded(rows, 0.5, (0.1, 0.2, 0.1, 0.1), rows)
+        parts.append(stats.snapshot([("m", "1"), ("m", "2")]))
+    merged = merge_statistics(parts)["model_stats"]
+    assert [(e["name"], e["version"]) for e in merged] == [("m", "1"), ("m", "2")]
+    assert merged[0]["inference_count"] == 4
+    assert merged[0]["inference_stats"]["success"] == {"count": 2, "ns": 1_000_000_000}
+    assert [b["batch_size"] for b in merged[0]["batch_stats"]] == [1, 3]
+    assert merged[1]["inference_count"] == 0
+
+
 # -- manifests ------------------------------------------------------------------------------------
 
 
@@ -270,6 +287,11 @@ def test_two_workers_answer_on_one_port_and_report_the_sum(deployed: Path) -> No
         # every scrape, on a new connection to whichever worker, reports all the requests
         for _ in range(6):
             assert _requests_total(s.port) == sent
+            status, raw = _get(s.port, "/v2/models/m/versions/1/stats")
+            assert status == 200
+            stats = json.loads(raw)["model_stats"][0]
+            assert stats["inference_count"] == sent
+            assert stats["inference_stats"]["success"]["count"] == sent
 
 
 @needs_linux

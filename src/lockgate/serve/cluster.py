@@ -23,11 +23,11 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lockgate.serve.cluster_metrics import Exposition, merge
+from lockgate.serve.cluster_metrics import Exposition, merge, merge_statistics
 from lockgate.serve.routes import mark_loaded, readiness
 from lockgate.serve.supervisor import WorkerContext
 
@@ -50,6 +50,7 @@ class Cluster:
         self.metrics = state.metrics
         self.table = state.models
         self.service = state.inference
+        self.own_stats = state.inference.stats
 
         def own_metrics() -> bytes:
             mark_loaded(self.table, self.metrics)
@@ -119,6 +120,9 @@ class Cluster:
                 request = json.loads(_read_line(conn))
                 if request.get("op") == "metrics":
                     conn.sendall(self._leave_text())
+                elif request.get("op") == "stats":
+                    versions = [(str(n), str(v)) for n, v in request["versions"]]
+                    conn.sendall(json.dumps(self.own_stats.snapshot(versions)).encode())
                 elif request.get("op") == "ready":
                     _, detail = readiness(self.table, self.service)
                     conn.sendall(json.dumps({"detail": detail}).encode())
@@ -181,6 +185,16 @@ class Cluster:
         if answered < self.ctx.workers - 1:
             return f"{answered + 1} of {self.ctx.workers} workers started"
         return None
+
+    def statistics(self, versions: list[tuple[str, str]], own: dict[str, Any]
+                   ) -> dict[str, Any]:
+        """The statistics extension's answer summed across the workers."""
+        parts = [own]
+        for pid in self._peers():
+            answer = self._ask(pid, {"op": "stats", "versions": versions})
+            if answer is not None:
+                parts.append(json.loads(answer))
+        return merge_statistics(parts)
 
     def render(self, own: bytes) -> bytes:
         """``/metrics`` across the workers: ``own`` text merged with every peer's."""
@@ -306,6 +320,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _MergedStatistics:
+    """The service's statistics with a :meth:`snapshot` summed across the workers; recording
+    (``of``) is this worker's own, at the same cost."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.of = cluster.own_stats.of
+
+    def snapshot(self, versions: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        keys = list(versions)
+        own: dict[str, Any] = self.cluster.own_stats.snapshot(keys)
+        return self.cluster.statistics(keys, own)
+
+
 Serve = Callable[[socket.socket, Callable[[str, int], None], Callable[[str, int], None]], None]
 
 
@@ -321,6 +349,7 @@ def as_worker(app: Any, ctx: WorkerContext, serve: Serve) -> None:
         cluster.start()
         state.metrics.merged = cluster.render
         state.cluster = cluster
+        state.inference.stats = _MergedStatistics(cluster)
     try:
         serve(sock, lambda host, port: ctx.notify(f"http {ctx.index}"),
               lambda host, port: ctx.notify(f"grpc {ctx.index} {host} {port}"))

@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["SUMMED_GAUGES", "Exposition", "merge"]
+__all__ = ["SUMMED_GAUGES", "Exposition", "merge", "merge_statistics"]
 
 SUMMED_GAUGES = frozenset({"lockgate_pending_requests"})
 
@@ -85,3 +86,41 @@ def _escape_help(text: str) -> str:
 
 def _escape_label(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def merge_statistics(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Triton statistics answers (``{"model_stats": [...]}``, the same versions in the same
+    order) of several workers as one: counts and durations summed, ``last_inference`` the
+    latest, batch statistics summed per batch size."""
+    merged: list[dict[str, Any]] = []
+    for entries in zip(*(p["model_stats"] for p in parts), strict=True):
+        first = entries[0]
+        batches: dict[int, dict[str, Any]] = {}
+        for entry in entries:
+            for b in entry["batch_stats"]:
+                into = batches.setdefault(int(b["batch_size"]), {"batch_size": b["batch_size"]})
+                for phase in ("compute_input", "compute_infer", "compute_output"):
+                    into[phase] = _add(into.get(phase), b[phase])
+        phases = first["inference_stats"].keys()
+        merged.append({
+            "name": first["name"], "version": first["version"],
+            "last_inference": max(int(e["last_inference"]) for e in entries),
+            "inference_count": sum(int(e["inference_count"]) for e in entries),
+            "execution_count": sum(int(e["execution_count"]) for e in entries),
+            "inference_stats": {k: _sum(e["inference_stats"][k] for e in entries)
+                                for k in phases},
+            "batch_stats": [batches[size] for size in sorted(batches)]})
+    return {"model_stats": merged}
+
+
+def _add(a: dict[str, int] | None, b: dict[str, int]) -> dict[str, int]:
+    if a is None:
+        return {"count": int(b["count"]), "ns": int(b["ns"])}
+    return {"count": a["count"] + int(b["count"]), "ns": a["ns"] + int(b["ns"])}
+
+
+def _sum(pairs: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] | None = None
+    for pair in pairs:
+        total = _add(total, pair)
+    return total or {"count": 0, "ns": 0}
