@@ -1,8 +1,9 @@
 """gRPC against REST on one `lockgate serve`: the same model, the same process, the same
 inference service, two protocols.
 
-Starts ``lockgate serve mlp@1 --grpc-port`` on 127.0.0.1, serving the MLP 64-256-256-10
-(float32, batch 1, ONNX Runtime with one intra-op thread), then measures in alternating rounds
+Starts ``lockgate serve mlp@1 --grpc-port --workers 1`` (one process: ``--workers``) on
+127.0.0.1, serving the MLP 64-256-256-10 (float32, batch 1, ONNX Runtime with one intra-op
+thread), then measures in alternating rounds
 (``--rounds``; this shared machine drifts by tens of percent between minutes), ``--seconds``
 each, after a warm-up:
 
@@ -139,7 +140,7 @@ def _h2load(port: int, connections: int, streams: int, seconds: float, frame: Pa
     return float(m.group(1))
 
 
-def _serve(home: Path, model: Path) -> tuple[subprocess.Popen[bytes], int, int]:
+def _serve(home: Path, model: Path, workers: int) -> tuple[subprocess.Popen[bytes], int, int]:
     env = {**os.environ, "LOCKGATE_USER": "bench"}
     subprocess.run([sys.executable, "-m", "lockgate", "--home", str(home), "register",
                     str(model), "--name", "mlp"], check=True, env=env,
@@ -147,7 +148,7 @@ def _serve(home: Path, model: Path) -> tuple[subprocess.Popen[bytes], int, int]:
     rest, grpc_port = _free_port(), _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "lockgate", "--home", str(home), "serve", "mlp@1", "--port",
-         str(rest), "--grpc-port", str(grpc_port)],
+         str(rest), "--grpc-port", str(grpc_port), "--workers", str(workers)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while _get(rest, "/v2/health/ready")[0] != 200:
@@ -169,7 +170,7 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
     message = _grpc_request(x).SerializeToString()
     frame = tmp / "frame.bin"
     frame.write_bytes(b"\0" + len(message).to_bytes(4, "big") + message)
-    proc, rest, gport = _serve(tmp / "home", model)
+    proc, rest, gport = _serve(tmp / "home", model, args.workers)
     try:
         _check_grpc(gport, model, x)
         empty = tmp / "empty.bin"
@@ -198,7 +199,8 @@ def _run(args: argparse.Namespace, tmp: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     ratios = [g / r for g, r in zip(figures["gRPC"], figures["REST"], strict=True)]
-    print(f"\n{args.streams} concurrent streams: REST = wrk -t1 -c{args.streams} (OIP JSON), "
+    print(f"\n--workers {args.workers}; {args.streams} concurrent streams: "
+          f"REST = wrk -t1 -c{args.streams} (OIP JSON), "
           f"gRPC = h2load -c{args.grpc_connections} (raw contents, unary ModelInfer); "
           f"{args.seconds:g} s per phase, {args.rounds} alternating rounds")
     print("(live: gRPC ServerLive, no inference: what grpcio itself answers per second)")
@@ -217,6 +219,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--streams", type=int, default=32)
     p.add_argument("--grpc-connections", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1,
+                   help="lockgate serve --workers (with more than one, REST is spread over "
+                        "them and gRPC is served by one)")
     args = p.parse_args()
     for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
         if shutil.which(tool) is None:
