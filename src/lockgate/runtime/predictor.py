@@ -90,11 +90,20 @@ class Predictor:
         self._output_names = [o.name for o in self._session.get_outputs()]
         self._input_set = frozenset(self._input_names)
         self._output_set = frozenset(self._output_names)
-        # (name, dtype, fixed dims) per input, precomputed for the per-request checks.
+        # (name, dtype, dims, rank, (index, size) of each fixed dim) per input, precomputed
+        # for the per-request checks.
         self._checks = [
-            (spec.name, _np_dtype(spec.dtype), spec.shape) for spec in self.signature.inputs
+            (spec.name, _np_dtype(spec.dtype), spec.shape, len(spec.shape),
+             tuple((i, d) for i, d in enumerate(spec.shape) if isinstance(d, int)))
+            for spec in self.signature.inputs
         ]
         self._binding = self._binding_device()
+        # A CPU-only session's runs call ONNX Runtime's C++ run directly: what the Python
+        # wrapper adds (input names, checked above; WebGPU graph capture; OrtValue ownership;
+        # falling back from a failing GPU provider) does not apply to numpy inputs on the CPU.
+        inner = getattr(self._session, "_sess", None)
+        self._direct_run: Any = inner.run if inner is not None and \
+            self._session.get_providers() == ["CPUExecutionProvider"] else None
 
     def _binding_device(self) -> tuple[str, int] | None:
         """Where a run binds its outputs, when the session runs on a device provider and every
@@ -146,21 +155,28 @@ class Predictor:
                 )
         else:
             wanted = self._output_names
-        for name, dtype, shape in self._checks:
+        for name, dtype, shape, rank, fixed in self._checks:
             arr = inputs[name]
-            if dtype is not None and arr.dtype != dtype:
+            if dtype is not None and arr.dtype is not dtype and arr.dtype != dtype:
                 raise InvalidInputError(
                     f"input {name!r} has dtype {arr.dtype}, the model wants {dtype}"
                 )
-            if arr.ndim != len(shape) or any(
-                isinstance(want, int) and got != want
-                for got, want in zip(arr.shape, shape, strict=True)
-            ):
+            got = arr.shape
+            fits = len(got) == rank
+            if fits:
+                for i, want in fixed:  # a loop, not all(...): no generator per request
+                    if got[i] != want:
+                        fits = False
+                        break
+            if not fits:
                 raise InvalidInputError(
                     f"input {name!r} has shape {list(arr.shape)}, the model wants {list(shape)}"
                 )
         try:
-            if self._binding is not None:
+            if self._direct_run is not None:
+                result = self._direct_run(wanted, inputs if type(inputs) is dict
+                                          else dict(inputs), None)
+            elif self._binding is not None:
                 result = self._run_bound(wanted, inputs, *self._binding)
             else:
                 result = self._session.run(wanted,
