@@ -385,7 +385,8 @@ SERVERS = [
            "/v2/models/mlp/infer", _oip_body, _lockgate(False, one_worker=False), _oip_first),
     Server("pytriton", "Triton 2.51 via PyTriton", "pytriton", "/v2/models/mlp/infer",
            _oip_body, _pytriton, _oip_first,
-           temp_globs=("/tmp/folder??????", "/tmp/python_env_??????")),
+           # the Python backend's hard-coded unpack folders and PyTriton's shared memory
+           temp_globs=("/tmp/folder??????", "/tmp/python_env_??????", "/dev/shm/pytrtion*")),
     Server("mlserver", "MLServer 1.7", "mlserver", "/v2/models/mlp/infer", _oip_body, _mlserver,
            _oip_first),
     Server("torchserve", "TorchServe 0.12", "torchserve", "/predictions/mlp", _rows("data"),
@@ -421,22 +422,36 @@ class Running:
         text = self.log_path.read_text(encoding="utf-8", errors="replace")
         return text[-chars:].strip()
 
+    def _group_alive(self) -> bool:
+        self.proc.poll()  # reap the leader: a zombie would still count as the group's
+        try:
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
     def stop(self) -> None:
-        for sig, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
-            if self.proc.poll() is not None:
-                break
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-        # children left in the group (a Python backend stub, a worker) go too
+        """SIGTERM to the server's own process first (it stops its workers and cleans up),
+        then to what is left of its group, then SIGKILL."""
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=20)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            deadline = time.monotonic() + 10
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            while self._group_alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not self._group_alive():
+                break
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
         self._log.close()
         time.sleep(0.5)
         for path in {p for g in self.server.temp_globs for p in glob.glob(g)} - self._before:
-            shutil.rmtree(path, ignore_errors=True)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
