@@ -28,11 +28,12 @@ Load: wrk (one thread, ``wrk_post.lua``) at 1 and ``--clients`` connections, ``-
 each, after a ``--warmup`` at ``--clients``. Before each server is loaded, one probe request
 must answer 200 with the reference's first logit (ONNX Runtime in this process). Without wrk
 the project's asyncio client is used instead, with a loud note: it caps the faster servers.
-Every selected server is measured once per round, ``--rounds`` alternating rounds in one run;
-the closest pair, the bare handler and lockgate, is compared round by round (a shared machine
-drifts between minutes). Printed: lockgate/bare throughput at 32 and at 1 connection, the p50
-difference at 1 connection in microseconds (the target: lockgate p50 <= bare p50 + 20 us),
-lockgate/PyTriton, token auth's cost and lockgate against every server (medians of rounds).
+Every selected server is measured once per round, ``--rounds`` alternating rounds in one run
+(every other round in reverse order); the closest pair, the bare handler and lockgate, is
+compared round by round (a shared machine drifts between minutes). Printed: lockgate/bare
+throughput at 32 and at 1 connection, the p50 difference at 1 connection in microseconds (the
+target: lockgate p50 <= bare p50 + 20 us), lockgate/PyTriton, token auth's cost and lockgate
+against every server (medians of rounds).
 
 The measurement (one line, on a quiet machine; 5 rounds of 10 s phases, about 25 minutes for
 all eight servers; the results also go to ``benchmarks/.peers/results-<UTC time>.json``):
@@ -139,7 +140,8 @@ def run(names: list[str], args: argparse.Namespace) -> dict[str, Rounds | str]:
     with tempfile.TemporaryDirectory(prefix="lockgate-peers-") as tmp_name:
         ctx, _x, reference = _prepare(Path(tmp_name), names)
         for round_no in range(1, args.rounds + 1):
-            for name in names:
+            # every other round in reverse: no server always follows the same one
+            for name in names if round_no % 2 else names[::-1]:
                 found = results.setdefault(name, [])
                 if isinstance(found, str):
                     continue  # skipped, or failed in an earlier round
@@ -157,7 +159,7 @@ def run(names: list[str], args: argparse.Namespace) -> dict[str, Rounds | str]:
                       f"{one.p50_us:6.0f} us | {args.clients} conn {many.rps:7.0f}/s p50 "
                       f"{many.p50_us / 1000:6.2f} ms | errors {one.errors + many.errors}",
                       flush=True)
-    return results
+    return {name: results[name] for name in names}
 
 
 def _ratios(ours: Rounds, theirs: Rounds, i: int) -> list[float]:
