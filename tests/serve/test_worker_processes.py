@@ -21,6 +21,7 @@ import pytest
 from serve_process import infer_doc, register, wait_until
 
 from lockgate.api.facade import Lockgate
+from lockgate.errors import InvalidInputError
 from lockgate.rollout.manifests import K8sOptions, render_manifests, workers_for
 from lockgate.serve.cluster_metrics import Exposition, merge
 from lockgate.serve.supervisor import cgroup_cpu_limit, default_workers
@@ -60,6 +61,23 @@ def test_the_default_uses_this_process_affinity() -> None:
     assert found >= 1
     if expected is not None:
         assert found == expected
+
+
+def test_the_default_is_one_worker_on_an_accelerator() -> None:
+    from dataclasses import replace
+
+    from lockgate.cli.serving import _worker_count
+    from lockgate.config.providers import parse_providers_text
+    from lockgate.config.values import Settings
+
+    cpu = Settings(home=Path("h"), database_url="", artifact_root=Path("a"), user="u")
+    cuda = replace(cpu, serve_providers=parse_providers_text("cuda,cpu", "providers"))
+    assert _worker_count(cpu, None) == default_workers()
+    assert _worker_count(cuda, None) == 1  # one device session
+    assert _worker_count(cuda, 3) == 3  # asked for: given
+    assert _worker_count(replace(cpu, serve_workers=4), None) == 4
+    with pytest.raises(InvalidInputError, match="--workers cannot be negative"):
+        _worker_count(cpu, -1)
 
 
 # -- merging expositions --------------------------------------------------------------------------

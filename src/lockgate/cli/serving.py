@@ -16,6 +16,7 @@ from lockgate.config.providers import FALLBACKS, parse_providers_text
 from lockgate.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from lockgate.config.values import Settings
     from lockgate.serve import HTTPLimits
 
 
@@ -95,7 +96,7 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
     from lockgate.serve.supervisor import worker_context
 
     part = worker_context()
-    count = _worker_count(lg, workers) if part is None else 1
+    count = _worker_count(lg.settings, workers) if part is None else 1
     p = lg.settings.serve_port if port is None else port
     g = lg.settings.serve_grpc_port if grpc_port is None else grpc_port
     auth = _auth_on(lg, h, no_auth) if with_ui else False
@@ -133,14 +134,17 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
         err.print("stopped")
 
 
-def _worker_count(lg: Lockgate, workers: int | None) -> int:
-    """--workers, else [serve] workers; 0 is one per core the container is given."""
+def _worker_count(settings: Settings, workers: int | None) -> int:
+    """--workers, else [serve] workers; 0 is one per core the container is given, or one
+    when the server loads on an accelerator (each worker would hold its own device session)."""
     from lockgate.serve.supervisor import default_workers
 
-    count = lg.settings.serve_workers if workers is None else workers
+    count = settings.serve_workers if workers is None else workers
     if count < 0:
         raise InvalidInputError("--workers cannot be negative",
                                 hint="0 runs one worker per core, 1 a single process")
+    if count == 0 and not settings.serve_provider_set.is_cpu_only:
+        return 1
     return count or default_workers()
 
 
