@@ -51,10 +51,13 @@ def _data(arr: np.ndarray[Any, Any]) -> Any:
     return flat_list
 
 
-def _dumps(doc: Mapping[str, Any]) -> bytes:
+def _dumps(doc: Mapping[str, Any], finite: bool | None = None) -> bytes:
     """Compact JSON; numpy arrays (finite) by orjson, anything non-finite by the stdlib, which
-    writes NaN and Infinity as Python's and Triton's JSON do."""
-    if not any(isinstance(t.get("data"), _NonFinite) for t in doc.get("outputs", ())):
+    writes NaN and Infinity as Python's and Triton's JSON do. ``finite``: whether the caller
+    knows no output's data is :class:`_NonFinite` (None: look)."""
+    if finite is None:
+        finite = not any(isinstance(t.get("data"), _NonFinite) for t in doc.get("outputs", ()))
+    if finite:
         try:
             return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError:  # something orjson does not write natively
@@ -107,13 +110,13 @@ def encode_response(
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         doc["id"] = request_id
-    doc["outputs"] = [
-        {
-            "name": name,
-            "datatype": oip_datatype(arr.dtype),
-            "shape": list(arr.shape),
-            "data": _data(arr),
-        }
-        for name, arr in outputs.items()
-    ]
-    return _dumps(doc)
+    tensors = []
+    finite = True
+    for name, arr in outputs.items():
+        data = _data(arr)
+        if type(data) is _NonFinite:
+            finite = False
+        tensors.append({"name": name, "datatype": oip_datatype(arr.dtype),
+                        "shape": list(arr.shape), "data": data})
+    doc["outputs"] = tensors
+    return _dumps(doc, finite)
