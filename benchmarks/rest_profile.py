@@ -192,6 +192,10 @@ async def _stack(model: Path) -> dict[str, Callable[[], object]]:
         return service.table.route(s.spec.name)
 
     def metrics() -> None:
+        if hasattr(m, "answered"):  # as the service does it
+            m.arrived()
+            m.answered(2e-4, 0.0, 1.5e-4, 1, 1.0, 1)
+            return
         m.requests.inc()
         m.pending.inc()
         m.pending.dec()

@@ -299,8 +299,7 @@ class InferenceService:
             return INTERNAL_ERROR
         m = self.metrics.for_model(slot.spec.name, slot.version_text)
         started = time.perf_counter()
-        m.requests.inc()
-        m.pending.inc()
+        m.arrived()
         shadow = None
         if version is None:
             route = self.table.route(slot.spec.name)
@@ -447,12 +446,11 @@ class InferenceService:
               result: _Result, rows: int | None = None,
               execution: Execution | None = None) -> Answer:
         content, head, size, queued, computed, executions, phases = result
-        elapsed = self._finish(slot, m, started, 200)
-        m.queue_seconds.observe(queued)
-        m.compute_seconds.observe(computed)
-        m.inferences.inc(size if rows is None else rows)
-        m.executions.inc(executions)
-        m.batch_size.observe(size)
+        elapsed = time.perf_counter() - started
+        m.answered(elapsed, queued, computed, size if rows is None else rows, executions, size)
+        slot.window.record(elapsed, 200)
+        if slot.capture is not None:
+            slot.capture.record_request(elapsed, 200)
         stats = self.stats.of(slot.spec.name, slot.version_text)
         if execution is None:
             stats.succeeded(size, elapsed, phases, size)  # its own run

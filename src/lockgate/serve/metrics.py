@@ -205,6 +205,31 @@ class ModelMetrics:
     def failed(self, status: int) -> None:
         self._m.failures.labels(*self._labels, failure_reason(status)).inc()
 
+    def arrived(self) -> None:
+        """A request received and pending (``requests`` and ``pending`` up by one)."""
+        self.requests.value += 1.0
+        self.pending.value += 1.0
+
+    def answered(self, elapsed: float, queued: float, computed: float, rows: float,
+                 executions: float, size: int) -> None:
+        """A request answered: what ``pending.dec()``, ``observe`` of the four histograms and
+        ``inc`` of ``inferences`` and ``executions`` do, in one call."""
+        self.pending.value -= 1.0
+        hist = self.request_seconds
+        hist.counts[bisect_left(hist.bounds, elapsed)] += 1
+        hist.sum += elapsed
+        hist = self.queue_seconds
+        hist.counts[bisect_left(hist.bounds, queued)] += 1
+        hist.sum += queued
+        hist = self.compute_seconds
+        hist.counts[bisect_left(hist.bounds, computed)] += 1
+        hist.sum += computed
+        hist = self.batch_size
+        hist.counts[bisect_left(hist.bounds, size)] += 1
+        hist.sum += size
+        self.inferences.value += rows
+        self.executions.value += executions
+
 
 class _RequestSeries(Collector):
     """Exposes every version's per-request series at scrape time."""
