@@ -32,6 +32,7 @@ from lockgate.config.settings import load_settings
 from lockgate.errors import ConfigError
 from lockgate.serve.grpc import health_pb2, predict_v2_pb2
 from onnx_models import linear_onnx
+from serve_process import call
 from servers import http_get
 from tamper import flip_byte
 
@@ -559,3 +560,34 @@ def test_canary_split_and_shadow_mirroring_under_grpc(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the shadow never saw a mirrored request"
             time.sleep(0.05)
         assert _metric(rest, "lockgate_shadow_divergence", "s", "2") > 0.01
+
+
+# -- the REST rules of readiness and unloading ---------------------------------------------------
+
+def test_an_empty_store_is_not_ready_and_an_unloaded_model_not_found(tmp_path: Path) -> None:
+    """gRPC answers readiness and model lookups as /v2/health/ready and the REST model routes
+    do: a server following a store with nothing deployed is live but not ready; a model
+    unloaded through the repository extension is NOT_FOUND and no longer waited for."""
+    home = tmp_path / "home"
+    Lockgate.open(home).close()
+    with grpc_server(home, "--grpc-port", "0", ready=False) as (_, grpc_port):
+        client = _client(grpc_port)
+        assert client.is_server_live()
+        assert not client.is_server_ready()
+        assert _health(grpc_port) == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(InferenceServerException) as exc:
+            client.get_model_metadata("lin")
+        assert _status(exc) == "StatusCode.NOT_FOUND"
+
+    onnx.save(linear_onnx(), tmp_path / "lin.onnx")
+    with Lockgate.open(home) as lg:
+        lg.register(str(tmp_path / "lin.onnx"), name="lin")
+    with grpc_server(home, "lin@1", "--grpc-port", "0") as (rest_port, grpc_port):
+        client = _client(grpc_port)
+        assert client.is_model_ready("lin")
+        assert call(rest_port, "POST", "/v2/repository/models/lin/unload") == (200, None)
+        with pytest.raises(InferenceServerException) as exc:
+            client.is_model_ready("lin")
+        assert _status(exc) == "StatusCode.NOT_FOUND"
+        assert "unloaded" in str(exc.value)
+        assert client.is_server_ready()  # an unloaded model is not waited for

@@ -50,7 +50,9 @@ from lockgate.serve.inference import (
     InferenceService,
     Reservation,
     error_answer,
+    unloaded_error,
 )
+from lockgate.serve.routes import readiness
 from lockgate.serve.slots import PLATFORM, Slot, SlotState
 
 __all__ = ["SERVICE", "InferenceServicer", "authorization", "status_code"]
@@ -130,11 +132,15 @@ class InferenceServicer:
         return ServerReadyResponse(ready=self.ready())
 
     def ready(self) -> bool:
-        """Every model this server should serve is loaded (as ``/v2/health/ready``)."""
-        return not self.table.not_ready()
+        """Every model this server should serve is loaded, by the rules of
+        ``/v2/health/ready``: a server following an empty store is not ready, a model unloaded
+        through the repository extension does not count."""
+        return readiness(self.table, self.inference)[1] is None
 
     async def _resolve(self, context: Any, name: str, version: str) -> Slot:
         try:
+            if name in self.inference.unloaded:
+                raise unloaded_error(name)
             return self.table.resolve(name, version or None)
         except Error as exc:
             await _abort_error(context, exc)
