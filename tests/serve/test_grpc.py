@@ -26,13 +26,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
+from serve_process import call
 
 from lockgate.api.facade import Lockgate
 from lockgate.config.settings import load_settings
 from lockgate.errors import ConfigError
 from lockgate.serve.grpc import health_pb2, predict_v2_pb2
 from onnx_models import linear_onnx
-from serve_process import call
 from servers import http_get
 from tamper import flip_byte
 
