@@ -398,7 +398,7 @@ def test_one_worker_is_this_process(deployed: Path) -> None:
 
 @needs_linux
 @pytest.mark.slow
-def test_capture_merges_the_workers_windows_and_cursors(deployed: Path) -> None:
+def test_capture_and_repository_span_the_workers(deployed: Path) -> None:
     path = "/v2/models/m/versions/1/capture"
     with serving(deployed, "--workers", "2") as s:
         _ready(s.port)
@@ -426,3 +426,28 @@ def test_capture_merges_the_workers_windows_and_cursors(deployed: Path) -> None:
         later = json.loads(_get(s.port, path + cursor)[1])
         assert later["requests"]["count"] == 5
         assert later["rows"]["from"] == first["rows"]["to"]
+        # the repository extension's unload and load reach every worker
+        assert _post(s.port, "/v2/repository/models/m/unload") == 200
+        assert {_infer_once(s.port) for _ in range(10)} == {404}
+        assert _post(s.port, "/v2/repository/models/m/load") == 200
+        assert {_infer_once(s.port) for _ in range(10)} == {200}
+
+
+def _post(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path)
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    finally:
+        conn.close()
+
+
+def _infer_once(port: int) -> int:
+    """One infer request on a fresh connection: whichever worker accepts it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        return _infer(conn)
+    finally:
+        conn.close()

@@ -51,6 +51,9 @@ class Cluster:
         self.table = state.models
         self.service = state.inference
         self.own_stats = state.inference.stats
+        repository = getattr(state, "repository", None)
+        self.own_repository: dict[str, Callable[[str], None]] = {} if repository is None else {
+            "load": repository.load, "unload": repository.unload}
 
         def own_metrics() -> bytes:
             mark_loaded(self.table, self.metrics)
@@ -123,12 +126,16 @@ class Cluster:
                 elif request.get("op") == "stats":
                     versions = [(str(n), str(v)) for n, v in request["versions"]]
                     conn.sendall(json.dumps(self.own_stats.snapshot(versions)).encode())
+                elif request.get("op") == "repository":
+                    action = self.own_repository[str(request["action"])]
+                    action(str(request["model"]))
+                    conn.sendall(b"{}")
                 elif request.get("op") == "ready":
                     _, detail = readiness(self.table, self.service)
                     conn.sendall(json.dumps({"detail": detail}).encode())
                 elif request.get("op") == "capture":
                     conn.sendall(json.dumps(self._own_capture(request)).encode())
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # a peer's request never takes this worker down
                 log.warning("a peer's request failed: %s", exc)
 
     def _own_capture(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +192,15 @@ class Cluster:
         if answered < self.ctx.workers - 1:
             return f"{answered + 1} of {self.ctx.workers} workers started"
         return None
+
+    def repository(self, action: str, model: str) -> None:
+        """The repository extension's ``load`` or ``unload`` here, then on every other worker
+        (a worker that refuses it, not knowing the model yet, is logged)."""
+        self.own_repository[action](model)
+        for pid in self._peers():
+            answer = self._ask(pid, {"op": "repository", "action": action, "model": model})
+            if answer is None and _alive(pid):
+                log.warning("worker %d did not %s %s", pid, action, model)
 
     def statistics(self, versions: list[tuple[str, str]], own: dict[str, Any]
                    ) -> dict[str, Any]:
@@ -350,6 +366,9 @@ def as_worker(app: Any, ctx: WorkerContext, serve: Serve) -> None:
         state.metrics.merged = cluster.render
         state.cluster = cluster
         state.inference.stats = _MergedStatistics(cluster)
+        if cluster.own_repository:  # load and unload reach every worker
+            state.repository.load = lambda model: cluster.repository("load", model)
+            state.repository.unload = lambda model: cluster.repository("unload", model)
     try:
         serve(sock, lambda host, port: ctx.notify(f"http {ctx.index}"),
               lambda host, port: ctx.notify(f"grpc {ctx.index} {host} {port}"))
