@@ -414,6 +414,14 @@ def test_capture_and_repository_span_the_workers(deployed: Path) -> None:
         assert first["requests"]["count"] == 12
         assert first["rows"]["to"] - first["rows"]["from"] == 12
         assert all(len(f["values"]) == 12 for f in first["rows"]["features"].values())
+        for _ in range(3):  # a cursor of its own choosing counts rows in worker order
+            status, raw = _get(s.port, path + "?rows_since=5&requests_since=4")
+            assert status == 200
+            chosen = json.loads(raw)
+            assert chosen["rows"]["from"] == 5
+            assert chosen["rows"]["to"] == 12
+            assert all(len(f["values"]) == 7 for f in chosen["rows"]["features"].values())
+            assert chosen["requests"]["count"] == 8
         cursor = f"?rows_since={first['rows']['to']}&requests_since={first['requests']['to']}"
         for _ in range(3):  # whichever worker answers, nothing is read twice
             again = json.loads(_get(s.port, path + cursor)[1])

@@ -85,7 +85,10 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
             lg.settings, serve_providers=specs or lg.settings.serve_providers,
             serve_provider_fallback=provider_fallback or lg.settings.serve_provider_fallback)
     h = host or lg.settings.serve_host
-    _check_data_plane_bind(lg, h, insecure_no_auth)
+    from lockgate.serve.supervisor import worker_context
+
+    part = worker_context()
+    _check_data_plane_bind(lg, h, insecure_no_auth, quiet=part is not None)
     if request_log is not None or request_log_rate is not None:
         from dataclasses import replace
 
@@ -93,9 +96,6 @@ def serve(ctx: click.Context, refs: tuple[str, ...], host: str | None, port: int
             lg.settings, request_log=request_log or lg.settings.request_log,
             request_log_rate=(lg.settings.request_log_rate if request_log_rate is None
                               else request_log_rate))
-    from lockgate.serve.supervisor import worker_context
-
-    part = worker_context()
     count = _worker_count(lg.settings, workers) if part is None else 1
     p = lg.settings.serve_port if port is None else port
     g = lg.settings.serve_grpc_port if grpc_port is None else grpc_port
@@ -188,10 +188,11 @@ def _local_names(lg: Lockgate, host: str) -> frozenset[str] | None:
     return frozenset({"127.0.0.1", "localhost", "::1", "[::1]", host})
 
 
-def _check_data_plane_bind(lg: Lockgate, host: str, insecure: bool) -> None:
+def _check_data_plane_bind(lg: Lockgate, host: str, insecure: bool, *,
+                           quiet: bool = False) -> None:
     """Off loopback, a server must be able to check tokens: the home needs users (capture
     then needs the monitoring role) unless the operator insists; infer stays open unless
-    serve.auth = "token", which is said."""
+    serve.auth = "token", which is said (``quiet``: not by a worker, its supervisor did)."""
     if host in _LOOPBACK:
         return
     if not lg.users():
@@ -202,8 +203,10 @@ def _check_data_plane_bind(lg: Lockgate, host: str, insecure: bool) -> None:
                 hint="add users and tokens (`lockgate user add NAME --role inference`) and "
                      "set [serve] auth = \"token\", bind 127.0.0.1, or pass "
                      "--insecure-no-auth")
-        err.print(f"warning: serving on {host} without authentication (--insecure-no-auth)")
-    elif lg.settings.serve_auth != "token":
+        if not quiet:
+            err.print(f"warning: serving on {host} without authentication "
+                      "(--insecure-no-auth)")
+    elif lg.settings.serve_auth != "token" and not quiet:
         err.print(f"warning: infer requests on {host} need no token (set [serve] auth = "
                   "\"token\" to require one)")
 

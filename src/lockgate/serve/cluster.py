@@ -1,9 +1,12 @@
-"""What the workers of one ``lockgate serve --workers N`` share: ``/metrics`` and capture.
+"""What the workers of one ``lockgate serve --workers N`` share: ``/metrics``, readiness,
+capture, statistics and the model repository extension's load and unload.
 
-Each worker answers its peers on a private Unix socket in the supervisor's folder
-(``w-PID.sock``): its own metrics text, or its capture window of one version. The worker that
-answers a scrape asks every peer and merges (:mod:`lockgate.serve.cluster_metrics`), so any
-worker reports the totals of all. Each worker also leaves its latest text in ``last-PID.prom``
+Each worker answers its peers on a Unix socket in the supervisor's folder (``w-PID.sock``; the
+folder is the server user's alone): its own metrics text, readiness, statistics or capture
+window of one version, or a load or unload to apply. The worker that answers a scrape asks
+every peer and merges (:mod:`lockgate.serve.cluster_metrics`), so any worker reports the totals
+of all; readiness is every worker's, statistics are summed, and load and unload are applied
+on every worker. Each worker also leaves its latest text in ``last-PID.prom``
 (every 2 s and whenever it answers), so the counts of a worker that died still add up.
 
 Capture: the answering worker reads every worker's window after that worker's own cursors and
@@ -228,13 +231,29 @@ class Cluster:
 
     def captured(self, model: str, version: str, own: Callable[[int, int], dict[str, Any]],
                  own_id: int, rows_since: int, requests_since: int) -> dict[str, Any]:
-        """The merged capture window of ``model@version`` after the merged cursors."""
+        """The merged capture window of ``model@version`` after the merged cursors. A cursor
+        this server did not hand out counts rows and requests in worker order, as if the
+        workers' windows were one after the other (past the end: from the start)."""
         key = hashlib.sha256(f"{model}\0{version}".encode()).hexdigest()[:16]
         cursors = self._cursors(key, rows_since, requests_since)
-        parts: list[tuple[str, dict[str, Any]]] = []
+        parts = self._gather(model, version, own, own_id, cursors)
+        base = (rows_since, requests_since) if cursors else (0, 0)
+        if not cursors and (rows_since or requests_since):
+            spread = _spread(parts, rows_since, requests_since)
+            if spread is not None:
+                parts = self._gather(model, version, own, own_id, spread)
+                base = (rows_since, requests_since)
+        body = _concatenate(parts, *base)
+        self._remember(key, body, {pid: [p["rows"]["to"], p["requests"]["to"], p["instance"]]
+                                   for pid, p in parts})
+        return body
+
+    def _gather(self, model: str, version: str, own: Callable[[int, int], dict[str, Any]],
+                own_id: int, cursors: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """Every worker's window after its own cursor in ``cursors`` (none: from its start)."""
         mine = str(self.pid)
-        since = _since(cursors.get(mine), own_id)
-        parts.append((mine, {"instance": own_id, **own(*since)}))
+        parts: list[tuple[str, dict[str, Any]]] = [
+            (mine, {"instance": own_id, **own(*_since(cursors.get(mine), own_id))})]
         for pid in self._peers():
             known = cursors.get(str(pid))
             request = {"op": "capture", "model": model, "version": version,
@@ -252,11 +271,7 @@ class Cluster:
                 if part.get("instance") is None:
                     continue
             parts.append((str(pid), part))
-        body = _concatenate(parts, rows_since if cursors else 0,
-                            requests_since if cursors else 0)
-        self._remember(key, body, {pid: [p["rows"]["to"], p["requests"]["to"], p["instance"]]
-                                   for pid, p in parts})
-        return body
+        return parts
 
     def _cursors(self, key: str, rows: int, requests: int) -> dict[str, list[Any]]:
         if rows == 0 and requests == 0:
@@ -279,6 +294,21 @@ class Cluster:
                            key=lambda p: p.stat().st_mtime)
             for stale in older[:-_KEEP_CURSORS]:
                 stale.unlink(missing_ok=True)
+
+
+def _spread(parts: list[tuple[str, dict[str, Any]]], rows: int, requests: int
+            ) -> dict[str, list[Any]] | None:
+    """Each worker's own cursors for merged positions counted in worker order, from parts
+    read from their start; None when the positions are past the end."""
+    if rows > sum(int(p["rows"]["to"]) for _, p in parts) or \
+            requests > sum(int(p["requests"]["to"]) for _, p in parts):
+        return None
+    out: dict[str, list[Any]] = {}
+    for pid, part in parts:
+        r, q = min(rows, int(part["rows"]["to"])), min(requests, int(part["requests"]["to"]))
+        rows, requests = rows - r, requests - q
+        out[pid] = [r, q, part["instance"]]
+    return out
 
 
 def _since(known: list[Any] | None, instance: int) -> tuple[int, int]:
