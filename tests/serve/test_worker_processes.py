@@ -310,6 +310,10 @@ def test_two_workers_answer_on_one_port_and_report_the_sum(deployed: Path) -> No
             stats = json.loads(raw)["model_stats"][0]
             assert stats["inference_count"] == sent
             assert stats["inference_stats"]["success"]["count"] == sent
+    with Lockgate.open(deployed) as lg:  # one server, one start and one stop in the trail
+        types = [r.type for r in lg.audit_log()]
+    assert types.count("serve.started") == 1
+    assert types.count("serve.stopped") == 1
 
 
 @needs_linux

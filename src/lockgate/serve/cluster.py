@@ -366,6 +366,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+ONCE_PER_SERVER = frozenset({"serve.start", "serve.stop", "deploy.switched", "deploy.failed",
+                             "deploy.unloaded", "model.ready", "model.load_failed"})
+"""Events only the first worker passes on: every worker follows the same store, so the
+others' would repeat its audit records and notifications. A worker's own canary and shadow
+figures (``deploy.analysis_failed``, ``deploy.shadow_stats``, ...) still go out from each."""
+
+
+def _first_worker_says(hook: Callable[[str, dict[str, Any]], None]
+                       ) -> Callable[[str, dict[str, Any]], None]:
+    def filtered(name: str, payload: dict[str, Any]) -> None:
+        if name not in ONCE_PER_SERVER:
+            hook(name, payload)
+
+    return filtered
+
+
 class _MergedStatistics:
     """The service's statistics with a :meth:`snapshot` summed across the workers; recording
     (``of``) is this worker's own, at the same cost."""
@@ -396,6 +412,9 @@ def as_worker(app: Any, ctx: WorkerContext, serve: Serve) -> None:
         state.metrics.merged = cluster.render
         state.cluster = cluster
         state.inference.stats = _MergedStatistics(cluster)
+        lifespan = getattr(state, "lifespan", None)
+        if ctx.index != 0 and lifespan is not None and lifespan.hook is not None:
+            lifespan.hook = _first_worker_says(lifespan.hook)
         if cluster.own_repository:  # load and unload reach every worker
             state.repository.load = lambda model: cluster.repository("load", model)
             state.repository.unload = lambda model: cluster.repository("unload", model)

@@ -519,6 +519,7 @@ def create_app(
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
     app.state.models = table
+    app.state.lifespan = lifespan  # its hook: workers behind a supervisor filter it
     app.state.metrics = metrics
     app.state.inference, app.state.repository = service, repository
     app.state.max_request_bytes = max_request_bytes
