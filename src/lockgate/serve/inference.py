@@ -199,7 +199,11 @@ def _reason_status(exc: Error) -> int:
 
 
 def _rows(request: InferRequest) -> int:
-    return max((int(a.shape[0]) for a in request.inputs.values() if a.ndim), default=1)
+    inputs = request.inputs
+    if len(inputs) == 1:  # the common case, without a generator
+        for a in inputs.values():
+            return int(a.shape[0]) if a.ndim else 1
+    return max((int(a.shape[0]) for a in inputs.values() if a.ndim), default=1)
 
 
 class InferenceService:
@@ -307,7 +311,7 @@ class InferenceService:
                 shadow = route.shadow
         try:
             predictor = slot.predictor()
-            header = _header_length(binary_header)
+            header = None if binary_header is None else _header_length(binary_header)
             if slot.batcher is None:
                 if reservation is None and slot.cost.inline(self.inline_below_s):
                     result = self._run(slot, predictor, body, header, None, started, shadow)
