@@ -28,7 +28,8 @@ uvicorn's HTTP protocol (httptools, the same parser) driving that handler throug
 Two measures:
 
 * default: microseconds per request, the best of ``--repeats`` timed loops of ``--requests``
-  each (the best is what the code costs; the others carry this machine's load);
+  each (the best is what the code costs; the others carry this machine's load). ``validate``
+  is a difference of two such figures, so under load it can read a little below zero;
 * ``--instructions``: instructions per request, counted by valgrind's callgrind, which does not
   care about load. The process starts under valgrind with instrumentation off; once set up, it
   turns instrumentation on (``callgrind_control``) and runs each piece's loop inside one
