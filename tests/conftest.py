@@ -7,6 +7,9 @@ import os
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 os.environ["DO_NOT_TRACK"] = "1"  # Evidently (golden drift tests) reports usage otherwise
 os.environ["ITERATIVE_DO_NOT_TRACK"] = "1"
+# `lockgate serve` runs one process per core by default; the servers tests start run one
+# unless a test asks for several (tests/serve/test_worker_processes.py covers the supervisor).
+os.environ.setdefault("LOCKGATE_SERVE_WORKERS", "1")
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +47,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (h / "lockgate.toml").write_text(PARITY_ONLY, encoding="utf-8")
     monkeypatch.setenv("LOCKGATE_HOME", str(h))
     monkeypatch.setenv("LOCKGATE_USER", "tester")
+    monkeypatch.setenv("LOCKGATE_SERVE_WORKERS", "1")  # one process, as above
     return h
 
 

@@ -80,7 +80,7 @@ class ChildServer:
                self.providers.fallback])
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "lockgate", "--home", str(self.home), "serve", self.ref,
-             "--port", "0", *on],
+             "--port", "0", "--workers", "1", *on],  # one process: what is measured loads once
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             text=True, env=self.env)
         banner: list[str] = []
