@@ -11,10 +11,10 @@ schema of :mod:`lockgate.registry.schemas`. The class names of the 413 and 415 e
 from __future__ import annotations
 
 import math
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 from starlette.requests import Request
 
 from lockgate.errors import InvalidInputError
@@ -23,11 +23,23 @@ from lockgate.registry.call import Param
 from lockgate.registry.schemas import SCHEMAS
 from lockgate.types import whole_number
 
+if TYPE_CHECKING:
+    import jsonschema
+
 __all__ = ["bearer", "json_body", "query_values", "require_json_media", "small_body", "spool",
            "upload_media"]
 
-_VALIDATORS = {name: jsonschema.Draft202012Validator(schema)
-               for name, schema in SCHEMAS.items() if name.endswith("Request")}
+
+
+@cache
+def _validator(schema: str) -> jsonschema.Draft202012Validator:
+    """The request schema's validator, built on first use: importing jsonschema (and the
+    format checkers it loads) costs about a second, which every CLI start would pay."""
+    import jsonschema
+
+    if not schema.endswith("Request"):
+        raise KeyError(schema)
+    return jsonschema.Draft202012Validator(SCHEMAS[schema])
 
 
 class _PayloadTooLargeError(InvalidInputError):
@@ -91,7 +103,7 @@ def json_body(raw: bytes, schema: str) -> dict[str, Any]:
         body: Any = {}
     else:
         body = load_json(raw, "the body")
-    errors = sorted(_VALIDATORS[schema].iter_errors(body), key=lambda e: list(e.path))
+    errors = sorted(_validator(schema).iter_errors(body), key=lambda e: list(e.path))
     if errors:
         where = "/".join(str(p) for p in errors[0].path) or "body"
         raise InvalidInputError(f"{where}: {errors[0].message}",
