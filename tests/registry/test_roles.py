@@ -116,6 +116,11 @@ CASES: dict[str, Case] = {
     "setBatching": Case("depl", "view", _in_production, lambda r, m: (
         "PUT", f"/api/v1/deployments/{m}/batching",
         {"json": {"batching": {"max_batch_size": 8}}}), "deployment.changed"),
+    "setProviders": Case("depl", "view", _in_production, lambda r, m: (
+        "PUT", f"/api/v1/deployments/{m}/providers",
+        {"json": {"providers": {"providers": [{"name": "CUDAExecutionProvider"},
+                                              {"name": "CPUExecutionProvider"}],
+                                "fallback": "cpu"}}}), "deployment.changed"),
     "rollback": Case("depl", "appr", _with_canary, lambda r, m: (
         "POST", f"/api/v1/deployments/{m}/rollback", {"json": {"reason": "errors"}}),
         "deployment.changed"),

@@ -70,7 +70,9 @@ def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def serving(home: Path, layer: str, **env: str) -> Iterator[Server]:
     """`lockgate serve m@1` with ``layer``; yields once it answers ready."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKGATE_")}
-    full_env.update(ORT_DISABLE_TELEMETRY="1", LOCKGATE_USER="tester", **env)
+    # one process: the connection cap and the memory figures are one worker's
+    full_env.update(ORT_DISABLE_TELEMETRY="1", LOCKGATE_USER="tester",
+                    LOCKGATE_SERVE_WORKERS="1", **env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "lockgate", "--home", str(home), "serve", "m@1", "--port", "0",
          "--http", layer], stderr=subprocess.PIPE, text=True, env=full_env)
