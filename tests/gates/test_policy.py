@@ -85,4 +85,9 @@ def test_policy_file_from_the_environment(home: Path, tmp_path: Path) -> None:
     policy.write_text("[serve]\nport = 1\n", encoding="utf-8")
     code, _, err = run("policy", "check", str(policy))
     assert code == 2
+    assert "serve.port is not a policy setting" in err
+    assert "a policy file sets only provider_fallback, providers" in err
+    policy.write_text("[storage]\nhome = \"x\"\n", encoding="utf-8")
+    code, _, err = run("policy", "check", str(policy))
+    assert code == 2
     assert "a policy file holds only" in err

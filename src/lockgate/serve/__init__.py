@@ -129,17 +129,10 @@ def run_server(
                    ).run(host, port, on_started, sock)
         return
     max_body = getattr(state, "max_request_bytes", None)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=access_log,
-        lifespan="on",
-        **{**uvicorn_options(limits, max_body if isinstance(max_body, int) else None,
-                             allowed_hosts),
-           **extra_uvicorn_options},
-    )
+    options = {**uvicorn_options(limits, max_body if isinstance(max_body, int) else None,
+                                 allowed_hosts), **extra_uvicorn_options}
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            access_log=access_log, lifespan="on", **options)
     _Server(config, on_started, companions).run(sockets=None if sock is None else [sock])
 
 
