@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import select
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -154,7 +154,7 @@ class Supervisor:
         self.workers = workers
         self.host, self.port, self.grpc_port = host, port, grpc_port
         self.on_started, self.on_grpc_started = on_started, on_grpc_started
-        self.log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+        self.log = log or logging.getLogger("lockgate.serve").warning
         self.instance = uuid.uuid4().hex
         self._running: dict[int, _Worker] = {}
         self._signal: int | None = None
