@@ -327,6 +327,35 @@ def test_grpc_requests_count_in_the_same_metrics_as_rest(server: tuple[int, int]
     assert requests() == before + 5
 
 
+def test_model_statistics_over_grpc_count_the_requests_as_rest_does(
+        server: tuple[int, int]) -> None:
+    """Triton's ModelStatistics RPC, read by the stock client, answers what REST's statistics
+    extension answers, and counts every request sent."""
+    client = _client(server[1])
+    before = client.get_inference_statistics("lin", "1", as_json=True)
+    x = np.ones((3, 4), np.float32)
+    for _ in range(4):
+        client.infer("lin", [_input("input", x, "FP32")])
+    after = client.get_inference_statistics("lin", "1", as_json=True)
+    (was,), (now,) = before["model_stats"], after["model_stats"]
+    assert (now["name"], now["version"]) == ("lin", "1")
+    assert int(now["inference_count"]) == int(was.get("inference_count", 0)) + 12  # rows
+    assert int(now["execution_count"]) == int(was.get("execution_count", 0)) + 4
+    success = now["inference_stats"]["success"]
+    assert int(success["count"]) == int(was["inference_stats"].get("success", {})
+                                        .get("count", 0)) + 4
+    assert int(success["ns"]) > 0
+    status, rest = call(server[0], "GET", "/v2/models/lin/versions/1/stats")
+    assert status == 200
+    assert rest["model_stats"][0]["inference_count"] == int(now["inference_count"])
+    every = client.get_inference_statistics(as_json=True)["model_stats"]
+    assert {(m["name"], m["version"]) for m in every} == {("lin", "1"), ("half", "1"),
+                                                          ("typed", "1")}
+    with pytest.raises(InferenceServerException) as exc:
+        client.get_inference_statistics("nope")
+    assert _status(exc) == "StatusCode.NOT_FOUND"
+
+
 def test_stream_answers_in_order_and_goes_on_after_a_failure(server: tuple[int, int]) -> None:
     client = _client(server[1])
     got: queue.Queue[tuple[Any, Any]] = queue.Queue()

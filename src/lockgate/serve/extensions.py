@@ -16,6 +16,7 @@ named ``stats``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -28,7 +29,7 @@ from lockgate.serve.repository import Repository
 from lockgate.serve.slots import ModelTable
 from lockgate.serve.workers import WorkerPool
 
-__all__ = ["EXTENSIONS", "extension_routes"]
+__all__ = ["EXTENSIONS", "extension_routes", "statistics"]
 
 EXTENSIONS = ("binary_tensor_data", "statistics", "model_repository")
 """What ``GET /v2`` names: the protocol extensions this server implements."""
@@ -43,21 +44,8 @@ class _Extensions:
 
     async def stats(self, request: Request) -> Response:
         params = request.path_params
-        model, version = params.get("model"), params.get("version")
-        if model is None:
-            keys = [(s.spec.name, s.version_text) for s in self.table.slots]
-        else:
-            if model in self.service.unloaded:
-                raise unloaded_error(model)
-            if version is not None:
-                slot = self.table.resolve(model, version)  # 404 for an unknown version
-                keys = [(slot.spec.name, slot.version_text)]
-            else:
-                numbers = self.table.versions(model)
-                if not numbers:
-                    self.table.resolve(model, "0")  # the unknown model's 404
-                keys = [(model, str(n)) for n in numbers]
-        return JSONResponse(self.service.stats.snapshot(sorted(keys, key=_order)))
+        return JSONResponse(statistics(self.table, self.service, params.get("model"),
+                                       params.get("version")))
 
     async def index(self, request: Request) -> Response:
         body = await request.body()
@@ -88,6 +76,26 @@ class _Extensions:
         client = request.client.host if request.client is not None else None
         self.repository.check(request.headers.get("authorization"), client, model)
         return model
+
+
+def statistics(table: ModelTable, service: InferenceService, model: str | None,
+               version: str | None) -> dict[str, Any]:
+    """Triton's statistics document for every loaded version, a model's or one version's
+    (REST and gRPC answer it alike); NotFoundError for an unknown or unloaded model."""
+    if model is None:
+        keys = [(s.spec.name, s.version_text) for s in table.slots]
+    else:
+        if model in service.unloaded:
+            raise unloaded_error(model)
+        if version is not None:
+            slot = table.resolve(model, version)  # 404 for an unknown version
+            keys = [(slot.spec.name, slot.version_text)]
+        else:
+            numbers = table.versions(model)
+            if not numbers:
+                table.resolve(model, "0")  # the unknown model's 404
+            keys = [(model, str(n)) for n in numbers]
+    return service.stats.snapshot(sorted(keys, key=_order))
 
 
 def _order(key: tuple[str, str]) -> tuple[str, int]:

@@ -65,6 +65,8 @@ def _inference_handlers(s: InferenceServicer) -> Any:
         "ModelInfer": _unary(s.ModelInfer, p.ModelInferRequest, p.ModelInferResponse),
         "ModelStreamInfer": _streaming(s.ModelStreamInfer, p.ModelInferRequest,
                                        p.ModelStreamInferResponse, client=True),
+        "ModelStatistics": _unary(s.ModelStatistics, p.ModelStatisticsRequest,
+                                  p.ModelStatisticsResponse),
     }
     return grpc.method_handlers_generic_handler(SERVICE, methods)
 

@@ -19,15 +19,18 @@ Health, readiness and metadata stay open (no token), as on REST, for probes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
 
 import grpc
 import orjson
+from google.protobuf import json_format
 
 from lockgate.errors import Error
 from lockgate.serve.about import lockgate_version
+from lockgate.serve.extensions import statistics
 from lockgate.serve.grpc.codec import body_size, infer_body, infer_response
 from lockgate.serve.grpc.predict_v2_pb2 import (
     ModelInferRequest,
@@ -36,6 +39,8 @@ from lockgate.serve.grpc.predict_v2_pb2 import (
     ModelMetadataResponse,
     ModelReadyRequest,
     ModelReadyResponse,
+    ModelStatisticsRequest,
+    ModelStatisticsResponse,
     ModelStreamInferResponse,
     ServerLiveRequest,
     ServerLiveResponse,
@@ -167,6 +172,19 @@ class InferenceServicer:
                                                                    slot.outputs)):
             for t in tensors:
                 target.add(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+        return response
+
+    async def ModelStatistics(self, request: ModelStatisticsRequest, context: Any
+                              ) -> ModelStatisticsResponse:
+        """Triton's statistics extension: what ``GET /v2/models[/{m}[/versions/{v}]]/stats``
+        answers (an empty name: every loaded version), summed over the server's workers."""
+        try:
+            doc = await asyncio.to_thread(statistics, self.table, self.inference,
+                                          request.name or None, request.version or None)
+        except Error as exc:
+            await _abort_error(context, exc)
+        response = ModelStatisticsResponse()
+        json_format.ParseDict(doc, response, ignore_unknown_fields=True)
         return response
 
     # -- inference ---------------------------------------------------------------------------
