@@ -18,8 +18,9 @@ from typing import Any
 
 
 @contextmanager
-def lockgate_server(home: Path, *args: str) -> Iterator[tuple[str, int]]:
-    """Start `lockgate serve --port 0 --poll 0.1 ARGS` and yield its address once ready."""
+def started_server(home: Path, *args: str) -> Iterator[int]:
+    """`lockgate serve --port 0 --poll 0.1 ARGS`; yields its port as soon as it listens,
+    ready or not."""
     env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "lockgate", "--home", str(home), "serve", "--port", "0",
@@ -27,23 +28,32 @@ def lockgate_server(home: Path, *args: str) -> Iterator[tuple[str, int]]:
     try:
         assert proc.stderr is not None
         port = None
+        lines = []
         while port is None:
             line = proc.stderr.readline()
-            assert line, "server exited"
+            lines.append(line)
+            assert line, f"server exited: {''.join(lines)}"
             if m := re.search(r"on http://127\.0\.0\.1:(\d+)/v2", line):
                 port = int(m.group(1))
         threading.Thread(target=lambda: [None for _ in proc.stderr],  # type: ignore[union-attr]
                          daemon=True).start()
-        deadline = time.monotonic() + 60
-        while http_get(port, "/v2/health/ready")[0] != 200:
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.05)
-        yield "127.0.0.1", port
+        yield port
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+@contextmanager
+def lockgate_server(home: Path, *args: str) -> Iterator[tuple[str, int]]:
+    """Start `lockgate serve --port 0 --poll 0.1 ARGS` and yield its address once ready."""
+    with started_server(home, *args) as port:
+        deadline = time.monotonic() + 60
+        while http_get(port, "/v2/health/ready")[0] != 200:
+            assert time.monotonic() < deadline, "server never became ready"
+            time.sleep(0.05)
+        yield "127.0.0.1", port
 
 
 def http_get(port: int, path: str) -> tuple[int, Any]:

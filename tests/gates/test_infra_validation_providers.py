@@ -6,15 +6,8 @@ validated on."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +24,7 @@ from lockgate.errors import ConfigError, GateFailedError, ServeError
 from lockgate.gates.probe import provider_tolerance
 from lockgate.gates.serving import gate_providers
 from lockgate.types import GateStatus
-from servers import http_get
+from servers import http_get, started_server
 
 pytestmark = pytest.mark.sklearn
 
@@ -241,31 +234,6 @@ def test_a_pass_on_the_cpu_fallback_validates_nothing(open_home) -> None:  # typ
 
 
 # -- serving on an unvalidated set -------------------------------------------------------------
-@contextmanager
-def _following_deployments(home: Path) -> Iterator[int]:
-    """`lockgate serve` without refs (it serves the deployments); its port once it listens."""
-    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lockgate", "--home", str(home), "serve", "--port", "0",
-         "--poll", "0.1"], stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stderr is not None
-        port = None
-        while port is None:
-            line = proc.stderr.readline()
-            assert line, "server exited"
-            if m := re.search(r"on http://127\.0\.0\.1:(\d+)/v2", line):
-                port = int(m.group(1))
-        threading.Thread(target=lambda: [None for _ in proc.stderr],  # type: ignore[union-attr]
-                         daemon=True).start()
-        yield port
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
 def _settled(port: int, model: str) -> dict[str, object]:
     """The model's readiness once it is ready or failed (loading takes a moment)."""
     deadline = time.monotonic() + 120
@@ -300,7 +268,7 @@ def test_a_deployment_on_an_unvalidated_set_gets_no_traffic_and_is_audited(
     lg = open_home('[gates]\n"*" = ["parity"]\n')
     _in_production(lg)
     lg.rollout.deploy("m@1", providers=_set("azure,cpu"))
-    with _following_deployments(lg.settings.home) as port:
+    with started_server(lg.settings.home) as port:
         failed = _audited(lg, "deploy.failed")
         status, body = http_get(port, "/v2/models/m/ready")
         assert status != 200, body
@@ -315,7 +283,7 @@ def test_a_deployment_on_a_validated_set_is_served_on_it(open_home) -> None:  # 
     lg = open_home(_TWO_SETS)
     _in_production(lg)  # infra_validation passed on azure+cpu on the way
     lg.rollout.deploy("m@1", providers=_set("azure,cpu"))
-    with _following_deployments(lg.settings.home) as port:
+    with started_server(lg.settings.home) as port:
         assert _settled(port, "m")["state"] == "ready"
         _, meta = http_get(port, "/v2/models/m")
         assert meta["parameters"]["lockgate_providers"]["used"] == [

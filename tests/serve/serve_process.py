@@ -1,19 +1,12 @@
-"""A real `lockgate serve` process that may not be ready (nothing deployed yet), and small
-JSON helpers for the statistics, repository and batch-priority tests."""
+"""Small JSON helpers for the statistics, repository and batch-priority tests (the server
+they start is tests/servers.py's started_server)."""
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +17,6 @@ from onnx_models import linear_onnx
 
 POLICY = '[gates]\n"*" = ["seeds_recorded"]\n'
 ROW = [1.0, 2.0, 3.0, 4.0]
-
-
-@contextmanager
-def started_server(home: Path, *args: str) -> Iterator[int]:
-    """`lockgate serve --port 0 --poll 0.1 ARGS`; yields its port as soon as it listens,
-    ready or not."""
-    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lockgate", "--home", str(home), "serve", "--port", "0",
-         "--poll", "0.1", *args], stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stderr is not None
-        port = None
-        lines = []
-        while port is None:
-            line = proc.stderr.readline()
-            lines.append(line)
-            assert line, f"server exited: {''.join(lines)}"
-            if m := re.search(r"on http://127\.0\.0\.1:(\d+)/v2", line):
-                port = int(m.group(1))
-        threading.Thread(target=lambda: [None for _ in proc.stderr],  # type: ignore[union-attr]
-                         daemon=True).start()
-        yield port
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 def call(port: int, method: str, path: str, doc: Any = None,

@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serve_process import call, infer_doc, register, started_server, wait_until
+from serve_process import call, infer_doc, register, wait_until
 
 from lockgate.api.facade import Lockgate
 from lockgate.errors import InvalidInputError
 from lockgate.runtime.predictor import Predictor
 from lockgate.serve.batching import Batcher, BatchingConfig, RequestTimeoutError, queue_parameters
 from onnx_models import linear_onnx
+from servers import started_server
 
 
 class _Held(Predictor):

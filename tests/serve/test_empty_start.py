@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serve_process import call, infer_doc, register, started_server, wait_until
+from serve_process import call, infer_doc, register, wait_until
 
 from lockgate.api.facade import Lockgate
+from servers import started_server
 from tamper import flip_byte
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serve_process import call, infer_doc, register, started_server, wait_until
+from serve_process import call, infer_doc, register, wait_until
 
 from lockgate.api.facade import Lockgate
 from lockgate.errors import AccessDeniedError
@@ -16,6 +16,7 @@ from lockgate.runtime.predictor import Predictor
 from lockgate.serve import ServedModel, create_app
 from lockgate.serve.repository import Repository
 from onnx_models import linear_onnx
+from servers import started_server
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serve_process import call, infer_doc, register, started_server, wait_until
+from serve_process import call, infer_doc, register, wait_until
 
 from lockgate.api.facade import Lockgate
+from servers import started_server
 
 pytestmark = pytest.mark.slow
 

@@ -78,26 +78,31 @@ def _number(value: Any, key: str) -> float:
     return float(value)
 
 
-def _read(table: Any, at: Found) -> dict[str, dict[str, float]]:
-    """``[provider_tolerances.<precision>]`` tables merged over the value so far."""
-    hint = "write [provider_tolerances.fp16] with atol = 1e-2 and rtol = 1e-2"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{at.path}: [provider_tolerances] must hold tables per precision",
-                          hint=hint)
-    out = {k: dict(v) for k, v in at.current.items()}
-    for prec, row in table.items():
-        where = f"{at.path}: provider_tolerances.{prec}"
-        if prec not in PRECISIONS:
-            raise ConfigError(f"{where}: unknown precision", hint=f"one of {list(PRECISIONS)}")
-        if not isinstance(row, dict):
-            raise ConfigError(f"{where}: expected a table of atol and rtol", hint=hint)
-        unknown = sorted(set(row) - {"atol", "rtol"})
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {unknown}", hint="known: ['atol', 'rtol']")
-        out[prec] = {**out.get(prec, {}),
-                     **{k: _number(v, f"{where}.{k}") for k, v in row.items()}}
-    return out
+def tolerance_tables(section: str, what: str, names: tuple[str, ...], hint: str) -> Kind:
+    """The Kind of ``[<section>.<name>]`` tables of atol and rtol, one per ``what`` in
+    ``names``, each merged over the value so far; ``hint`` shows one written out."""
+
+    def read(table: Any, at: Found) -> dict[str, dict[str, float]]:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{at.path}: [{section}] must hold tables per {what}", hint=hint)
+        out = {k: dict(v) for k, v in at.current.items()}
+        for name, row in table.items():
+            where = f"{at.path}: {section}.{name}"
+            if name not in names:
+                raise ConfigError(f"{where}: unknown {what}", hint=f"one of {list(names)}")
+            if not isinstance(row, dict):
+                raise ConfigError(f"{where}: expected a table of atol and rtol", hint=hint)
+            unknown = sorted(set(row) - {"atol", "rtol"})
+            if unknown:
+                raise ConfigError(f"{where}: unknown keys {unknown}",
+                                  hint="known: ['atol', 'rtol']")
+            out[name] = {**out.get(name, {}),
+                         **{k: _number(v, f"{where}.{k}") for k, v in row.items()}}
+        return out
+
+    return Kind(f"[{section}.<{'|'.join(names)}>] tables of atol and rtol", read)
 
 
-PROVIDER_TOLERANCES = Kind("[provider_tolerances.<fp32|fp16|int8>] tables of atol and rtol",
-                           _read)
+PROVIDER_TOLERANCES = tolerance_tables(
+    "provider_tolerances", "precision", PRECISIONS,
+    "write [provider_tolerances.fp16] with atol = 1e-2 and rtol = 1e-2")
